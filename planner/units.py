@@ -1,0 +1,32 @@
+"""Byte and rate units. Names carry the unit: *_bytes, *_gib, *_gbs (10^9 B/s), *_tok_s."""
+
+from __future__ import annotations
+
+KIB = 1024
+MIB = 1024**2
+GIB = 1024**3
+GB = 10**9
+
+
+def gib(n_bytes: float) -> float:
+    return n_bytes / GIB
+
+
+def mib(n_bytes: float) -> float:
+    return n_bytes / MIB
+
+
+def pad(n: int, multiple: int) -> int:
+    """Round `n` up to a multiple of `multiple` (GGML_PAD)."""
+    return ((n + multiple - 1) // multiple) * multiple
+
+
+def fmt_bytes(n_bytes: float) -> str:
+    """Human form: 46.1 GiB, 512 MiB, 12 KiB."""
+    if abs(n_bytes) >= GIB:
+        return f"{n_bytes / GIB:.1f} GiB"
+    if abs(n_bytes) >= MIB:
+        return f"{n_bytes / MIB:.0f} MiB"
+    if abs(n_bytes) >= KIB:
+        return f"{n_bytes / KIB:.0f} KiB"
+    return f"{n_bytes:.0f} B"
