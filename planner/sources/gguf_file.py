@@ -1,0 +1,634 @@
+"""GGUF model files: a bounded, streaming header reader and the mapping from its keys to ModelSpec.
+
+Why not `gguf.GGUFReader`: it materialises every array (a 262k-token vocabulary becomes a quarter
+million numpy views) and takes ~30 s on the Gemma 3 270M file. This reader walks the header in one
+pass over an mmap (or a bytes prefix fetched from the Hub), keeps small values, and only *skips* big
+arrays: fixed-size element arrays by `count x size`, string arrays by hopping over their lengths.
+Constants (magic, value types, tensor types, block sizes, key names) come from the gguf package so
+there is one source of truth.
+
+Format (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md, llama.cpp `ggml/src/gguf.cpp`):
+magic "GGUF" | u32 version | u64 n_tensors | u64 n_kv | KV pairs | tensor infos | pad to alignment |
+tensor data. A KV pair is `string key | u32 value type | value`; strings are `u64 length | bytes`;
+arrays are `u32 element type | u64 count | elements`. A tensor info is `string name | u32 n_dims |
+u64 ne[n_dims] | u32 ggml type | u64 offset (relative to the data section)`.
+
+Every malformed input (wrong magic, unsupported version, truncation, counts larger than the file,
+unknown types, offsets past the end, overflowing shapes) raises ModelSourceError naming the file and
+the problem; nothing allocates more than the header's real size.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.errors import ModelSourceError
+from planner.model.arch import ExpertSpec, ModelArch, ModelSpec, ModelWeights, Source, TensorInfo
+
+GGML_MAX_DIMS = 4  # ggml.h: GGML_MAX_DIMS
+_INT64_MAX = 2**63 - 1  # gguf.cpp rejects shapes whose element count overflows int64
+_DECODE_ARRAY_MAX = 4096  # arrays up to this many elements keep their values (per-layer arrays ≤ 512)
+_DECODE_STRING_MAX = 1 << 20
+_MAX_KV = 1 << 16
+_MAX_TENSORS = 1 << 20  # longer string values (a tokenizer.json blob) are skipped, not decoded
+
+# Value types as gguf.GGUFValueType numbers, fixed by the spec. Sizes of the fixed-width ones:
+_VT_UINT8, _VT_INT8, _VT_UINT16, _VT_INT16, _VT_UINT32, _VT_INT32 = 0, 1, 2, 3, 4, 5
+_VT_FLOAT32, _VT_BOOL, _VT_STRING, _VT_ARRAY, _VT_UINT64, _VT_INT64, _VT_FLOAT64 = 6, 7, 8, 9, 10, 11, 12
+_SCALAR_FMT = {
+    _VT_UINT8: "B",
+    _VT_INT8: "b",
+    _VT_UINT16: "H",
+    _VT_INT16: "h",
+    _VT_UINT32: "I",
+    _VT_INT32: "i",
+    _VT_FLOAT32: "f",
+    _VT_BOOL: "?",
+    _VT_UINT64: "Q",
+    _VT_INT64: "q",
+    _VT_FLOAT64: "d",
+}
+
+_SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+# Architectures llama.cpp runs as encoders / pooled embedding models (no KV cache across requests).
+_EMBEDDING_ARCHS = frozenset(
+    {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert",
+     "t5encoder", "gemma-embedding"}
+)
+# llama.cpp `llama_hparams::set_swa_pattern(n)`: layer il uses SWA iff il % n < n - 1 (n = 0: all layers).
+# Periods hard-coded per architecture in src/llama-model.cpp (load_hparams): gemma2 alternates (2),
+# gemma3 / gemma-embedding are 5 local : 1 global (6), cohere2 3 : 1 (4).
+_SWA_PERIOD = {"gemma2": 2, "gemma3": 6, "gemma-embedding": 6, "cohere2": 4}
+
+
+class _NeedMore(Exception):
+    """Internal: the buffer is a prefix of the file and parsing needs bytes up to `needed`."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(needed)
+        self.needed = needed
+
+
+@dataclass(frozen=True)
+class SkippedValue:
+    """A header value too big to keep (a vocabulary, a tokenizer blob): its kind and element count."""
+
+    kind: str  # "array[STRING]", "array[FLOAT32]", "string" ...
+    count: int
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """Everything before the tensor data: KV pairs (small values decoded) and tensor infos."""
+
+    version: int
+    kv: dict[str, Any]
+    tensors: tuple[TensorInfo, ...]
+    tensor_offsets: tuple[int, ...]  # relative to data_offset, in tensor order
+    alignment: int
+    header_bytes: int  # end of the tensor infos
+    data_offset: int  # header_bytes padded to alignment
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.kv.get(key, default)
+
+
+def _type_tables() -> tuple[dict[int, str], dict[int, tuple[int, int]], dict[int, str]]:
+    import gguf
+
+    value_names = {int(v): v.name for v in gguf.GGUFValueType}
+    quant_sizes = {int(t): (int(b), int(s)) for t, (b, s) in gguf.GGML_QUANT_SIZES.items()}
+    type_names = {int(t): t.name for t in gguf.GGMLQuantizationType}
+    return value_names, quant_sizes, type_names
+
+
+class _Parser:
+    def __init__(self, buf: Any, *, file_size: int, label: str, endian: str) -> None:
+        self.buf = buf
+        self.end = len(buf)
+        self.file_size = file_size
+        self.label = label
+        self.e = endian
+        self.off = 0
+        self.where = "header"
+        self._u32 = struct.Struct(endian + "I").unpack_from
+        self._u64 = struct.Struct(endian + "Q").unpack_from
+        self.value_names, self.quant_sizes, self.type_names = _type_tables()
+
+    # --- errors ---------------------------------------------------------------------------------
+    def fail(self, problem: str) -> ModelSourceError:
+        return ModelSourceError(f"{self.label}: {problem} (in {self.where}, byte {self.off})")
+
+    def need(self, n: int) -> None:
+        """Make sure n bytes from self.off are readable."""
+        stop = self.off + n
+        if stop <= self.end:
+            return
+        if self.end < self.file_size and stop <= self.file_size:
+            raise _NeedMore(stop)
+        raise self.fail(f"truncated GGUF: needs {stop - self.file_size} byte(s) past the end of the file")
+
+    def plausible(self, count: int, min_size: int, what: str) -> None:
+        """Reject counts the rest of the file cannot hold (before looping or allocating)."""
+        left = self.file_size - self.off
+        if count * min_size > left:
+            raise self.fail(f"{what} {count} cannot fit in the {max(left, 0)} byte(s) left in the file")
+
+    # --- primitives -----------------------------------------------------------------------------
+    def u32(self) -> int:
+        self.need(4)
+        (v,) = self._u32(self.buf, self.off)
+        self.off += 4
+        return int(v)
+
+    def u64(self) -> int:
+        self.need(8)
+        (v,) = self._u64(self.buf, self.off)
+        self.off += 8
+        return int(v)
+
+    def string(self, limit: int | None = None) -> str | SkippedValue:
+        n = self.u64()
+        self.plausible(n, 1, "string length")
+        self.need(n)
+        start = self.off
+        self.off += n
+        if limit is not None and n > limit:
+            return SkippedValue("string", n)
+        return bytes(self.buf[start : start + n]).decode("utf-8", errors="replace")
+
+    def key(self) -> str:
+        s = self.string(limit=65536)
+        if isinstance(s, SkippedValue):
+            raise self.fail(f"key of {s.count} bytes")
+        return s
+
+    def scalar(self, vtype: int) -> Any:
+        fmt = _SCALAR_FMT[vtype]
+        size = struct.calcsize(fmt)
+        self.need(size)
+        (v,) = struct.unpack_from(self.e + fmt, self.buf, self.off)
+        self.off += size
+        return v
+
+    def value(self, vtype: int) -> Any:
+        if vtype in _SCALAR_FMT:
+            return self.scalar(vtype)
+        if vtype == _VT_STRING:
+            return self.string(limit=_DECODE_STRING_MAX)
+        if vtype == _VT_ARRAY:
+            return self.array()
+        raise self.fail(f"unknown value type {vtype}")
+
+    def array(self) -> Any:
+        etype = self.u32()
+        count = self.u64()
+        ename = self.value_names.get(etype, str(etype))
+        if etype in _SCALAR_FMT:
+            size = struct.calcsize(_SCALAR_FMT[etype])
+            self.plausible(count, size, "array length")
+            self.need(count * size)
+            if count <= _DECODE_ARRAY_MAX:
+                vals = list(struct.unpack_from(f"{self.e}{count}{_SCALAR_FMT[etype]}", self.buf, self.off))
+                self.off += count * size
+                return vals
+            self.off += count * size
+            return SkippedValue(f"array[{ename}]", count)
+        if etype == _VT_STRING:
+            self.plausible(count, 8, "array length")
+            if count <= _DECODE_ARRAY_MAX:
+                out: list[str] = []
+                for _ in range(count):
+                    s = self.string(limit=_DECODE_STRING_MAX)
+                    out.append(s if isinstance(s, str) else "")
+                return out
+            self._skip_strings(count)
+            return SkippedValue("array[STRING]", count)
+        if etype == _VT_ARRAY:
+            # llama.cpp's gguf.cpp does not read nested arrays either (gguf_get_arr_* has no such case).
+            raise self.fail("nested arrays are not supported")
+        raise self.fail(f"unknown array element type {etype}")
+
+    def _skip_strings(self, count: int) -> None:
+        """Hop over `count` length-prefixed strings without decoding them."""
+        buf, end, u64 = self.buf, self.end, self._u64
+        off = self.off
+        for _ in range(count):
+            if off + 8 > end:
+                self.off = off
+                self.need(8)
+            (n,) = u64(buf, off)
+            off += 8 + n
+            if off > self.file_size:
+                self.off = off - n
+                raise self.fail(f"string of {n} bytes runs past the end of the file")
+        self.off = off
+        if off > end:  # the last string's body is past the buffer (only possible for a prefix buffer)
+            raise _NeedMore(off)
+
+    # --- the header -----------------------------------------------------------------------------
+    def parse(self) -> GGUFHeader:
+        self.off = 4  # magic checked by the caller
+        version = self.u32()
+        if version not in (2, 3):
+            raise self.fail(
+                f"unsupported GGUF version {version} (this reader handles 2 and 3; version 1 files are "
+                "obsolete, convert them with a current llama.cpp)"
+            )
+        n_tensors = self.u64()
+        n_kv = self.u64()
+        # Smallest KV: 8-byte key length + 4-byte type + 1-byte value.
+        self.plausible(n_kv, 13, "key/value count")
+        # Smallest tensor info: 8-byte name length, 4 n_dims, 8 one dim, 4 type, 8 offset.
+        self.plausible(n_tensors, 32, "tensor count")
+        # Real files have < 100 keys and < 100k tensors; caps keep hostile headers from filling memory.
+        if n_kv > _MAX_KV:
+            raise self.fail(f"{n_kv} key/value pairs (more than {_MAX_KV}, not a real model header)")
+        if n_tensors > _MAX_TENSORS:
+            raise self.fail(f"{n_tensors} tensors (more than {_MAX_TENSORS}, not a real model header)")
+
+        kv: dict[str, Any] = {}
+        for i in range(n_kv):
+            self.where = f"key/value #{i}"
+            k = self.key()
+            self.where = f"key '{k}'"
+            if k in kv:
+                raise self.fail("duplicate key")
+            kv[k] = self.value(self.u32())
+
+        alignment = kv.get("general.alignment", 32)
+        if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or (
+            alignment & (alignment - 1)
+        ):
+            self.where = "key 'general.alignment'"
+            raise self.fail(f"alignment {alignment!r} is not a power of two")
+
+        tensors: list[TensorInfo] = []
+        offsets: list[int] = []
+        names: set[str] = set()
+        for i in range(n_tensors):
+            self.where = f"tensor info #{i}"
+            name = self.key()
+            self.where = f"tensor '{name}'"
+            if name in names:
+                raise self.fail("duplicate tensor name")
+            names.add(name)
+            n_dims = self.u32()
+            if n_dims == 0 or n_dims > GGML_MAX_DIMS:
+                raise self.fail(f"{n_dims} dimensions (ggml allows 1 to {GGML_MAX_DIMS})")
+            dims = [self.u64() for _ in range(n_dims)]
+            n_el = 1
+            for d in dims:
+                if d > _INT64_MAX:
+                    raise self.fail(f"dimension {d} overflows int64")
+                n_el *= d
+                if n_el > _INT64_MAX:
+                    raise self.fail(f"shape {dims} overflows int64 elements")
+            ttype = self.u32()
+            if ttype not in self.quant_sizes or ttype not in self.type_names:
+                raise self.fail(f"unknown or unsupported tensor type {ttype}")
+            block, type_size = self.quant_sizes[ttype]
+            if dims[0] % block:
+                raise self.fail(
+                    f"row length {dims[0]} is not a multiple of the "
+                    f"{self.type_names[ttype]} block size {block}"
+                )
+            n_bytes = n_el // block * type_size
+            offset = self.u64()
+            if offset % alignment:
+                raise self.fail(f"data offset {offset} is not aligned to {alignment}")
+            tensors.append(TensorInfo(name=name, shape=tuple(dims), ggml_type=self.type_names[ttype],
+                                      n_bytes=n_bytes))
+            offsets.append(offset)
+
+        self.where = "tensor data"
+        header_bytes = self.off
+        data_offset = (header_bytes + alignment - 1) // alignment * alignment
+        for t, off in zip(tensors, offsets, strict=True):
+            if data_offset + off + t.n_bytes > self.file_size:
+                raise ModelSourceError(
+                    f"{self.label}: tensor '{t.name}' ({t.n_bytes} bytes at data offset {off}) runs past "
+                    f"the end of the file ({self.file_size} bytes): truncated or corrupt GGUF"
+                )
+        return GGUFHeader(
+            version=version,
+            kv=kv,
+            tensors=tuple(tensors),
+            tensor_offsets=tuple(offsets),
+            alignment=alignment,
+            header_bytes=header_bytes,
+            data_offset=data_offset,
+        )
+
+
+def _endianness(buf: Any, label: str, file_size: int) -> str:
+    import gguf
+
+    if len(buf) < 8:
+        if file_size < 8:
+            raise ModelSourceError(f"{label}: not a GGUF file ({file_size} bytes, too short for a header)")
+        raise _NeedMore(8)
+    magic = struct.unpack_from("<I", buf, 0)[0]
+    if magic != gguf.GGUF_MAGIC:
+        raise ModelSourceError(
+            f"{label}: not a GGUF file (magic {bytes(buf[0:4])!r}, expected b'GGUF')"
+        )
+    version_le = struct.unpack_from("<I", buf, 4)[0]
+    # A big-endian GGUF (s390x conversions) stores the version byte-swapped; the magic is bytes.
+    if version_le & 0xFFFF == 0 and version_le != 0:
+        return ">"
+    return "<"
+
+
+def parse_gguf_header(buf: Any, *, file_size: int | None = None, label: str = "GGUF") -> GGUFHeader:
+    """Parse a GGUF header from `buf` (bytes, memoryview or mmap) holding the whole file or a prefix of it.
+
+    `file_size` is the size of the whole file (defaults to len(buf)). When `buf` is a prefix and more
+    bytes are needed, raises `NeedMoreBytes` with the byte count required; otherwise ModelSourceError.
+    """
+    size = len(buf) if file_size is None else file_size
+    try:
+        endian = _endianness(buf, label, size)
+        return _Parser(buf, file_size=size, label=label, endian=endian).parse()
+    except _NeedMore as e:
+        raise NeedMoreBytes(e.needed) from None
+    except (struct.error, OverflowError, MemoryError) as e:  # defensive: should be unreachable
+        raise ModelSourceError(f"{label}: corrupt GGUF header ({e})") from None
+
+
+class NeedMoreBytes(Exception):
+    """The prefix given to parse_gguf_header ends inside the header; `needed` bytes are required."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(f"need {needed} bytes")
+        self.needed = needed
+
+
+def read_header_file(path: Path) -> tuple[GGUFHeader, int]:
+    """Parse the header of a local GGUF file via mmap; returns the header and the file size."""
+    label = str(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 8:
+                raise ModelSourceError(f"{label}: not a GGUF file ({size} bytes, too short for a header)")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                try:
+                    return parse_gguf_header(mm, file_size=size, label=label), size
+                except NeedMoreBytes:  # cannot happen with the whole file mapped; keep the contract
+                    raise ModelSourceError(f"{label}: truncated GGUF") from None
+    except FileNotFoundError:
+        raise ModelSourceError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise ModelSourceError(f"{label}: is a directory, not a .gguf file") from None
+    except PermissionError:
+        raise ModelSourceError(f"{label}: permission denied") from None
+    except OSError as e:
+        raise ModelSourceError(f"{label}: cannot read ({e.strerror or e})") from None
+
+
+# --- header -> ModelSpec ------------------------------------------------------------------------
+
+
+def file_type_name(value: Any) -> str | None:
+    """llama.cpp spelling of `general.file_type`: MOSTLY_Q4_K_M -> Q4_K_M, ALL_F32 -> F32."""
+    import gguf
+
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    try:
+        ft = gguf.LlamaFileType(value)
+    except ValueError:
+        return None
+    if ft.name == "GUESSED":
+        return None
+    return ft.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def _int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    return None
+
+
+def _int_or_list(v: Any) -> tuple[int | None, list[int] | None]:
+    """A key that may be one integer or an integer per layer."""
+    if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return max(v), list(v)
+    return _int(v), None
+
+
+def swa_layers_for(arch: str, n_layers: int, pattern: Any) -> tuple[bool, ...]:
+    """Which layers use the sliding window, following llama.cpp (see _SWA_PERIOD)."""
+    if isinstance(pattern, list) and len(pattern) == n_layers:
+        return tuple(bool(x) for x in pattern)
+    period = _int(pattern)
+    if period is None:
+        period = _SWA_PERIOD.get(arch, 0)
+    return tuple(period == 0 or (i % period) < (period - 1) for i in range(n_layers))
+
+
+def spec_from_header(
+    header: GGUFHeader,
+    *,
+    ref: str,
+    source: Source,
+    file_bytes: int,
+    name: str | None = None,
+    extra_tensors: Sequence[TensorInfo] = (),
+    label: str = "GGUF",
+) -> ModelSpec:
+    """Build a ModelSpec from a parsed header (plus tensors of further split parts)."""
+    kv = header.kv
+
+    def need_key(key: str) -> int:
+        v, _ = _int_or_list(kv.get(key))
+        if v is None:
+            raise ModelSourceError(f"{label}: missing or non-integer key '{key}' (not a model GGUF?)")
+        return v
+
+    arch = kv.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise ModelSourceError(f"{label}: no 'general.architecture' key (not a model GGUF?)")
+    p = arch + "."
+    n_layers = need_key(p + "block_count")
+    hidden = need_key(p + "embedding_length")
+    n_heads, _ = _int_or_list(kv.get(p + "attention.head_count"))
+    if not n_heads:
+        raise ModelSourceError(f"{label}: missing key '{p}attention.head_count'")
+    if n_layers <= 0 or n_layers > 100_000:
+        raise ModelSourceError(f"{label}: implausible block_count {n_layers}")
+    n_kv, kv_list = _int_or_list(kv.get(p + "attention.head_count_kv"))
+    if n_kv is None:
+        n_kv = n_heads
+    if kv_list is not None and len(kv_list) != n_layers:
+        raise ModelSourceError(
+            f"{label}: '{p}attention.head_count_kv' has {len(kv_list)} entries for {n_layers} layers"
+        )
+    head_k = _int(kv.get(p + "attention.key_length")) or hidden // n_heads
+    head_v = _int(kv.get(p + "attention.value_length")) or head_k
+    ffn, _ = _int_or_list(kv.get(p + "feed_forward_length"))
+
+    tensors = header.tensors + tuple(extra_tensors)
+    by_name = {t.name: t for t in tensors}
+
+    vocab = _array_len(kv.get("tokenizer.ggml.tokens")) or _int(kv.get(p + "vocab_size"))
+    if not vocab and "token_embd.weight" in by_name:
+        vocab = by_name["token_embd.weight"].shape[-1]
+
+    window = _int(kv.get(p + "attention.sliding_window")) or None
+    swa: tuple[bool, ...] | None = None
+    if window:
+        swa = swa_layers_for(arch, n_layers, kv.get(p + "attention.sliding_window_pattern"))
+        if not any(swa):
+            window, swa = None, None
+
+    experts: ExpertSpec | None = None
+    n_exp = _int(kv.get(p + "expert_count")) or 0
+    if n_exp > 0:
+        exp_ffn = _int(kv.get(p + "expert_feed_forward_length")) or ffn or 0
+        shared_ffn = _int(kv.get(p + "expert_shared_feed_forward_length")) or 0
+        shared = _int(kv.get(p + "expert_shared_count")) or (1 if shared_ffn else 0)
+        experts = ExpertSpec(
+            count=n_exp,
+            active=_int(kv.get(p + "expert_used_count")) or 1,
+            ffn_size=exp_ffn,
+            shared=shared,
+            shared_ffn_size=shared_ffn or (exp_ffn if shared else 0),
+        )
+
+    general_name = kv.get("general.name")
+    arch_obj = ModelArch(
+        name=name or (general_name if isinstance(general_name, str) and general_name else Path(ref).stem),
+        architecture=arch,
+        n_layers=n_layers,
+        hidden_size=hidden,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        head_dim_k=head_k,
+        head_dim_v=head_v,
+        ffn_size=ffn or 0,
+        vocab_size=vocab or 0,
+        context_trained=_int(kv.get(p + "context_length")) or 0,
+        source=source,
+        sliding_window=window,
+        swa_layers=swa,
+        kv_heads_per_layer=tuple(kv_list) if kv_list is not None else None,
+        experts=experts,
+        n_dense_leading=_int(kv.get(p + "leading_dense_block_count")) or 0,
+        tied_embeddings="output.weight" not in by_name,
+        is_embedding=(p + "pooling_type") in kv or arch in _EMBEDDING_ARCHS,
+        params_total=sum(t.n_elements for t in tensors),
+    )
+    weights = ModelWeights(
+        tensors=tensors,
+        source=source,
+        exact=True,
+        file_type=file_type_name(kv.get("general.file_type")),
+        file_bytes=file_bytes,
+    )
+    return ModelSpec(ref=ref, arch=arch_obj, weights=weights, format="gguf")
+
+
+def _array_len(v: Any) -> int | None:
+    if isinstance(v, SkippedValue):
+        return v.count
+    if isinstance(v, list):
+        return len(v)
+    return None
+
+
+# --- split files ----------------------------------------------------------------------------------
+
+
+def split_parts(filename: str) -> tuple[str, int, int] | None:
+    """('prefix', part_no, part_count) for llama.cpp gguf-split names like x-00001-of-00003.gguf."""
+    m = _SPLIT_RE.match(filename)
+    if not m:
+        return None
+    return m.group("prefix"), int(m.group("no")), int(m.group("count"))
+
+
+def split_name(prefix: str, no: int, count: int) -> str:
+    return f"{prefix}-{no:05d}-of-{count:05d}.gguf"
+
+
+def merge_split_headers(
+    headers: Sequence[tuple[GGUFHeader, int]], label: str
+) -> tuple[GGUFHeader, tuple[TensorInfo, ...], int]:
+    """First part's header, the tensors of the other parts, the summed file sizes."""
+    first = headers[0][0]
+    extra: list[TensorInfo] = []
+    seen = {t.name for t in first.tensors}
+    for h, _ in headers[1:]:
+        for t in h.tensors:
+            if t.name in seen:
+                raise ModelSourceError(f"{label}: tensor '{t.name}' appears in more than one split part")
+            seen.add(t.name)
+            extra.append(t)
+    return first, tuple(extra), sum(size for _, size in headers)
+
+
+def read_gguf(path: str | Path, *, name: str | None = None) -> ModelSpec:
+    """Read a local GGUF (or all parts of a split GGUF) header into a ModelSpec with exact tensor bytes."""
+    p = Path(path).expanduser()
+    parts = split_parts(p.name)
+    if parts is None:
+        header, size = read_header_file(p)
+        headers = [(header, size)]
+    else:
+        prefix, _, count = parts
+        if count < 1 or count > 9999:
+            raise ModelSourceError(f"{p}: implausible split count {count}")
+        paths = [p.with_name(split_name(prefix, i, count)) for i in range(1, count + 1)]
+        missing = [q.name for q in paths if not q.exists()]
+        if missing:
+            raise ModelSourceError(
+                f"{p}: split GGUF with {count} parts, missing {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}; put all parts in {p.parent}"
+            )
+        headers = [read_header_file(q) for q in paths]
+        p = paths[0]
+    first, extra, total = merge_split_headers(headers, str(p))
+    source = Source("file", str(p))
+    return spec_from_header(
+        first, ref=str(path), source=source, file_bytes=total, name=name, extra_tensors=extra, label=str(p)
+    )
+
+
+Fetch = Callable[[int, int], bytes]  # (start, stop) -> bytes of that range
+
+
+def parse_header_prefix(
+    fetch: Fetch, *, file_size: int, label: str, first_bytes: int = 2 << 20, max_bytes: int = 64 << 20
+) -> tuple[GGUFHeader, bytes]:
+    """Parse a header by fetching growing prefixes of a remote file: start at `first_bytes`, double
+    (or jump to what the parser says it needs) up to `max_bytes`. Returns the header and the bytes used."""
+    have = b""
+    want = min(first_bytes, file_size)
+    while True:
+        if want > len(have):
+            chunk = fetch(len(have), want)
+            if len(chunk) != want - len(have):
+                raise ModelSourceError(
+                    f"{label}: server returned {len(chunk)} bytes for a range of {want - len(have)}"
+                )
+            have += chunk
+        try:
+            return parse_gguf_header(have, file_size=file_size, label=label), have
+        except NeedMoreBytes as e:
+            if len(have) >= max_bytes:
+                raise ModelSourceError(
+                    f"{label}: GGUF header is larger than {max_bytes >> 20} MiB; refusing to read further"
+                ) from None
+            want = min(max(2 * len(have), e.needed + (1 << 20)), max_bytes, file_size)
