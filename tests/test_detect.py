@@ -527,6 +527,8 @@ def _mutated(change: dict[str, Any]) -> dict[str, Any]:
         ({"cpu.threads": 0}, "cpu.threads: Input should be greater than or equal to 1"),
         ({"ram_bandwidth_gbs": -3.0}, "ram_bandwidth_gbs: Input should be greater than 0"),
         ({"gpu_count": 1}, "gpu_count: Unexpected keyword argument"),  # extra keys are refused
+        ({"cpu.avx512": "yes"}, "cpu.avx512: Input should be a valid boolean"),  # strict types
+        ({"ram_total_bytes": "64"}, "ram_total_bytes: Input should be a valid integer"),
     ],
 )
 def test_host_json_validation_names_the_field(change: dict[str, Any], message: str) -> None:

@@ -55,7 +55,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 NO_GPU_NOTE = "no GPU found: planning will use the CPU only"
 
-_CONFIG = ConfigDict(extra="forbid")
+_CONFIG = ConfigDict(extra="forbid", strict=True)  # a saved format: no "16" for 16, no "yes" for true
 NonNegInt = Annotated[int, Field(ge=0)]
 Candidates = Iterable[tuple[str, list[str]]]
 
@@ -120,7 +120,12 @@ class HostInfo:
                 "re-create it with 'agiplan detect --format json'."
             )
         try:
-            return _HOST_ADAPTER.validate_python(body)
+            text = json.dumps(body, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise HardwareError(f"{origin}: not JSON data ({exc}).") from None
+        try:
+            # JSON mode: strict types, while nested objects may be plain dicts.
+            return _HOST_ADAPTER.validate_json(text)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
