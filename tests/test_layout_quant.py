@@ -235,8 +235,8 @@ def test_published_gguf_sizes_within_one_percent(
 # ------------------------------------------------------------------------------------------------
 
 
-def _types(arch: ModelArch, file_type: str, **kw: bool) -> dict[str, str]:
-    return {t.name: t.ggml_type for t in weights_for(arch, file_type, **kw).tensors}
+def _types(arch: ModelArch, file_type: str, imatrix: bool | None = None) -> dict[str, str]:
+    return {t.name: t.ggml_type for t in weights_for(arch, file_type, imatrix=imatrix).tensors}
 
 
 def test_q4_k_m_llama_rules() -> None:
