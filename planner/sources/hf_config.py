@@ -48,9 +48,12 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": True,
     },
     "gemma2": {"head_dim": 256, "sliding_window": 4096, "tie_word_embeddings": True},
+    "gemma3_text": {},  # filled below: same class defaults as gemma3
     "bert": {"tie_word_embeddings": True},
     "xlm-roberta": {"tie_word_embeddings": True},
 }
+
+_DEFAULTS["gemma3_text"] = _DEFAULTS["gemma3"]
 
 
 def supported_model_types() -> list[str]:
