@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     table = "table"
     json = "json"
     markdown = "markdown"

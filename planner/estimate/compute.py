@@ -1,0 +1,106 @@
+"""Compute (graph) buffers: the scratch memory an engine reserves for the worst-case batch.
+
+llama.cpp reserves its graph for n_ubatch tokens (default 512) with all n_ubatch rows producing
+logits (src/llama-context.cpp sched_reserve: n_outputs = min(n_tokens, n_outputs_max)), and
+ggml-alloc reuses memory of dead tensors, so the buffer is the peak of what is alive at once:
+- output: logits n_vocab × n_outputs × 4 B (512 MiB for a 262k vocabulary) + the normed hidden state;
+- attention without flash attention: the KQ matrix n_kv × n_ubatch × n_head × 4 B, which grows with
+  the context (n_kv = the layer's KV cells: full for global layers, the window for SWA layers);
+- attention with flash attention: Q, K, V projections and the output, independent of the context;
+- FFN: gate and up activations n_ff × n_ubatch × 4 B each (MoE: per active expert).
+The constants below (how many hidden-size buffers are alive next to the big one) were fitted to
+llama.cpp's own "compute buffer size" log lines; bench/llama_alloc_accuracy.py re-measures them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.estimate.kv import KvLayout
+from planner.estimate.types import RunConfig
+from planner.model.arch import ModelArch
+
+F32 = 4
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    n_tokens: int  # tokens in the reserved ubatch
+    n_outputs: int  # rows of logits
+
+
+def graph_shape(layout: KvLayout, cfg: RunConfig) -> GraphShape:
+    n_tokens = layout.n_ubatch
+    return GraphShape(n_tokens=n_tokens, n_outputs=min(n_tokens, cfg.n_batch))
+
+
+def attention_peak_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, layer: int, g: GraphShape) -> int:
+    t = g.n_tokens
+    hidden = arch.hidden_size * t * F32
+    kvh = arch.kv_heads(layer)
+    q = arch.n_heads * arch.head_dim_k * t * F32
+    k = kvh * arch.head_dim_k * t * F32
+    v = kvh * arch.head_dim_v * t * F32
+    out = arch.n_heads * arch.head_dim_v * t * F32
+    if cfg.flash_attn:
+        return 2 * hidden + q + k + v + out
+    n_kv = layout.cells(arch, layer) * layout.n_stream
+    kq = n_kv * t * arch.n_heads * F32
+    return 2 * hidden + q + kq + out
+
+
+def ffn_peak_bytes(arch: ModelArch, layer: int, g: GraphShape) -> int:
+    t = g.n_tokens
+    hidden = arch.hidden_size * t * F32
+    ex = arch.experts
+    if ex is not None and layer >= arch.n_dense_leading:
+        routed = 2 * ex.active * ex.ffn_size * t * F32
+        router = ex.count * t * F32 * 2
+        shared = 2 * ex.shared * ex.shared_ffn_size * t * F32
+        return 2 * hidden + routed + router + shared
+    return 2 * hidden + 2 * arch.ffn_size * t * F32
+
+
+def output_peak_bytes(arch: ModelArch, g: GraphShape) -> int:
+    logits = arch.vocab_size * g.n_outputs * F32
+    return logits + 2 * arch.hidden_size * g.n_outputs * F32
+
+
+def llama_cpp_compute_bytes(
+    arch: ModelArch,
+    cfg: RunConfig,
+    layout: KvLayout,
+    layers: tuple[int, ...],
+    holds_output: bool,
+) -> int:
+    """Compute buffer of one llama.cpp backend that runs `layers` (and the output head if asked)."""
+    g = graph_shape(layout, cfg)
+    peak = 0
+    for i in layers:
+        peak = max(peak, attention_peak_bytes(arch, cfg, layout, i, g), ffn_peak_bytes(arch, i, g))
+    if holds_output:
+        peak = max(peak, output_peak_bytes(arch, g))
+    return peak
+
+
+def llama_cpp_host_compute_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout) -> int:
+    """Host-side compute buffer when layers run on GPUs (token embeddings gathered on the CPU)."""
+    g = graph_shape(layout, cfg)
+    return 2 * arch.hidden_size * g.n_tokens * F32
+
+
+def output_buffer_bytes(arch: ModelArch, cfg: RunConfig) -> int:
+    """llama.cpp's host output buffer: logits for one output per slot (output_reserve(n_seq_max))."""
+    return arch.vocab_size * cfg.parallel * F32
+
+
+def vllm_activation_bytes(
+    arch: ModelArch, tensor_parallel: int, max_num_batched_tokens: int, max_num_seqs: int
+) -> int:
+    """vLLM's profiled activation peak: one forward pass of max_num_batched_tokens (bf16) plus the
+    sampler's fp32 logits for max_num_seqs sequences (vllm/v1/worker/gpu_model_runner.py profile_run)."""
+    t = max_num_batched_tokens
+    ffn = arch.ffn_size if arch.experts is None else arch.experts.ffn_size * arch.experts.active
+    per_token = 2 * (4 * arch.hidden_size + 2 * ffn // tensor_parallel)
+    sampler = arch.vocab_size * max_num_seqs * F32
+    return t * per_token + sampler

@@ -1,0 +1,449 @@
+"""The estimator: memory per device and speed for one model, quantization, run configuration and devices.
+
+`estimate()` is the one entry point the CLI, the solver and the bench call. It is pure: no I/O
+beyond what the caller passed in (a resolved ModelSpec and Device objects).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+
+from planner.errors import EstimateError
+from planner.estimate.compute import vllm_activation_bytes
+from planner.estimate.engines import EngineRules, rules_for
+from planner.estimate.kv import (
+    VLLM_BLOCK_SIZE,
+    KvLayout,
+    kv_bytes_per_token,
+    llama_cpp_layout,
+    vllm_page_bytes,
+)
+from planner.estimate.placement import LayerTable, Placement, device_usages, layer_table, place_layers
+from planner.estimate.speed import DeviceLoad, estimate_speed, weight_family
+from planner.estimate.types import Device, DeviceUsage, Estimate, MemoryParts, RunConfig, Suggestion
+from planner.model.arch import ModelArch, ModelSpec, ModelWeights, Source
+
+# Quants tried, best first, when suggesting one that fits (llama.cpp file types).
+QUANT_LADDER: tuple[str, ...] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "IQ3_M", "Q2_K")
+
+
+def resolve_weights(spec: ModelSpec, quant: str | None, engine: str = "llama.cpp") -> ModelWeights:
+    """The weights to plan with: the file's own (exact) or derived from the architecture at `quant`
+    (default Q4_K_M for llama.cpp / Ollama, BF16 for vLLM)."""
+    if spec.weights is not None:
+        ft = spec.weights.file_type
+        if quant and ft and quant.upper() != ft.upper() and spec.weights.exact:
+            raise EstimateError(
+                f"{spec.ref} is a {ft} file; --quant {quant} does not apply to it (drop --quant, or pick "
+                f"a catalog id to plan other quantizations)."
+            )
+        if quant is None or (ft is not None and quant.upper() == ft.upper()):
+            return spec.weights
+    from planner.model.quant_scheme import weights_for
+
+    if engine == "vllm":
+        q = (quant or "BF16").upper()
+        if q in ("BF16", "F16", "F32"):
+            return weights_for(spec.arch, q, format="safetensors")
+        return weights_for(spec.arch, q)
+    return weights_for(spec.arch, quant or "Q4_K_M")
+
+
+def estimate(
+    spec: ModelSpec,
+    cfg: RunConfig,
+    gpus: Sequence[Device],
+    host: Device,
+    *,
+    quant: str | None = None,
+    calibration: dict[str, float] | None = None,
+    suggest: bool = True,
+) -> Estimate:
+    """Estimate memory on each device and speed for `spec` run as `cfg` on `gpus` + `host`."""
+    weights = resolve_weights(spec, quant, cfg.engine)
+    rules = rules_for(cfg.engine)
+    if cfg.engine == "vllm":
+        est = _estimate_vllm(spec, weights, cfg, gpus, host, rules, calibration)
+    else:
+        est = _estimate_llama_cpp(spec, weights, cfg, gpus, host, rules, calibration)
+    if suggest and not est.fits:
+        est = replace(est, suggestions=tuple(_suggestions(spec, weights, cfg, gpus, host, quant, est)))
+    return est
+
+
+# ------------------------------------------------------------------------------------------ llama.cpp
+
+
+def _split_weights(gpus: Sequence[Device], rules: EngineRules) -> list[float]:
+    return [
+        max(
+            0.0, float(g.capacity_bytes - g.reserved_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes)
+        )
+        for g in gpus
+    ]
+
+
+def _llama_cpp_place(
+    arch: ModelArch,
+    cfg: RunConfig,
+    layout: KvLayout,
+    table: LayerTable,
+    gpus: Sequence[Device],
+    host: Device,
+    rules: EngineRules,
+) -> tuple[Placement, tuple[DeviceUsage, ...], list[str]]:
+    """Choose n_gpu_layers (and expert offload for MoE) the way `--fit` would: the most on the GPUs
+    that fits within every GPU's margin. An explicit cfg.gpu_layers is used as given."""
+    split = _split_weights(gpus, rules)
+    notes: list[str] = []
+    n_total = arch.n_layers + 1
+
+    def usage(ngl: int, experts_on_cpu: bool) -> tuple[Placement, tuple[DeviceUsage, ...]]:
+        p = place_layers(arch.n_layers, ngl, split, experts_on_cpu=experts_on_cpu)
+        return p, device_usages(arch, cfg, layout, table, p, gpus, host, rules)
+
+    if not gpus:
+        p, u = usage(0, False)
+        return p, u, notes
+    if cfg.gpu_layers is not None:
+        p, u = usage(min(cfg.gpu_layers, n_total), False)
+        return p, u, notes
+
+    def gpus_fit(u: tuple[DeviceUsage, ...]) -> bool:
+        return all(d.fits for d in u if d.device.is_gpu)
+
+    p, u = usage(n_total, False)
+    if gpus_fit(u):
+        return p, u, notes
+    if arch.is_moe:
+        for ngl in range(n_total, -1, -1):
+            p, u = usage(ngl, True)
+            if gpus_fit(u):
+                notes.append(
+                    f"MoE: routed experts on the CPU, {p.n_gpu_layers} of {n_total} layers' attention and "
+                    "shared weights on the GPUs (llama.cpp --cpu-moe / --fit)"
+                )
+                return p, u, notes
+    # partial offload: the largest n_gpu_layers that fits (monotone: fewer layers never use more VRAM)
+    lo, hi = 0, n_total - 1
+    best = 0
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        _, um = usage(mid, False)
+        if gpus_fit(um):
+            best = mid
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    p, u = usage(best, False)
+    notes.append(
+        f"partial offload: {best} of {n_total} layers (incl. output) on the GPUs, the rest on the CPU"
+    )
+    return p, u, notes
+
+
+def _estimate_llama_cpp(
+    spec: ModelSpec,
+    weights: ModelWeights,
+    cfg: RunConfig,
+    gpus: Sequence[Device],
+    host: Device,
+    rules: EngineRules,
+    calibration: dict[str, float] | None,
+) -> Estimate:
+    arch = spec.arch
+    if weights.file_type and weights.file_type.upper().startswith(("AWQ", "GPTQ", "EXL2", "FP8")):
+        raise EstimateError(
+            f"{cfg.engine} runs GGUF files; {weights.file_type} checkpoints need vLLM (--engine vllm) "
+            "or pick a GGUF quant such as Q4_K_M."
+        )
+    layout = llama_cpp_layout(arch, cfg)
+    table = layer_table(arch, weights)
+    placement, usages, notes = _llama_cpp_place(arch, cfg, layout, table, gpus, host, rules)
+
+    kv_tokens = layout.n_ctx
+    speed = estimate_speed(
+        _llama_cpp_loads(arch, cfg, table, placement, gpus, host),
+        depth_tokens=cfg.depth_tokens,
+        parallel=cfg.parallel,
+        expert_fraction_one=(arch.experts.active / arch.experts.count) if arch.experts else 1.0,
+        calibration=calibration,
+    )
+    if arch.sliding_window and not cfg.swa_full:
+        notes.append(
+            f"sliding-window layers keep {layout.cells_swa} cells per slot (window {arch.sliding_window}); "
+            "llama.cpp's swa_full would keep the full context"
+        )
+    if cfg.kv_type_v.lower() not in ("f16", "f32", "bf16") and not cfg.flash_attn:
+        notes.append("llama.cpp needs flash attention for a quantized V cache (-fa on)")
+    sources = _sources(spec, weights, cfg)
+    return Estimate(
+        model_ref=spec.ref,
+        arch=arch,
+        weights=weights,
+        config=cfg,
+        ctx_effective=layout.n_ctx_seq,
+        devices=usages,
+        kv_capacity_tokens=kv_tokens,
+        speed=speed,
+        sources=sources,
+        notes=tuple(notes),
+    )
+
+
+def _llama_cpp_loads(
+    arch: ModelArch,
+    cfg: RunConfig,
+    table: LayerTable,
+    placement: Placement,
+    gpus: Sequence[Device],
+    host: Device,
+) -> list[DeviceLoad]:
+    n = len(gpus)
+    fam: list[dict[str, int]] = [defaultdict(int) for _ in range(n + 1)]
+    exp: list[dict[str, int]] = [defaultdict(int) for _ in range(n + 1)]
+    params = [0] * (n + 1)
+    active = [0] * (n + 1)
+    kv_tok = [0] * (n + 1)
+    frac = (arch.experts.active / arch.experts.count) if arch.experts else 1.0
+    per_layer_kv = kv_bytes_per_token(arch, cfg.kv_type_k, cfg.kv_type_v) // max(1, arch.n_layers)
+    for i in range(arch.n_layers):
+        d = placement.layer_device.get(i, -1)
+        slot = n if d < 0 else d
+        lf = table.layer_family_bytes.get(i, {})
+        ef = table.layer_expert_family_bytes.get(i, {})
+        exp_slot = n if placement.experts_on_cpu else slot
+        for f, b in lf.items():
+            e = ef.get(f, 0)
+            fam[slot][f] += b - e
+            fam[exp_slot][f] += e
+            exp[exp_slot][f] += e
+        lp = table.layer_params.get(i, 0)
+        ep = table.layer_expert_params.get(i, 0)
+        params[slot] += lp - ep
+        params[exp_slot] += ep
+        active[slot] += lp - ep
+        active[exp_slot] += int(ep * frac)
+        kv_tok[slot] += per_layer_kv
+    out_slot = n if placement.output_device < 0 else placement.output_device
+    for f, b in table.output_family_bytes.items():
+        fam[out_slot][f] += b
+    params[out_slot] += table.output_params
+    active[out_slot] += table.output_params
+    devices = [*gpus, host]
+    return [
+        DeviceLoad(devices[i], dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i])
+        for i in range(n + 1)
+    ]
+
+
+# ------------------------------------------------------------------------------------------ vLLM
+
+
+def _estimate_vllm(
+    spec: ModelSpec,
+    weights: ModelWeights,
+    cfg: RunConfig,
+    gpus: Sequence[Device],
+    host: Device,
+    rules: EngineRules,
+    calibration: dict[str, float] | None,
+) -> Estimate:
+    """vLLM: tensor parallel over all given GPUs; each instance reserves utilization × TOTAL memory,
+    loads its weight shard, profiles the activation peak, and gives every remaining byte to KV pages
+    (vllm/v1/worker/gpu_worker.py determine_available_memory; vllm/v1/core/kv_cache_utils.py)."""
+    arch = spec.arch
+    if not gpus:
+        raise EstimateError(
+            "vLLM needs at least one GPU (--gpu ID); use --engine llama.cpp for CPU inference."
+        )
+    ft = (weights.file_type or "").upper()
+    if spec.format == "gguf" and weights.exact:
+        raise EstimateError(
+            f"{spec.ref} is a GGUF file; plan vLLM with a safetensors checkpoint (hf:owner/name or a catalog "
+            "id with --quant BF16 / AWQ-INT4 / GPTQ-INT4 / FP8)."
+        )
+    if not weights.exact and ft and not ft.startswith(("AWQ", "GPTQ", "FP8", "BF16", "F16", "F32")):
+        raise EstimateError(
+            f"vLLM does not serve llama.cpp quant {weights.file_type}; use --quant BF16, AWQ-INT4, GPTQ-INT4 or FP8."
+        )
+    tp = len(gpus)
+    if arch.n_heads % tp:
+        raise EstimateError(
+            f"vLLM tensor parallel size {tp} must divide the {arch.n_heads} attention heads of {arch.name}."
+        )
+    util = cfg.gpu_memory_utilization
+    if not 0.0 < util <= 1.0:
+        raise EstimateError(f"--gpu-memory-utilization must be in (0, 1], got {util}.")
+    weights_per_gpu = -(-weights.total_bytes // tp)
+    activation = vllm_activation_bytes(arch, tp, rules.max_num_batched_tokens, max(1, cfg.parallel))
+    overhead = rules.cuda_graph_bytes + rules.non_torch_bytes
+    page = vllm_page_bytes(arch, _vllm_kv_dtype(cfg), tp)
+    usages: list[DeviceUsage] = []
+    kv_blocks = None
+    for g in gpus:
+        reserved = int(g.capacity_bytes * util)
+        kv_avail = reserved - weights_per_gpu - activation - overhead
+        blocks = max(0, kv_avail // page) if page else 0
+        kv_blocks = blocks if kv_blocks is None else min(kv_blocks, blocks)
+        mem = MemoryParts(weights_per_gpu, max(0, kv_avail), activation, overhead)
+        margin = g.capacity_bytes - reserved
+        usages.append(DeviceUsage(g, mem, margin, tuple(range(arch.n_layers)), True, False))
+    host_mem = MemoryParts(0, 0, 0, rules.host_runtime_bytes)
+    usages.append(DeviceUsage(host, host_mem, rules.host_margin_bytes, (), False, True))
+    kv_tokens = (kv_blocks or 0) * VLLM_BLOCK_SIZE
+    notes = [
+        f"vLLM reserves {util:.2f} × total memory on each of {tp} GPU(s) and gives what weights and "
+        f"activations leave to the KV cache: {kv_tokens} tokens"
+    ]
+    need = cfg.ctx * max(1, cfg.parallel)
+    if kv_tokens < need:
+        notes.append(
+            f"KV holds {kv_tokens} tokens < ctx × parallel = {need}: vLLM "
+            + ("starts, but fewer slots run at full length" if kv_tokens >= cfg.ctx else "refuses to start")
+        )
+        # mark as not fitting by turning the shortfall into overflow on the first GPU
+        short = (need - kv_tokens) // VLLM_BLOCK_SIZE * page + page
+        first = usages[0]
+        usages[0] = replace(
+            first, memory=replace(first.memory, kv_cache_bytes=first.memory.kv_cache_bytes + short)
+        )
+    loads = []
+    frac = (arch.experts.active / arch.experts.count) if arch.experts else 1.0
+    fam: dict[str, int] = defaultdict(int)
+    exp_fam: dict[str, int] = defaultdict(int)
+    for t in weights.tensors:
+        fam[weight_family(t.ggml_type)] += t.n_bytes // tp
+        if t.is_expert:
+            exp_fam[weight_family(t.ggml_type)] += t.n_bytes // tp
+    active = int(weights.n_params - (weights.n_params - _dense_params(weights)) * (1 - frac)) // tp
+    kv_tok = kv_bytes_per_token(arch) // tp
+    for g in gpus:
+        loads.append(DeviceLoad(g, dict(fam), dict(exp_fam), kv_tok, weights.n_params // tp, active))
+    # TP ranks work in parallel: model them as one device with the summed bandwidth
+    merged = DeviceLoad(
+        replace(
+            gpus[0],
+            bandwidth_gbs=sum(g.bandwidth_gbs for g in gpus),
+            compute_tflops=sum(g.compute_tflops for g in gpus),
+        ),
+        {k: v * tp for k, v in fam.items()},
+        {k: v * tp for k, v in exp_fam.items()},
+        kv_tok * tp,
+        weights.n_params,
+        active * tp,
+    )
+    speed = estimate_speed(
+        [merged],
+        depth_tokens=cfg.depth_tokens,
+        parallel=cfg.parallel,
+        expert_fraction_one=frac,
+        calibration=calibration,
+    )
+    return Estimate(
+        model_ref=spec.ref,
+        arch=arch,
+        weights=weights,
+        config=cfg,
+        ctx_effective=cfg.ctx,
+        devices=tuple(usages),
+        kv_capacity_tokens=kv_tokens,
+        speed=speed,
+        sources=_sources(spec, weights, cfg),
+        notes=tuple(notes),
+    )
+
+
+def _dense_params(weights: ModelWeights) -> int:
+    return sum(t.n_elements for t in weights.tensors if not t.is_expert)
+
+
+def _vllm_kv_dtype(cfg: RunConfig) -> str:
+    k = cfg.kv_type_k.lower()
+    return "fp8" if k in ("fp8", "q8_0") else "auto"
+
+
+# ------------------------------------------------------------------------------------------ provenance
+
+
+def _sources(spec: ModelSpec, weights: ModelWeights, cfg: RunConfig) -> dict[str, Source]:
+    kv_detail = (
+        "layers × cells × kv_heads × (head_dim_k + head_dim_v) × bytes/element, llama.cpp padding and "
+        "SWA rules (src/llama-kv-cache*.cpp)"
+        if cfg.engine != "vllm"
+        else "vLLM paging: (utilization × total − weights − activations − graphs) // page × block_size"
+    )
+    return {
+        "architecture": spec.arch.source,
+        "weights": weights.source,
+        "kv_cache": Source("formula", kv_detail),
+        "compute": Source(
+            "formula",
+            "llama.cpp graph reservation for n_ubatch tokens (logits, KQ without flash attention, FFN)"
+            if cfg.engine != "vllm"
+            else "vLLM profile run: max_num_batched_tokens activations + sampler logits",
+        ),
+        "overhead": Source("catalog", rules_for(cfg.engine).source),
+    }
+
+
+# ------------------------------------------------------------------------------------------ suggestions
+
+
+def _suggestions(
+    spec: ModelSpec,
+    weights: ModelWeights,
+    cfg: RunConfig,
+    gpus: Sequence[Device],
+    host: Device,
+    quant: str | None,
+    est: Estimate,
+) -> list[Suggestion]:
+    """What would fit instead: the largest context, a smaller quant, a quantized KV cache, GPU layers."""
+    out: list[Suggestion] = []
+
+    def fits(c: RunConfig, q: str | None = None, w: ModelWeights | None = None) -> bool:
+        s = spec if w is None else ModelSpec(spec.ref, spec.arch, w, spec.format, spec.catalog_id)
+        try:
+            return estimate(s, c, gpus, host, quant=q if w is None else None, suggest=False).fits
+        except EstimateError:
+            return False
+
+    # largest context (multiple of 256) that fits
+    if fits(replace(cfg, ctx=256), quant):
+        lo, hi = 1, max(1, cfg.ctx // 256)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(replace(cfg, ctx=mid * 256), quant):
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append(Suggestion("ctx", str(lo * 256), f"largest context that fits: {lo * 256} tokens"))
+    # quantized KV cache
+    if cfg.engine != "vllm" and cfg.kv_type_k == "f16":
+        c8 = replace(cfg, kv_type_k="q8_0", kv_type_v="q8_0", flash_attn=True)
+        if fits(c8, quant):
+            out.append(Suggestion("kv_type", "q8_0", "q8_0 KV cache (-ctk q8_0 -ctv q8_0 -fa on) fits"))
+    # a smaller quant (only when the weights are not fixed by a file)
+    if not weights.exact and cfg.engine != "vllm":
+        from planner.model.quant_scheme import weights_for
+
+        current = (weights.file_type or "").upper()
+        ladder = list(QUANT_LADDER)
+        start = ladder.index(current) + 1 if current in ladder else 0
+        for q in ladder[start:]:
+            if fits(cfg, w=weights_for(spec.arch, q)):
+                out.append(Suggestion("quant", q, f"best quant that fits at ctx {cfg.ctx}: {q}"))
+                break
+    # partial offload is already what llama.cpp does; say how many layers fit on the GPUs
+    if gpus and cfg.engine != "vllm" and est.devices[-1].fits is False:
+        out.append(
+            Suggestion(
+                "ram",
+                f"{(est.devices[-1].used_bytes + est.devices[-1].margin_bytes) / 2**30:.0f}",
+                "more host RAM (GiB) would hold the offloaded layers",
+            )
+        )
+    return out

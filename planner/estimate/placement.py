@@ -1,0 +1,189 @@
+"""Where llama.cpp puts each layer: which GPU, or the CPU, and what each device then holds.
+
+llama.cpp (src/llama-model.cpp load_tensors): the last `n_gpu_layers` of the n_layer + 1 "layers"
+(the output head counts as layer n_layer) go to the GPUs, the rest stay on the CPU; offloaded
+layer il goes to device upper_bound(splits, (il - i_gpu_start) / n_offloaded) where `splits` is
+the cumulative tensor split, by default proportional to each device's free memory. Token
+embeddings always stay on the CPU (the input layer); a tied output matrix is duplicated onto the
+output device. The KV cache of a layer lives with the layer (offload_kqv). MoE models can keep
+their routed experts on the CPU (--cpu-moe / --fit's first move) while attention stays on GPU.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from planner.estimate.compute import (
+    llama_cpp_compute_bytes,
+    llama_cpp_host_compute_bytes,
+    output_buffer_bytes,
+)
+from planner.estimate.engines import EngineRules
+from planner.estimate.kv import KvLayout, layer_kv_bytes
+from planner.estimate.speed import weight_family
+from planner.estimate.types import Device, DeviceUsage, MemoryParts, RunConfig
+from planner.model.arch import ModelArch, ModelWeights
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    """Bytes of the model grouped the way placement needs them."""
+
+    layer_bytes: dict[int, int]  # all tensors of repeating layer i
+    layer_expert_bytes: dict[int, int]  # routed-expert tensors of layer i (subset of layer_bytes)
+    layer_family_bytes: dict[int, dict[str, int]]  # by kernel family, for speed
+    layer_expert_family_bytes: dict[int, dict[str, int]]
+    layer_params: dict[int, int]
+    layer_expert_params: dict[int, int]
+    token_embedding_bytes: int
+    output_bytes: int  # output.weight + output_norm (+ tied copy of token_embd)
+    output_family_bytes: dict[str, int]
+    output_params: int
+    other_bytes: int  # position / token-type tables and the like: stay with the input on the CPU
+
+
+def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
+    layer_bytes: dict[int, int] = defaultdict(int)
+    layer_expert: dict[int, int] = defaultdict(int)
+    fam: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    fam_exp: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    params: dict[int, int] = defaultdict(int)
+    params_exp: dict[int, int] = defaultdict(int)
+    tok = out = other = out_params = 0
+    out_fam: dict[str, int] = defaultdict(int)
+    has_output = False
+    tok_tensor = None
+    for t in weights.tensors:
+        i = t.layer
+        if i is not None:
+            layer_bytes[i] += t.n_bytes
+            fam[i][weight_family(t.ggml_type)] += t.n_bytes
+            params[i] += t.n_elements
+            if t.is_expert:
+                layer_expert[i] += t.n_bytes
+                fam_exp[i][weight_family(t.ggml_type)] += t.n_bytes
+                params_exp[i] += t.n_elements
+        elif t.is_token_embedding:
+            tok += t.n_bytes
+            tok_tensor = t
+        elif t.name.startswith("output"):
+            out += t.n_bytes
+            out_fam[weight_family(t.ggml_type)] += t.n_bytes
+            out_params += t.n_elements
+            has_output = has_output or t.name == "output.weight"
+        else:
+            other += t.n_bytes
+    if not has_output and tok_tensor is not None and not arch.is_embedding:
+        # tied embeddings: llama.cpp creates `output` as a duplicate of token_embd on the output device
+        out += tok_tensor.n_bytes
+        out_fam[weight_family(tok_tensor.ggml_type)] += tok_tensor.n_bytes
+        out_params += tok_tensor.n_elements
+    return LayerTable(
+        dict(layer_bytes),
+        dict(layer_expert),
+        {k: dict(v) for k, v in fam.items()},
+        {k: dict(v) for k, v in fam_exp.items()},
+        dict(params),
+        dict(params_exp),
+        tok,
+        out,
+        dict(out_fam),
+        out_params,
+        other,
+    )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Layer → device assignment (device index into the GPU list, or -1 for the CPU)."""
+
+    layer_device: dict[int, int]
+    output_device: int
+    experts_on_cpu: bool
+    n_gpu_layers: int  # llama.cpp -ngl value this corresponds to (layers + output head)
+
+
+def place_layers(
+    n_layers: int, n_gpu_layers: int, split_weights: Sequence[float], *, experts_on_cpu: bool = False
+) -> Placement:
+    """llama.cpp's assignment of layers [0, n_layers] (n_layers = output head) to GPUs by `split_weights`."""
+    n_gpus = len(split_weights)
+    layer_device: dict[int, int] = {}
+    if n_gpus == 0 or n_gpu_layers <= 0:
+        return Placement({i: -1 for i in range(n_layers)}, -1, experts_on_cpu, 0)
+    total = sum(split_weights)
+    if total <= 0:
+        split_weights = [1.0] * n_gpus
+        total = float(n_gpus)
+    splits: list[float] = []
+    acc = 0.0
+    for w in split_weights:
+        acc += w / total
+        splits.append(acc)
+    act = min(n_gpu_layers, n_layers + 1)
+    i_gpu_start = max(n_layers + 1 - n_gpu_layers, 0)
+    output_device = -1
+    for il in range(n_layers + 1):
+        if il < i_gpu_start:
+            dev = -1
+        else:
+            dev = min(bisect.bisect_right(splits, (il - i_gpu_start) / act), n_gpus - 1)
+        if il == n_layers:
+            output_device = dev
+        else:
+            layer_device[il] = dev
+    return Placement(layer_device, output_device, experts_on_cpu, act)
+
+
+def device_usages(
+    arch: ModelArch,
+    cfg: RunConfig,
+    layout: KvLayout,
+    table: LayerTable,
+    placement: Placement,
+    gpus: Sequence[Device],
+    host: Device,
+    rules: EngineRules,
+) -> tuple[DeviceUsage, ...]:
+    """Memory on every GPU and on the host for one placement (llama.cpp / Ollama)."""
+    n = len(gpus)
+    weights = [0] * (n + 1)  # index n = host
+    kv = [0] * (n + 1)
+    layers: list[list[int]] = [[] for _ in range(n + 1)]
+    for i in range(arch.n_layers):
+        d = placement.layer_device.get(i, -1)
+        slot = n if d < 0 else d
+        lb = table.layer_bytes.get(i, 0)
+        eb = table.layer_expert_bytes.get(i, 0) if placement.experts_on_cpu else 0
+        weights[slot] += lb - eb
+        weights[n] += eb
+        kv[slot] += layer_kv_bytes(arch, cfg, layout, i)
+        layers[slot].append(i)
+    out_slot = n if placement.output_device < 0 else placement.output_device
+    weights[out_slot] += table.output_bytes
+    weights[n] += table.token_embedding_bytes + table.other_bytes
+
+    usages: list[DeviceUsage] = []
+    for d, dev in enumerate(gpus):
+        holds_output = out_slot == d
+        if not layers[d] and not holds_output:
+            usages.append(DeviceUsage(dev, MemoryParts(), rules.gpu_margin_bytes, (), False, False))
+            continue
+        compute = llama_cpp_compute_bytes(arch, cfg, layout, tuple(layers[d]), holds_output)
+        mem = MemoryParts(weights[d], kv[d], compute, rules.gpu_runtime_bytes)
+        usages.append(DeviceUsage(dev, mem, rules.gpu_margin_bytes, tuple(layers[d]), holds_output, False))
+
+    host_holds_output = out_slot == n
+    if layers[n] or host_holds_output:
+        host_compute = llama_cpp_compute_bytes(arch, cfg, layout, tuple(layers[n]), host_holds_output)
+    else:
+        host_compute = llama_cpp_host_compute_bytes(arch, cfg, layout)
+    host_overhead = rules.host_runtime_bytes + output_buffer_bytes(arch, cfg)
+    host_mem = MemoryParts(weights[n], kv[n], host_compute, host_overhead)
+    usages.append(
+        DeviceUsage(host, host_mem, rules.host_margin_bytes, tuple(layers[n]), host_holds_output, True)
+    )
+    return tuple(usages)

@@ -1,0 +1,184 @@
+"""Inputs and outputs of the estimator: devices, run configuration, per-device memory, speed, the estimate.
+
+All sizes are bytes (`*_bytes`), bandwidths 10^9 B/s (`*_gbs`), speeds tokens/s (`*_tok_s`). Every
+component of an estimate carries a `Source` saying whether it was read from a file, taken from the
+catalog, computed by a formula or calibrated on this host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from planner.model.arch import ModelArch, ModelWeights, Source
+
+DeviceKind = Literal["gpu", "cpu"]
+Engine = Literal["llama.cpp", "ollama", "vllm"]
+ENGINES: tuple[Engine, ...] = ("llama.cpp", "ollama", "vllm")
+
+# KV cache element types llama.cpp accepts for -ctk/-ctv, with bytes per element derived from
+# gguf.GGML_QUANT_SIZES at use time (f16 = 2, q8_0 = 34/32, q4_0 = 18/32 ...).
+KV_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
+
+
+@dataclass(frozen=True)
+class Device:
+    """One memory pool that can hold model parts: a GPU, or the host (CPU + RAM).
+
+    `capacity_bytes` is the total memory; `reserved_bytes` what is already taken (desktop, other
+    processes, models already loaded) and unavailable to this model.
+    """
+
+    id: str  # catalog id (rtx-4090) or "cpu"
+    kind: DeviceKind
+    name: str
+    capacity_bytes: int
+    bandwidth_gbs: float
+    compute_tflops: float  # dense FP16 tensor for GPUs, FP32 SIMD peak for CPUs
+    vendor: str  # nvidia / amd / cpu
+    backend: str  # cuda / rocm / vulkan / cpu
+    source: Source
+    reserved_bytes: int = 0
+    threads: int = 0  # CPU only: cores available to the engine
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind == "gpu"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How the model is run: engine, context, parallel slots, KV type, flash attention, GPU layers.
+
+    `ctx` is the context of ONE conversation (slot) and `parallel` the number of conversations served
+    at once. llama.cpp / Ollama get `-c ctx×parallel -np parallel` (llama-server gives each slot
+    c / np tokens); vLLM gets `--max-model-len ctx --max-num-seqs parallel` and must hold
+    ctx × parallel tokens of KV for all slots to be full at once.
+    """
+
+    engine: Engine = "llama.cpp"
+    ctx: int = 4096
+    parallel: int = 1
+    kv_type_k: str = "f16"
+    kv_type_v: str = "f16"
+    flash_attn: bool = True
+    n_ubatch: int = 512
+    n_batch: int = 2048
+    gpu_layers: int | None = None  # None: as many as fit (llama.cpp --fit / Ollama's scheduler)
+    swa_full: bool = False  # llama-server default; llama-cpp-python's Llama() uses the C default (True)
+    kv_unified: bool = False
+    gpu_memory_utilization: float = 0.9  # vLLM: fraction of TOTAL memory per instance
+    depth_tokens: int = 0  # context already in the KV cache when decode speed is quoted (tg128 ~ 0)
+
+
+@dataclass(frozen=True)
+class MemoryParts:
+    """Memory of one deployment on one device (or summed over devices)."""
+
+    weights_bytes: int = 0
+    kv_cache_bytes: int = 0
+    compute_bytes: int = 0
+    overhead_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.overhead_bytes
+
+    def __add__(self, other: MemoryParts) -> MemoryParts:
+        return MemoryParts(
+            self.weights_bytes + other.weights_bytes,
+            self.kv_cache_bytes + other.kv_cache_bytes,
+            self.compute_bytes + other.compute_bytes,
+            self.overhead_bytes + other.overhead_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class DeviceUsage:
+    """What the model puts on one device. `margin_bytes` must stay free (llama.cpp --fit, vLLM's
+    utilization remainder, Ollama's minimum); `fits` is used + margin <= capacity - reserved."""
+
+    device: Device
+    memory: MemoryParts
+    margin_bytes: int
+    layers: tuple[int, ...]  # repeating layers held here
+    holds_output: bool
+    holds_token_embedding: bool
+
+    @property
+    def used_bytes(self) -> int:
+        return self.memory.total_bytes
+
+    @property
+    def available_bytes(self) -> int:
+        return self.device.capacity_bytes - self.device.reserved_bytes
+
+    @property
+    def free_bytes(self) -> int:
+        return self.available_bytes - self.used_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.used_bytes + self.margin_bytes <= self.available_bytes
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Decode and prefill speed with a range [low, high] and where the efficiency factors come from.
+
+    `decode_tok_s` is one stream at `depth_tokens` of context; `decode_tok_s_per_slot` each of
+    `parallel` streams decoding together; `aggregate_tok_s` their sum.
+    """
+
+    decode_tok_s: float
+    decode_low_tok_s: float
+    decode_high_tok_s: float
+    prefill_tok_s: float
+    prefill_low_tok_s: float
+    prefill_high_tok_s: float
+    decode_tok_s_per_slot: float
+    aggregate_tok_s: float
+    bytes_per_token: int
+    source: Source
+    calibrated: bool = False
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """What would make a deployment fit: `kind` is ctx / quant / gpu_layers / kv_type."""
+
+    kind: str
+    value: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The answer for one model, quantization, run configuration and set of devices."""
+
+    model_ref: str
+    arch: ModelArch
+    weights: ModelWeights
+    config: RunConfig
+    ctx_effective: int  # after the engine's padding
+    devices: tuple[DeviceUsage, ...]
+    kv_capacity_tokens: int
+    speed: Speed
+    sources: dict[str, Source]
+    notes: tuple[str, ...] = ()
+    suggestions: tuple[Suggestion, ...] = field(default=())
+
+    @property
+    def memory(self) -> MemoryParts:
+        total = MemoryParts()
+        for d in self.devices:
+            total = total + d.memory
+        return total
+
+    @property
+    def fits(self) -> bool:
+        return all(d.fits for d in self.devices)
+
+    @property
+    def gpu_layers(self) -> int:
+        return sum(len(d.layers) for d in self.devices if d.device.is_gpu)

@@ -1,0 +1,4 @@
+"""Measurements on the real machine: llama.cpp runs in process, OpenAI-compatible endpoints, host probes.
+
+Everything here is at the edge (it runs engines and reads clocks); the estimator never imports it.
+"""

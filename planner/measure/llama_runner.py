@@ -1,0 +1,120 @@
+"""Run a GGUF in llama.cpp in process (llama-cpp-python, the [llama] extra) and read back what it allocated.
+
+Imported lazily: nothing here loads llama_cpp until a function is called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.errors import PlannerError
+from planner.measure.llama_log import BufferSizes, parse_buffer_sizes
+
+_LOCK = threading.Lock()
+
+
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as e:  # pragma: no cover - depends on the optional extra
+        raise PlannerError(
+            "llama-cpp-python is not installed: pip install 'agiplan[llama]' (it compiles llama.cpp, ~11 min)."
+        ) from e
+    return llama_cpp
+
+
+@contextlib.contextmanager
+def captured_llama_log() -> Iterator[list[str]]:
+    """Collect llama.cpp / ggml log text while the block runs (restores llama-cpp-python's logger after)."""
+    llama_cpp = _llama_cpp()
+    chunks: list[str] = []
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def _cb(level: int, text: bytes, user_data: Any) -> None:
+        chunks.append(text.decode("utf-8", errors="replace"))
+
+    with _LOCK:
+        llama_cpp.llama_log_set(_cb, ctypes.c_void_p(0))
+        try:
+            yield chunks
+        finally:
+            from llama_cpp import _logger
+
+            llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+@dataclass(frozen=True)
+class LlamaParams:
+    n_ctx: int  # total context over all slots (llama-server -c)
+    n_seq_max: int = 1
+    type_k: str = "f16"
+    type_v: str = "f16"
+    flash_attn: bool = True
+    n_gpu_layers: int = 0
+    n_ubatch: int = 512
+    n_batch: int = 2048
+    swa_full: bool = False
+    kv_unified: bool = False
+    n_threads: int | None = None
+
+
+def ggml_type_id(name: str) -> int:
+    from gguf import GGMLQuantizationType
+
+    return int(GGMLQuantizationType[name.upper()])
+
+
+@contextlib.contextmanager
+def loaded_context(path: str | Path, p: LlamaParams) -> Iterator[tuple[Any, Any, list[str]]]:
+    """Load `path` with params `p` through llama.cpp's C API; yields (model, context, log chunks).
+
+    Frees both on exit. Raises PlannerError when llama.cpp refuses (the log's last lines say why).
+    """
+    llama_cpp = _llama_cpp()
+    llama_cpp.llama_backend_init()
+    with captured_llama_log() as log:
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = p.n_gpu_layers
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model:
+            raise PlannerError(f"llama.cpp could not load {path}: {''.join(log)[-300:].strip()}")
+        ctx = None
+        try:
+            cparams = llama_cpp.llama_context_default_params()
+            cparams.n_ctx = p.n_ctx
+            cparams.n_batch = p.n_batch
+            cparams.n_ubatch = p.n_ubatch
+            cparams.n_seq_max = p.n_seq_max
+            cparams.type_k = ggml_type_id(p.type_k)
+            cparams.type_v = ggml_type_id(p.type_v)
+            cparams.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if p.flash_attn
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+            cparams.swa_full = p.swa_full
+            cparams.kv_unified = p.kv_unified
+            if p.n_threads:
+                cparams.n_threads = p.n_threads
+                cparams.n_threads_batch = p.n_threads
+            ctx = llama_cpp.llama_init_from_model(model, cparams)
+            if not ctx:
+                raise PlannerError(f"llama.cpp could not create a context: {''.join(log)[-300:].strip()}")
+            yield model, ctx, log
+        finally:
+            if ctx:
+                llama_cpp.llama_free(ctx)
+            llama_cpp.llama_model_free(model)
+
+
+def measure_buffers(path: str | Path, p: LlamaParams) -> tuple[BufferSizes, str]:
+    """llama.cpp's own buffer sizes (model / KV / compute / output per device) for loading `path` with `p`."""
+    with loaded_context(path, p) as (_model, _ctx, log):
+        text = "".join(log)
+    return parse_buffer_sizes(text), text
