@@ -72,10 +72,6 @@ def parse_ref(ref: str) -> HubRef:
     return HubRef(f"{m.group('owner')}/{m.group('name')}", m.group("rev"), m.group("file"))
 
 
-def is_hf_ref(ref: str) -> bool:
-    return ref.startswith(("hf:", "hf://", "huggingface:"))
-
-
 # --- environment (read per call) --------------------------------------------------------------
 
 
