@@ -20,6 +20,7 @@ the problem; nothing allocates more than the header's real size.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import re
@@ -101,6 +102,7 @@ class GGUFHeader:
         return self.kv.get(key, default)
 
 
+@functools.lru_cache(maxsize=1)
 def _type_tables() -> tuple[dict[int, str], dict[int, tuple[int, int]], dict[int, str]]:
     import gguf
 
