@@ -53,9 +53,7 @@ LLAMA_CONFIG = {
 }
 
 
-def llama_tensors(
-    layers: range, *, embed: bool = True, head: bool = True
-) -> dict[str, tuple[str, tuple[int, ...]]]:
+def llama_tensors(layers: range, *, embed: bool = True, head: bool = True) -> dict[str, tuple[str, tuple[int, ...]]]:
     t: dict[str, tuple[str, tuple[int, ...]]] = {}
     if embed:
         t["model.embed_tokens.weight"] = ("BF16", (100, 64))
@@ -162,9 +160,7 @@ def test_sharded_transformer_repo(hub_server: HubServer) -> None:
     assert spec.weights.file_bytes == sum(repo.size(f) for f in shards)
 
 
-def test_gguf_repo_reads_only_the_header(
-    hub_server: HubServer, gemma_gguf_path: Path, tmp_path: Path
-) -> None:
+def test_gguf_repo_reads_only_the_header(hub_server: HubServer, gemma_gguf_path: Path, tmp_path: Path) -> None:
     tiny = write_tiny_gguf(tmp_path)
     hub_server.add_repo(
         "ggml-org/gemma-3-270m-GGUF",
@@ -183,10 +179,7 @@ def test_gguf_repo_reads_only_the_header(
     assert spec.weights.file_bytes == gemma_gguf_path.stat().st_size
     assert spec.arch.vocab_size == 262144 and spec.arch.sliding_window == 512
     sha = hub_server.repos["ggml-org/gemma-3-270m-GGUF"].sha
-    assert (
-        spec.weights.source.detail
-        == f"{hub_server.url}/ggml-org/gemma-3-270m-GGUF@{sha}/gemma-3-270m-Q4_K_M.gguf"
-    )
+    assert spec.weights.source.detail == f"{hub_server.url}/ggml-org/gemma-3-270m-GGUF@{sha}/gemma-3-270m-Q4_K_M.gguf"
     # Only the header travelled: 2 + 2 + 4 MiB prefixes of a 253 MB file.
     sent = hub_server.bytes_sent("gemma-3-270m-Q4_K_M.gguf")
     assert local.weights.file_bytes is not None
@@ -250,9 +243,7 @@ def test_choose_gguf_none_lists_available() -> None:
 # --- offline / cache ---------------------------------------------------------------------------
 
 
-def test_offline_after_caching(
-    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_offline_after_caching(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _llama_repo(hub_server)
     hub_server.add_repo("o/gguf", {"m-Q8_0.gguf": write_tiny_gguf(tmp_path)})
     online_st = load_hf("hf:meta/tiny-llama")
@@ -278,16 +269,12 @@ def _closed_port() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def test_unreachable_hub_uses_cache_or_says_offline(
-    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unreachable_hub_uses_cache_or_says_offline(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
     _llama_repo(hub_server)
     online = load_hf("hf:meta/tiny-llama")
     monkeypatch.setenv("HF_ENDPOINT", _closed_port())  # connection refused
     assert load_hf("hf:meta/tiny-llama") == online
-    with pytest.raises(
-        HubError, match=r"^hf:meta/other is not in the local cache and the Hub cannot be reached"
-    ):
+    with pytest.raises(HubError, match=r"^hf:meta/other is not in the local cache and the Hub cannot be reached"):
         load_hf("hf:meta/other")
 
 
@@ -523,9 +510,7 @@ def test_qwen2_moe_shared_expert() -> None:
 
 
 def test_unknown_model_type_lists_supported() -> None:
-    with pytest.raises(
-        ModelSourceError, match=r"unsupported model_type 'mamba'.*supported: bert, deepseek, gemma2"
-    ):
+    with pytest.raises(ModelSourceError, match=r"unsupported model_type 'mamba'.*supported: bert, deepseek, gemma2"):
         arch_from_hf_config({**BASE, "model_type": "mamba"}, SRC)
     with pytest.raises(ModelSourceError, match="lacks a positive integer 'num_hidden_layers'"):
         arch_from_hf_config({"model_type": "llama", "hidden_size": 8}, SRC)
@@ -549,3 +534,24 @@ def test_unknown_model_type_lists_supported() -> None:
 )
 def test_gguf_tensor_name(hf: str, gg: str) -> None:
     assert gguf_tensor_name(hf) == gg
+
+
+def test_awq_repo_reports_packed_dtypes_exactly(hub_server: HubServer) -> None:
+    # AutoAWQ layout: qweight/qzeros int32 (8 x 4-bit per int32), scales f16, group size 32 here.
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {
+        "model.embed_tokens.weight": ("F16", (100, 64)),
+        "model.layers.0.self_attn.q_proj.qweight": ("I32", (64, 8)),
+        "model.layers.0.self_attn.q_proj.qzeros": ("I32", (2, 8)),
+        "model.layers.0.self_attn.q_proj.scales": ("F16", (2, 64)),
+        "lm_head.weight": ("F16", (100, 64)),
+    }
+    config = {**LLAMA_CONFIG, "num_hidden_layers": 1, "quantization_config": {"quant_method": "awq", "bits": 4}}
+    hub_server.add_repo(
+        "o/awq", {"config.json": json.dumps(config).encode(), "model.safetensors": write_safetensors(tensors)}
+    )
+    spec = load_hf("hf:o/awq")
+    assert spec.weights is not None
+    assert spec.weights.file_type == "AWQ-INT4"
+    assert spec.weights.bytes_by_type() == {"I32": (64 * 8 + 2 * 8) * 4, "F16": (2 * 100 * 64 + 2 * 64) * 2}
+    qweight = next(t for t in spec.weights.tensors if t.name == "blk.0.attn_q.qweight")
+    assert (qweight.shape, qweight.layer) == ((8, 64), 0)
