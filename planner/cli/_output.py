@@ -16,8 +16,17 @@ class Format(enum.StrEnum):
     markdown = "markdown"
 
 
+def _width() -> int | None:
+    """Terminal width, or 120 columns when stdout is not a terminal (pipes, files, tests)."""
+    import os
+
+    if "COLUMNS" in os.environ:
+        return None  # rich reads COLUMNS itself
+    return None if sys.stdout.isatty() else 120
+
+
 def stdout_console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=_width())
 
 
 def stderr_console() -> Console:

@@ -94,9 +94,7 @@ def output_buffer_bytes(arch: ModelArch, cfg: RunConfig) -> int:
     return arch.vocab_size * cfg.parallel * F32
 
 
-def vllm_activation_bytes(
-    arch: ModelArch, tensor_parallel: int, max_num_batched_tokens: int, max_num_seqs: int
-) -> int:
+def vllm_activation_bytes(arch: ModelArch, tensor_parallel: int, max_num_batched_tokens: int, max_num_seqs: int) -> int:
     """vLLM's profiled activation peak: one forward pass of max_num_batched_tokens (bf16) plus the
     sampler's fp32 logits for max_num_seqs sequences (vllm/v1/worker/gpu_model_runner.py profile_run)."""
     t = max_num_batched_tokens

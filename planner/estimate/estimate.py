@@ -7,7 +7,7 @@ beyond what the caller passed in (a resolved ModelSpec and Device objects).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from planner.errors import EstimateError
@@ -22,7 +22,7 @@ from planner.estimate.kv import (
 )
 from planner.estimate.placement import LayerTable, Placement, device_usages, layer_table, place_layers
 from planner.estimate.speed import DeviceLoad, estimate_speed, weight_family
-from planner.estimate.types import Device, DeviceUsage, Estimate, MemoryParts, RunConfig, Suggestion
+from planner.estimate.types import Device, DeviceCalibration, DeviceUsage, Estimate, MemoryParts, RunConfig, Suggestion
 from planner.model.arch import ModelArch, ModelSpec, ModelWeights, Source
 
 # Quants tried, best first, when suggesting one that fits (llama.cpp file types).
@@ -58,7 +58,7 @@ def estimate(
     host: Device,
     *,
     quant: str | None = None,
-    calibration: dict[str, float] | None = None,
+    calibration: Mapping[str, DeviceCalibration] | None = None,
     suggest: bool = True,
 ) -> Estimate:
     """Estimate memory on each device and speed for `spec` run as `cfg` on `gpus` + `host`."""
@@ -78,9 +78,7 @@ def estimate(
 
 def _split_weights(gpus: Sequence[Device], rules: EngineRules) -> list[float]:
     return [
-        max(
-            0.0, float(g.capacity_bytes - g.reserved_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes)
-        )
+        max(0.0, float(g.capacity_bytes - g.reserved_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes))
         for g in gpus
     ]
 
@@ -138,9 +136,7 @@ def _llama_cpp_place(
         else:
             hi = mid - 1
     p, u = usage(best, False)
-    notes.append(
-        f"partial offload: {best} of {n_total} layers (incl. output) on the GPUs, the rest on the CPU"
-    )
+    notes.append(f"partial offload: {best} of {n_total} layers (incl. output) on the GPUs, the rest on the CPU")
     return p, u, notes
 
 
@@ -151,7 +147,7 @@ def _estimate_llama_cpp(
     gpus: Sequence[Device],
     host: Device,
     rules: EngineRules,
-    calibration: dict[str, float] | None,
+    calibration: Mapping[str, DeviceCalibration] | None,
 ) -> Estimate:
     arch = spec.arch
     if weights.file_type and weights.file_type.upper().startswith(("AWQ", "GPTQ", "EXL2", "FP8")):
@@ -233,10 +229,7 @@ def _llama_cpp_loads(
     params[out_slot] += table.output_params
     active[out_slot] += table.output_params
     devices = [*gpus, host]
-    return [
-        DeviceLoad(devices[i], dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i])
-        for i in range(n + 1)
-    ]
+    return [DeviceLoad(devices[i], dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i]) for i in range(n + 1)]
 
 
 # ------------------------------------------------------------------------------------------ vLLM
@@ -249,16 +242,14 @@ def _estimate_vllm(
     gpus: Sequence[Device],
     host: Device,
     rules: EngineRules,
-    calibration: dict[str, float] | None,
+    calibration: Mapping[str, DeviceCalibration] | None,
 ) -> Estimate:
     """vLLM: tensor parallel over all given GPUs; each instance reserves utilization × TOTAL memory,
     loads its weight shard, profiles the activation peak, and gives every remaining byte to KV pages
     (vllm/v1/worker/gpu_worker.py determine_available_memory; vllm/v1/core/kv_cache_utils.py)."""
     arch = spec.arch
     if not gpus:
-        raise EstimateError(
-            "vLLM needs at least one GPU (--gpu ID); use --engine llama.cpp for CPU inference."
-        )
+        raise EstimateError("vLLM needs at least one GPU (--gpu ID); use --engine llama.cpp for CPU inference.")
     ft = (weights.file_type or "").upper()
     if spec.format == "gguf" and weights.exact:
         raise EstimateError(
@@ -307,9 +298,7 @@ def _estimate_vllm(
         # mark as not fitting by turning the shortfall into overflow on the first GPU
         short = (need - kv_tokens) // VLLM_BLOCK_SIZE * page + page
         first = usages[0]
-        usages[0] = replace(
-            first, memory=replace(first.memory, kv_cache_bytes=first.memory.kv_cache_bytes + short)
-        )
+        usages[0] = replace(first, memory=replace(first.memory, kv_cache_bytes=first.memory.kv_cache_bytes + short))
     loads = []
     frac = (arch.experts.active / arch.experts.count) if arch.experts else 1.0
     fam: dict[str, int] = defaultdict(int)

@@ -122,9 +122,7 @@ def vllm_page_bytes(arch: ModelArch, kv_dtype: str, tensor_parallel: int) -> int
     """
     dtype_bytes = VLLM_KV_DTYPE_BYTES.get(kv_dtype.lower())
     if dtype_bytes is None:
-        raise EstimateError(
-            f"vLLM KV cache dtype '{kv_dtype}' is not one of {', '.join(VLLM_KV_DTYPE_BYTES)}."
-        )
+        raise EstimateError(f"vLLM KV cache dtype '{kv_dtype}' is not one of {', '.join(VLLM_KV_DTYPE_BYTES)}.")
     total = 0
     for i in range(arch.n_layers):
         heads = max(1, arch.kv_heads(i) // tensor_parallel)

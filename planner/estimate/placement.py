@@ -25,7 +25,7 @@ from planner.estimate.engines import EngineRules
 from planner.estimate.kv import KvLayout, layer_kv_bytes
 from planner.estimate.speed import weight_family
 from planner.estimate.types import Device, DeviceUsage, MemoryParts, RunConfig
-from planner.model.arch import ModelArch, ModelWeights
+from planner.model.arch import ModelArch, ModelWeights, TensorInfo
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,22 @@ class LayerTable:
     output_family_bytes: dict[str, int]
     output_params: int
     other_bytes: int  # position / token-type tables and the like: stay with the input on the CPU
+    tied_copy_bytes: int  # part of output_bytes that is token_embd again (not duplicated on the CPU)
+    layer_repack_bytes: dict[int, int]  # extra CPU copies of repackable weights (see cpu_repack_bytes)
+    output_repack_bytes: int
+
+
+# ggml-cpu repacks these types into interleaved layouts for faster CPU matmuls, in a CPU_REPACK buffer
+# next to the mapped file (ggml/src/ggml-cpu/repack.cpp ggml_repack_get_optimal_repack_type, x86 AVX2:
+# Q4_0, Q4_K, IQ4_NL, MXFP4 when ne[1] % 8 == 0). Token embeddings (read by GET_ROWS) are not repacked.
+CPU_REPACK_TYPES = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
+
+
+def cpu_repack_bytes(t: TensorInfo) -> int:
+    """Bytes llama.cpp's CPU backend adds as a repacked copy of `t` when `t` runs on the CPU."""
+    if t.ggml_type.upper() in CPU_REPACK_TYPES and len(t.shape) >= 2 and t.shape[1] % 8 == 0:
+        return t.n_bytes
+    return 0
 
 
 def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
@@ -52,7 +68,8 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
     fam_exp: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     params: dict[int, int] = defaultdict(int)
     params_exp: dict[int, int] = defaultdict(int)
-    tok = out = other = out_params = 0
+    tok = out = other = out_params = tied = out_repack = 0
+    repack: dict[int, int] = defaultdict(int)
     out_fam: dict[str, int] = defaultdict(int)
     has_output = False
     tok_tensor = None
@@ -62,6 +79,7 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
             layer_bytes[i] += t.n_bytes
             fam[i][weight_family(t.ggml_type)] += t.n_bytes
             params[i] += t.n_elements
+            repack[i] += cpu_repack_bytes(t)
             if t.is_expert:
                 layer_expert[i] += t.n_bytes
                 fam_exp[i][weight_family(t.ggml_type)] += t.n_bytes
@@ -73,12 +91,15 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
             out += t.n_bytes
             out_fam[weight_family(t.ggml_type)] += t.n_bytes
             out_params += t.n_elements
+            out_repack += cpu_repack_bytes(t)
             has_output = has_output or t.name == "output.weight"
         else:
             other += t.n_bytes
     if not has_output and tok_tensor is not None and not arch.is_embedding:
         # tied embeddings: llama.cpp creates `output` as a duplicate of token_embd on the output device
         out += tok_tensor.n_bytes
+        tied = tok_tensor.n_bytes
+        out_repack += cpu_repack_bytes(tok_tensor)
         out_fam[weight_family(tok_tensor.ggml_type)] += tok_tensor.n_bytes
         out_params += tok_tensor.n_elements
     return LayerTable(
@@ -93,6 +114,9 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
         dict(out_fam),
         out_params,
         other,
+        tied,
+        dict(repack),
+        out_repack,
     )
 
 
@@ -160,10 +184,16 @@ def device_usages(
         eb = table.layer_expert_bytes.get(i, 0) if placement.experts_on_cpu else 0
         weights[slot] += lb - eb
         weights[n] += eb
+        if slot == n:
+            weights[n] += table.layer_repack_bytes.get(i, 0)
         kv[slot] += layer_kv_bytes(arch, cfg, layout, i)
         layers[slot].append(i)
     out_slot = n if placement.output_device < 0 else placement.output_device
-    weights[out_slot] += table.output_bytes
+    if out_slot == n:
+        # on the CPU a tied output reads token_embd itself (no copy), but may be repacked
+        weights[n] += table.output_bytes - table.tied_copy_bytes + table.output_repack_bytes
+    else:
+        weights[out_slot] += table.output_bytes
     weights[n] += table.token_embedding_bytes + table.other_bytes
 
     usages: list[DeviceUsage] = []
@@ -183,7 +213,5 @@ def device_usages(
         host_compute = llama_cpp_host_compute_bytes(arch, cfg, layout)
     host_overhead = rules.host_runtime_bytes + output_buffer_bytes(arch, cfg)
     host_mem = MemoryParts(weights[n], kv[n], host_compute, host_overhead)
-    usages.append(
-        DeviceUsage(host, host_mem, rules.host_margin_bytes, tuple(layers[n]), host_holds_output, True)
-    )
+    usages.append(DeviceUsage(host, host_mem, rules.host_margin_bytes, tuple(layers[n]), host_holds_output, True))
     return tuple(usages)

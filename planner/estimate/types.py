@@ -144,6 +144,14 @@ class Speed:
 
 
 @dataclass(frozen=True)
+class DeviceCalibration:
+    """Measured ÷ predicted speed on one device of this host, from `agiplan bench`."""
+
+    decode_ratio: float = 1.0
+    prefill_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
 class Suggestion:
     """What would make a deployment fit: `kind` is ctx / quant / gpu_layers / kv_type."""
 
@@ -181,4 +189,5 @@ class Estimate:
 
     @property
     def gpu_layers(self) -> int:
-        return sum(len(d.layers) for d in self.devices if d.device.is_gpu)
+        """Layers on GPUs counted as llama.cpp's -ngl does: repeating layers plus the output head."""
+        return sum(len(d.layers) + (1 if d.holds_output else 0) for d in self.devices if d.device.is_gpu)

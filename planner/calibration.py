@@ -1,0 +1,135 @@
+"""Per-machine calibration profile: measured ÷ predicted speed per device, saved by `agiplan bench`.
+
+Stored as JSON in $XDG_CONFIG_HOME/agiplan/calibration-<hostname>.json (default ~/.config). `estimate`
+and `recommend` apply it to devices of this host and mark such figures "calibrated".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planner.errors import PlannerError
+from planner.estimate.types import Device, DeviceCalibration
+
+SCHEMA_VERSION = 1
+
+
+class CalibrationEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+    decode_ratio: float = Field(gt=0, lt=100)
+    prefill_ratio: float = Field(gt=0, lt=100)
+    samples: int = Field(ge=1)
+    model: str
+    measured_at: str
+
+
+class CalibrationProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int
+    hostname: str
+    entries: dict[str, CalibrationEntry] = Field(default_factory=dict)
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "agiplan"
+
+
+def profile_path(hostname: str | None = None) -> Path:
+    host = hostname or socket.gethostname() or "localhost"
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in host)
+    return config_dir() / f"calibration-{safe}.json"
+
+
+def load_profile(path: Path | None = None) -> CalibrationProfile | None:
+    """The saved profile of this host, None when there is none. A broken file is an error, not ignored."""
+    p = path or profile_path()
+    if not p.exists():
+        return None
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PlannerError(f"{p}: not a readable calibration profile ({e}). Delete it or rerun 'agiplan bench'.") from e
+    if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        raise PlannerError(
+            f"{p}: calibration profile schema_version {version!r}, this agiplan reads {SCHEMA_VERSION}. "
+            "Delete it and rerun 'agiplan bench'."
+        )
+    try:
+        return CalibrationProfile.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise PlannerError(f"{p}: {loc}: {first['msg']}. Delete it and rerun 'agiplan bench'.") from e
+
+
+def save_profile(profile: CalibrationProfile, path: Path | None = None) -> Path:
+    """Write atomically (temp file in the same directory, then rename)."""
+    p = path or profile_path(profile.hostname)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".calibration-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(profile.model_dump_json(indent=2))
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def update_profile(
+    device_id: str, decode_ratio: float, prefill_ratio: float, model: str, path: Path | None = None
+) -> CalibrationProfile:
+    """Fold one measurement into the profile (running mean over samples) and save it."""
+    prof = load_profile(path) or CalibrationProfile(
+        schema_version=SCHEMA_VERSION, hostname=socket.gethostname() or "localhost"
+    )
+    old = prof.entries.get(device_id)
+    if old is None:
+        entry = CalibrationEntry(
+            device_id=device_id,
+            decode_ratio=decode_ratio,
+            prefill_ratio=prefill_ratio,
+            samples=1,
+            model=model,
+            measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+    else:
+        n = old.samples
+        entry = CalibrationEntry(
+            device_id=device_id,
+            decode_ratio=(old.decode_ratio * n + decode_ratio) / (n + 1),
+            prefill_ratio=(old.prefill_ratio * n + prefill_ratio) / (n + 1),
+            samples=n + 1,
+            model=model,
+            measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+    prof.entries[device_id] = entry
+    save_profile(prof, path)
+    return prof
+
+
+def calibration_for_devices(devices: Iterable[Device], path: Path | None = None) -> dict[str, DeviceCalibration]:
+    """Ratios for the given devices that this host's profile holds (none when there is no profile)."""
+    prof = load_profile(path)
+    if prof is None:
+        return {}
+    out: dict[str, DeviceCalibration] = {}
+    for d in devices:
+        e = prof.entries.get(d.id)
+        if e is not None:
+            out[d.id] = DeviceCalibration(e.decode_ratio, e.prefill_ratio)
+    return out

@@ -1,0 +1,84 @@
+"""Devices from catalog ids: GPUs by id, a host from a CPU id and a RAM size (or a generic desktop).
+
+Bandwidth of a host = memory channels × 8 bytes × DDR transfer rate (officially supported speed),
+e.g. dual-channel DDR5-5200 = 2 × 8 × 5200e6 = 83.2 GB/s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from planner.catalog import Catalog
+from planner.errors import HardwareError
+from planner.estimate.types import Device
+from planner.model.arch import Source
+from planner.units import GIB, MIB
+
+# A planning host when no --cpu is given: a desktop with dual-channel DDR5-5200 (AMD's official
+# maximum for Ryzen 7000) and 64 GiB; compute like a 16-core AVX2 CPU.
+GENERIC_HOST_RAM_GIB = 64
+GENERIC_HOST_BANDWIDTH_GBS = 83.2
+GENERIC_HOST_FP32_TFLOPS = 2.0
+
+
+def gpu_device(cat: Catalog, gpu_id: str, *, reserved_bytes: int = 0) -> Device:
+    g = cat.gpu(gpu_id)
+    backend = "cuda" if g.vendor == "nvidia" else ("rocm" if "rocm" in g.backends else g.backends[0])
+    return Device(
+        id=g.id,
+        kind="gpu",
+        name=g.name,
+        capacity_bytes=g.memory_mib * MIB,
+        bandwidth_gbs=g.bandwidth_gbs,
+        compute_tflops=g.fp16_tflops,
+        vendor=g.vendor,
+        backend=backend,
+        source=Source("catalog", f"catalog/hardware.yaml: {g.id} ({g.source})"),
+        reserved_bytes=reserved_bytes,
+    )
+
+
+def host_bandwidth_gbs(channels: int, ddr_speed_mts: int) -> float:
+    """Theoretical DRAM bandwidth: channels × 64-bit × transfers/s."""
+    return channels * 8 * ddr_speed_mts / 1000.0
+
+
+def host_device(cat: Catalog, cpu_id: str | None, ram_gib: float | None) -> Device:
+    """The host as a device: its RAM is the capacity, its DRAM bandwidth the speed of offloaded layers."""
+    if ram_gib is not None and ram_gib <= 0:
+        raise HardwareError(f"--ram must be a positive number of GiB, got {ram_gib}.")
+    if cpu_id is None:
+        ram = GENERIC_HOST_RAM_GIB if ram_gib is None else ram_gib
+        return Device(
+            id="cpu",
+            kind="cpu",
+            name=f"generic desktop, dual-channel DDR5-5200, {ram:g} GiB",
+            capacity_bytes=int(ram * GIB),
+            bandwidth_gbs=GENERIC_HOST_BANDWIDTH_GBS,
+            compute_tflops=GENERIC_HOST_FP32_TFLOPS,
+            vendor="cpu",
+            backend="cpu",
+            source=Source("formula", "assumed host: 2 channels × 8 B × 5200 MT/s (pass --cpu ID --ram GIB)"),
+            threads=16,
+        )
+    c = cat.cpu(cpu_id)
+    ram = float(min(c.max_ram_gib, 64)) if ram_gib is None else ram_gib
+    if ram > c.max_ram_gib:
+        raise HardwareError(f"{c.name} supports at most {c.max_ram_gib} GiB of RAM; --ram {ram:g} is more.")
+    bw = host_bandwidth_gbs(c.memory_channels, c.ddr_speed_mts)
+    return Device(
+        id=c.id,
+        kind="cpu",
+        name=f"{c.name}, {c.memory_channels}-channel {c.ddr}-{c.ddr_speed_mts}, {ram:g} GiB",
+        capacity_bytes=int(ram * GIB),
+        bandwidth_gbs=bw,
+        compute_tflops=c.fp32_gflops / 1000.0,
+        vendor="cpu",
+        backend="cpu",
+        source=Source("catalog", f"catalog/hardware.yaml: {c.id} ({c.source}); bandwidth = channels × 8 B × MT/s"),
+        threads=c.cores,
+    )
+
+
+def gpu_devices(cat: Catalog, gpu_ids: Sequence[str]) -> list[Device]:
+    return [gpu_device(cat, g) for g in gpu_ids]
