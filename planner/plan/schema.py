@@ -1,0 +1,188 @@
+"""The saved plan (`agiplan recommend --out plan.json`): the contract between recommend, bench, report
+and deploy. Schema-versioned; every model is closed (extra="forbid") so a foreign or edited file is
+rejected with the field path.
+
+JSON shape (stable keys, issue #3):
+    {schema_version, kind: "agiplan-plan", created_at, agiplan_version, stack_name,
+     options[] {kind, servers[] {name, new, cost_usd, hardware, cpu, ram_bytes, devices[] {id, index, kind,
+                used_bytes, capacity_bytes, memory{...}},
+                placements[] {role, model, quant, ctx, parallel, engine, devices, gpu_indices, memory_bytes,
+                              memory{...}, decode_tok_s, ...}, services[]},
+                total_cost_usd, meets_targets, quality_score, why, failing_roles[]},
+     recommended, assumptions[]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planner.errors import PlannerError
+
+PLAN_SCHEMA_VERSION = 1
+PLAN_KIND = "agiplan-plan"
+
+OptionKind = Literal["one-server-serial", "one-server-concurrent", "two-server", "split"]
+OPTION_KINDS: tuple[OptionKind, ...] = ("one-server-serial", "one-server-concurrent", "two-server", "split")
+EngineName = Literal["llama.cpp", "ollama", "vllm"]
+Residency = Literal["always", "on-demand"]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemoryBreakdown(_Closed):
+    weights_bytes: int = Field(ge=0)
+    kv_cache_bytes: int = Field(ge=0)
+    compute_bytes: int = Field(ge=0)
+    overhead_bytes: int = Field(ge=0)
+
+
+class PlanDevice(_Closed):
+    """One memory pool of a server: a GPU (index = its position in the server, CUDA/ROCm order) or the host."""
+
+    id: str  # catalog id (rtx-4090) or "cpu"
+    index: int  # GPU index on that server; -1 for the host
+    kind: Literal["gpu", "cpu"]
+    name: str
+    used_bytes: int = Field(ge=0)
+    capacity_bytes: int = Field(ge=0)
+    margin_bytes: int = Field(ge=0, default=0)
+    memory: MemoryBreakdown  # summed over the placements resident at the same time
+
+
+class Placement(_Closed):
+    """One role served by one model on one server. `devices` lists the catalog ids of the GPUs it uses
+    (one entry per card) plus "cpu" when layers are offloaded; `gpu_indices` the same GPUs by index.
+    `memory_bytes` equals what `agiplan estimate` reports for the same model, quant, ctx, parallel,
+    engine and GPUs."""
+
+    role: str
+    model: str  # what was resolved: catalog id, .gguf path or hf:owner/name
+    model_name: str
+    quant: str
+    ctx: int = Field(gt=0)
+    parallel: int = Field(gt=0)
+    engine: EngineName
+    devices: list[str]
+    gpu_indices: list[int] = Field(default_factory=list)
+    gpu_layers: int = Field(ge=0)  # llama.cpp -ngl (layers + output head on GPUs)
+    n_layers: int = Field(gt=0)
+    kv_type: str = "f16"
+    flash_attn: bool = True
+    residency: Residency = "always"
+    memory_bytes: int = Field(ge=0)
+    memory: MemoryBreakdown
+    memory_by_device: dict[str, int] = Field(default_factory=dict)  # "gpu0"/"cpu" -> bytes
+    kv_capacity_tokens: int = Field(ge=0)
+    decode_tok_s: float = Field(ge=0)  # per slot, all roles of the option decoding at once (contention)
+    decode_tok_s_alone: float = Field(ge=0)  # this role alone on its devices
+    prefill_tok_s: float = Field(ge=0)
+    min_tok_s: float | None = None
+    meets_target: bool
+    swap_in_s: float | None = None  # on-demand roles: time to load from disk / page cache
+    gpu_memory_utilization: float | None = None  # vLLM: fraction of each card's TOTAL memory
+    tensor_parallel: int = 1
+    adapters: list[str] = Field(default_factory=list)
+    shares_base_with: str | None = None  # role whose loaded model this role reuses (LoRA / slots)
+    split_hosts: list[str] = Field(default_factory=list)  # split kind: servers the layers span
+    note: str = ""
+
+
+class PlanService(_Closed):
+    name: str
+    cpu_cores: float = Field(ge=0)
+    ram_bytes: int = Field(ge=0)
+    disk_bytes: int = Field(ge=0)
+
+
+class PlanServer(_Closed):
+    name: str
+    new: bool  # to be bought
+    cost_usd: float = Field(ge=0)  # 0 for existing servers
+    hardware: str  # "2x rtx-4090, ryzen-9-7950x, 128 GiB"
+    cpu: str | None  # catalog id
+    gpus: list[str]  # catalog ids, index order
+    ram_bytes: int = Field(ge=0)
+    devices: list[PlanDevice]
+    placements: list[Placement]
+    services: list[PlanService] = Field(default_factory=list)
+    parts: list[dict[str, Any]] = Field(default_factory=list)  # what to buy: {id, kind, count, price_usd, price_date}
+
+
+class PlanOption(_Closed):
+    kind: OptionKind
+    servers: list[PlanServer]
+    total_cost_usd: float = Field(ge=0)
+    meets_targets: bool
+    quality_score: float = 0.0
+    why: str
+    failing_roles: list[str] = Field(default_factory=list)
+
+
+class Plan(_Closed):
+    schema_version: int
+    kind: Literal["agiplan-plan"] = PLAN_KIND
+    created_at: str
+    agiplan_version: str
+    stack_name: str
+    options: list[PlanOption]
+    recommended: int | None  # index into options; None when nothing meets the targets
+    assumptions: list[str] = Field(default_factory=list)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to `path` via a temp file in the same directory and a rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_plan(plan: Plan, path: Path) -> None:
+    write_json_atomic(path, plan.model_dump(mode="json"))
+
+
+def read_versioned_json(path: Path, kind: str, version: int) -> dict[str, Any]:
+    """Read a saved agiplan JSON file and check its `kind` and `schema_version` (clear one-line errors)."""
+    p = Path(path)
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlannerError(f"{p}: no such file.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PlannerError(f"{p}: not a readable JSON file ({e}).") from e
+    if not isinstance(raw, dict):
+        raise PlannerError(f"{p}: expected a JSON object written by agiplan ({kind}).")
+    if raw.get("kind") != kind:
+        raise PlannerError(f"{p}: not an {kind} file (kind is {raw.get('kind')!r}).")
+    if raw.get("schema_version") != version:
+        raise PlannerError(
+            f"{p}: {kind} schema_version {raw.get('schema_version')!r}; this agiplan reads version {version}. "
+            "Re-create it with this version of agiplan."
+        )
+    return raw
+
+
+def load_plan(path: Path) -> Plan:
+    raw = read_versioned_json(path, PLAN_KIND, PLAN_SCHEMA_VERSION)
+    try:
+        return Plan.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise PlannerError(f"{path}: {loc}: {first['msg']}{more}.") from e
