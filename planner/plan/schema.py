@@ -128,7 +128,7 @@ class PlanOption(_Closed):
 
 class Plan(_Closed):
     schema_version: int
-    kind: Literal["agiplan-plan"] = PLAN_KIND
+    kind: Literal["agiplan-plan"] = "agiplan-plan"
     created_at: str
     agiplan_version: str
     stack_name: str
