@@ -7,7 +7,10 @@ entry against the real GGUF header from PyPI, tensor-type bits per weight agains
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -443,6 +446,26 @@ def test_catalog_found_in_repo_and_installed_layout(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("AGIPLAN_CATALOG_DIR", str(other))
     assert load_catalog().root == other.resolve()
     assert load_catalog() is load_catalog()  # cached per directory
+
+
+def test_installed_wheel_layout_in_a_fresh_process(tmp_path: Path) -> None:
+    """The wheel ships catalog/ as planner/_catalog_data (pyproject force-include); a copy of the package laid
+    out that way, imported from elsewhere, must find and load its own data."""
+    site = tmp_path / "site"
+    shutil.copytree(REPO_CATALOG.parent / "planner", site / "planner", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_CATALOG, site / "planner" / "_catalog_data")
+    code = (
+        "from planner.catalog import catalog_dir, load_catalog; print(catalog_dir()); print(len(load_catalog().models))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AGIPLAN_CATALOG_DIR"}
+    env["PYTHONPATH"] = str(site)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    where, n_models = proc.stdout.split()
+    assert Path(where) == site / "planner" / "_catalog_data"
+    assert int(n_models) == len(load_catalog_dir(REPO_CATALOG).models)
 
 
 def test_missing_directory(tmp_path: Path) -> None:
