@@ -101,9 +101,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
 
 
-def _construct_mapping(
-    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
-) -> dict[Any, Any]:
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -385,9 +383,7 @@ def tensor_type_bpw(ggml_type: str) -> float:
     try:
         qt = gguf.GGMLQuantizationType[ggml_type.upper()]
     except KeyError:
-        raise UnknownIdError(
-            "GGUF tensor type", ggml_type, [t.name for t in gguf.GGMLQuantizationType], ""
-        ) from None
+        raise UnknownIdError("GGUF tensor type", ggml_type, [t.name for t in gguf.GGMLQuantizationType], "") from None
     block_size, type_size = gguf.GGML_QUANT_SIZES[qt]
     return float(type_size * 8 / block_size)
 

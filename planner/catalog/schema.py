@@ -185,9 +185,7 @@ class ModelEntry(_Sourced):
             given = [f for f in (*_ARCH_FIELDS, "architecture", "experts", "swa_pattern") if getattr(self, f)]
             given += ["sliding_window"] if self.sliding_window is not None else []
             if given:
-                raise ValueError(
-                    f"fine-tune of '{self.base}' must not redefine {', '.join(given)}; it uses the base's"
-                )
+                raise ValueError(f"fine-tune of '{self.base}' must not redefine {', '.join(given)}; it uses the base's")
             return self
         if self.heads is not None and self.kv_heads is not None and self.heads % self.kv_heads:
             raise ValueError(f"kv_heads ({self.kv_heads}) must divide heads ({self.heads})")
@@ -382,9 +380,7 @@ class EngineEntry(_Sourced):
     backends: list[Backend] = Field(min_length=1)
     kv_cache_types: list[NonEmptyStr] = Field(min_length=1)
     multi_model: bool
-    rules: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], EngineRule] = Field(
-        default_factory=dict
-    )
+    rules: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], EngineRule] = Field(default_factory=dict)
 
     def rule(self, name: str) -> EngineRule:
         try:

@@ -220,9 +220,7 @@ def _rules(e: EngineEntry) -> str:
 
 @catalog_app.command("show")
 def show_cmd(
-    entry_id: Annotated[
-        str, typer.Argument(metavar="ID", help="Any catalog id: model, GPU, CPU, quant, engine.")
-    ],
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Any catalog id: model, GPU, CPU, quant, engine.")],
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Every field of one catalog entry, with its sources."""
