@@ -167,10 +167,23 @@ def _estimate_llama_cpp(
         expert_fraction_one=(arch.experts.active / arch.experts.count) if arch.experts else 1.0,
         calibration=calibration,
     )
-    if arch.sliding_window and not cfg.swa_full:
+    if arch.sliding_window and not layout.swa_applies and any(arch.is_swa(i) for i in range(arch.n_layers)):
+        notes.append(
+            f"{arch.architecture}: llama.cpp ignores the model's {arch.sliding_window}-token window and caches "
+            "the full context"
+        )
+    elif arch.sliding_window and not cfg.swa_full:
         notes.append(
             f"sliding-window layers keep {layout.cells_swa} cells per slot (window {arch.sliding_window}); "
             "llama.cpp's swa_full would keep the full context"
+        )
+    host_repack = sum(
+        table.layer_repack_bytes.get(i, 0) for i in range(arch.n_layers) if placement.layer_device.get(i, -1) < 0
+    )
+    if host_repack:
+        notes.append(
+            f"the CPU backend keeps repacked copies of Q4_0/Q4_K/IQ4_NL weights (+{host_repack / 2**30:.2f} GiB, "
+            "llama.cpp's CPU_REPACK buffer); the mapped originals become reclaimable page cache"
         )
     if cfg.kv_type_v.lower() not in ("f16", "f32", "bf16") and not cfg.flash_attn:
         notes.append("llama.cpp needs flash attention for a quantized V cache (-fa on)")

@@ -21,6 +21,11 @@ from planner.estimate.types import KV_TYPES, RunConfig
 from planner.model.arch import ModelArch
 from planner.units import pad
 
+# Architectures whose llama.cpp graph really uses sliding-window attention (src/models/*.cpp set
+# swa_type); `llama` (Mistral v0.1's window) and `phi3` load the key but attend to the full context.
+LLAMA_CPP_SWA_ARCHS = frozenset(
+    {"gemma2", "gemma3", "gemma3n", "gemma4", "cohere2", "llama4", "exaone4", "gpt-oss", "plamo3"}
+)
 LLAMA_CPP_CTX_PAD = 256  # cparams.n_ctx = GGML_PAD(n_ctx, 256) (src/llama-context.cpp)
 SWA_PAD = 256  # "the SWA cache is always padded to 256 for performance" (src/llama-kv-cache-iswa.cpp)
 
@@ -51,9 +56,10 @@ class KvLayout:
     cells_full: int  # cells per stream of a full-attention layer
     cells_swa: int  # cells per stream of a sliding-window layer
     n_ubatch: int
+    swa_applies: bool = True  # False where the engine ignores the model's window
 
     def cells(self, arch: ModelArch, layer: int) -> int:
-        return self.cells_swa if arch.is_swa(layer) else self.cells_full
+        return self.cells_swa if self.swa_applies and arch.is_swa(layer) else self.cells_full
 
 
 def llama_cpp_layout(arch: ModelArch, cfg: RunConfig) -> KvLayout:
@@ -74,12 +80,13 @@ def llama_cpp_layout(arch: ModelArch, cfg: RunConfig) -> KvLayout:
     n_batch = min(n_ctx, cfg.n_batch)
     n_ubatch = min(n_batch, cfg.n_ubatch)
     cells_full = n_ctx_seq if not cfg.kv_unified else n_ctx
-    if arch.sliding_window and not cfg.swa_full:
+    swa_applies = arch.architecture in LLAMA_CPP_SWA_ARCHS
+    if arch.sliding_window and swa_applies and not cfg.swa_full:
         per_stream_window = arch.sliding_window * (n_seq if cfg.kv_unified else 1)
         cells_swa = pad(min(cells_full, per_stream_window + n_ubatch), SWA_PAD)
     else:
         cells_swa = cells_full
-    return KvLayout(n_ctx, n_ctx_seq, n_stream, cells_full, cells_swa, n_ubatch)
+    return KvLayout(n_ctx, n_ctx_seq, n_stream, cells_full, cells_swa, n_ubatch, swa_applies)
 
 
 def layer_kv_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, layer: int) -> int:

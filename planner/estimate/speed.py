@@ -77,7 +77,7 @@ def weight_family(ggml_type: str) -> str:
     t = ggml_type.upper()
     if t in ("F32", "F16", "BF16", "F64"):
         return "f16"
-    if t in ("Q8_0", "Q8_1", "Q8_K", "I8", "FP8"):
+    if t in ("Q8_0", "Q8_1", "Q8_K", "I8", "FP8", "F8_E4M3", "F8_E5M2"):
         return "q8"
     if t.startswith(("Q2", "Q3", "IQ1", "IQ2", "IQ3", "TQ")) or t == "Q1_0":
         return "low"
