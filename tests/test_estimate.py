@@ -17,7 +17,7 @@ from planner.catalog import load_catalog
 from planner.errors import EstimateError, UnknownIdError
 from planner.estimate.devices import gpu_devices, host_device
 from planner.estimate.estimate import estimate
-from planner.estimate.kv import kv_bytes_per_token, llama_cpp_kv_bytes, llama_cpp_layout
+from planner.estimate.kv import kv_bytes_per_token, llama_cpp_kv_bytes
 from planner.estimate.placement import place_layers
 from planner.estimate.types import RunConfig
 from planner.model.arch import ModelSpec
