@@ -256,7 +256,7 @@ def test_vllm_reserves_fraction_of_total_memory(cat) -> None:  # type: ignore[no
 
 
 def test_vllm_refuses_gguf_quants(cat) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(EstimateError, match="does not serve llama.cpp quant"):
+    with pytest.raises(EstimateError, match=r"does not serve llama\.cpp quant"):
         estimate(
             _spec("llama-3-8b"),
             RunConfig(engine="vllm"),
