@@ -62,6 +62,7 @@ class LlamaParams:
     swa_full: bool = False
     kv_unified: bool = False
     n_threads: int | None = None
+    no_perf: bool = True  # llama.cpp's default; False makes llama_perf_context() report timings
 
 
 def ggml_type_id(name: str) -> int:
@@ -100,6 +101,7 @@ def loaded_context(path: str | Path, p: LlamaParams) -> Iterator[tuple[Any, Any,
             )
             cparams.swa_full = p.swa_full
             cparams.kv_unified = p.kv_unified
+            cparams.no_perf = p.no_perf
             if p.n_threads:
                 cparams.n_threads = p.n_threads
                 cparams.n_threads_batch = p.n_threads
@@ -118,3 +120,64 @@ def measure_buffers(path: str | Path, p: LlamaParams) -> tuple[BufferSizes, str]
     with loaded_context(path, p) as (_model, _ctx, log):
         text = "".join(log)
     return parse_buffer_sizes(text), text
+
+
+@dataclass(frozen=True)
+class PerfCounters:
+    """llama.cpp's own timing of a context since its last reset (`llama_perf_context`): prompt batches
+    (more than one token per llama_decode) and single-token evaluations, in ms and tokens."""
+
+    t_p_eval_ms: float
+    n_p_eval: int
+    t_eval_ms: float
+    n_eval: int
+
+    @property
+    def prefill_tok_s(self) -> float | None:
+        return self.n_p_eval / (self.t_p_eval_ms / 1000.0) if self.t_p_eval_ms > 0 else None
+
+    @property
+    def decode_tok_s(self) -> float | None:
+        return self.n_eval / (self.t_eval_ms / 1000.0) if self.t_eval_ms > 0 else None
+
+
+def perf_counters(ctx: Any) -> PerfCounters:
+    """Read llama.cpp's perf counters of `ctx` (needs LlamaParams(no_perf=False) for the times)."""
+    data = _llama_cpp().llama_perf_context(ctx)
+    return PerfCounters(float(data.t_p_eval_ms), int(data.n_p_eval), float(data.t_eval_ms), int(data.n_eval))
+
+
+def reset_perf(ctx: Any) -> None:
+    _llama_cpp().llama_perf_context_reset(ctx)
+
+
+def clear_memory(ctx: Any) -> None:
+    """Drop every sequence from the context's KV cache (positions restart at 0)."""
+    llama_cpp = _llama_cpp()
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+
+
+def n_vocab(model: Any) -> int:
+    llama_cpp = _llama_cpp()
+    return int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model)))
+
+
+def decode_tokens(ctx: Any, tokens: list[int], n_batch: int) -> None:
+    """llama_decode `tokens` on sequence 0 after what it holds, in chunks of at most `n_batch`."""
+    llama_cpp = _llama_cpp()
+    for start in range(0, len(tokens), n_batch):
+        chunk = tokens[start : start + n_batch]
+        arr = (llama_cpp.llama_token * len(chunk))(*chunk)
+        rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, len(chunk)))
+        if rc != 0:
+            raise PlannerError(f"llama_decode failed with code {rc} (context full or out of memory).")
+
+
+def argmax_last_logits(ctx: Any, vocab_size: int) -> int:
+    """Greedy next token: the index of the largest logit of the last output (synchronizes the context)."""
+    import numpy as np
+
+    ptr = _llama_cpp().llama_get_logits_ith(ctx, -1)
+    if not ptr:
+        raise PlannerError("llama.cpp returned no logits for the last token.")
+    return int(np.ctypeslib.as_array(ptr, shape=(vocab_size,)).argmax())
