@@ -1,0 +1,113 @@
+"""Ollama: one `ollama serve` instance per GPU set (pinned with CUDA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES),
+a Modelfile per role (`FROM`, `PARAMETER num_ctx`, `ADAPTER`) and `ollama create` against that instance.
+
+Ollama's settings are per server process (envconfig/config.go): OLLAMA_HOST, OLLAMA_NUM_PARALLEL,
+OLLAMA_MAX_LOADED_MODELS, OLLAMA_KV_CACHE_TYPE, OLLAMA_FLASH_ATTENTION. So roles that differ in GPUs,
+slots, KV type or flash attention get separate instances on separate ports. `num_ctx` is per request;
+Ollama allocates num_ctx × OLLAMA_NUM_PARALLEL (its FAQ), matching agiplan's ctx-per-conversation.
+Ollama's KV cache types are f16, q8_0 and q4_0 (docs/faq.md).
+"""
+
+from __future__ import annotations
+
+from planner.deploy import (
+    Deployment,
+    Endpoint,
+    Process,
+    gpu_vendor,
+    model_file,
+    placement_vendor,
+    visible_devices_env,
+)
+from planner.plan.schema import Placement, PlanServer
+
+OLLAMA_PORT = 11434  # Ollama's default port (OLLAMA_HOST default 127.0.0.1:11434)
+OLLAMA_KV_TYPES = ("f16", "q8_0", "q4_0")
+
+
+def _from_line(p: Placement, models_dir: str) -> str:
+    ref = model_file(p, models_dir)
+    if ref.startswith("hf:"):
+        return f"hf.co/{ref[3:]}:{p.quant}"
+    return ref
+
+
+def modelfile(p: Placement, models_dir: str, header: str) -> str:
+    lines = [
+        f"# {header}",
+        f"# role {p.role}: {p.model_name} {p.quant}, {p.ctx} tokens per conversation × {p.parallel} slot(s)",
+        f"FROM {_from_line(p, models_dir)}",
+        f"PARAMETER num_ctx {p.ctx}",
+    ]
+    lines += [f"ADAPTER {a}" for a in p.adapters]
+    return "\n".join(lines) + "\n"
+
+
+def _key(server: PlanServer, p: Placement) -> tuple[tuple[int, ...], int, str, bool]:
+    return (tuple(p.gpu_indices), p.parallel, p.kv_type, p.flash_attn)
+
+
+def instances(server: PlanServer, host: str, models_dir: str) -> tuple[list[Process], list[Endpoint], list[str]]:
+    """One Ollama instance per distinct (GPUs, slots, KV type, flash attention) among the server's roles."""
+    groups: dict[tuple[tuple[int, ...], int, str, bool], list[Placement]] = {}
+    for p in server.placements:
+        if p.engine == "ollama" and not p.shares_base_with:
+            groups.setdefault(_key(server, p), []).append(p)
+    procs: list[Process] = []
+    eps: list[Endpoint] = []
+    notes: list[str] = []
+    for n, ((gpus, parallel, kv, fa), ps) in enumerate(groups.items()):
+        port = OLLAMA_PORT + n
+        vendor = placement_vendor(server, ps[0])
+        env = {"OLLAMA_HOST": f"0.0.0.0:{port}"}
+        env.update(visible_devices_env(vendor, gpus, "ollama"))
+        if not gpus and server.gpus:
+            # Ollama docs/gpu.md: an invalid GPU id ("-1") forces the CPU.
+            cpu_vendor = gpu_vendor(server.gpus[0])
+            env["ROCR_VISIBLE_DEVICES" if cpu_vendor == "amd" else "CUDA_VISIBLE_DEVICES"] = "-1"
+        always = {p.model for p in ps if p.residency == "always"}
+        env["OLLAMA_NUM_PARALLEL"] = str(parallel)
+        env["OLLAMA_MAX_LOADED_MODELS"] = str(max(1, len(always)))
+        env["OLLAMA_KV_CACHE_TYPE"] = kv
+        env["OLLAMA_FLASH_ATTENTION"] = "1" if fa else "0"
+        if kv not in OLLAMA_KV_TYPES:
+            notes.append(f"ollama-{n}: KV type {kv} is not one of Ollama's ({', '.join(OLLAMA_KV_TYPES)}).")
+        roles = tuple(p.role for p in ps)
+        setup = tuple(("ollama", "create", p.role, "-f", f"ollama/{p.role}.Modelfile") for p in ps)
+        procs.append(
+            Process(
+                name=f"ollama-{n}",
+                engine="ollama",
+                kind="server",
+                argv=("ollama", "serve"),
+                env=tuple(env.items()),
+                port=port,
+                gpu_indices=gpus,
+                vendor=vendor,
+                roles=roles,
+                setup=setup,
+                comment=(
+                    f"Ollama instance {n} on port {port}, GPUs {list(gpus) or 'none'}: roles {', '.join(roles)}; "
+                    f"{parallel} slot(s) each, KV {kv}."
+                ),
+            )
+        )
+        eps += [Endpoint(p.role, server.name, "ollama", host, port, p.role) for p in ps]
+    return procs, eps, notes
+
+
+def add_files(dep: Deployment, server: PlanServer, header: str, models_dir: str) -> None:
+    """Modelfiles and a `-create.sh` per instance (run once the instance answers)."""
+    import shlex
+
+    for proc in dep.processes:
+        if proc.engine != "ollama" or not proc.setup:
+            continue
+        lines = ["#!/usr/bin/env bash", f"# {header}", "set -euo pipefail", 'cd "$(dirname "$0")"']
+        lines.append(f"export OLLAMA_HOST=127.0.0.1:{proc.port}")
+        lines += [" ".join(shlex.quote(a) for a in cmd) for cmd in proc.setup]
+        dep.files[f"{proc.name}-create.sh"] = "\n".join(lines) + "\n"
+        dep.executable.add(f"{proc.name}-create.sh")
+    for p in server.placements:
+        if p.engine == "ollama" and not p.shares_base_with:
+            dep.files[f"ollama/{p.role}.Modelfile"] = modelfile(p, models_dir, header)

@@ -1,0 +1,45 @@
+"""Write a Deployment's files into a directory: each file atomically (temp file + rename), scripts 0755,
+plus `deploy.json` (kind agiplan-deploy, schema_version) describing every process and endpoint."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from planner.deploy import Deployment
+from planner.errors import PlannerError
+from planner.plan.schema import write_json_atomic
+
+MANIFEST = "deploy.json"
+
+
+def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_deployment(dep: Deployment, out_dir: Path) -> list[Path]:
+    """Write every file of `dep` under `out_dir` (created if needed); returns the paths written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PlannerError(f"--out {out}: exists and is not a directory.")
+    written: list[Path] = []
+    try:
+        for rel, text in sorted(dep.files.items()):
+            target = out / rel
+            write_text_atomic(target, text, 0o755 if rel in dep.executable else 0o644)
+            written.append(target)
+        write_json_atomic(out / MANIFEST, dep.manifest())
+    except OSError as e:
+        raise PlannerError(f"cannot write into {out}: {e.strerror or e}.") from e
+    written.append(out / MANIFEST)
+    return written
