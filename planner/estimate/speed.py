@@ -59,12 +59,12 @@ PREFILL_UBATCH = 512
 # Prefill efficiency (fraction of dense FP16 tensor TFLOPS for GPUs, FP32 SIMD peak for CPUs).
 # RTX 4090 CodeLlama-7B pp512: F16 11048 t/s → 0.90, Q8_0 7664 → 0.62; RTX 3090: F16 0.79, Q4_0 0.65;
 # RTX 3090 Ti Q4_0 0.68; RX 7900 XTX Q4_K_M pp ≈ 3900 → 0.48; Ryzen 9 7950X (AVX2 build) pp512
-# F16 0.73, Q8_0 0.77, Q4_K_S 0.65, Q2_K_S 0.72 of 16 cores × 4.8 GHz × 32 FLOP/cycle.
+# F16 0.62, Q8_0 0.65, Q4_K_S 0.55, Q2_K_S 0.59 of the catalog's peak (16 cores × 5.7 GHz × 32 FLOP/cycle).
 PREFILL_ETA: dict[str, dict[str, float]] = {
     "cuda": {"f16": 0.85, "q8": 0.62, "q4": 0.66, "low": 0.55},
     "rocm": {"f16": 0.62, "q8": 0.45, "q4": 0.48, "low": 0.40},
     "vulkan": {"f16": 0.50, "q8": 0.40, "q4": 0.40, "low": 0.35},
-    "cpu": {"f16": 0.73, "q8": 0.77, "q4": 0.66, "low": 0.70},
+    "cpu": {"f16": 0.62, "q8": 0.65, "q4": 0.56, "low": 0.59},
 }
 
 # Relative half-width of the range quoted around a speed (max error seen in the fit, rounded up).

@@ -1,0 +1,254 @@
+"""Decode / prefill speed of agiplan's estimator against published llama-bench results.
+
+Run by hand: `python bench/speed_accuracy.py`. Every row is a published measurement from
+shared/data/calibration_speed.md (source in the row); the model shapes are the models' published
+configs. Prints predicted vs published tok/s and the error, and a summary per device class.
+The efficiency factors in planner/estimate/speed.py were fitted to these rows, so this shows the
+fit's residuals, not an independent validation — except the rows marked `held_out`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from planner.catalog import load_catalog  # noqa: E402
+from planner.estimate.devices import gpu_devices, host_device  # noqa: E402
+from planner.estimate.estimate import estimate  # noqa: E402
+from planner.estimate.types import Device, RunConfig  # noqa: E402
+from planner.model.arch import ModelArch, ModelSpec, Source  # noqa: E402
+from planner.sources.resolve import resolve_model  # noqa: E402
+
+GIB = 2**30
+
+
+def _llama(name: str, layers: int, hidden: int, heads: int, ffn: int, vocab: int, ctx: int) -> ModelArch:
+    return ModelArch(
+        name=name,
+        architecture="llama",
+        n_layers=layers,
+        hidden_size=hidden,
+        n_heads=heads,
+        n_kv_heads=heads,
+        head_dim_k=hidden // heads,
+        head_dim_v=hidden // heads,
+        ffn_size=ffn,
+        vocab_size=vocab,
+        context_trained=ctx,
+        source=Source("formula", f"{name} config.json"),
+    )
+
+
+# LLaMA 1 7B / 13B (huggyllama configs), CodeLlama 7B (codellama/CodeLlama-7b-hf config.json)
+LLAMA_7B = _llama("LLaMA 7B", 32, 4096, 32, 11008, 32000, 2048)
+LLAMA_13B = _llama("LLaMA 13B", 40, 5120, 40, 13824, 32000, 2048)
+CODELLAMA_7B = _llama("CodeLlama 7B", 32, 4096, 32, 11008, 32016, 16384)
+LLAMA2_70B = replace(
+    _llama("Llama 2 70B", 80, 8192, 64, 28672, 32000, 4096), n_kv_heads=8
+)  # PR #8035 benchmarks "Llama-70B IQ2_M": Llama 2 70B shapes
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    spec: ModelSpec
+    quant: str
+    gpus: tuple[str, ...]
+    host_cpu: str | None
+    gpu_layers: int | None
+    decode_tok_s: float | None
+    prefill_tok_s: float | None
+    source: str
+    host_bandwidth_gbs: float | None = None
+    held_out: bool = False
+    # build 1275 (Sep 2023) ran CPU-resident layers' prompt matmuls on the CPU; current llama.cpp streams them
+    # to the GPU, which agiplan models — those published pp figures are not comparable
+    pp_comparable: bool = True
+
+
+def _spec(arch: ModelArch) -> ModelSpec:
+    return ModelSpec(ref=arch.name, arch=arch)
+
+
+BENCH = "llama.cpp examples/llama-bench/README.md (build 1275, i9-13900K + RTX 3090 Ti)"
+ROWS = [
+    Row(
+        "3090 Ti · LLaMA 7B Q4_0",
+        _spec(LLAMA_7B),
+        "Q4_0",
+        ("rtx-3090-ti",),
+        "core-i9-13900k",
+        None,
+        131.42,
+        2368.8,
+        BENCH,
+        pp_comparable=False,  # same card, pp 4035 four months later (PR #4812): a software change
+    ),
+    Row(
+        "3090 Ti · LLaMA 13B Q4_0",
+        _spec(LLAMA_13B),
+        "Q4_0",
+        ("rtx-3090-ti",),
+        "core-i9-13900k",
+        None,
+        82.17,
+        None,
+        BENCH,
+    ),
+    Row(
+        "3090 Ti · 7B Q4_0 (Jan 2024)",
+        _spec(LLAMA_7B),
+        "Q4_0",
+        ("rtx-3090-ti",),
+        "core-i9-13900k",
+        None,
+        127.43,
+        4035.47,
+        "llama.cpp PR #4812",
+    ),
+    Row(
+        "4090 · CodeLlama 7B F16",
+        _spec(CODELLAMA_7B),
+        "F16",
+        ("rtx-4090",),
+        None,
+        None,
+        61.03,
+        11048,
+        "llama.cpp PR #4766",
+    ),
+    Row(
+        "4090 · CodeLlama 7B Q8_0",
+        _spec(CODELLAMA_7B),
+        "Q8_0",
+        ("rtx-4090",),
+        None,
+        None,
+        98.13,
+        7664,
+        "llama.cpp PR #4766",
+    ),
+    Row("3090 · LLaMA 7B Q4_0", _spec(LLAMA_7B), "Q4_0", ("rtx-3090",), None, None, 121.82, 3408, "llama.cpp PR #4766"),
+    Row("3090 · LLaMA 7B F16", _spec(LLAMA_7B), "F16", ("rtx-3090",), None, None, 48.52, 4185, "llama.cpp PR #4766"),
+    Row(
+        "7900 XTX · Qwen2.5-Coder-7B Q4_K_M",
+        resolve_model("qwen2.5-7b"),
+        "Q4_K_M",
+        ("rx-7900-xtx",),
+        None,
+        None,
+        112.0,
+        3900.0,
+        "llama.cpp issue #20934 (ROCm, -fa 1; tg128 110–114, pp ≈ 3800–4000)",
+    ),
+    # CPU only, Ryzen 9 7950X, Llama-3-8B (ik_llama.cpp README, "t/s (llama.cpp)" column); memory configuration
+    # not stated — agiplan assumes the officially supported DDR5-5200 dual channel (83.2 GB/s).
+    *(
+        Row(
+            f"7950X CPU · Llama-3-8B {q}",
+            resolve_model("llama-3-8b"),
+            q,
+            (),
+            "ryzen-9-7950x",
+            0,
+            tg,
+            pp,
+            "ik_llama.cpp README (mainline build 3441)",
+        )
+        for q, tg, pp in (
+            ("F16", 4.20, 112.4),
+            ("Q8_0", 7.40, 118.1),
+            ("Q4_K_S", 13.24, 98.9),
+            ("Q4_0", 10.97, 104.5),
+            ("Q2_K_S", 18.70, 110.1),
+        )
+    ),
+    # CPU only, i9-13900K, 8 threads (the best thread count in the table)
+    Row(
+        "13900K CPU · LLaMA 7B Q4_0 (8 t)",
+        _spec(LLAMA_7B),
+        "Q4_0",
+        (),
+        "core-i9-13900k",
+        0,
+        16.71,
+        None,
+        BENCH,
+        held_out=True,
+    ),
+    # partial offload: 3090 Ti + 13900K, -ngl 10 / 20 / 30 (build 1275)
+    *(
+        Row(
+            f"3090 Ti + 13900K · 7B Q4_0 -ngl {n}",
+            _spec(LLAMA_7B),
+            "Q4_0",
+            ("rtx-3090-ti",),
+            "core-i9-13900k",
+            n,
+            tg,
+            pp,
+            BENCH,
+            pp_comparable=False,
+        )
+        for n, tg, pp in ((10, 13.45, 373.0), (20, 21.36, 473.0), (30, 40.04, 632.0))
+    ),
+    # 4090 + EPYC 7742 (8-channel DDR4-3200), Llama-70B IQ2_M, -ngl 72 of 81, fa 1
+    Row(
+        "4090 + EPYC 7742 · 70B IQ2_M -ngl 72",
+        _spec(LLAMA2_70B),
+        "IQ2_M",
+        ("rtx-4090",),
+        "epyc-7742",
+        72,
+        17.34,
+        572.8,
+        "llama.cpp PR #8035",
+        held_out=True,
+    ),
+]
+
+
+def predict(row: Row) -> tuple[float, float, float]:
+    cat = load_catalog()
+    gpus: list[Device] = gpu_devices(cat, list(row.gpus))
+    host = host_device(
+        cat, row.host_cpu, 128 if row.host_cpu is None or row.host_cpu.startswith(("epyc", "thread")) else 64
+    )
+    cfg = RunConfig(ctx=512, gpu_layers=row.gpu_layers, flash_attn=True)
+    est = estimate(row.spec, cfg, gpus, host, quant=row.quant, suggest=False)
+    return est.speed.decode_tok_s, est.speed.prefill_tok_s, est.weights.total_bytes / GIB
+
+
+def main() -> None:
+    print(
+        f"{'row':44} {'size GiB':>8} {'tg pub':>7} {'tg ours':>7} {'err':>7}  {'pp pub':>7} {'pp ours':>7} {'err':>7}"
+    )
+    tg_err: list[float] = []
+    pp_err: list[float] = []
+    for row in ROWS:
+        tg, pp, size = predict(row)
+        e_tg = (tg / row.decode_tok_s - 1) * 100 if row.decode_tok_s else None
+        e_pp = (pp / row.prefill_tok_s - 1) * 100 if row.prefill_tok_s and row.pp_comparable else None
+        if e_tg is not None:
+            tg_err.append(abs(e_tg))
+        if e_pp is not None:
+            pp_err.append(abs(e_pp))
+        mark = " *" if row.held_out else ""
+        print(
+            f"{row.label + mark:44} {size:8.2f} {row.decode_tok_s or 0:7.2f} {tg:7.2f} "
+            f"{(f'{e_tg:+.1f}%' if e_tg is not None else '-'):>7}  {row.prefill_tok_s or 0:7.0f} {pp:7.0f} "
+            f"{(f'{e_pp:+.1f}%' if e_pp is not None else '-'):>7}"
+        )
+    print(
+        f"\ndecode |error|: median {statistics.median(tg_err):.1f} %, max {max(tg_err):.1f} % over {len(tg_err)} rows; "
+        f"prefill |error|: median {statistics.median(pp_err):.1f} %, max {max(pp_err):.1f} % over {len(pp_err)} rows"
+    )
+    print("* = held out (not used to fit the factors)")
+
+
+if __name__ == "__main__":
+    main()
