@@ -10,18 +10,14 @@ fit's residuals, not an independent validation — except the rows marked `held_
 from __future__ import annotations
 
 import statistics
-import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from planner.catalog import load_catalog  # noqa: E402
-from planner.estimate.devices import gpu_devices, host_device  # noqa: E402
-from planner.estimate.estimate import estimate  # noqa: E402
-from planner.estimate.types import Device, RunConfig  # noqa: E402
-from planner.model.arch import ModelArch, ModelSpec, Source  # noqa: E402
-from planner.sources.resolve import resolve_model  # noqa: E402
+from planner.catalog import load_catalog
+from planner.estimate.devices import gpu_devices, host_device
+from planner.estimate.estimate import estimate
+from planner.estimate.types import Device, RunConfig
+from planner.model.arch import ModelArch, ModelSpec, Source
+from planner.sources.resolve import resolve_model
 
 GIB = 2**30
 
