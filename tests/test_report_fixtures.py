@@ -127,7 +127,7 @@ def reasoner(**kw: Any) -> Placement:
         "gpu_layers": 81,
         "n_layers": 80,
         "memory": m,
-        "memory_by_device": {"gpu0": 22 * GIB, "gpu1": total(m) - 22 * GIB},
+        "memory_by_device": {"gpu0": total(m) // 2, "gpu1": total(m) - total(m) // 2},
         "kv_capacity_tokens": 16384,
         "decode_tok_s": 17.5,
         "decode_tok_s_alone": 18.2,
@@ -369,7 +369,7 @@ def test_fixture_plans_round_trip(tmp_path: Path) -> None:
 
 
 def test_fixture_devices_sum_their_placements() -> None:
-    # main's gpu0 in option 0 holds the reasoner's 22 GiB (its memory_by_device), nothing else.
+    # main's gpu0 in option 0 holds half the reasoner's 45.9 GiB (its memory_by_device), nothing else.
     dev = agents_plan().options[0].servers[0].devices[0]
-    assert dev.used_bytes == 22 * GIB
+    assert dev.used_bytes == int(45.9 * GIB) // 2
     assert total(dev.memory) == dev.used_bytes

@@ -1,0 +1,394 @@
+"""Render a Report as Markdown that reads well on GitHub / GitLab and in an editor.
+
+Order: summary and recommendation, options side by side, each option's servers (roles table, memory per
+device as a Mermaid pie with a plain-text bar fallback, headroom), what to buy, predicted vs measured,
+deployment commands, assumptions and sources. Tables are GitHub-flavoured (pipes escaped in cells).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from planner.plan.schema import Plan
+from planner.report.i18n import t
+from planner.report.model import BenchFile, DeviceView, Headroom, OptionView, Report, RoleView, build_report
+from planner.units import GIB, fmt_bytes
+
+BAR_WIDTH = 40
+
+
+def render_report(plan: Plan, bench_runs: Sequence[BenchFile] = (), lang: str = "en") -> str:
+    """The Markdown report for `plan` (and bench files): what `agiplan report` and `recommend --report` write."""
+    return render_markdown(build_report(plan, bench_runs), lang)
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def _usd(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _kind_text(lang: str, kind: str) -> str:
+    return t(lang, f"kind.{kind}")
+
+
+def _toks(r: RoleView) -> str:
+    s = f"{r.decode_tok_s:.1f}"
+    if r.min_tok_s is not None:
+        s += f" ({r.min_tok_s:g})"
+    if not r.meets_target:
+        s += " ✗"
+    return s
+
+
+def _breaks_first(lang: str, o: OptionView) -> str:
+    if not o.headroom:
+        return t(lang, "breaks.unknown")
+    for h in o.headroom:
+        if h.slot_plus1 == "breaks":
+            return t(lang, "breaks.slot", role=h.role, device=f"{h.server}/{h.slot_plus1_device}")
+        if h.ctx_x2 == "breaks":
+            return t(lang, "breaks.ctx", role=h.role, device=f"{h.server}/{h.ctx_x2_device}")
+    if all(h.ctx_x2 == "unknown" and h.slot_plus1 == "unknown" for h in o.headroom):
+        return t(lang, "breaks.unknown")
+    return t(lang, "breaks.none")
+
+
+def _summary(r: Report, lang: str) -> list[str]:
+    out = [f"## {t(lang, 'summary')}", ""]
+    if r.recommended is None:
+        out += [t(lang, "rec_none"), ""]
+        return out
+    o = r.options[r.recommended]
+    out.append(t(lang, "rec_line", index=o.index, kind_text=_kind_text(lang, o.kind), kind=o.kind))
+    new = [s for s in o.servers if s.new]
+    if o.total_cost_usd <= 0:
+        out.append(t(lang, "rec_cost_zero"))
+    else:
+        servers = ", ".join(f"{s.name}: {s.hardware}" for s in new) or "-"
+        out.append(t(lang, "rec_cost", cost=_usd(o.total_cost_usd), servers=servers))
+    if o.meets_targets:
+        out.append(t(lang, "rec_targets_ok"))
+    else:
+        out.append(t(lang, "rec_targets_fail", roles=", ".join(o.failing_roles)))
+    out.append(t(lang, "rec_why", why=o.why))
+    out.append(t(lang, "rec_breaks", text=_breaks_first(lang, o)) + ".")
+    others = [f"{x.index} `{x.kind}`" for x in r.options if x.index != o.index]
+    if others:
+        out.append(t(lang, "rec_alt", items=", ".join(others)))
+    return [*out[:2], " ".join(out[2:]), ""]
+
+
+def _options_table(r: Report, lang: str) -> list[str]:
+    header = [
+        t(lang, "col.option"),
+        t(lang, "col.kind"),
+        t(lang, "col.buy"),
+        t(lang, "col.quality"),
+        t(lang, "col.targets"),
+        *[f"{role} tok/s" for role in r.role_names],
+        t(lang, "col.breaks"),
+        t(lang, "col.free"),
+    ]
+    rows: list[list[object]] = []
+    for o in r.options:
+        label = f"**{o.index}** ({t(lang, 'recommended')})" if o.recommended else str(o.index)
+        speeds: list[object] = []
+        for role in r.role_names:
+            rv = o.role(role)
+            speeds.append(_toks(rv) if rv else t(lang, "not_here"))
+        free = f"{_gib(o.largest_free_bytes)} ({o.largest_free_device})" if o.largest_free_device else "0"
+        rows.append(
+            [
+                label,
+                f"`{o.kind}`",
+                _usd(o.total_cost_usd),
+                f"{o.quality_score:.2f}",
+                t(lang, "yes") if o.meets_targets else t(lang, "no"),
+                *speeds,
+                _breaks_first(lang, o),
+                free,
+            ]
+        )
+    out = [f"## {t(lang, 'options')}", "", t(lang, "options_note"), "", *_table(header, rows), ""]
+    out += [f"- **{o.index}** `{o.kind}`: {o.why}" for o in r.options]
+    out.append("")
+    return out
+
+
+def _role_rows(lang: str, roles: Sequence[RoleView]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for rv in roles:
+        devs = ", ".join(rv.devices) or "cpu"
+        if rv.gpu_indices:
+            devs += " [" + ",".join(f"gpu{i}" for i in rv.gpu_indices) + "]"
+        if rv.split_hosts:
+            devs += "; " + t(lang, "split_over", hosts=", ".join(rv.split_hosts))
+        if rv.residency == "on-demand":
+            res = (
+                t(lang, "residency.on-demand", swap=f"{rv.swap_in_s:.1f} s")
+                if rv.swap_in_s is not None
+                else t(lang, "residency.on-demand-nos")
+            )
+        else:
+            res = t(lang, "residency.always")
+        if rv.shares_base_with:
+            res += "; " + t(lang, "shares", base=rv.shares_base_with)
+        rows.append(
+            [
+                f"**{rv.role}**",
+                rv.model_name,
+                rv.quant,
+                rv.ctx,
+                rv.parallel,
+                rv.engine,
+                devs,
+                _toks(rv),
+                _gib(rv.memory_bytes),
+                res,
+            ]
+        )
+    return rows
+
+
+def _device_label(d: DeviceView) -> str:
+    return f"cpu {d.name}" if d.kind == "cpu" else f"gpu{d.index} {d.id}"
+
+
+def _pie(server: str, d: DeviceView, lang: str) -> list[str]:
+    parts = [
+        (t(lang, "part.weights"), d.weights_bytes),
+        (t(lang, "part.kv"), d.kv_cache_bytes),
+        (t(lang, "part.compute"), d.compute_bytes),
+        (t(lang, "part.overhead"), d.overhead_bytes),
+        (t(lang, "part.margin"), d.margin_bytes),
+        (t(lang, "part.free"), max(0, d.free_bytes)),
+    ]
+    title = f"{server} {_device_label(d)}: {_gib(d.used_bytes)} / {_gib(d.capacity_bytes)}"
+    out = ["```mermaid", "pie showData", f"    title {title}"]
+    out += [f'    "{name}" : {b / GIB:.2f}' for name, b in parts if b / GIB >= 0.005]
+    out.append("```")
+    return out
+
+
+def text_bar(d: DeviceView, width: int = BAR_WIDTH) -> str:
+    """W weights, K KV, C compute, O overhead, x margin, . free — scaled to the device's capacity."""
+    cap = max(1, d.capacity_bytes)
+    cells = ""
+    for ch, b in (
+        ("W", d.weights_bytes),
+        ("K", d.kv_cache_bytes),
+        ("C", d.compute_bytes),
+        ("O", d.overhead_bytes),
+        ("x", d.margin_bytes),
+    ):
+        n = min(round(width * b / cap), width - len(cells))
+        cells += ch * max(0, n)
+    cells += "." * (width - len(cells))
+    over = "  OVER" if d.free_bytes < 0 else ""
+    return f"[{cells}] {_gib(d.used_bytes)} / {_gib(d.capacity_bytes)}{over}"
+
+
+def _memory(server: str, devices: Sequence[DeviceView], lang: str) -> list[str]:
+    out = [f"#### {t(lang, 'memory_chart')}", ""]
+    for d in devices:
+        if d.used_bytes == 0 and d.kind == "cpu":
+            continue
+        out += [*_pie(server, d, lang), ""]
+    width = max((len(_device_label(d)) for d in devices), default=0)
+    out.append("```text")
+    out += [f"{_device_label(d).ljust(width)}  {text_bar(d)}" for d in devices]
+    out.append(t(lang, "legend"))
+    out += ["```", ""]
+    return out
+
+
+def _fit_text(lang: str, fit: str, extra: int | None, device: str | None, reason: str) -> str:
+    if fit == "fits":
+        return t(lang, "fit.fits", extra=fmt_bytes(extra)) if extra else t(lang, "fit.fits_noextra")
+    if fit == "breaks":
+        return t(lang, "fit.breaks", device=device or "?", extra=fmt_bytes(extra or 0))
+    why = t(lang, f"reason.{reason}") if reason in ("split", "shared", "hf") else reason
+    return t(lang, "fit.unknown", reason=why)
+
+
+def _headroom(lang: str, rooms: Sequence[Headroom]) -> list[str]:
+    if not rooms:
+        return []
+    rows = [
+        [
+            f"**{h.role}**",
+            _fit_text(lang, h.ctx_x2, h.ctx_x2_extra_bytes, h.ctx_x2_device, h.reason),
+            _fit_text(lang, h.slot_plus1, h.slot_plus1_extra_bytes, h.slot_plus1_device, h.reason),
+        ]
+        for h in rooms
+    ]
+    header = [t(lang, "col.role"), t(lang, "col.ctx_x2"), t(lang, "col.slot_plus1")]
+    return [f"#### {t(lang, 'headroom')}", "", *_table(header, rows), ""]
+
+
+def _option(o: OptionView, lang: str) -> list[str]:
+    key = "option_heading_rec" if o.recommended else "option_heading"
+    out = [f"## {t(lang, key, index=o.index, kind_text=_kind_text(lang, o.kind))}", "", o.why, ""]
+    if o.failing_roles:
+        out += [t(lang, "failing", roles=", ".join(o.failing_roles)), ""]
+    header = [
+        t(lang, "col.role"),
+        t(lang, "col.model"),
+        t(lang, "col.quant"),
+        t(lang, "col.ctx"),
+        t(lang, "col.slots"),
+        t(lang, "col.engine"),
+        t(lang, "col.devices"),
+        t(lang, "col.toks"),
+        t(lang, "col.memory"),
+        t(lang, "col.residency"),
+    ]
+    for s in o.servers:
+        state = t(lang, "server_new", cost=_usd(s.cost_usd)) if s.new else t(lang, "server_existing")
+        out += [f"### {t(lang, 'server_heading', name=s.name, state=state, hardware=s.hardware)}", ""]
+        if s.roles:
+            out += [f"#### {t(lang, 'roles')}", "", *_table(header, _role_rows(lang, s.roles)), ""]
+        out += _memory(s.name, s.devices, lang)
+        out += _headroom(lang, [h for h in o.headroom if h.server == s.name])
+    return out
+
+
+def _buy(r: Report, lang: str) -> list[str]:
+    out = [f"## {t(lang, 'buy')}", ""]
+    if not r.parts:
+        return [*out, t(lang, "buy_none"), ""]
+    header = [
+        t(lang, "col.option"),
+        t(lang, "col.server"),
+        t(lang, "col.part"),
+        t(lang, "col.count"),
+        t(lang, "col.price"),
+        t(lang, "col.date"),
+    ]
+    rows = [
+        [
+            f"{p.option} `{r.options[p.option].kind}`",
+            p.server,
+            f"{p.id} ({p.kind})" if p.kind else p.id,
+            p.count,
+            _usd(p.price_usd) if p.price_usd is not None else "?",
+            p.price_date or "?",
+        ]
+        for p in r.parts
+    ]
+    return [*out, *_table(header, rows), "", t(lang, "buy_note"), ""]
+
+
+def _fmt_metric(name: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    return _gib(v) if name.endswith("_bytes") else f"{v:.1f}"
+
+
+def _bench(r: Report, lang: str) -> list[str]:
+    if not r.bench:
+        return []
+    hosts = ", ".join(sorted({f"`{b.host}` ({b.file})" for b in r.bench}))
+    out = [f"## {t(lang, 'bench')}", "", f"> {t(lang, 'bench_note', hosts=hosts)}", ""]
+    header = [
+        t(lang, "col.run"),
+        t(lang, "col.verdict"),
+        t(lang, "col.metric"),
+        t(lang, "col.predicted"),
+        t(lang, "col.measured"),
+        t(lang, "col.residual"),
+    ]
+    rows: list[list[object]] = []
+    for b in r.bench:
+        who = f"{b.role}: " if b.role else ""
+        run = f"{who}{b.model} · {b.engine} · ctx {b.ctx}"
+        verdict = t(lang, f"verdict.{b.verdict}") if b.verdict in ("pass", "fail") else b.verdict
+        for m in b.metrics:
+            res = f"{m.residual * 100:+.1f} %" if m.residual is not None else "-"
+            rows.append(
+                [
+                    run,
+                    verdict,
+                    t(lang, f"metric.{m.name}"),
+                    _fmt_metric(m.name, m.predicted),
+                    _fmt_metric(m.name, m.measured),
+                    res,
+                ]
+            )
+    return [*out, *_table(header, rows), ""]
+
+
+def _deploy(r: Report, lang: str) -> list[str]:
+    if not r.deployment:
+        return []
+    out = [f"## {t(lang, 'deploy')}", "", t(lang, "deploy_note"), ""]
+    for d in r.deployment:
+        out += [f"### {t(lang, 'deploy_server', name=d.server)}", ""]
+        if d.error:
+            out += [t(lang, "deploy_error", error=d.error), ""]
+            continue
+        out.append("```bash")
+        out += [p.command for p in d.processes]
+        out += ["```", ""]
+        if d.endpoints:
+            out += [*_table([t(lang, "col.role"), t(lang, "col.url")], sorted(d.endpoints.items())), ""]
+        out += [f"- {n}" for n in d.notes]
+        if d.notes:
+            out.append("")
+    return out
+
+
+def _sources(r: Report, lang: str) -> list[str]:
+    out = [f"## {t(lang, 'assumptions')}", ""]
+    out += [f"- {a}" for a in r.assumptions]
+    out += [f"- {t(lang, 'assume.ctx')}", f"- {t(lang, 'assume.margin')}", ""]
+    rows: list[list[object]] = [
+        [t(lang, "src.memory"), t(lang, "src.memory_is")],
+        [t(lang, "src.speed"), t(lang, "src.speed_is")],
+        [t(lang, "src.headroom"), t(lang, "src.headroom_is")],
+    ]
+    for s in r.sources:
+        kind, _, rest = s.what.partition(":")
+        ident = rest.rsplit(":", 1)[0] if kind == "gpu" else rest
+        label = {
+            "gpu": t(lang, "src.gpu_memory", id=ident),
+            "price": t(lang, "src.price", id=ident),
+            "model": t(lang, "src.model", id=ident),
+            "bench": t(lang, "src.bench", file=ident),
+        }.get(kind, s.what)
+        src = t(lang, f"src.{s.source}") if s.source in ("gguf-header", "hf-config", "measured") else s.source
+        rows.append([label, src])
+    return [*out, *_table([t(lang, "col.number"), t(lang, "col.source")], rows), ""]
+
+
+def render_markdown(r: Report, lang: str = "en") -> str:
+    out = [
+        f"# {t(lang, 'title', stack=r.stack_name)}",
+        "",
+        f"_{t(lang, 'generated', created=r.plan_created_at, version=r.agiplan_version)}_",
+        "",
+    ]
+    out += _summary(r, lang)
+    out += _options_table(r, lang)
+    for o in r.options:
+        out += _option(o, lang)
+    out += _buy(r, lang)
+    out += _bench(r, lang)
+    out += _deploy(r, lang)
+    out += _sources(r, lang)
+    while out and out[-1] == "":
+        out.pop()
+    return "\n".join(out) + "\n"
