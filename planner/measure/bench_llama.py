@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from planner.errors import PlannerError
 from planner.measure.llama_log import BufferSizes, parse_buffer_sizes
@@ -305,6 +306,115 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 def config_json(cfg: LlamaBenchConfig) -> str:
     return json.dumps(asdict(cfg))
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """One model to bench in its own process (`key` names it in the outcome; `env` adds variables such as
+    CUDA_VISIBLE_DEVICES for the GPUs a plan placed it on)."""
+
+    key: str
+    path: Path
+    cfg: LlamaBenchConfig
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerOutcome:
+    key: str
+    measured: Measured | None = None
+    error: str | None = None
+    interrupted: bool = False
+
+
+def run_workers(jobs: list[WorkerJob], *, on_event: Callable[[str, str], None] | None = None) -> list[WorkerOutcome]:
+    """Bench `jobs` at the same time, one process each: all load, then all start decoding together.
+
+    Each worker runs in its own session, so a Ctrl-C reaches only this process, which then terminates every
+    worker (and waits for it) before re-raising: no child process is left behind.
+    """
+    import subprocess
+    import tempfile
+
+    outcomes = {j.key: WorkerOutcome(j.key) for j in jobs}
+    procs: list[tuple[WorkerJob, subprocess.Popen[str], Any]] = []
+
+    def note(key: str, what: str) -> None:
+        if on_event is not None:
+            on_event(key, what)
+
+    try:
+        for job in jobs:
+            err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
+            env = {**os.environ, **job.env}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "planner.measure.bench_llama", str(job.path), config_json(job.cfg)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=env,
+                start_new_session=True,
+            )
+            procs.append((job, proc, err))
+            note(job.key, "loading")
+        ready: list[tuple[WorkerJob, subprocess.Popen[str], Any]] = []
+        for job, proc, err in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            if line == "ready":
+                ready.append((job, proc, err))
+                note(job.key, "loaded")
+            else:
+                outcomes[job.key].error = _worker_error(line, proc, err)
+                note(job.key, "failed")
+        for job, proc, _err in ready:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            note(job.key, "running")
+        for job, proc, err in ready:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            try:
+                payload = json.loads(line)
+            except json.JSONDecodeError:
+                outcomes[job.key].error = _worker_error(line, proc, err)
+                note(job.key, "failed")
+                continue
+            if "error" in payload:
+                outcomes[job.key].error = str(payload["error"])
+            else:
+                outcomes[job.key].measured = Measured.model_validate(payload["measured"])
+                outcomes[job.key].interrupted = bool(payload.get("interrupted"))
+            proc.wait(timeout=60)
+            note(job.key, "done")
+    finally:
+        for _job, proc, err in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            err.close()
+    return [outcomes[j.key] for j in jobs]
+
+
+def _worker_error(line: str, proc: Any, err: Any) -> str:
+    if line.startswith("{"):
+        try:
+            return str(json.loads(line).get("error", line))
+        except json.JSONDecodeError:
+            pass
+    try:
+        proc.wait(timeout=5)
+    except Exception:
+        proc.kill()
+    err.seek(0)
+    tail = err.read()[-300:].strip()
+    return f"worker exited with code {proc.returncode}: {tail or line or 'no output'}"
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through agiplan bench --plan

@@ -1,0 +1,305 @@
+"""Bench any OpenAI-compatible server by URL (llama-server, Ollama, vLLM, LM Studio), streamed.
+
+For each concurrency level c, c chat requests (`POST {base}/v1/chat/completions`, `stream: true`) start
+together on c threads. Per request: time to first token (first streamed content), decode tok/s over the
+tokens after the first ((n − 1) / (t_last − t_first)), tokens counted from the final `usage` chunk when
+the server sends one (`stream_options.include_usage`), else one per content chunk. Per level: medians
+and the aggregate throughput (all tokens ÷ wall time of the level).
+
+Ollama (detected by `GET /api/version`) is also asked for its own timings (`POST /api/generate`,
+`eval_count` / `eval_duration` in ns, `prompt_eval_*`) and for the memory of loaded models (`GET /api/ps`:
+`size`, `size_vram`) — docs/api.md of ollama/ollama.
+
+Standard library only (http.client): one dependency fewer, and streaming needs nothing more.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from planner.errors import PlannerError
+
+DEFAULT_PROMPT = (
+    "Write a detailed, step by step explanation of how a hash map works, including collisions, "
+    "resizing and the cost of each operation."
+)
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    url: str  # http://host:port or http://host:port/v1
+    model_name: str
+    concurrency: tuple[int, ...] = (1,)
+    max_tokens: int = 64
+    prompt: str = DEFAULT_PROMPT
+    timeout_s: float = 120.0
+    api_key: str | None = None
+
+    def check(self) -> None:
+        u = urllib.parse.urlsplit(self.url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise PlannerError(f"--endpoint must be an http(s) URL such as http://127.0.0.1:8080, got {self.url!r}.")
+        if not self.concurrency or any(c < 1 for c in self.concurrency):
+            raise PlannerError("--concurrency takes positive integers, e.g. 1,4,8.")
+        if self.max_tokens < 2:
+            raise PlannerError("--gen must be at least 2 tokens to measure decode speed.")
+
+
+@dataclass
+class StreamResult:
+    ok: bool
+    ttft_s: float | None = None
+    n_tokens: int = 0
+    decode_tok_s: float | None = None
+    total_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    results: list[StreamResult] = field(default_factory=list)
+    wall_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> list[StreamResult]:
+        return [r for r in self.results if r.ok]
+
+    @property
+    def failed(self) -> int:
+        return len(self.results) - len(self.ok)
+
+    @property
+    def ttft_s(self) -> float | None:
+        xs = [r.ttft_s for r in self.ok if r.ttft_s is not None]
+        return statistics.median(xs) if xs else None
+
+    @property
+    def decode_tok_s(self) -> float | None:
+        xs = [r.decode_tok_s for r in self.ok if r.decode_tok_s is not None]
+        return statistics.median(xs) if xs else None
+
+    @property
+    def decode_spread_tok_s(self) -> tuple[float, float] | None:
+        xs = [r.decode_tok_s for r in self.ok if r.decode_tok_s is not None]
+        return (min(xs), max(xs)) if xs else None
+
+    @property
+    def aggregate_tok_s(self) -> float | None:
+        n = sum(r.n_tokens for r in self.ok)
+        return n / self.wall_s if self.wall_s > 0 and n else None
+
+    @property
+    def errors(self) -> list[str]:
+        return [r.error for r in self.results if r.error]
+
+
+def split_base(url: str) -> tuple[str, str]:
+    """(server root, OpenAI base path) of `url`: 'http://h:1/v1' and 'http://h:1' both give ('http://h:1', '/v1')."""
+    u = urllib.parse.urlsplit(url.rstrip("/"))
+    root = f"{u.scheme}://{u.netloc}"
+    path = u.path or ""
+    if not path.endswith("/v1"):
+        path = path + "/v1"
+    return root, path
+
+
+def _connection(root: str, timeout_s: float) -> http.client.HTTPConnection:
+    u = urllib.parse.urlsplit(root)
+    host = u.hostname or "localhost"
+    if u.scheme == "https":
+        return http.client.HTTPSConnection(host, u.port, timeout=timeout_s)
+    return http.client.HTTPConnection(host, u.port, timeout=timeout_s)
+
+
+def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> StreamResult:
+    """One streamed chat completion; never raises for server or network errors (they go to `error`)."""
+    root, base = split_base(cfg.url)
+    body = json.dumps(
+        {
+            "model": cfg.model_name,
+            "messages": [{"role": "user", "content": cfg.prompt}],
+            "max_tokens": cfg.max_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "ignore_eos": True,  # llama-server and vLLM: generate max_tokens; others ignore the field
+        }
+    )
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if cfg.api_key:
+        headers["Authorization"] = f"Bearer {cfg.api_key}"
+    conn = _connection(root, cfg.timeout_s)
+    t0 = time.perf_counter()
+    t_first: float | None = None
+    t_last: float | None = None
+    chunks = 0
+    usage_tokens: int | None = None
+    try:
+        conn.request("POST", base + "/chat/completions", body=body, headers=headers)
+        resp = conn.getresponse()
+        if resp.status != 200:
+            detail = resp.read(300).decode("utf-8", errors="replace").strip()
+            return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=f"HTTP {resp.status}: {detail}")
+        while True:
+            if stop is not None and stop.is_set():
+                return StreamResult(ok=False, total_s=time.perf_counter() - t0, error="interrupted")
+            raw = resp.readline()
+            if not raw:
+                break
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            try:
+                event = json.loads(data)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("error"):
+                return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=f"server: {event['error']}")
+            usage = event.get("usage") if isinstance(event, dict) else None
+            if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+                usage_tokens = usage["completion_tokens"]
+            for choice in event.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or delta.get("reasoning_content") or choice.get("text")
+                if text:
+                    now = time.perf_counter()
+                    t_first = now if t_first is None else t_first
+                    t_last = now
+                    chunks += 1
+    except (OSError, http.client.HTTPException) as e:
+        return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
+    finally:
+        conn.close()
+    total = time.perf_counter() - t0
+    if t_first is None:
+        return StreamResult(ok=False, total_s=total, error="the server streamed no tokens")
+    n = usage_tokens if usage_tokens is not None and usage_tokens >= chunks else chunks
+    decode = None
+    if t_last is not None and t_last > t_first and n > 1:
+        decode = (n - 1) / (t_last - t_first)
+    return StreamResult(ok=True, ttft_s=t_first - t0, n_tokens=n, decode_tok_s=decode, total_s=total)
+
+
+def bench_level(
+    cfg: EndpointConfig, concurrency: int, stop: threading.Event | None = None, poll_s: float = 0.2
+) -> LevelResult:
+    """`concurrency` streamed requests at once. Ctrl-C sets `stop` so the streams end, and returns what finished."""
+    stop = stop or threading.Event()
+    level = LevelResult(concurrency=concurrency)
+    t0 = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="agiplan-endpoint")
+    futures: list[Future[StreamResult]] = [pool.submit(stream_chat, cfg, stop) for _ in range(concurrency)]
+    try:
+        pending: set[Future[StreamResult]] = set(futures)
+        while pending:
+            _done, pending = wait(pending, timeout=poll_s)
+    except KeyboardInterrupt:
+        stop.set()
+        level.interrupted = True
+    finally:
+        pool.shutdown(wait=True)
+    level.wall_s = time.perf_counter() - t0
+    level.results = [f.result() for f in futures if f.done() and f.exception() is None]
+    return level
+
+
+def bench_endpoint(
+    cfg: EndpointConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> list[LevelResult]:
+    """Every concurrency level in order. Stops after a level where every request failed (the server is
+    gone) or after Ctrl-C; the levels measured so far are returned."""
+    cfg.check()
+    stop = stop or threading.Event()
+    out: list[LevelResult] = []
+    for i, c in enumerate(cfg.concurrency):
+        if progress is not None:
+            progress(i, len(cfg.concurrency))
+        level = bench_level(cfg, c, stop)
+        out.append(level)
+        if level.interrupted or stop.is_set() or not level.ok:
+            break
+    if progress is not None:
+        progress(len(out), len(cfg.concurrency))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- Ollama
+
+
+def _get_json(root: str, path: str, timeout_s: float, body: dict[str, Any] | None = None) -> Any:
+    conn = _connection(root, timeout_s)
+    try:
+        if body is None:
+            conn.request("GET", path)
+        else:
+            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        if resp.status != 200:
+            return None
+        return json.loads(raw)
+    except (OSError, http.client.HTTPException, json.JSONDecodeError):
+        return None
+    finally:
+        conn.close()
+
+
+def is_ollama(url: str, timeout_s: float = 5.0) -> bool:
+    root, _ = split_base(url)
+    data = _get_json(root, "/api/version", timeout_s)
+    return isinstance(data, dict) and "version" in data
+
+
+@dataclass(frozen=True)
+class OllamaTimings:
+    """Ollama's own figures for one non-streamed generate (durations are nanoseconds in its API)."""
+
+    prompt_tokens: int
+    prompt_tok_s: float | None
+    eval_tokens: int
+    eval_tok_s: float | None
+    load_s: float
+
+
+def ollama_timings(cfg: EndpointConfig) -> OllamaTimings | None:
+    root, _ = split_base(cfg.url)
+    body = {"model": cfg.model_name, "prompt": cfg.prompt, "stream": False, "options": {"num_predict": cfg.max_tokens}}
+    data = _get_json(root, "/api/generate", cfg.timeout_s, body)
+    if not isinstance(data, dict) or "eval_count" not in data:
+        return None
+    return parse_ollama_timings(data)
+
+
+def parse_ollama_timings(data: dict[str, Any]) -> OllamaTimings:
+    def rate(n: int, ns: int) -> float | None:
+        return n / (ns / 1e9) if ns else None
+
+    pc, pd = int(data.get("prompt_eval_count", 0)), int(data.get("prompt_eval_duration", 0))
+    ec, ed = int(data.get("eval_count", 0)), int(data.get("eval_duration", 0))
+    return OllamaTimings(pc, rate(pc, pd), ec, rate(ec, ed), int(data.get("load_duration", 0)) / 1e9)
+
+
+def ollama_ps(url: str, timeout_s: float = 5.0) -> list[dict[str, Any]] | None:
+    """Loaded models as Ollama reports them: [{name, size (bytes), size_vram (bytes), context_length?}]."""
+    root, _ = split_base(url)
+    data = _get_json(root, "/api/ps", timeout_s)
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        return None
+    return [m for m in data["models"] if isinstance(m, dict)]
