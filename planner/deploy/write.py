@@ -3,13 +3,13 @@ plus `deploy.json` (kind agiplan-deploy, schema_version) describing every proces
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 from planner.deploy import Deployment
 from planner.errors import PlannerError
-from planner.plan.schema import write_json_atomic
 
 MANIFEST = "deploy.json"
 
@@ -38,7 +38,7 @@ def write_deployment(dep: Deployment, out_dir: Path) -> list[Path]:
             target = out / rel
             write_text_atomic(target, text, 0o755 if rel in dep.executable else 0o644)
             written.append(target)
-        write_json_atomic(out / MANIFEST, dep.manifest())
+        write_text_atomic(out / MANIFEST, json.dumps(dep.manifest(), indent=2) + "\n")
     except OSError as e:
         raise PlannerError(f"cannot write into {out}: {e.strerror or e}.") from e
     written.append(out / MANIFEST)

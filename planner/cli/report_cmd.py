@@ -1,0 +1,65 @@
+"""`agiplan report PLAN [BENCH ...] -o report.md [--lang ru]`: a Markdown (or JSON) report of a saved plan.
+
+Presentation only: the report object comes from planner.report; `--format json` prints it (kind
+agiplan-report, schema_version) instead of Markdown. Messages go to stderr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from planner.cli._output import Format, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_command)
+
+
+def report_command(
+    plan_file: Annotated[Path, typer.Argument(help="Plan JSON written by `agiplan recommend --out`.")],
+    bench: Annotated[
+        list[Path] | None, typer.Argument(help="Bench result JSON files (`agiplan bench --out`), optional.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the report here (default: stdout).")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="Report language: en or ru.")] = "en",
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="markdown (default) or json.")] = Format.markdown,
+    margins: Annotated[
+        bool, typer.Option("--margins/--no-margins", help="Recompute ctx×2 / +1 slot headroom with the estimator.")
+    ] = True,
+) -> None:
+    """Summary, options side by side, per-server roles and memory charts, what to buy, measured vs predicted,
+    deployment commands, sources."""
+    from planner.errors import PlannerError
+    from planner.plan.schema import load_plan, write_json_atomic
+    from planner.report import build_report, load_bench, render_markdown
+    from planner.report.i18n import LANGS
+
+    if lang not in LANGS:
+        raise PlannerError(f"--lang {lang!r}: use one of {', '.join(LANGS)}.")
+    if fmt is Format.table:
+        raise PlannerError("--format table does not apply to reports; use markdown or json.")
+    plan = load_plan(plan_file)
+    bench_files = [load_bench(b) for b in bench or []]
+    report = build_report(plan, bench_files, margins=margins)
+    if fmt is Format.json:
+        data = report.model_dump(mode="json")
+        if out is None:
+            print_json(data)
+        else:
+            write_json_atomic(out, data)
+    else:
+        text = render_markdown(report, lang)
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            from planner.deploy.write import write_text_atomic
+
+            try:
+                write_text_atomic(out, text)
+            except OSError as e:
+                raise PlannerError(f"cannot write {out}: {e.strerror or e}.") from e
+    if out is not None:
+        typer.echo(f"wrote {out}", err=True)
