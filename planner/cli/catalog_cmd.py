@@ -9,19 +9,28 @@ Presentation only: the data and every lookup come from planner.catalog. JSON out
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from planner.catalog import Catalog, load_catalog
-from planner.catalog.schema import CpuEntry, EngineEntry, GpuEntry, ModelEntry, QuantEntry
 from planner.cli._output import Format, print_json, stdout_console
+
+if TYPE_CHECKING:  # imported lazily at run time: `agiplan --help` must not load pydantic models or rich tables
+
+    from planner.catalog import Catalog
+    from planner.catalog.schema import CpuEntry, EngineEntry, GpuEntry, ModelEntry, QuantEntry
+
+
+def load_catalog() -> Catalog:
+    from planner.catalog import load_catalog as _load
+
+    return _load()
 
 catalog_app = typer.Typer(
     name="catalog",
     help="List the built-in models, hardware, quantizations and engines (every figure with its source).",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
@@ -79,6 +88,8 @@ def _render(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], f
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         typer.echo("\n".join(lines) + "\n")
         return
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for h in headers:
         table.add_column(h, overflow="fold")

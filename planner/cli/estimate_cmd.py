@@ -5,13 +5,14 @@ Presentation only; the numbers come from planner.estimate. JSON keys: see planne
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from planner.cli._output import Format, print_json, stdout_console
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 BAR_WIDTH = 40
 SEGMENTS = (
@@ -94,6 +95,8 @@ def _gib(n: float) -> str:
 
 def memory_bar(dev: dict[str, Any], width: int = BAR_WIDTH) -> Text:
     """Stacked bar of one device: weights / KV / compute / overhead, then the margin (╳) and free (·)."""
+    from rich.text import Text
+
     avail = max(1, dev["capacity_bytes"] - dev["reserved_bytes"])
     text = Text()
     used_cells = 0
@@ -111,6 +114,9 @@ def memory_bar(dev: dict[str, Any], width: int = BAR_WIDTH) -> Text:
 
 
 def render_table(data: dict[str, Any]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     con = stdout_console()
     m = data["model"]
     head = (
