@@ -39,9 +39,9 @@ def _root(
 
 def _register() -> None:
     # Imported here so that `planner.cli` stays importable in any order; each module only defines commands.
-    from planner.cli import catalog_cmd, deploy_cmd, detect_cmd, estimate_cmd, report_cmd
+    from planner.cli import bench_cmd, catalog_cmd, deploy_cmd, detect_cmd, estimate_cmd, report_cmd
 
-    for mod in (estimate_cmd, catalog_cmd, detect_cmd, report_cmd, deploy_cmd):
+    for mod in (estimate_cmd, catalog_cmd, detect_cmd, report_cmd, deploy_cmd, bench_cmd):
         mod.register(app)
 
 

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerError
+from planner.estimate.types import Estimate
 from planner.plan.schema import read_versioned_json, write_json_atomic
 
 BENCH_SCHEMA_VERSION = 1
@@ -186,3 +187,23 @@ def load_result(path: Path) -> BenchResult:
         loc = ".".join(str(x) for x in first["loc"])
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise PlannerError(f"{path}: {loc}: {first['msg']}{more}.") from e
+
+
+def predicted_from_estimate(est: Estimate, calibrated: Estimate | None = None) -> Predicted:
+    """The predicted side of a run from `estimate()` (summed over devices); `calibrated` adds the speeds
+    of the same estimate with this host's calibration profile applied."""
+    mem = est.memory
+    sp = est.speed
+    return Predicted(
+        weights_bytes=mem.weights_bytes,
+        kv_cache_bytes=mem.kv_cache_bytes,
+        compute_bytes=mem.compute_bytes,
+        overhead_bytes=mem.overhead_bytes,
+        decode_tok_s=round(sp.decode_tok_s, 3),
+        prefill_tok_s=round(sp.prefill_tok_s, 3),
+        decode_range_tok_s=(round(sp.decode_low_tok_s, 3), round(sp.decode_high_tok_s, 3)),
+        aggregate_tok_s=round(sp.aggregate_tok_s, 3),
+        decode_tok_s_calibrated=round(calibrated.speed.decode_tok_s, 3) if calibrated else None,
+        prefill_tok_s_calibrated=round(calibrated.speed.prefill_tok_s, 3) if calibrated else None,
+        fits=est.fits,
+    )

@@ -1,0 +1,583 @@
+"""`agiplan bench`: measure on this machine and compare with the estimate; calibrate later estimates.
+
+Modes (exactly one): `--model PATH` (a GGUF in llama.cpp, in process), `--synthetic ID --quant Q` (a
+random-weight GGUF of a catalog model, written to the cache, then benched), `--endpoint URL --model-name
+NAME` (a running OpenAI-compatible server), `--plan plan.json --server NAME` (every role of that server
+alone, then all together as planned), `--show-calibration`.
+
+Presentation and orchestration only; measuring lives in planner.measure, predicting in planner.estimate.
+Progress goes to stderr; data (table or JSON) to stdout. Ctrl-C stops, keeps what was measured (and
+writes it to --out), and exits 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from planner.cli._output import Format, print_json, stderr_console, stdout_console
+from planner.errors import PlannerError
+
+if TYPE_CHECKING:
+    from planner.estimate.types import Device, Estimate, RunConfig
+    from planner.measure.bench_llama import LlamaBenchConfig
+    from planner.measure.results import BenchResult, BenchRun, CalibrationUpdate
+    from planner.model.arch import ModelSpec
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_command)
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Progress]:
+    prog = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+        transient=True,
+    )
+    with prog:
+        yield prog
+
+
+def bench_command(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Path to a .gguf to run in llama.cpp.")] = None,
+    synthetic: Annotated[
+        str | None, typer.Option("--synthetic", help="Catalog model id: bench a random-weight GGUF of it.")
+    ] = None,
+    quant: Annotated[str | None, typer.Option("--quant", "-q", help="Quantization of --synthetic (Q4_K_M).")] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="OpenAI-compatible server URL (http://127.0.0.1:8080).")
+    ] = None,
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Model name the endpoint serves.")] = None,
+    concurrency: Annotated[str, typer.Option("--concurrency", help="Endpoint: concurrent requests, e.g. 1,4,8.")] = "1",
+    plan: Annotated[Path | None, typer.Option("--plan", help="Plan file from 'agiplan recommend --out'.")] = None,
+    server: Annotated[str | None, typer.Option("--server", help="Server of the plan to bench (its name).")] = None,
+    option: Annotated[
+        int | None, typer.Option("--option", help="Plan option index (default: the recommended one).")
+    ] = None,
+    show_calibration: Annotated[
+        bool, typer.Option("--show-calibration", help="Print this host's calibration profile and exit.")
+    ] = False,
+    ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context per conversation (tokens).")] = 2048,
+    parallel: Annotated[int, typer.Option("--parallel", "-np", help="Conversations (slots).")] = 1,
+    kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type: f16, q8_0, q4_0.")] = "f16",
+    flash_attn: Annotated[bool, typer.Option("--flash-attn/--no-flash-attn", help="Flash attention.")] = True,
+    gpu_layers: Annotated[
+        int | None, typer.Option("--gpu-layers", "-ngl", help="Layers on GPUs (default: the estimate's).")
+    ] = None,
+    depth: Annotated[int, typer.Option("--depth", help="Tokens already in context before timing.")] = 0,
+    n_prompt: Annotated[int, typer.Option("--prompt-tokens", help="Prompt tokens timed for prefill.")] = 128,
+    n_gen: Annotated[int, typer.Option("--gen", help="Tokens generated for decode timing.")] = 32,
+    repetitions: Annotated[int, typer.Option("--repetitions", "-r", help="Timed repetitions.")] = 3,
+    timeout: Annotated[float, typer.Option("--timeout", help="Endpoint: seconds per request.")] = 120.0,
+    calibrate: Annotated[
+        bool, typer.Option("--calibrate/--no-calibrate", help="Save measured ÷ predicted in the profile.")
+    ] = True,
+    measure_host: Annotated[
+        bool, typer.Option("--measure-host", help="Also measure RAM bandwidth and the model disk's read speed.")
+    ] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the result (JSON) here.")] = None,
+) -> None:
+    """Measure memory and speed on this machine, compare with the estimate, and calibrate it."""
+    modes = [x for x in (model, synthetic, endpoint, plan) if x is not None] + ([1] if show_calibration else [])
+    if len(modes) != 1:
+        raise PlannerError(
+            "give exactly one of --model PATH, --synthetic ID, --endpoint URL, --plan FILE or --show-calibration."
+        )
+    if show_calibration:
+        _show_calibration(fmt)
+        return
+    from planner.measure.bench_llama import LlamaBenchConfig
+
+    lcfg = LlamaBenchConfig(
+        ctx=ctx,
+        parallel=parallel,
+        kv_type_k=kv_type,
+        kv_type_v=kv_type,
+        flash_attn=flash_attn,
+        gpu_layers=gpu_layers or 0,
+        n_prompt=n_prompt,
+        n_gen=n_gen,
+        depth_tokens=depth,
+        repetitions=repetitions,
+    )
+    if endpoint is None:
+        lcfg.check()
+    result = _new_result(measure_host, Path(model) if model else None)
+    code = 0
+    try:
+        if endpoint is not None:
+            if not model_name:
+                raise PlannerError("--endpoint needs --model-name NAME (the model the server serves).")
+            code = _bench_endpoint(result, endpoint, model_name, concurrency, n_gen, timeout, ctx)
+        elif plan is not None:
+            if not server:
+                raise PlannerError("--plan needs --server NAME (one of the plan's servers).")
+            code = _bench_plan(result, plan, server, option, lcfg)
+        else:
+            path = _model_path(model) if model else _synthetic_path(synthetic or "", quant or "Q4_K_M")
+            code = _bench_gguf(result, path, lcfg, gpu_layers, "synthetic" if synthetic else "model", calibrate)
+        result.complete = code == 0
+    except KeyboardInterrupt:
+        stderr_console().print("[yellow]interrupted: keeping what was measured[/yellow]")
+        code = 130
+    finally:
+        if out is not None:
+            from planner.measure.results import save_result
+
+            save_result(result, out)
+    _render(result, fmt)
+    if code:
+        raise typer.Exit(code=code)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+_HOST_CACHE: dict[str, Any] = {}
+
+
+def _host(measure: bool, disk: Path | None) -> tuple[Any, list[Device], Device]:
+    from planner.catalog import load_catalog
+    from planner.measure.host import detect_this_host, planning_devices
+
+    cat = load_catalog()
+    if measure:
+        with _progress() as prog:
+            task = prog.add_task("measuring host", total=1.0)
+            info = detect_this_host(
+                cat, measure_bandwidth=True, disk_path=disk, progress=lambda f: prog.update(task, completed=f)
+            )
+    else:
+        info = detect_this_host(cat)
+    gpus, host = planning_devices(cat, info)
+    _HOST_CACHE.update(info=info, gpus=gpus, host=host, cat=cat)
+    return info, gpus, host
+
+
+def _new_result(measure: bool, disk: Path | None) -> BenchResult:
+    from planner import __version__
+    from planner.measure.host import host_summary
+    from planner.measure.results import BenchResult
+
+    disk_file = disk if disk is not None and disk.is_file() else None
+    info, _gpus, host = _host(measure, disk_file)
+    return BenchResult(agiplan_version=__version__, host=host_summary(info, host))
+
+
+def _model_path(ref: str) -> Path:
+    p = Path(ref).expanduser()
+    if p.is_file():
+        return p
+    if p.suffix.lower() == ".gguf" or "/" in ref:
+        raise PlannerError(f"{ref}: no such GGUF file.")
+    raise PlannerError(
+        f"--model takes a .gguf file on this machine; to bench catalog model '{ref}' before downloading it, "
+        f"use --synthetic {ref} --quant Q4_K_M."
+    )
+
+
+def _synthetic_path(model_id: str, quant: str) -> Path:
+    from planner.measure.synthetic import synthetic_for_catalog
+
+    with _progress() as prog:
+        task = prog.add_task(f"writing synthetic {model_id} {quant}", total=None)
+
+        def step(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        return synthetic_for_catalog(model_id, quant, progress=step)
+
+
+def _run_config(lcfg: LlamaBenchConfig, gpu_layers: int | None, has_gpus: bool) -> RunConfig:
+    from planner.estimate.types import RunConfig
+
+    return RunConfig(
+        engine="llama.cpp",
+        ctx=lcfg.ctx,
+        parallel=lcfg.parallel,
+        kv_type_k=lcfg.kv_type_k,
+        kv_type_v=lcfg.kv_type_v,
+        flash_attn=lcfg.flash_attn,
+        n_ubatch=lcfg.n_ubatch,
+        n_batch=lcfg.n_batch,
+        gpu_layers=gpu_layers if gpu_layers is not None else (None if has_gpus else 0),
+        swa_full=lcfg.swa_full,
+        depth_tokens=lcfg.depth_tokens,
+    )
+
+
+def _predict(spec: ModelSpec, cfg: RunConfig, gpus: list[Device], host: Device) -> tuple[Estimate, Estimate | None]:
+    from planner.calibration import calibration_for_devices
+    from planner.estimate.estimate import estimate
+
+    est = estimate(spec, cfg, gpus, host)
+    cal = calibration_for_devices([*gpus, host])
+    return est, (estimate(spec, cfg, gpus, host, calibration=cal) if cal else None)
+
+
+def _run_progress(prog: Progress, label: str) -> Any:
+    task = prog.add_task(label, total=None)
+
+    def update(phase: str, done: int, total: int) -> None:
+        prog.update(task, description=f"{label}: {phase}", completed=done, total=total)
+
+    return update
+
+
+def _bench_gguf(
+    result: BenchResult, path: Path, lcfg: LlamaBenchConfig, gpu_layers: int | None, kind: str, calibrate: bool
+) -> int:
+    from dataclasses import replace
+
+    from planner.measure.bench_llama import run_llama_bench
+    from planner.measure.results import BenchRun, predicted_from_estimate, residuals
+    from planner.sources.gguf_file import read_gguf
+
+    gpus: list[Device] = _HOST_CACHE["gpus"]
+    host: Device = _HOST_CACHE["host"]
+    spec = read_gguf(path)
+    cfg = _run_config(lcfg, gpu_layers, bool(gpus))
+    est, est_cal = _predict(spec, cfg, gpus, host)
+    lcfg = replace(lcfg, gpu_layers=gpu_layers if gpu_layers is not None else est.gpu_layers)
+    run = BenchRun(
+        model=spec.arch.name,
+        engine="llama.cpp",
+        kind="synthetic" if kind == "synthetic" else "model",
+        model_path=str(path),
+        quant=est.weights.file_type,
+        ctx=lcfg.ctx,
+        parallel=lcfg.parallel,
+        kv_type=lcfg.kv_type_k,
+        flash_attn=lcfg.flash_attn,
+        gpu_layers=lcfg.gpu_layers,
+        predicted=predicted_from_estimate(est, est_cal),
+        verdict="partial",
+    )
+    result.runs.append(run)
+    with _progress() as prog:
+        res = run_llama_bench(path, lcfg, progress=_run_progress(prog, spec.arch.name))
+    run.measured = res.to_measured()
+    assert run.predicted is not None
+    run.residuals = residuals(run.predicted, run.measured)
+    if res.interrupted:
+        run.notes.append("interrupted: fewer repetitions than asked")
+        raise KeyboardInterrupt
+    run.verdict = "measured"
+    if not est.fits:
+        run.notes.append("the estimate said this does not fit, yet llama.cpp loaded it")
+    if calibrate:
+        result.calibration.extend(_calibrate(spec, cfg, est, run))
+    return 0
+
+
+def _calibrate(spec: ModelSpec, cfg: RunConfig, est: Estimate, run: BenchRun) -> list[CalibrationUpdate]:
+    """measured ÷ predicted per device, for runs that sit on one device (CPU only, or all on one GPU)."""
+    from planner.calibration import calibration_for_devices, profile_path, update_profile
+    from planner.estimate.devices import host_device
+    from planner.estimate.estimate import estimate
+    from planner.measure.results import CalibrationUpdate
+
+    m = run.measured
+    if m.decode_tok_s is None or m.prefill_tok_s is None:
+        return []
+    used = [d for d in est.devices if d.layers or d.holds_output]
+    if len(used) != 1:
+        run.notes.append("not calibrated: the model is split over several devices")
+        return []
+    gpus: list[Device] = _HOST_CACHE["gpus"]
+    host: Device = _HOST_CACHE["host"]
+    targets = [(used[0].device, est)]
+    if used[0].device.kind == "cpu" and host.id != "cpu":
+        # `agiplan estimate` without --cpu plans with the generic host; calibrate that one too, against
+        # its own prediction, so both ways of asking get this machine's speed.
+        generic = host_device(_HOST_CACHE["cat"], None, host.capacity_bytes / 2**30)
+        targets.append((generic, estimate(spec, cfg, gpus, generic)))
+    updates = []
+    for dev, e in targets:
+        dr = m.decode_tok_s / e.speed.decode_tok_s
+        pr = m.prefill_tok_s / e.speed.prefill_tok_s
+        prof = update_profile(dev.id, dr, pr, run.model)
+        h = dev if dev.kind == "cpu" and dev.id != host.id else host
+        after = estimate(spec, cfg, gpus, h, calibration=calibration_for_devices([*gpus, h]))
+        entry = prof.entries[dev.id]
+        updates.append(
+            CalibrationUpdate(
+                device_id=dev.id,
+                decode_ratio=round(entry.decode_ratio, 4),
+                prefill_ratio=round(entry.prefill_ratio, 4),
+                profile_path=str(profile_path()),
+                samples=entry.samples,
+                decode_tok_s_before=round(e.speed.decode_tok_s, 3),
+                decode_tok_s_after=round(after.speed.decode_tok_s, 3),
+                prefill_tok_s_before=round(e.speed.prefill_tok_s, 3),
+                prefill_tok_s_after=round(after.speed.prefill_tok_s, 3),
+            )
+        )
+    return updates
+
+
+def _bench_endpoint(
+    result: BenchResult, url: str, name: str, concurrency: str, n_gen: int, timeout: float, ctx: int
+) -> int:
+    from planner.measure.endpoint import EndpointConfig, bench_endpoint, is_ollama, ollama_ps, ollama_timings
+    from planner.measure.results import BenchRun, Measured
+
+    try:
+        levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
+    except ValueError:
+        raise PlannerError(f"--concurrency takes integers separated by commas, got {concurrency!r}.") from None
+    cfg = EndpointConfig(url=url, model_name=name, concurrency=levels, max_tokens=n_gen, timeout_s=timeout)
+    cfg.check()
+    ollama = is_ollama(url, timeout_s=min(timeout, 5.0))
+    with _progress() as prog:
+        task = prog.add_task(f"{name} at {url}", total=len(levels))
+        measured = bench_endpoint(cfg, progress=lambda done, total: prog.update(task, completed=done))
+    failed = False
+    for lv in measured:
+        m = Measured(
+            ttft_s=_r(lv.ttft_s),
+            decode_tok_s=_r(lv.decode_tok_s),
+            decode_spread_tok_s=(_r2(lv.decode_spread_tok_s)),
+            aggregate_tok_s=_r(lv.aggregate_tok_s),
+            repetitions=len(lv.ok),
+            n_gen=n_gen,
+            requests_ok=len(lv.ok),
+            requests_failed=lv.failed,
+        )
+        bad = lv.failed > 0 or lv.interrupted
+        failed = failed or bad
+        run = BenchRun(
+            model=name,
+            engine="ollama" if ollama else "openai",
+            kind="endpoint",
+            ctx=0,
+            concurrency=lv.concurrency,
+            measured=m,
+            verdict="error" if bad else "measured",
+            error="; ".join(sorted(set(lv.errors)))[:500] or None,
+            notes=["no prediction: the endpoint's model file and settings are unknown here (not calibrated)"],
+        )
+        result.runs.append(run)
+        if lv.interrupted:
+            raise KeyboardInterrupt
+    if len(measured) < len(levels):
+        failed = True
+    if ollama and result.runs:
+        t = ollama_timings(cfg)
+        if t is not None:
+            result.runs[0].measured.llama_decode_tok_s = _r(t.eval_tok_s)
+            result.runs[0].measured.llama_prefill_tok_s = _r(t.prompt_tok_s)
+            result.runs[0].notes.append(f"Ollama's own timings: eval {t.eval_tokens} tokens, load {t.load_s:.2f} s")
+        ps = ollama_ps(url)
+        for entry in ps or []:
+            if entry.get("name") == name or entry.get("model") == name:
+                result.runs[0].measured.gpu_memory_bytes = int(entry.get("size_vram", 0))
+                result.runs[0].notes.append(f"Ollama /api/ps: size {entry.get('size')} bytes")
+    return 1 if failed else 0
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def _r2(x: tuple[float, float] | None) -> tuple[float, float] | None:
+    return None if x is None else (round(x[0], 3), round(x[1], 3))
+
+
+def _bench_plan(result: BenchResult, plan_path: Path, server: str, option: int | None, lcfg: LlamaBenchConfig) -> int:
+    from dataclasses import replace
+
+    from planner.errors import UnknownIdError
+    from planner.measure.bench_llama import WorkerJob, run_workers
+    from planner.measure.results import BenchRun, Measured, Predicted, residuals
+    from planner.plan.schema import load_plan
+
+    p = load_plan(plan_path)
+    idx = option if option is not None else (p.recommended if p.recommended is not None else 0)
+    if not 0 <= idx < len(p.options):
+        raise PlannerError(f"{plan_path}: option {idx} does not exist (the plan has {len(p.options)}).")
+    servers = {s.name: s for s in p.options[idx].servers}
+    if server not in servers:
+        raise UnknownIdError("server", server, list(servers), f"Servers of option {idx} in {plan_path}.")
+    srv = servers[server]
+    jobs: list[WorkerJob] = []
+    placements = {}
+    for pl in srv.placements:
+        if pl.engine == "vllm":
+            result.runs.append(
+                BenchRun(
+                    model=pl.model_name, engine="vllm", kind="plan-alone", role=pl.role, ctx=pl.ctx,
+                    parallel=pl.parallel, verdict="error",
+                    error="vLLM placements are benched through their endpoint: agiplan bench --endpoint URL",
+                )
+            )  # fmt: skip
+            continue
+        path = _model_path(pl.model) if Path(pl.model).expanduser().is_file() else _synthetic_path(pl.model, pl.quant)
+        cfg = replace(
+            lcfg,
+            ctx=pl.ctx,
+            parallel=pl.parallel,
+            kv_type_k=pl.kv_type,
+            kv_type_v=pl.kv_type,
+            flash_attn=pl.flash_attn,
+            gpu_layers=pl.gpu_layers,
+        )
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in pl.gpu_indices)} if pl.gpu_indices else {}
+        jobs.append(WorkerJob(pl.role, path, cfg, env))
+        placements[pl.role] = pl
+
+    def make_run(role: str, kind: str, m: Measured | None, error: str | None) -> BenchRun:
+        pl = placements[role]
+        mem = pl.memory
+        pred = Predicted(
+            weights_bytes=mem.weights_bytes,
+            kv_cache_bytes=mem.kv_cache_bytes,
+            compute_bytes=mem.compute_bytes,
+            overhead_bytes=mem.overhead_bytes,
+            decode_tok_s=pl.decode_tok_s_alone if kind == "plan-alone" else pl.decode_tok_s,
+            prefill_tok_s=pl.prefill_tok_s,
+        )
+        run = BenchRun(
+            model=pl.model_name, engine=pl.engine, kind="plan-alone" if kind == "plan-alone" else "plan-together",
+            role=role, model_path=str(next(j.path for j in jobs if j.key == role)), quant=pl.quant, ctx=pl.ctx,
+            parallel=pl.parallel, kv_type=pl.kv_type, flash_attn=pl.flash_attn, gpu_layers=pl.gpu_layers,
+            predicted=pred, min_tok_s=pl.min_tok_s, error=error,
+        )  # fmt: skip
+        if m is not None:
+            run.measured = m
+            run.residuals = residuals(pred, m)
+        if error or m is None or m.decode_tok_s is None:
+            run.verdict = "error"
+        elif pl.min_tok_s is not None:
+            run.verdict = "pass" if m.decode_tok_s >= pl.min_tok_s else "fail"
+        else:
+            run.verdict = "measured"
+        return run
+
+    with _progress() as prog:
+        task = prog.add_task(f"{server}: roles one by one", total=len(jobs) + 1)
+        for job in jobs:
+            prog.update(task, description=f"{server}: {job.key} alone")
+            (o,) = run_workers([job])
+            result.runs.append(make_run(job.key, "plan-alone", o.measured, o.error))
+            prog.advance(task)
+        if len(jobs) > 1:
+            prog.update(task, description=f"{server}: all {len(jobs)} roles together")
+            for o in run_workers(jobs):
+                result.runs.append(make_run(o.key, "plan-together", o.measured, o.error))
+        prog.advance(task)
+    return 1 if result.failed else 0
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def _show_calibration(fmt: Format) -> None:
+    from planner.calibration import load_profile, profile_path
+
+    prof = load_profile()
+    if fmt is Format.json:
+        print_json({"path": str(profile_path()), "profile": prof.model_dump(mode="json") if prof else None})
+        return
+    con = stdout_console()
+    if prof is None or not prof.entries:
+        con.print(f"no calibration profile at {profile_path()}: run 'agiplan bench --model FILE.gguf' first")
+        return
+    con.print(f"calibration profile {profile_path()} (host {prof.hostname})")
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("device", "decode ×", "prefill ×", "samples", "last model", "measured at"):
+        t.add_column(col)
+    for e in prof.entries.values():
+        ratios = (f"{e.decode_ratio:.3f}", f"{e.prefill_ratio:.3f}")
+        t.add_row(e.device_id, *ratios, str(e.samples), e.model, e.measured_at)
+    con.print(t)
+
+
+def _gib(n: int | None) -> str:
+    return "—" if n is None else f"{n / 2**30:.3f} GiB"
+
+
+def _tok(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}"
+
+
+def _render(result: BenchResult, fmt: Format) -> None:
+    if fmt is Format.json:
+        print_json(result.model_dump(mode="json"))
+        return
+    con = stdout_console()
+    h = result.host
+    con.print(
+        f"[bold]{h.hostname}[/bold] · {h.cpu} · {h.cores} cores · RAM {_gib(h.ram_total_bytes)}"
+        + (f" · {h.ram_bandwidth_gbs:.1f} GB/s measured" if h.ram_bandwidth_gbs else "")
+        + (f" · {len(h.gpus)} GPU(s)" if h.gpus else " · no GPU")
+    )
+    for run in result.runs:
+        title = f"{run.role + ': ' if run.role else ''}{run.model} · {run.engine} · {run.kind}"
+        if run.concurrency:
+            title += f" · concurrency {run.concurrency}"
+        elif run.ctx:
+            title += f" · ctx {run.ctx} × {run.parallel} · KV {run.kv_type} · -ngl {run.gpu_layers}"
+        con.print(f"\n[bold]{title}[/bold]  [{_verdict_style(run.verdict)}]{run.verdict.upper()}[/]")
+        t = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("", "predicted", "measured", "Δ"):
+            t.add_column(col, justify="right" if col else "left")
+        p, m = run.predicted, run.measured
+        rows: list[tuple[str, str, str, str]] = [
+            ("weights", _gib(p.weights_bytes if p else None), _gib(m.weights_bytes), _pct(run, "weights_bytes")),
+            ("KV cache", _gib(p.kv_cache_bytes if p else None), _gib(m.kv_cache_bytes), _pct(run, "kv_cache_bytes")),
+            ("compute", _gib(p.compute_bytes if p else None), _gib(m.compute_bytes), _pct(run, "compute_bytes")),
+            ("peak RSS", "", _gib(m.peak_rss_bytes), ""),
+            ("decode tok/s", _tok(p.decode_tok_s if p else None), _tok(m.decode_tok_s), _pct(run, "decode_tok_s")),
+            ("prefill tok/s", _tok(p.prefill_tok_s if p else None), _tok(m.prefill_tok_s), _pct(run, "prefill_tok_s")),
+        ]
+        if m.gpu_memory_bytes is not None:
+            rows.insert(4, ("GPU memory", "", _gib(m.gpu_memory_bytes), ""))
+        if m.ttft_s is not None:
+            rows.append(("TTFT s", "", f"{m.ttft_s:.3f}", ""))
+        if m.aggregate_tok_s is not None:
+            rows.append(("aggregate tok/s", "", _tok(m.aggregate_tok_s), ""))
+        if m.llama_decode_tok_s is not None:
+            rows.append(("engine's own decode tok/s", "", _tok(m.llama_decode_tok_s), ""))
+        if run.min_tok_s is not None:
+            rows.append(("target tok/s", f"≥ {run.min_tok_s:g}", _tok(m.decode_tok_s), ""))
+        for row in rows:
+            if any(row[1:]):
+                t.add_row(*row)
+        con.print(t)
+        if p is not None and p.decode_tok_s_calibrated is not None:
+            con.print(f"  calibrated estimate: decode {p.decode_tok_s_calibrated:.1f} tok/s", style="dim")
+        for n in run.notes:
+            con.print(f"  note: {n}", style="dim")
+        if run.error:
+            con.print(f"  error: {run.error}", style="red")
+    for c in result.calibration:
+        con.print(
+            f"\ncalibrated {c.device_id}: decode × {c.decode_ratio:.3f}, prefill × {c.prefill_ratio:.3f} "
+            f"({c.samples} sample(s)) → estimate decode {c.decode_tok_s_before:.1f} → {c.decode_tok_s_after:.1f} "
+            f"tok/s, prefill {c.prefill_tok_s_before:.0f} → {c.prefill_tok_s_after:.0f} tok/s · {c.profile_path}"
+        )
+    if not result.complete:
+        con.print("[yellow]incomplete: interrupted or failed; the runs above are what was measured[/yellow]")
+
+
+def _pct(run: BenchRun, key: str) -> str:
+    r = run.residuals.get(key)
+    return "" if r is None else f"{r * 100:+.1f} %"
+
+
+def _verdict_style(v: str) -> str:
+    return {"pass": "bold green", "fail": "bold red", "error": "bold red", "partial": "yellow"}.get(v, "bold")
+
