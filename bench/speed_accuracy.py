@@ -46,6 +46,28 @@ CODELLAMA_7B = _llama("CodeLlama 7B", 32, 4096, 32, 11008, 32016, 16384)
 LLAMA2_70B = replace(
     _llama("Llama 2 70B", 80, 8192, 64, 28672, 32000, 4096), n_kv_heads=8
 )  # PR #8035 benchmarks "Llama-70B IQ2_M": Llama 2 70B shapes
+# Llama 2 7B (meta-llama/Llama-2-7b-hf config.json): LLaMA 7B shapes with a 4096-token context
+LLAMA2_7B = replace(_llama("Llama 2 7B", 32, 4096, 32, 11008, 32000, 4096))
+# Gemma 2 2B (google/gemma-2-2b config.json): 26 layers, hidden 2304, 8 heads / 4 KV heads of 256, FFN 9216,
+# vocab 256000, tied embeddings, sliding window 4096 on every other layer (llama.cpp: il % 2 == 0), 2.61 B params
+GEMMA2_2B = ModelArch(
+    name="Gemma 2 2B",
+    architecture="gemma2",
+    n_layers=26,
+    hidden_size=2304,
+    n_heads=8,
+    n_kv_heads=4,
+    head_dim_k=256,
+    head_dim_v=256,
+    ffn_size=9216,
+    vocab_size=256000,
+    context_trained=8192,
+    source=Source("formula", "google/gemma-2-2b config.json"),
+    sliding_window=4096,
+    swa_layers=tuple(i % 2 == 0 for i in range(26)),
+    tied_embeddings=True,
+    params_total=2_614_341_888,
+)
 
 
 @dataclass(frozen=True)
@@ -204,6 +226,86 @@ ROWS = [
         572.8,
         "llama.cpp PR #8035",
         held_out=True,
+    ),
+    # ---- rows added after the fit (all held out) ----
+    # RTX 4080, mainline llama.cpp of 2025-06-01, Qwen2.5-7B-Instruct in bf16/f16, no speculation: "45 t/s"
+    # (ikawrakow, who owns this card, in ik_llama.cpp issue #322; a chat-style generation, not llama-bench)
+    Row(
+        "4080 · Qwen2.5-7B F16",
+        resolve_model("qwen2.5-7b"),
+        "F16",
+        ("rtx-4080",),
+        None,
+        None,
+        45.0,
+        None,
+        "https://github.com/ikawrakow/ik_llama.cpp/issues/322 (comment 2025-06-01, mainline)",
+        held_out=True,
+    ),
+    # RTX 4080 / Ryzen 9 7950X, Gemma-2-2b Q4_K_S, mainline llama.cpp build 3631 (Aug 2024), llama-bench "t/s
+    # (llama.cpp)" column. GPU: -ngl 100 -fa 1 tg128 251.86, pp512 19127.14 (without FA: 239.20 / 18413.90).
+    # CPU only (same PR, no FA): tg128 32.68 at 4 threads, pp512 278.34 at 16 threads.
+    Row(
+        "4080 · Gemma-2-2B Q4_K_S (fa 1)",
+        ModelSpec(ref="gemma-2-2b", arch=GEMMA2_2B),
+        "Q4_K_S",
+        ("rtx-4080",),
+        None,
+        None,
+        251.86,
+        19127.14,
+        "https://github.com/ikawrakow/ik_llama.cpp/pull/27 (llama.cpp build 3631)",
+        held_out=True,
+    ),
+    Row(
+        "7950X CPU · Gemma-2-2B Q4_K_S",
+        ModelSpec(ref="gemma-2-2b", arch=GEMMA2_2B),
+        "Q4_K_S",
+        (),
+        "ryzen-9-7950x",
+        0,
+        32.68,
+        278.34,
+        "https://github.com/ikawrakow/ik_llama.cpp/pull/27 (llama.cpp build 3631)",
+        held_out=True,
+    ),
+    # RX 7900 XTX, ROCm, current llama.cpp master (2026), "llama 8B Q4_K_M" (Llama 3.x 8B shapes), ubatch 512:
+    # tg64 105.75, pp2048 3189.36 (the master column of the PR's table)
+    Row(
+        "7900 XTX · Llama-3.1-8B Q4_K_M (2026)",
+        resolve_model("llama-3.1-8b"),
+        "Q4_K_M",
+        ("rx-7900-xtx",),
+        None,
+        None,
+        105.75,
+        3189.36,
+        "https://github.com/ggml-org/llama.cpp/pull/26284 (ROCm, tg64 / pp2048, ub 512)",
+        held_out=True,
+    ),
+    # lhl's llm-tracker "AMD GPUs" page: Llama-2-7B Q4_0 (3.56 GiB), llama.cpp 6db2b41a (1988), Jan 2024, ROCm 6.0,
+    # -p 3968 (pp3968: long prompt, no flash attention, so not comparable with agiplan's short-prompt prefill).
+    # Same page, same build: RTX 4090 158.4 / 5415 (5950X host). 7900 XT + 7900 XTX together: default layer split.
+    *(
+        Row(
+            label,
+            _spec(LLAMA2_7B),
+            "Q4_0",
+            gpus,
+            None,
+            None,
+            tg,
+            pp,
+            "https://llm-tracker.info/howto/AMD-GPUs (AUGMXNT/llm-tracker.info-vault howto/AMD GPUs.md; "
+            "llama.cpp build 1988, Jan 2024)",
+            held_out=True,
+            pp_comparable=False,
+        )
+        for label, gpus, tg, pp in (
+            ("7900 XTX · Llama-2-7B Q4_0 (Jan 2024)", ("rx-7900-xtx",), 119.09, 2575.87),
+            ("4090 · Llama-2-7B Q4_0 (Jan 2024)", ("rtx-4090",), 158.4, 5415.0),
+            ("7900 XT + 7900 XTX · Llama-2-7B Q4_0", ("rx-7900-xt", "rx-7900-xtx"), 107.15, 2408.34),
+        )
     ),
 ]
 
