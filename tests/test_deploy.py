@@ -1,0 +1,247 @@
+"""agiplan deploy: the values in the generated commands, files written atomically, bad input, and the
+llama.cpp settings for a Gemma plan loading and running in llama-cpp-python with the same values."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from test_report_fixtures import GIB, agents_plan, gemma_plan
+from typer.testing import CliRunner
+
+from planner.cli import app
+from planner.deploy import Process, build_deployment
+from planner.deploy.write import write_deployment
+from planner.errors import PlannerError, UnknownIdError
+from planner.plan.schema import save_plan
+
+
+def arg(proc: Process, flag: str) -> str:
+    a = list(proc.argv)
+    return a[a.index(flag) + 1]
+
+
+def proc_named(procs: list[Process], name: str) -> Process:
+    return next(p for p in procs if p.name == name)
+
+
+def test_llama_server_gets_ctx_times_slots_and_pinned_gpus() -> None:
+    dep = build_deployment(agents_plan(), "main", 0)
+    p = proc_named(dep.processes, "llama-server-reasoner")
+    # fixture: reasoner ctx 16384 per conversation × 1 slot, 81 layers on GPUs (80 + output), both 4090s
+    assert (arg(p, "-c"), arg(p, "-np"), arg(p, "-ngl")) == ("16384", "1", "81")
+    assert (arg(p, "-ctk"), arg(p, "-ctv"), arg(p, "-fa")) == ("f16", "f16", "on")
+    assert dict(p.env) == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    # -ts: the plan's bytes per GPU in MiB (half of 45.9 GiB each)
+    half_mib = round(int(45.9 * GIB) // 2 / 2**20)
+    assert [abs(int(x) - half_mib) <= 1 for x in arg(p, "-ts").split(",")] == [True, True]
+    assert arg(p, "-m") == "/models/llama-3.3-70b-Q4_K_M.gguf"
+    assert (arg(p, "-a"), arg(p, "--port")) == ("reasoner", "8080")
+
+
+def test_ollama_instance_env_and_modelfile() -> None:
+    dep = build_deployment(agents_plan(), "main", 0)
+    o = proc_named(dep.processes, "ollama-0")
+    env = dict(o.env)
+    # chat: 2 slots, q8_0 KV, CPU only on a server with NVIDIA GPUs -> CUDA_VISIBLE_DEVICES=-1 (Ollama docs/gpu.md)
+    assert env == {
+        "OLLAMA_HOST": "0.0.0.0:11434",
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "OLLAMA_NUM_PARALLEL": "2",
+        "OLLAMA_MAX_LOADED_MODELS": "1",
+        "OLLAMA_KV_CACHE_TYPE": "q8_0",
+        "OLLAMA_FLASH_ATTENTION": "1",
+    }
+    mf = dep.files["ollama/chat.Modelfile"]
+    # num_ctx is per request = the plan's ctx per conversation (Ollama multiplies by OLLAMA_NUM_PARALLEL)
+    assert "PARAMETER num_ctx 8192\n" in mf
+    assert "FROM /models/saiga-llama3-8b-Q4_K_M.gguf\n" in mf
+    assert o.setup == (("ollama", "create", "chat", "-f", "ollama/chat.Modelfile"),)
+
+
+def test_ollama_one_instance_per_gpu_set() -> None:
+    plan = agents_plan()
+    srv = plan.options[1].servers[1]  # second: coder + summarizer on gpu0, chat on CPU
+    srv.placements[0] = srv.placements[0].model_copy(update={"engine": "ollama", "quant": "Q4_K_M"})
+    srv.placements[1] = srv.placements[1].model_copy(update={"engine": "ollama", "quant": "Q4_K_M", "parallel": 4})
+    dep = build_deployment(plan, "second", 1)
+    inst = {p.name: (dict(p.env), p.roles) for p in dep.processes if p.engine == "ollama"}
+    # coder (4 slots) and summarizer (now 4 slots) share gpu0 and settings -> one instance; chat on CPU -> another
+    assert inst["ollama-0"][1] == ("coder", "summarizer")
+    assert inst["ollama-0"][0]["CUDA_VISIBLE_DEVICES"] == "0"
+    assert inst["ollama-0"][0]["OLLAMA_MAX_LOADED_MODELS"] == "2"
+    assert inst["ollama-1"][1] == ("chat",)
+    assert inst["ollama-1"][0]["OLLAMA_HOST"] == "0.0.0.0:11435"
+    urls = {e.role: e.base_url for e in dep.endpoints}
+    assert urls["coder"] == urls["summarizer"] == "http://second:11434/v1"
+
+
+def test_vllm_instances_on_one_card_split_its_total_memory() -> None:
+    dep = build_deployment(agents_plan(), "second", 1)
+    coder = proc_named(dep.processes, "vllm-coder")
+    summ = proc_named(dep.processes, "vllm-summarizer")
+    u_c = float(arg(coder, "--gpu-memory-utilization"))
+    u_s = float(arg(summ, "--gpu-memory-utilization"))
+    # both asked for 0.90 in the plan; on one 24 GiB card they must sum to <= 0.95, each at least its planned
+    # bytes / total: coder 11.5 GiB / 23.99 GiB = 0.48, summarizer 9.5 / 23.99 = 0.40 (rounded up)
+    assert (u_c, u_s) == (0.48, 0.40)
+    assert u_c + u_s <= 0.95
+    assert (arg(coder, "--max-model-len"), arg(coder, "--max-num-seqs")) == ("16384", "4")
+    assert arg(coder, "--quantization") == "awq"
+    assert len(dep.notes) == 2 and "0.48" in dep.notes[0]
+
+
+def test_vllm_scaled_down_when_planned_bytes_overflow_the_cap() -> None:
+    plan = agents_plan()
+    srv = plan.options[1].servers[1]
+    big = int(12 * GIB)
+    for i in (0, 1):
+        p = srv.placements[i]
+        srv.placements[i] = p.model_copy(update={"memory_by_device": {"gpu0": big}, "gpu_memory_utilization": None})
+    dep = build_deployment(plan, "second", 1)
+    us = [float(arg(proc_named(dep.processes, n), "--gpu-memory-utilization")) for n in ("vllm-coder", "vllm-summarizer")]
+    # 12 GiB each of 23.99 GiB = 0.51 each (1.02 > 0.95) -> scaled by 0.95 / 1.02 and floored: 0.47 each
+    assert us == [0.47, 0.47]
+
+
+def test_split_llama_cpp_rpc() -> None:
+    plan = agents_plan()
+    head = build_deployment(plan, "main", 2, addresses={"helper": "10.0.0.2"})
+    worker = build_deployment(plan, "helper", 2)
+    srv = proc_named(head.processes, "llama-server-reasoner")
+    assert arg(srv, "--rpc") == "10.0.0.2:50052"
+    assert "-ts" not in srv.argv  # llama.cpp splits over local + RPC devices by free memory
+    w = worker.processes[0]
+    assert w.argv == ("ggml-rpc-server", "-H", "0.0.0.0", "-p", "50052", "-c")
+    assert dict(w.env) == {"ROCR_VISIBLE_DEVICES": "0"}  # helper's RX 7900 XTX
+    assert "helper" not in {e.server for e in worker.endpoints}
+
+
+def test_router_maps_every_role_of_the_option() -> None:
+    import yaml
+
+    dep = build_deployment(agents_plan(), "second", 1)
+    cfg = yaml.safe_load(dep.files["router/litellm-config.yaml"])
+    got = {m["model_name"]: m["litellm_params"]["api_base"] for m in cfg["model_list"]}
+    assert got == {
+        "reasoner": "http://main:8080/v1",
+        "coder": "http://second:8000/v1",
+        "summarizer": "http://second:8001/v1",
+        "chat": "http://second:11434/v1",
+    }
+    assert all(m["litellm_params"]["model"] == f"openai/{m['model_name']}" for m in cfg["model_list"])
+
+
+def test_compose_pins_nvidia_cards_by_device_ids() -> None:
+    import yaml
+
+    dep = build_deployment(agents_plan(), "second", 1, compose=True)
+    doc = yaml.safe_load(dep.files["compose.yaml"])
+    coder = doc["services"]["vllm-coder"]
+    assert coder["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["0"]
+    assert "CUDA_VISIBLE_DEVICES" not in coder.get("environment", {})
+    assert coder["command"][0] == "Qwen/Qwen2.5-Coder-7B-Instruct"
+    assert doc["services"]["ollama-0"]["environment"]["OLLAMA_NUM_PARALLEL"] == "2"
+
+
+def test_write_is_complete_and_versioned(tmp_path: Path) -> None:
+    dep = build_deployment(agents_plan(), "main", 0, compose=True)
+    written = write_deployment(dep, tmp_path / "out")
+    names = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
+    assert names == sorted([*dep.files, "deploy.json"])
+    manifest = json.loads((tmp_path / "out" / "deploy.json").read_text())
+    assert (manifest["kind"], manifest["schema_version"]) == ("agiplan-deploy", 1)
+    mode = os.stat(tmp_path / "out" / "start.sh").st_mode
+    assert mode & stat.S_IXUSR
+    assert not [p for p in (tmp_path / "out").rglob(".*.tmp")]  # no temp files left behind
+    text = (tmp_path / "out" / "llama-server-reasoner.sh").read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "export CUDA_VISIBLE_DEVICES=0,1\n" in text
+
+
+def test_bad_input_is_one_line() -> None:
+    plan = agents_plan()
+    with pytest.raises(UnknownIdError, match="Did you mean second"):
+        build_deployment(plan, "secnd", 1)
+    with pytest.raises(PlannerError, match="options 0..3"):
+        build_deployment(plan, "main", 7)
+    plan.recommended = None
+    with pytest.raises(PlannerError, match="--option N"):
+        build_deployment(plan, "main")
+
+
+def test_cli_deploy(tmp_path: Path) -> None:
+    plan_path = tmp_path / "plan.json"
+    save_plan(agents_plan(), plan_path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["deploy", str(plan_path), "--server", "main", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["kind"] == "agiplan-deploy" and data["processes"][0]["argv"][0] == "llama-server"
+    res = runner.invoke(app, ["deploy", str(plan_path), "--server", "main", "--out", str(tmp_path / "d"), "--compose"])
+    assert res.exit_code == 0
+    assert (tmp_path / "d" / "compose.yaml").exists()
+    assert "wrote" in res.stderr and "wrote" not in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["deploy", "{missing}", "--server", "main"], "no such file"),
+        (["deploy", "{plan}", "--server", "nope"], "Unknown server 'nope'"),
+        (["deploy", "{old}", "--server", "main"], "schema_version 0"),
+        (["report", "{old}"], "schema_version 0"),
+        (["report", "{plan}", "{plan}"], "not an agiplan-bench file"),
+    ],
+)
+def test_cli_bad_input_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    plan_path = tmp_path / "plan.json"
+    save_plan(agents_plan(), plan_path)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"kind": "agiplan-plan", "schema_version": 0}))
+    argv = [a.format(missing=tmp_path / "missing.json", plan=plan_path, old=old) for a in args]
+    code = "from planner.cli import main; main()"
+    res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=False)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert res.stdout == ""
+
+
+@pytest.mark.llama
+def test_gemma_settings_load_and_run_in_llama_cpp(gemma_gguf_path: Path) -> None:
+    """Parse the generated llama-server command back and load the real Gemma GGUF with the same ctx, slots,
+    KV type and flash attention; decode a few tokens."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from planner.measure.llama_runner import LlamaParams, loaded_context
+
+    dep = build_deployment(gemma_plan(gemma_gguf_path, kv="q8_0", ctx=512, parallel=2), "box")
+    p = proc_named(dep.processes, "llama-server-chat")
+    assert arg(p, "-dev") == "none"
+    params = LlamaParams(
+        n_ctx=int(arg(p, "-c")),
+        n_seq_max=int(arg(p, "-np")),
+        type_k=arg(p, "-ctk"),
+        type_v=arg(p, "-ctv"),
+        flash_attn=arg(p, "-fa") == "on",
+        n_gpu_layers=int(arg(p, "-ngl")),
+    )
+    assert arg(p, "-m") == str(gemma_gguf_path)
+    assert (params.n_ctx, params.n_seq_max, params.type_k, params.flash_attn) == (1024, 2, "q8_0", True)
+    with loaded_context(arg(p, "-m"), params) as (_model, ctx, log):
+        assert llama_cpp.llama_n_ctx(ctx) == 1024
+        assert llama_cpp.llama_n_seq_max(ctx) == 2
+        tokens = (llama_cpp.llama_token * 3)(2, 1000, 2000)
+        assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, 3)) == 0
+        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
+        assert logits[0] == logits[0]  # a real number, not NaN
+        text = "".join(log)
+    # llama.cpp's own log: each slot gets the plan's 512 tokens, q8_0 K and V, flash attention on
+    assert "n_ctx_seq             = 512" in text
+    assert "K (q8_0)" in text and "V (q8_0)" in text
+    assert "flash_attn            = enabled" in text
