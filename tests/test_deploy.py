@@ -102,7 +102,8 @@ def test_vllm_scaled_down_when_planned_bytes_overflow_the_cap() -> None:
         p = srv.placements[i]
         srv.placements[i] = p.model_copy(update={"memory_by_device": {"gpu0": big}, "gpu_memory_utilization": None})
     dep = build_deployment(plan, "second", 1)
-    us = [float(arg(proc_named(dep.processes, n), "--gpu-memory-utilization")) for n in ("vllm-coder", "vllm-summarizer")]
+    names = ("vllm-coder", "vllm-summarizer")
+    us = [float(arg(proc_named(dep.processes, n), "--gpu-memory-utilization")) for n in names]
     # 12 GiB each of 23.99 GiB = 0.51 each (1.02 > 0.95) -> scaled by 0.95 / 1.02 and floored: 0.47 each
     assert us == [0.47, 0.47]
 
@@ -165,7 +166,7 @@ def test_bad_input_is_one_line() -> None:
     plan = agents_plan()
     with pytest.raises(UnknownIdError, match="Did you mean second"):
         build_deployment(plan, "secnd", 1)
-    with pytest.raises(PlannerError, match="options 0..3"):
+    with pytest.raises(PlannerError, match=r"options 0\.\.3"):
         build_deployment(plan, "main", 7)
     plan.recommended = None
     with pytest.raises(PlannerError, match="--option N"):
