@@ -321,18 +321,30 @@ def predict(row: Row) -> tuple[float, float, float]:
     return est.speed.decode_tok_s, est.speed.prefill_tok_s, est.weights.total_bytes / GIB
 
 
+def _group(row: Row) -> str:
+    """Device class of a row for the summary: the GPU ids joined, '+ CPU' for partial offload, or the CPU id."""
+    if not row.gpus:
+        return f"{row.host_cpu} (CPU only)"
+    gpus = " + ".join(row.gpus)
+    return f"{gpus} + CPU" if row.gpu_layers is not None and row.gpu_layers > 0 else gpus
+
+
 def main() -> None:
     print(
         f"{'row':44} {'size GiB':>8} {'tg pub':>7} {'tg ours':>7} {'err':>7}  {'pp pub':>7} {'pp ours':>7} {'err':>7}"
     )
     tg_err: list[float] = []
     pp_err: list[float] = []
+    by_group: dict[str, list[float]] = {}
     for row in ROWS:
         tg, pp, size = predict(row)
         e_tg = (tg / row.decode_tok_s - 1) * 100 if row.decode_tok_s else None
         e_pp = (pp / row.prefill_tok_s - 1) * 100 if row.prefill_tok_s and row.pp_comparable else None
         if e_tg is not None:
             tg_err.append(abs(e_tg))
+            by_group.setdefault(_group(row), []).append(e_tg)
+            if row.held_out:
+                by_group.setdefault("held out (all)", []).append(e_tg)
         if e_pp is not None:
             pp_err.append(abs(e_pp))
         mark = " *" if row.held_out else ""
@@ -346,6 +358,13 @@ def main() -> None:
         f"prefill |error|: median {statistics.median(pp_err):.1f} %, max {max(pp_err):.1f} % over {len(pp_err)} rows"
     )
     print("* = held out (not used to fit the factors)")
+    print("\ndecode error by device class (signed, %):")
+    for group, errs in sorted(by_group.items()):
+        within = sum(abs(e) <= 25 for e in errs)
+        print(
+            f"  {group:24} n={len(errs):2}  median {statistics.median(errs):+6.1f}  "
+            f"range {min(errs):+6.1f} .. {max(errs):+6.1f}  within 25 %: {within}/{len(errs)}"
+        )
 
 
 if __name__ == "__main__":
