@@ -94,11 +94,27 @@ def output_buffer_bytes(arch: ModelArch, cfg: RunConfig) -> int:
     return arch.vocab_size * cfg.parallel * F32
 
 
+# Pipeline parallelism (several GPUs, every layer offloaded: src/llama-context.cpp) keeps GGML_SCHED_MAX_COPIES
+# = 4 copies of each split's inputs: llama.cpp PR #6122's Command-R log shows 672.01 MiB per GPU where
+# 2 hidden-size buffers give 576 — 6 more n_embd × n_ubatch × 4 B buffers.
+PIPELINE_EXTRA_HIDDEN_BUFFERS = 6
+
+
+def pipeline_parallel_extra_bytes(arch: ModelArch, layout: KvLayout) -> int:
+    return PIPELINE_EXTRA_HIDDEN_BUFFERS * arch.hidden_size * layout.n_ubatch * F32
+
+
+# vLLM profiles the sampler with max_num_seqs dummy sequences; vLLM PR #10511's logs show a 1.26 GiB
+# activation peak for Llama-3-8B at max_num_seqs 256 on both TP1 and TP2 (so it is not split by TP):
+# ≈ 10 fp32 vocab-sized rows per sequence (10 × 256 × 128256 × 4 B = 1.22 GiB).
+VLLM_SAMPLER_ROWS_PER_SEQ = 10
+
+
 def vllm_activation_bytes(arch: ModelArch, tensor_parallel: int, max_num_batched_tokens: int, max_num_seqs: int) -> int:
-    """vLLM's profiled activation peak: one forward pass of max_num_batched_tokens (bf16) plus the
-    sampler's fp32 logits for max_num_seqs sequences (vllm/v1/worker/gpu_model_runner.py profile_run)."""
+    """vLLM's profiled activation peak (vllm/v1/worker/gpu_model_runner.py profile_run): the larger of one
+    forward pass of max_num_batched_tokens (bf16, FFN split by TP) and the sampler's fp32 rows."""
     t = max_num_batched_tokens
     ffn = arch.ffn_size if arch.experts is None else arch.experts.ffn_size * arch.experts.active
     per_token = 2 * (4 * arch.hidden_size + 2 * ffn // tensor_parallel)
-    sampler = arch.vocab_size * max_num_seqs * F32
-    return t * per_token + sampler
+    sampler = VLLM_SAMPLER_ROWS_PER_SEQ * arch.vocab_size * max_num_seqs * F32
+    return max(t * per_token, sampler)

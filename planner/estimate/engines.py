@@ -59,9 +59,10 @@ _DEFAULTS: dict[str, EngineRules] = {
         formats=("safetensors", "awq", "gptq", "fp8"),
         vendors=("nvidia", "amd"),
         source="vllm/v1/worker/gpu_worker.py determine_available_memory; vllm logs 'Graph capturing "
-        "finished ... took 0.5 GiB'",
+        "finished ... took 0.5 GiB'; non-torch memory 1.79 GiB per TP rank (vLLM PR #10511 logs: 1.79 GiB at "
+        "TP1, 3.58 GiB at TP2; other versions show 0.25 GiB — agiplan plans with the high end)",
         cuda_graph_bytes=512 * MIB,
-        non_torch_bytes=400 * MIB,
+        non_torch_bytes=1833 * MIB,
         max_num_batched_tokens=8192,
     ),
 }

@@ -283,7 +283,7 @@ def _estimate_vllm(
         raise EstimateError(f"--gpu-memory-utilization must be in (0, 1], got {util}.")
     weights_per_gpu = -(-weights.total_bytes // tp)
     activation = vllm_activation_bytes(arch, tp, rules.max_num_batched_tokens, max(1, cfg.parallel))
-    overhead = rules.cuda_graph_bytes + rules.non_torch_bytes
+    overhead = rules.cuda_graph_bytes + rules.non_torch_bytes * tp  # NCCL buffers grow with the TP group
     page = vllm_page_bytes(arch, _vllm_kv_dtype(cfg), tp)
     usages: list[DeviceUsage] = []
     kv_blocks = None

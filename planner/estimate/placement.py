@@ -20,6 +20,7 @@ from planner.estimate.compute import (
     llama_cpp_compute_bytes,
     llama_cpp_host_compute_bytes,
     output_buffer_bytes,
+    pipeline_parallel_extra_bytes,
 )
 from planner.estimate.engines import EngineRules
 from planner.estimate.kv import KvLayout, layer_kv_bytes
@@ -197,12 +198,16 @@ def device_usages(
     weights[n] += table.token_embedding_bytes + table.other_bytes
 
     usages: list[DeviceUsage] = []
+    # llama.cpp enables pipeline parallelism with several GPUs when every layer and the output are offloaded
+    pipeline = len(gpus) > 1 and placement.n_gpu_layers > arch.n_layers
     for d, dev in enumerate(gpus):
         holds_output = out_slot == d
         if not layers[d] and not holds_output:
             usages.append(DeviceUsage(dev, MemoryParts(), rules.gpu_margin_bytes, (), False, False))
             continue
         compute = llama_cpp_compute_bytes(arch, cfg, layout, tuple(layers[d]), holds_output)
+        if pipeline:
+            compute += pipeline_parallel_extra_bytes(arch, layout)
         mem = MemoryParts(weights[d], kv[d], compute, rules.gpu_runtime_bytes)
         usages.append(DeviceUsage(dev, mem, rules.gpu_margin_bytes, tuple(layers[d]), holds_output, False))
 
