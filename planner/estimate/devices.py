@@ -35,6 +35,7 @@ def gpu_device(cat: Catalog, gpu_id: str, *, reserved_bytes: int = 0) -> Device:
         backend=backend,
         source=Source("catalog", f"catalog/hardware.yaml: {g.id} ({g.source})"),
         reserved_bytes=reserved_bytes,
+        arch=g.arch,
     )
 
 

@@ -38,14 +38,21 @@ SPEED_SOURCE = (
 # ROCm: RX 7900 XTX Qwen2.5-Coder-7B Q4_K_M tg128 112 t/s (#20934) gives η_q4 0.81 with the same t0,
 # so the CUDA factors are used. Vulkan: no data here; 0.85 × CUDA and a wider range.
 # CPU: Ryzen 9 7950X Llama-3-8B (ik_llama.cpp README): 62–67 GB/s effective for F16 / Q8_0 / Q4_K_S
-# against DDR5-5200 dual channel (83.2 GB/s): η ≈ 0.81 / 0.76 / 0.74; Q4_0 0.62, Q2_K_S 0.67.
+# against DDR5-5200 dual channel (83.2 GB/s): η ≈ 0.81 / 0.76 / 0.74; Q4_0 0.62, Q2_K_S 0.67 (q4 family: 0.70).
 DECODE_ETA: dict[str, dict[str, float]] = {
     "cuda": {"f16": 0.90, "q8": 0.97, "q4": 0.78, "low": 0.70},
     "rocm": {"f16": 0.90, "q8": 0.97, "q4": 0.78, "low": 0.70},
     "vulkan": {"f16": 0.77, "q8": 0.82, "q4": 0.66, "low": 0.60},
-    "cpu": {"f16": 0.80, "q8": 0.76, "q4": 0.72, "low": 0.67},
+    "cpu": {"f16": 0.80, "q8": 0.76, "q4": 0.70, "low": 0.67},
 }
 DECODE_T0_S: dict[str, float] = {"cuda": 2.9e-3, "rocm": 2.9e-3, "vulkan": 3.5e-3, "cpu": 0.0}
+# Ada and newer NVIDIA cards (sm_89+): held-out rows (RTX 4080 Gemma-2-2B Q4_K_S tg128 251.9 and Qwen2.5-7B
+# F16 45 t/s, ik_llama.cpp PR #27 / issue #322; RTX 4090 Llama-2-7B Q4_0 158.4, llm-tracker.info) show a
+# per-token fixed time of ≈ 1.0–1.5 ms, not Ampere's 2.9 ms; with t0 = 1.2 ms the Q8 factor refits to 0.80
+# and every Ada row is within ±6 %. (Confounded with build era: llama.cpp's CUDA graphs, PR #6766, Apr 2024.)
+MODERN_NVIDIA_MARKERS = ("sm_89", "sm_90", "sm_100", "sm_120", "Ada", "Hopper", "Blackwell")
+DECODE_T0_MODERN_NVIDIA_S = 1.2e-3
+DECODE_ETA_MODERN_NVIDIA = {"f16": 0.90, "q8": 0.80, "q4": 0.78, "low": 0.70}
 # Partial offload (i9-13900K + RTX 3090 Ti, 7B Q4_0 at -ngl 10/20/30/33): the CPU share runs at
 # ~0.65 of its CPU-only bandwidth plus ~6.3 ms of synchronisation per token.
 HYBRID_CPU_FACTOR = 0.65
@@ -82,6 +89,18 @@ def weight_family(ggml_type: str) -> str:
     if t.startswith(("Q2", "Q3", "IQ1", "IQ2", "IQ3", "TQ")) or t == "Q1_0":
         return "low"
     return "q4"
+
+
+def _modern_nvidia(device: Device) -> bool:
+    return device.kind == "gpu" and device.vendor == "nvidia" and any(m in device.arch for m in MODERN_NVIDIA_MARKERS)
+
+
+def decode_eta_table(device: Device) -> dict[str, float]:
+    return DECODE_ETA_MODERN_NVIDIA if _modern_nvidia(device) else DECODE_ETA[backend_key(device)]
+
+
+def decode_t0_s(device: Device) -> float:
+    return DECODE_T0_MODERN_NVIDIA_S if _modern_nvidia(device) else DECODE_T0_S[backend_key(device)]
 
 
 def backend_key(device: Device) -> str:
@@ -140,7 +159,7 @@ def estimate_speed(
             if ld.params == 0 and ld.kv_bytes_per_depth_token == 0:
                 continue
             key = backend_key(ld.device)
-            eta = _eta_weighted(DECODE_ETA[key], ld.weight_bytes_by_family)
+            eta = _eta_weighted(decode_eta_table(ld.device), ld.weight_bytes_by_family)
             bw = ld.device.bandwidth_gbs * GB * eta
             if ld.device.kind == "cpu" and hybrid:
                 bw *= HYBRID_CPU_FACTOR
@@ -152,7 +171,7 @@ def estimate_speed(
             compute_t = slots * 2.0 * ld.active_params / flops if flops > 0 else 0.0
             cal = calibration.get(ld.device.id)
             t += max(mem_t, compute_t) / (cal.decode_ratio if cal else 1.0)
-            t0 = max(t0, DECODE_T0_S[key])
+            t0 = max(t0, decode_t0_s(ld.device))
         if hybrid:
             t0 += HYBRID_SYNC_S
         return t + t0

@@ -40,6 +40,7 @@ class Device:
     source: Source
     reserved_bytes: int = 0
     threads: int = 0  # CPU only: cores available to the engine
+    arch: str = ""  # GPU generation as the catalog names it, e.g. "Ada Lovelace (AD102, sm_89)"
 
     @property
     def is_gpu(self) -> bool:
