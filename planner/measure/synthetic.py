@@ -150,7 +150,7 @@ def _pool(ggml_type: str, rng: Any) -> Any:
         return np.zeros(_POOL_BLOCKS * type_size, dtype=np.uint8)
     blocks = rng.integers(0, 256, size=(_POOL_BLOCKS, type_size), dtype=np.uint8)
     for off in offsets:
-        scale = rng.uniform(1e-4, 2e-3, size=_POOL_BLOCKS).astype(np.float16)
+        scale = rng.uniform(6.2e-5, 2e-4, size=_POOL_BLOCKS).astype(np.float16)  # normal f16; |w| well under 1
         blocks[:, off : off + 2] = scale.view(np.uint8).reshape(_POOL_BLOCKS, 2)
     return blocks.reshape(-1)
 
