@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from planner.cli._output import Format, print_json, stderr_console, stdout_console
 from planner.errors import PlannerError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from planner.estimate.types import Device, Estimate, RunConfig
     from planner.measure.bench_llama import LlamaBenchConfig
     from planner.measure.results import BenchResult, BenchRun, CalibrationUpdate
@@ -37,6 +37,8 @@ def register(app: typer.Typer) -> None:
 
 @contextlib.contextmanager
 def _progress() -> Iterator[Progress]:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     prog = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -496,6 +498,8 @@ def _show_calibration(fmt: Format) -> None:
         con.print(f"no calibration profile at {profile_path()}: run 'agiplan bench --model FILE.gguf' first")
         return
     con.print(f"calibration profile {profile_path()} (host {prof.hostname})")
+    from rich.table import Table
+
     t = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("device", "decode ×", "prefill ×", "samples", "last model", "measured at"):
         t.add_column(col)
@@ -517,6 +521,8 @@ def _render(result: BenchResult, fmt: Format) -> None:
     if fmt is Format.json:
         print_json(result.model_dump(mode="json"))
         return
+    from rich.table import Table
+
     con = stdout_console()
     h = result.host
     con.print(
