@@ -21,6 +21,7 @@ once per role, so that several models run at the same time in separate processes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -398,6 +399,10 @@ def run_workers(jobs: list[WorkerJob], *, on_event: Callable[[str, str], None] |
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
             err.close()
     return [outcomes[j.key] for j in jobs]
 
