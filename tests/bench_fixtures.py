@@ -46,11 +46,17 @@ def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> No
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode}")
-        with contextlib.suppress(OSError):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
             conn.request("GET", "/v1/models")
-            if conn.getresponse().status == 200:
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200:
                 return
+        except OSError:
+            pass
+        finally:
+            conn.close()
         time.sleep(0.3)
     raise RuntimeError("llama_cpp.server did not answer in time")
 
