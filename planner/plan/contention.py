@@ -1,0 +1,115 @@
+"""Shared bandwidth: models decoding at the same time on one GPU, or with layers in the same host DDR.
+
+Decode is memory-bound (planner.estimate.speed). A device serves the models that decode on it in
+turn, so one decode step of model r waits for the other models' steps on every device r uses:
+
+    t_r(load) = t_r(alone) + Σ_{d ∈ devices(r)} Σ_{r' ≠ r decoding on d} τ_{r', d}
+
+where t_r(alone) = 1 / (per-slot decode tok/s from `estimate()`) and τ_{r,d} is the part of r's step
+spent on device d: the estimator's step time (less the fixed per-token launch / sync time t0)
+apportioned over r's devices by bytes read ÷ (bandwidth × η), with η from the same efficiency tables
+(`DECODE_ETA`, `HYBRID_CPU_FACTOR` of planner.estimate.speed). This is time-sharing, not overlap:
+a pessimistic but simple bound (two models on one GPU each run at about half speed).
+
+Swap-in of an on-demand model: its bytes ÷ disk read GB/s (catalog `disks`), or ÷ the page cache
+rate (host DDR bandwidth, capped by PCIe for GPU-resident layers) when free RAM holds the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.estimate.speed import (
+    DECODE_ETA,
+    DECODE_T0_S,
+    GB,
+    HYBRID_CPU_FACTOR,
+    HYBRID_SYNC_S,
+    PCIE_GBS,
+    backend_key,
+    weight_family,
+)
+from planner.estimate.types import Estimate
+
+# llama.cpp RPC (split over two servers): per token the hidden state crosses the network to the
+# remote node and back. Assumed network: 10 GbE (1.25 GB/s) with ~0.3 ms per round trip; a slow
+# node drags the whole split because the devices run one after another (llama.cpp #10047).
+RPC_NETWORK_GBS = 1.25
+RPC_LATENCY_S = 0.3e-3
+
+
+@dataclass(frozen=True)
+class StepProfile:
+    """One deployment's decode step: total per-slot step time and its per-device part (index into
+    `est.devices`; the host is the last device)."""
+
+    step_s: float
+    t0_s: float
+    device_s: tuple[float, ...]
+
+
+def token_embedding_bytes(est: Estimate) -> int:
+    """Bytes of token_embd (kept on the CPU by llama.cpp, read one row per token: not a bandwidth load)."""
+    return sum(t.n_bytes for t in est.weights.tensors if t.name.startswith("token_embd"))
+
+
+def step_profile(est: Estimate, extra_s: float = 0.0, *, embedding_bytes: int | None = None) -> StepProfile:
+    """Split the estimator's per-slot decode step over the devices holding the model.
+
+    `extra_s` adds a fixed per-token cost (RPC hops) to the step; `embedding_bytes` (token_embd size)
+    may be passed when the caller has it cached.
+    """
+    per_slot = est.speed.decode_tok_s_per_slot
+    step = 1.0 / per_slot if per_slot > 0 else float("inf")
+    fam = weight_family(est.weights.file_type or "Q4_K_M")
+    emb = token_embedding_bytes(est) if embedding_bytes is None else embedding_bytes
+    loads: list[float] = []
+    used_gpu = False
+    used_cpu = False
+    t0 = 0.0
+    for u in est.devices:
+        read = u.memory.weights_bytes
+        if u.holds_token_embedding:
+            read = max(0, read - emb)
+        if read <= 0:
+            loads.append(0.0)
+            continue
+        key = backend_key(u.device)
+        bw = u.device.bandwidth_gbs * GB * DECODE_ETA[key][fam]
+        if u.device.kind == "cpu":
+            used_cpu = True
+        else:
+            used_gpu = True
+        t0 = max(t0, DECODE_T0_S[key])
+        loads.append(read / bw)
+    if used_cpu and used_gpu:
+        # the CPU share runs slower in a hybrid split, and a sync cost is paid per token
+        loads = [
+            x / HYBRID_CPU_FACTOR if u.device.kind == "cpu" else x for x, u in zip(loads, est.devices, strict=True)
+        ]
+        t0 += HYBRID_SYNC_S
+    total = sum(loads)
+    shared = max(0.0, step - t0)
+    device_s = tuple((x / total) * shared if total > 0 else 0.0 for x in loads)
+    return StepProfile(step_s=step + extra_s, t0_s=t0 + extra_s, device_s=device_s)
+
+
+def rpc_hop_s(hidden_size: int, hops: int = 2) -> float:
+    """Per-token cost of a llama.cpp RPC split: `hops` network crossings of one f32 hidden state."""
+    return hops * (hidden_size * 4 / (RPC_NETWORK_GBS * GB) + RPC_LATENCY_S)
+
+
+def contended_step_s(own_step_s: float, others_on_my_devices_s: float) -> float:
+    """Step time under load: own step plus the other models' steps on the devices this one uses."""
+    return own_step_s + others_on_my_devices_s
+
+
+def swap_in_s(model_bytes: int, disk_read_gbs: float, *, page_cache_gbs: float | None = None) -> float:
+    """Seconds to load an on-demand model: from the page cache when it holds the file, else from disk."""
+    rate = page_cache_gbs if page_cache_gbs is not None else disk_read_gbs
+    return model_bytes / (rate * GB)
+
+
+def page_cache_gbs(host_bandwidth_gbs: float, to_gpu: bool) -> float:
+    """Rate of loading a cached file: host DDR, limited by PCIe 4.0 x16 when the layers go to a GPU."""
+    return min(host_bandwidth_gbs, PCIE_GBS) if to_gpu else host_bandwidth_gbs

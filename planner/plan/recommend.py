@@ -1,0 +1,300 @@
+"""`recommend()`: solve every option kind for a stack and servers, and turn the answers into a `Plan`.
+
+Option kinds (planner.plan.schema.OPTION_KINDS): `one-server-serial` (one model loaded at a time on the
+main server, the others swapped in on demand), `one-server-concurrent` (all always-resident roles
+loaded together on the main server), `two-server` (the main server plus a bought one — or the given
+existing servers), `split` (as two-server, with the largest always-resident role's layers spread over
+both servers by llama.cpp RPC). The recommended option is the best by the solver's objective among
+those that meet every target; None when none does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from planner import __version__
+from planner.catalog import Catalog
+from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
+from planner.plan.schema import (
+    PLAN_SCHEMA_VERSION,
+    MemoryBreakdown,
+    Placement,
+    Plan,
+    PlanDevice,
+    PlanOption,
+    PlanServer,
+    PlanService,
+)
+from planner.plan.servers import BASE_PLATFORM_NOTE, Server, new_server_candidates
+from planner.plan.solver import (
+    EstimateCache,
+    Mode,
+    OptionKind,
+    OptionResult,
+    Solution,
+    make_problem,
+    option_why,
+    quality_score,
+    solve,
+    solve_two_server,
+    stack_items,
+)
+from planner.plan.stack import Stack
+
+MODEL_ASSUMPTIONS: tuple[str, ...] = (
+    "memory and speed of every placement come from agiplan's estimator (the same numbers as 'agiplan estimate')",
+    "tok/s under load: roles that stay loaded all decode at once and time-share each GPU / the host DDR they "
+    "use (worst case); on-demand roles contend with the always-resident ones while loaded",
+    "each GPU keeps one margin free (the largest of the engines on it: llama.cpp 1024 MiB), not one per model",
+    "quality points per role: 1000 − 100 × position in the role's model list − 1000 × quant mean KLD vs FP16",
+)
+
+
+@dataclass
+class Recommendation:
+    plan: Plan
+    results: list[OptionResult]
+    cache: EstimateCache
+    notes: list[str] = field(default_factory=list)
+
+
+def recommend(
+    stack: Stack,
+    existing: Sequence[Server],
+    cat: Catalog,
+    *,
+    budget_usd: float | None = None,
+    allow: Sequence[str] | None = None,
+    assumptions: Sequence[str] = (),
+    cache: EstimateCache | None = None,
+    kinds: Sequence[OptionKind] = ("one-server-serial", "one-server-concurrent", "two-server", "split"),
+) -> Recommendation:
+    """The best plan of each option kind, side by side, and the recommended one."""
+    cache = cache or EstimateCache(cat)
+    main = existing[0]
+    results: list[OptionResult] = []
+    new_options = new_server_candidates(cat, budget_usd=budget_usd, allow=allow) if len(existing) < 2 else []
+    for kind in kinds:
+        if kind in ("one-server-serial", "one-server-concurrent"):
+            mode: Mode = "serial" if kind == "one-server-serial" else "concurrent"
+            sol = solve(make_problem(stack, [main], cat, cache, mode=mode))
+            results.append(OptionResult(kind, sol, "" if sol else "nothing fits", 1))
+        else:
+            results.append(solve_two_server(stack, existing, new_options, cat, cache, split=kind == "split"))
+    options = [_option(r, cat) for r in results]
+    recommended = _pick(results)
+    notes = list(assumptions) + list(MODEL_ASSUMPTIONS)
+    if any(s.new for o in options for s in o.servers):
+        notes.append(BASE_PLATFORM_NOTE)
+    if budget_usd is not None:
+        notes.append(f"budget for new hardware: ${budget_usd:,.0f}")
+    if any(r.kind == "split" and r.solution for r in results):
+        notes.append(
+            f"split: llama.cpp RPC over a {RPC_NETWORK_GBS * 8:g} Gbit/s network with {RPC_LATENCY_S * 1e3:g} ms "
+            "per round trip (assumed); devices of a split run one after another, so the slowest node drags"
+        )
+    disk = cat.disks.get(stack.disk)
+    notes.append(
+        f"on-demand models load from {disk.name if disk else stack.disk} ({disk.read_gbs if disk else 7.45} GB/s) "
+        "or from the page cache when free RAM holds them"
+    )
+    plan = Plan(
+        schema_version=PLAN_SCHEMA_VERSION,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        agiplan_version=__version__,
+        stack_name=stack.name,
+        options=options,
+        recommended=recommended,
+        assumptions=notes,
+    )
+    return Recommendation(plan, results, cache)
+
+
+def _pick(results: Sequence[OptionResult]) -> int | None:
+    best: int | None = None
+    for i, r in enumerate(results):
+        if r.solution is None or r.solution.evaluation.key[0] != 0:
+            continue
+        if best is None:
+            best = i
+            continue
+        b = results[best].solution
+        assert b is not None
+        if r.solution.evaluation.key < b.evaluation.key:
+            best = i
+    return best
+
+
+def _breakdown(t: tuple[int, int, int, int]) -> MemoryBreakdown:
+    return MemoryBreakdown(weights_bytes=t[0], kv_cache_bytes=t[1], compute_bytes=t[2], overhead_bytes=t[3])
+
+
+def _option(r: OptionResult, cat: Catalog) -> PlanOption:
+    sol = r.solution
+    if sol is None:
+        return PlanOption(kind=r.kind, servers=[], total_cost_usd=0.0, meets_targets=False, why=option_why(None, r.kind,
+                          r.why_not), failing_roles=[])
+    p = sol.problem
+    ev = sol.evaluation
+    servers: list[PlanServer] = []
+    # device memory: resident parts summed + the on-demand placement that uses the device most
+    res_parts: dict[int, list[int]] = {}
+    od_best: dict[int, tuple[int, tuple[int, int, int, int]]] = {}
+    for ii, ci in enumerate(sol.assign):
+        if ci < 0:
+            continue
+        c = p.cands[ii][ci]
+        for si, t in c.parts:
+            if c.resident:
+                acc = res_parts.setdefault(si, [0, 0, 0, 0])
+                for k in range(4):
+                    acc[k] += t[k]
+            elif sum(t) > od_best.get(si, (-1, (0, 0, 0, 0)))[0]:
+                od_best[si] = (sum(t), t)
+    for s_idx, srv in enumerate(p.servers):
+        devices: list[PlanDevice] = []
+        for si, sl in enumerate(p.slots):
+            if sl.server != s_idx:
+                continue
+            acc = res_parts.get(si, [0, 0, 0, 0])
+            od = od_best.get(si, (0, (0, 0, 0, 0)))[1]
+            tot = tuple(acc[k] + od[k] for k in range(4))
+            devices.append(
+                PlanDevice(
+                    id=sl.device.id if sl.is_gpu else "cpu",
+                    index=sl.gpu,
+                    kind="gpu" if sl.is_gpu else "cpu",
+                    name=sl.device.name,
+                    used_bytes=ev.used_bytes[si],
+                    capacity_bytes=sl.capacity_bytes,
+                    margin_bytes=ev.margin_bytes[si] if sl.is_gpu else p.host_margin_bytes[s_idx],
+                    memory=_breakdown(tot),  # type: ignore[arg-type]
+                )
+            )
+        placements: list[Placement] = []
+        services: list[PlanService] = []
+        for ii, ci in enumerate(sol.assign):
+            if ci < 0:
+                continue
+            c = p.cands[ii][ci]
+            if c.server != s_idx:
+                continue
+            it = p.items[ii]
+            if it.service is not None:
+                services.append(
+                    PlanService(
+                        name=it.name,
+                        cpu_cores=it.service.cpu_cores,
+                        ram_bytes=int(it.service.ram_gib * 2**30),
+                        disk_bytes=int(it.service.disk_gib * 2**30),
+                    )
+                )
+                continue
+            placements += _placements(sol, ii, c)
+        servers.append(
+            PlanServer(
+                name=srv.name,
+                new=srv.new,
+                cost_usd=srv.cost_usd,
+                hardware=srv.hardware,
+                cpu=srv.cpu,
+                gpus=list(srv.gpus),
+                ram_bytes=int(srv.ram_gib * 2**30),
+                devices=devices,
+                placements=placements,
+                services=services,
+                parts=[pt.as_dict() for pt in srv.parts],
+            )
+        )
+    return PlanOption(
+        kind=r.kind,
+        servers=servers,
+        total_cost_usd=p.cost_cents / 100,
+        meets_targets=ev.key[0] == 0,
+        quality_score=quality_score(sol),
+        why=option_why(sol, r.kind),
+        failing_roles=list(ev.failing),
+    )
+
+
+def _placements(sol: Solution, ii: int, c: object) -> list[Placement]:
+    from planner.plan.solver import Candidate
+
+    assert isinstance(c, Candidate) and c.est is not None
+    p = sol.problem
+    it = p.items[ii]
+    assert it.role is not None
+    est = c.est
+    rr = sol.evaluation.roles[ii]
+    split = bool(c.split_servers)
+
+    def dev_name(si: int) -> str:
+        sl = p.slots[si]
+        base = f"gpu{sl.gpu}" if sl.is_gpu else "cpu"
+        return f"{p.servers[sl.server].name}/{base}" if split else base
+
+    devices = [p.slots[s].device.id for s in c.gpu_slots] + (["cpu"] if c.uses_cpu else [])
+    mem = est.memory
+    by_dev = {dev_name(si): b for si, b in c.mem}
+    base = Placement(
+        role=it.name,
+        model=c.model_ref,
+        model_name=c.model_name,
+        quant=c.quant,
+        ctx=it.ctx,
+        parallel=it.parallel,
+        engine=c.engine,  # type: ignore[arg-type]
+        devices=devices,
+        gpu_indices=[p.slots[s].gpu for s in c.gpu_slots],
+        gpu_layers=est.gpu_layers,
+        n_layers=est.arch.n_layers,
+        kv_type=it.role.kv_type,
+        flash_attn=est.config.flash_attn,
+        residency="always" if c.resident else "on-demand",
+        memory_bytes=mem.total_bytes,
+        memory=MemoryBreakdown(
+            weights_bytes=mem.weights_bytes,
+            kv_cache_bytes=mem.kv_cache_bytes,
+            compute_bytes=mem.compute_bytes,
+            overhead_bytes=mem.overhead_bytes,
+        ),
+        memory_by_device=by_dev,
+        kv_capacity_tokens=est.kv_capacity_tokens,
+        decode_tok_s=round(rr.decode_tok_s, 3),
+        decode_tok_s_alone=round(c.alone_tok_s, 3),
+        prefill_tok_s=round(est.speed.prefill_tok_s, 1),
+        min_tok_s=it.min_tok_s,
+        meets_target=not rr.failures,
+        swap_in_s=round(rr.swap_in_s, 3) if rr.swap_in_s is not None else None,
+        gpu_memory_utilization=est.config.gpu_memory_utilization if c.engine == "vllm" else None,
+        tensor_parallel=len(c.gpu_slots) if c.engine == "vllm" else 1,
+        adapters=list(it.role.adapters),
+        split_hosts=[p.servers[s].name for s in c.split_servers],
+        note="; ".join(rr.failures),
+    )
+    out = [base]
+    for m in it.members:
+        out.append(
+            base.model_copy(
+                update={
+                    "role": m.name,
+                    "ctx": m.ctx,
+                    "parallel": m.parallel,
+                    "memory_bytes": 0,
+                    "memory": MemoryBreakdown(weights_bytes=0, kv_cache_bytes=0, compute_bytes=0, overhead_bytes=0),
+                    "memory_by_device": {},
+                    "min_tok_s": m.min_tok_s,
+                    "meets_target": m.min_tok_s is None or rr.decode_tok_s >= m.min_tok_s,
+                    "adapters": list(m.adapters),
+                    "shares_base_with": it.name,
+                    "note": f"served as {m.parallel} of the {it.parallel} slots of {it.name}'s model",
+                }
+            )
+        )
+    return out
+
+
+def role_names(stack: Stack) -> list[str]:
+    return [it.name for it in stack_items(stack)]

@@ -1,0 +1,195 @@
+"""The stack file: the roles (models) and services a person wants to run, validated with pydantic.
+
+YAML shape (see README "## recommend"):
+
+    name: agents
+    quality_floor_kld: 0.11        # default quant ladder keeps quants with mean KLD <= this
+    disk: nvme-gen4                # where on-demand models are read from (catalog disks)
+    roles:
+      - name: reasoner
+        models: [qwen2.5-72b, llama-3.3-70b]   # candidates, preferred first (catalog id, .gguf, hf:...)
+        quants: [Q4_K_M, IQ4_XS]               # optional; else the default ladder above the floor
+        ctx: 16384                             # tokens per conversation
+        parallel: 1                            # conversations at once (slots)
+        min_tok_s: 8                           # decode target per slot, under the planned load
+        residency: always                      # or on-demand (+ max_swap_in_s)
+      - name: helper
+        share_with: reasoner                   # extra slots on the reasoner's loaded model
+    services:
+      - {name: vector-db, cpu_cores: 2, ram_gib: 8, disk_gib: 50}
+
+Loaders raise `PlannerError("file: field.path: what is expected")` on bad input, never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from planner.errors import PlannerError, UnknownIdError
+
+PRESETS: tuple[str, ...] = ("deep", "agents", "ensemble")
+DEFAULT_QUALITY_FLOOR_KLD = 0.11  # keeps Q3_K_M (0.102) and IQ3_M (0.103), drops Q2_K (0.445): catalog quants.yaml
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", min_length=1, max_length=64)]
+Task = Literal["reasoner", "coder", "chat", "summarizer", "embedding", "vision"]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RoleSpec(_Closed):
+    """One agent role served by one model. `models` are candidates in order of preference; without them
+    `task` picks the catalog models tagged with that role, best catalog quality score first."""
+
+    name: Name
+    models: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
+    task: Task | None = None
+    quants: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
+    engines: list[Literal["llama.cpp", "vllm"]] | None = None
+    ctx: int = Field(default=8192, gt=0, le=1_048_576)
+    parallel: int = Field(default=1, gt=0, le=256)
+    min_tok_s: float | None = Field(default=None, ge=0)
+    residency: Literal["always", "on-demand"] = "always"
+    max_swap_in_s: float | None = Field(default=None, gt=0)
+    adapters: list[str] = Field(default_factory=list)  # LoRA adapters served on this role's model
+    share_with: Name | None = None  # served as extra slots of another role's loaded model
+    kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+
+    @model_validator(mode="after")
+    def _has_models(self) -> Self:
+        if self.share_with is not None:
+            if self.models or self.task or self.quants:
+                raise ValueError("a role with share_with uses the other role's model; drop models/task/quants")
+            return self
+        if not self.models and self.task is None:
+            raise ValueError("give models: [candidate ids, preferred first] or task: reasoner|coder|chat|...")
+        if self.max_swap_in_s is not None and self.residency != "on-demand":
+            raise ValueError("max_swap_in_s applies to residency: on-demand")
+        return self
+
+
+class ServiceSpec(_Closed):
+    """A process without a model (vector DB, indexer, web UI): it needs host cores, RAM and disk."""
+
+    name: Name
+    cpu_cores: float = Field(default=1.0, ge=0)
+    ram_gib: float = Field(default=1.0, ge=0)
+    disk_gib: float = Field(default=0.0, ge=0)
+
+
+class Stack(_Closed):
+    name: Name = "stack"
+    description: str = ""
+    quality_floor_kld: float = Field(default=DEFAULT_QUALITY_FLOOR_KLD, gt=0)
+    disk: str = "nvme-gen4"
+    roles: list[RoleSpec] = Field(min_length=1)
+    services: list[ServiceSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> Self:
+        seen: set[str] = set()
+        for item in [*(r.name for r in self.roles), *(s.name for s in self.services)]:
+            if item in seen:
+                raise ValueError(f"name '{item}' is used twice (roles and services need unique names)")
+            seen.add(item)
+        by_name = {r.name: r for r in self.roles}
+        for r in self.roles:
+            if r.share_with is None:
+                continue
+            host = by_name.get(r.share_with)
+            if host is None:
+                raise ValueError(f"role '{r.name}': share_with '{r.share_with}' is not a role of this stack")
+            if host.share_with is not None:
+                raise ValueError(f"role '{r.name}': share_with '{r.share_with}' itself shares; point at its base")
+        return self
+
+    def role(self, name: str) -> RoleSpec:
+        for r in self.roles:
+            if r.name == name:
+                return r
+        raise UnknownIdError("role", name, [r.name for r in self.roles], "Roles are the names in the stack file.")
+
+
+def _format_errors(origin: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(top)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return f"{origin}: " + "; ".join(parts) + more
+
+
+def parse_stack(data: object, origin: str = "stack") -> Stack:
+    """Validate a stack given as parsed YAML/JSON data; errors name `origin` and the field path."""
+    if not isinstance(data, dict):
+        raise PlannerError(f"{origin}: expected a mapping with 'roles:' at the top, got {type(data).__name__}.")
+    try:
+        return Stack.model_validate(data)
+    except ValidationError as exc:
+        raise PlannerError(_format_errors(origin, exc)) from None
+
+
+def load_stack(path: Path | str) -> Stack:
+    """Read and validate a stack YAML file."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlannerError(f"{p}: no such stack file (or use --preset {'|'.join(PRESETS)}).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlannerError(f"{p}: cannot read the stack file ({exc}).") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PlannerError(f"{p}:{where}: not valid YAML ({problem}).") from None
+    return parse_stack(data, str(p))
+
+
+def preset_dir() -> Path:
+    return Path(__file__).parent / "presets"
+
+
+def load_preset(name: str) -> Stack:
+    """One of the shipped stacks: deep, agents, ensemble (planner/plan/presets/NAME.yaml)."""
+    key = name.strip().lower()
+    if key not in PRESETS:
+        raise UnknownIdError("preset", name, PRESETS, "Pass a stack file instead, or one of these.")
+    return load_stack(preset_dir() / f"{key}.yaml")
+
+
+_ASSIGN_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.\-]*)\.([a-z_]+)\s*=\s*(.+?)\s*$")
+
+
+def apply_override(stack: Stack, text: str) -> Stack:
+    """`ROLE.FIELD=VALUE` (e.g. reasoner.ctx=32768, coder.quants=Q8_0,Q6_K): a changed, re-validated stack."""
+    m = _ASSIGN_RE.match(text)
+    if not m:
+        raise PlannerError(f"what-if '{text}': expected ROLE.FIELD=VALUE (e.g. reasoner.ctx=32768) or '+N GPU-ID'.")
+    role_name, field, value = m.groups()
+    role = stack.role(role_name)
+    if field not in RoleSpec.model_fields or field in ("name",):
+        known = ", ".join(f for f in RoleSpec.model_fields if f != "name")
+        raise PlannerError(f"what-if '{text}': roles have no field '{field}' (known: {known}).")
+    import yaml
+
+    parsed: object
+    if field in ("models", "quants", "engines", "adapters"):
+        parsed = [v.strip() for v in value.split(",")]
+    else:
+        parsed = yaml.safe_load(value)
+    data = stack.model_dump()
+    for r in data["roles"]:
+        if r["name"] == role.name:
+            r[field] = parsed
+    return parse_stack(data, f"what-if '{text}'")
