@@ -43,6 +43,9 @@ def _register() -> None:
 
     for mod in (estimate_cmd, catalog_cmd, detect_cmd, report_cmd, deploy_cmd, bench_cmd):
         mod.register(app)
+    from planner.cli import recommend_cmd
+
+    recommend_cmd.register(app)
 
 
 _register()

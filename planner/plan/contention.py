@@ -89,7 +89,9 @@ def step_profile(est: Estimate, extra_s: float = 0.0, *, embedding_bytes: int | 
         ]
         t0 += HYBRID_SYNC_S
     total = sum(loads)
-    shared = max(0.0, step - t0)
+    # the bandwidth-bound part of the step; when the estimator's step is shorter than the fixed t0
+    # (tiny models), the raw bytes ÷ bandwidth time, capped at the step
+    shared = step - t0 if step > t0 else min(total, step)
     device_s = tuple((x / total) * shared if total > 0 else 0.0 for x in loads)
     return StepProfile(step_s=step + extra_s, t0_s=t0 + extra_s, device_s=device_s)
 

@@ -134,8 +134,14 @@ def _breakdown(t: tuple[int, int, int, int]) -> MemoryBreakdown:
 def _option(r: OptionResult, cat: Catalog) -> PlanOption:
     sol = r.solution
     if sol is None:
-        return PlanOption(kind=r.kind, servers=[], total_cost_usd=0.0, meets_targets=False, why=option_why(None, r.kind,
-                          r.why_not), failing_roles=[])
+        return PlanOption(
+            kind=r.kind,
+            servers=[],
+            total_cost_usd=0.0,
+            meets_targets=False,
+            why=option_why(None, r.kind, r.why_not),
+            failing_roles=[],
+        )
     p = sol.problem
     ev = sol.evaluation
     servers: list[PlanServer] = []

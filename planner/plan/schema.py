@@ -135,6 +135,10 @@ class Plan(_Closed):
     options: list[PlanOption]
     recommended: int | None  # index into options; None when nothing meets the targets
     assumptions: list[str] = Field(default_factory=list)
+    # optional, added by recommend: --what-if deltas against the recommended option, and when nothing meets
+    # the targets, the nearest relaxations that do (lower quant, shorter context, more budget)
+    what_ifs: list[dict[str, Any]] = Field(default_factory=list)
+    relaxations: list[str] = Field(default_factory=list)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

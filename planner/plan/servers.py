@@ -273,8 +273,9 @@ def new_server(cat: Catalog, cpu: str, ram_gib: int, gpus: Sequence[str], *, nam
         assert ge.price_usd is not None
         parts.append(Part(g, "gpu", n, n * ge.price_usd, ge.price_date))
     cost = round(sum(p.price_usd for p in parts), 2)
-    return Server(name=name, cpu=cpu, gpus=tuple(gpus), ram_gib=float(ram_gib), new=True, cost_usd=cost,
-                  parts=tuple(parts))
+    return Server(
+        name=name, cpu=cpu, gpus=tuple(gpus), ram_gib=float(ram_gib), new=True, cost_usd=cost, parts=tuple(parts)
+    )
 
 
 def new_server_candidates(

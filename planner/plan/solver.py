@@ -9,8 +9,9 @@ Feasibility per device: GPU d holds Σ(always-resident usage) + max(on-demand us
 largest margin of the engines on it, not one per model); the host RAM holds the same plus services
 and the host margin; services' cores fit the CPU. On-demand roles need to fit only when swapped in.
 
-Objective (lexicographic, smaller is better): (roles failing a target, −quality points, cost in
-cents, GPUs used). Targets: decode tok/s per slot under the planned concurrent load
+Objective (lexicographic, smaller is better): (targets missed, −quality points, cost in cents,
+devices holding model layers: each GPU 1, a host 10 — CPU decoding is an order of magnitude slower, so
+an idle GPU is preferred to CPU layers). Targets: decode tok/s per slot under the planned concurrent load
 (planner.plan.contention), swap-in time of on-demand roles, and "stays loaded" for always roles in the
 serial kind. Failing counts and memory only grow as roles are added, so a depth-first branch and bound
 with the bound (failing so far + roles that cannot meet their target at all, −(quality so far + best
@@ -47,7 +48,8 @@ ASSUMED_KLD: dict[str, str] = {"AWQ-INT4": "Q4_K_M", "GPTQ-INT4": "Q4_K_M", "FP8
 RPC_SERVER_HOST_BYTES = 150 * MIB  # rpc-server process on the remote node (gguf-parser-go RAM footprint)
 MODEL_POINTS = 1000
 PREFERENCE_STEP = 100
-MAX_SUBSET_GPUS = 4  # all GPU subsets up to this many cards; contiguous ranges beyond
+MAX_SUBSET_GPUS = 4
+HOST_DEVICE_WEIGHT = 10  # all GPU subsets up to this many cards; contiguous ranges beyond
 
 
 # ------------------------------------------------------------------------------------------ items
@@ -133,6 +135,12 @@ class Candidate:
     parts: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()  # (DevSlot, (weights, KV, compute, overhead))
 
     @property
+    def device_weight(self) -> int:
+        """Devices this placement occupies for the 'fewer devices' tie-break: each GPU counts 1, a host
+        holding model layers counts HOST_DEVICE_WEIGHT (CPU decoding is an order of magnitude slower)."""
+        return len(self.gpu_slots) + (HOST_DEVICE_WEIGHT if self.uses_cpu else 0)
+
+    @property
     def alone_tok_s(self) -> float:
         return 1.0 / self.step_s if self.step_s > 0 else 0.0
 
@@ -216,8 +224,14 @@ def role_models(cat: Catalog, role: RoleSpec) -> list[str]:
         return list(role.models)
     assert role.task is not None
     tagged = [m for m in cat.models.values() if role.task in m.roles]
-    tagged.sort(key=lambda m: (m.quality is None, -(m.quality.score if m.quality else 0.0),
-                               -(cat.base_model(m.id).params or 0), m.id))
+    tagged.sort(
+        key=lambda m: (
+            m.quality is None,
+            -(m.quality.score if m.quality else 0.0),
+            -(cat.base_model(m.id).params or 0),
+            m.id,
+        )
+    )
     return [m.id for m in tagged]
 
 
@@ -368,9 +382,21 @@ def build_candidates(
         if it.service is not None:
             for si, _s in enumerate(servers):
                 c = Candidate(
-                    item=ii, model_ref="", model_name=it.name, quant="", engine="", server=si, gpu_slots=(),
-                    uses_cpu=False, quality=0, mem=((host_slot[si], int(it.service.ram_gib * GIB)),), margin=(),
-                    tau=(), step_s=0.0, file_bytes=0, cores=it.service.cpu_cores,
+                    item=ii,
+                    model_ref="",
+                    model_name=it.name,
+                    quant="",
+                    engine="",
+                    server=si,
+                    gpu_slots=(),
+                    uses_cpu=False,
+                    quality=0,
+                    mem=((host_slot[si], int(it.service.ram_gib * GIB)),),
+                    margin=(),
+                    tau=(),
+                    step_s=0.0,
+                    file_bytes=0,
+                    cores=it.service.cpu_cores,
                     parts=((host_slot[si], (0, 0, 0, int(it.service.ram_gib * GIB))),),
                 )
                 if _alone_fits(c, slots, host_margin):
@@ -410,8 +436,15 @@ def build_candidates(
                     sizes = cache.sizes(w)
                     lower_bytes = sizes[0]
                     common: dict[str, object] = dict(
-                        item_index=ii, item=it, ref=ref, quant=q_up, engine=cfg.engine, quality=quality,
-                        preference=pref, kld=kld, sizes=sizes,
+                        item_index=ii,
+                        item=it,
+                        ref=ref,
+                        quant=q_up,
+                        engine=cfg.engine,
+                        quality=quality,
+                        preference=pref,
+                        kld=kld,
+                        sizes=sizes,
                     )
                     if split_item == ii:
                         assert split_pair is not None
@@ -428,17 +461,34 @@ def build_candidates(
                         smap += [gpu_slot_index[(b, g)] for g in range(len(gpus[b]))]
                         smap.append(host_slot[a])
                         c = _candidate_from_estimate(
-                            est, server=a, slot_map=smap, extra_step_s=rpc_hop_s(est.arch.hidden_size),
-                            split_servers=(a, b), extra_host=(host_slot[b], RPC_SERVER_HOST_BYTES),
+                            est,
+                            server=a,
+                            slot_map=smap,
+                            extra_step_s=rpc_hop_s(est.arch.hidden_size),
+                            split_servers=(a, b),
+                            extra_host=(host_slot[b], RPC_SERVER_HOST_BYTES),
                             **common,  # type: ignore[arg-type]
                         )
                         if _alone_fits(c, slots, host_margin):
                             cands.append(c)
                         continue
                     combos.append((ref, quant, engine, cfg, lower_bytes, common))
-        for si in range(len(servers)):
-            cands += _server_candidates(ii, it, si, servers, slots, host_slot, gpus, hosts, host_margin,
-                                        gpu_slot_index, cache, combos, stack.quality_floor_kld)
+        for si in range(len(servers) if split_item != ii else 0):
+            cands += _server_candidates(
+                ii,
+                it,
+                si,
+                servers,
+                slots,
+                host_slot,
+                gpus,
+                hosts,
+                host_margin,
+                gpu_slot_index,
+                cache,
+                combos,
+                stack.quality_floor_kld,
+            )
         out.append(prune_dominated(cands))
     return slots, host_slot, out
 
@@ -462,8 +512,19 @@ def _server_candidates(
     second server tried)."""
     assert it.role is not None
     srv = servers[si]
-    key = (it.role.model_dump_json(), it.ctx, it.parallel, floor, ii, si, host_slot[si], srv.cpu, srv.gpus,
-           srv.ram_gib, srv.gpu_reserved_bytes)
+    key = (
+        it.role.model_dump_json(),
+        it.ctx,
+        it.parallel,
+        floor,
+        ii,
+        si,
+        host_slot[si],
+        srv.cpu,
+        srv.gpus,
+        srv.ram_gib,
+        srv.gpu_reserved_bytes,
+    )
     hit = cache.server_cands.get(key)
     if hit is not None:
         return hit
@@ -579,7 +640,7 @@ class Evaluation:
     key: tuple[int, int, int, int]  # (failures, -quality, cost in cents, GPUs used): smaller is better
     failing: list[str]
     quality: int
-    n_gpus: int
+    n_gpus: int  # devices holding model layers: GPUs 1 each, a host HOST_DEVICE_WEIGHT
     used_bytes: list[int]  # per DevSlot: resident + largest on-demand (+ services on hosts)
     margin_bytes: list[int]
     roles: dict[int, RoleResult]
@@ -615,6 +676,8 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
         quality += c.quality
         cores[c.server] += c.cores
         used_gpus.update(c.gpu_slots)
+        if c.uses_cpu:
+            used_gpus.add(p.host_slot[c.server])
         for si, b in c.mem:
             if c.resident:
                 res_mem[si] += b
@@ -672,8 +735,9 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
         if fails:
             failing.append(it.name)
             n_failures += len(fails)
-    key = (n_failures, -quality, p.cost_cents, len(used_gpus))
-    return Evaluation(memory_ok, key, failing, quality, len(used_gpus), used, margin, roles, overflow)
+    n_dev = sum(1 if p.slots[si].is_gpu else HOST_DEVICE_WEIGHT for si in used_gpus)
+    key = (n_failures, -quality, p.cost_cents, n_dev)
+    return Evaluation(memory_ok, key, failing, quality, n_dev, used, margin, roles, overflow)
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -820,10 +884,11 @@ def solve(
                 od_files[c.server] += c.file_bytes
             for s_ in {c.server, *c.split_servers}:
                 server_use[s_] += 1
-            for si in c.gpu_slots:
+            layer_slots = (*c.gpu_slots, p.host_slot[c.server]) if c.uses_cpu else c.gpu_slots
+            for si in layer_slots:
                 gpu_ref[si] += 1
                 if gpu_ref[si] == 1:
-                    state["gpus"] += 1
+                    state["gpus"] += 1 if is_gpu[si] else HOST_DEVICE_WEIGHT
             state["quality"] += c.quality
             placed.append((ii, c))
             assign[ii] = ci
@@ -833,10 +898,10 @@ def solve(
             assign[ii] = PENDING
             placed.pop()
             state["quality"] -= c.quality
-            for si in c.gpu_slots:
+            for si in layer_slots:
                 gpu_ref[si] -= 1
                 if gpu_ref[si] == 0:
-                    state["gpus"] -= 1
+                    state["gpus"] -= 1 if is_gpu[si] else HOST_DEVICE_WEIGHT
             for s_ in {c.server, *c.split_servers}:
                 server_use[s_] -= 1
             if not c.resident and p.items[ii].is_model:
@@ -930,8 +995,9 @@ def solve_two_server(
         tried += 1
         if split:
             for ii in _split_items(stack, n_items):
-                p = make_problem(stack, servers, cat, cache, mode="concurrent", split_item=ii, split_pair=(0, 1),
-                                 require_server=1)
+                p = make_problem(
+                    stack, servers, cat, cache, mode="concurrent", split_item=ii, split_pair=(0, 1), require_server=1
+                )
                 if not p.cands[ii]:
                     continue
                 sol = solve(p, incumbent=best.evaluation.key if best else None)
@@ -998,8 +1064,9 @@ def fit_sentence(sol: Solution, ii: int) -> str:
     head = f"{it.name}: {c.model_ref} at {c.quant} with {ctx_k} context × {it.parallel} needs {gib(c.total_bytes)}"
     if not c.gpu_slots:
         return head + " of RAM (CPU only)"
-    spare = sum(p.slots[s].capacity_bytes - sol.evaluation.used_bytes[s] - sol.evaluation.margin_bytes[s]
-                for s in c.gpu_slots)
+    spare = sum(
+        p.slots[s].capacity_bytes - sol.evaluation.used_bytes[s] - sol.evaluation.margin_bytes[s] for s in c.gpu_slots
+    )
     off = f", {gib(c.total_bytes - on_gpus)} offloaded to RAM" if c.uses_cpu else ""
     return (
         f"{head}; {where} give {gib(cap)} of which {gib(marg)} must stay free{off}: fits with "
@@ -1014,8 +1081,9 @@ def option_why(sol: Solution | None, kind: str, why_not: str = "") -> str:
     p = sol.problem
     parts: list[str] = []
     model_items = [i for i, it in enumerate(p.items) if it.is_model]
-    biggest = max(model_items, key=lambda i: p.cands[i][sol.assign[i]].total_bytes if sol.assign[i] >= 0 else -1,
-                  default=None)
+    biggest = max(
+        model_items, key=lambda i: p.cands[i][sol.assign[i]].total_bytes if sol.assign[i] >= 0 else -1, default=None
+    )
     if biggest is not None:
         parts.append(fit_sentence(sol, biggest))
     for ii, rr in ev.roles.items():
