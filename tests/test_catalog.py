@@ -621,3 +621,103 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
     (root / "engines.yaml").unlink()
     with pytest.raises(CatalogError, match=r"engines.yaml: file missing in "):
         load_catalog_dir(root)
+
+
+# ------------------------------------------------------------------------------------------ verified figures
+# Figures re-checked against a primary source in the catalog review; each row says where the number is.
+
+# meta-llama/llama-models models/sku_list.py arch_args: (dim, n_layers, n_heads, n_kv_heads, vocab,
+# ffn_dim_multiplier, multiple_of); the FFN width follows the llama reference FeedForward rule.
+LLAMA_SKU = [
+    ("llama-3-8b", 4096, 32, 32, 8, 128256, 1.3, 1024),  # llama3_8b_instruct
+    ("llama-3-70b", 8192, 80, 64, 8, 128256, 1.3, 4096),  # llama3_70b_instruct
+    ("llama-3.1-8b", 4096, 32, 32, 8, 128256, 1.3, 1024),  # llama3_1_8b_instruct
+    ("llama-3.1-70b", 8192, 80, 64, 8, 128256, 1.3, 4096),  # llama3_1_70b_instruct
+    ("llama-3.2-3b", 3072, 28, 24, 8, 128256, 1.0, 256),  # arch_args_3b
+]
+
+
+def _llama_ffn(dim: int, multiplier: float, multiple_of: int) -> int:
+    # llama reference model.py FeedForward: hidden = int(2 * 4 * dim / 3); int(multiplier * hidden);
+    # then rounded up to a multiple of multiple_of.
+    hidden = int(multiplier * int(2 * 4 * dim / 3))
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+@pytest.mark.parametrize(("model_id", "dim", "layers", "heads", "kv_heads", "vocab", "mult", "multiple_of"), LLAMA_SKU)
+def test_llama_shapes_match_metas_reference_args(
+    cat: Catalog,
+    model_id: str,
+    dim: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    vocab: int,
+    mult: float,
+    multiple_of: int,
+) -> None:
+    m = cat.model(model_id)
+    assert (m.hidden_size, m.layers, m.heads, m.kv_heads, m.vocab_size) == (dim, layers, heads, kv_heads, vocab)
+    assert m.ffn_size == _llama_ffn(dim, mult, multiple_of)
+    assert m.head_dim_k == dim // heads
+    assert "sku_list.py" in m.source_of("layers")
+
+
+# Model cards in meta-llama/llama-models (models/<family>/MODEL_CARD.md).
+LLAMA_CARDS = [
+    ("llama-3-8b", 66.6, 8192),  # llama3: Base pretrained MMLU (5-shot); context 8k
+    ("llama-3-70b", 79.5, 8192),
+    ("llama-3.1-8b", 66.7, 131072),  # llama3_1: MMLU 5-shot macro_avg/acc_char; CONTEXT_LENGTH = 131072
+    ("llama-3.1-70b", 79.3, 131072),
+    ("llama-3.2-3b", 58.0, 131072),  # llama3_2: Base Pretrained MMLU 5-shot 58; 128k
+    ("llama-2-13b", 54.8, 4096),  # llama2: Evaluation Results MMLU 54.8; 4k
+]
+
+
+@pytest.mark.parametrize(("model_id", "mmlu", "ctx"), LLAMA_CARDS)
+def test_llama_card_figures(cat: Catalog, model_id: str, mmlu: float, ctx: int) -> None:
+    m = cat.model(model_id)
+    assert m.quality is not None and m.quality.score == mmlu
+    assert m.context_trained == ctx
+
+
+# Driver-reported totals from public logs: nvidia-smi "x MiB / TOTAL MiB", rocm-smi "VRAM Total Memory (B)".
+GPU_TOTALS_MIB = [
+    ("a100-80gb", 81920),  # 'NVIDIA A100-SXM4-80GB ... 0MiB / 81920MiB'
+    ("h100-pcie", 81559),  # 'NVIDIA H100 PCIe ... 1MiB / 81559MiB'
+    ("rtx-4060-ti-16gb", 16380),  # 'NVIDIA GeForce RTX 4060 Ti ... 7MiB / 16380MiB'
+    ("rx-7900-xtx", 25753026560 // 2**20),  # rocm-smi VRAM Total Memory (B): 25753026560
+    ("rx-7900-xt", 21458059264 // 2**20),  # rocm-smi VRAM Total Memory (B): 21458059264
+]
+
+
+@pytest.mark.parametrize(("gpu_id", "mib"), GPU_TOTALS_MIB)
+def test_gpu_totals_from_public_logs(cat: Catalog, gpu_id: str, mib: int) -> None:
+    assert cat.gpu(gpu_id).memory_mib == mib
+
+
+def test_engine_defaults_from_sources(cat: Catalog) -> None:
+    llama = cat.engines["llama.cpp"]
+    # common/common.h:453-454 (vendored llama.cpp of llama-cpp-python 0.3.36)
+    assert llama.rule("n_batch_default").value == 2048
+    assert llama.rule("n_ubatch_default").value == 512
+    # tools/server/server.cpp:156-161: auto parallel = 4 slots sharing one unified KV pool
+    assert llama.rule("server_parallel_auto").value == 4
+    assert "kv_unified" in llama.rule("server_parallel_auto").source
+    vllm = cat.engines["vllm"]
+    # vllm/config/cache.py (0.9 at commit c1d86421; later main 0.92) and arg_utils get_batch_defaults (256)
+    assert vllm.rule("gpu_memory_utilization_default").value == 0.9
+    assert vllm.rule("block_size_default").value == 16
+    assert vllm.rule("max_num_seqs_default").value == 256
+    ollama = cat.engines["ollama"]
+    # envconfig/config.go NumParallel = Uint("OLLAMA_NUM_PARALLEL", 1); server/sched.go defaultModelsPerGPU = 3
+    assert ollama.rule("num_parallel_default").value == 1
+    assert ollama.rule("max_loaded_models_per_gpu").value == 3
+    # ml/device.go MinimumMemory: 457 MiB
+    assert ollama.rule("gpu_minimum_memory_mib").value == 457
+
+
+def test_unverified_figures_say_so(cat: Catalog) -> None:
+    # Entries whose shapes could not be re-read from a primary source carry an explicit marker.
+    for model_id in ("qwen2.5-7b", "qwen2.5-72b", "deepseek-coder-6.7b", "bge-m3", "mistral-7b"):
+        assert "unverified" in cat.model(model_id).source_of("layers")
