@@ -78,7 +78,7 @@ def test_bad_stack_file_names_file_field_and_expectation(tmp_path: Path, text: s
 
 
 def test_missing_stack_file_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(PlannerError, match="no such stack file .*--preset deep"):
+    with pytest.raises(PlannerError, match=r"no such stack file .*--preset deep"):
         load_stack(tmp_path / "nope.yaml")
 
 
@@ -90,7 +90,7 @@ def test_defaults_and_override() -> None:
     assert st2.roles[0].ctx == 32768 and st.roles[0].ctx == 8192
     st3 = apply_override(st, "r.quants=Q8_0, Q6_K")
     assert st3.roles[0].quants == ["Q8_0", "Q6_K"]
-    with pytest.raises(PlannerError, match="roles.0.ctx"):
+    with pytest.raises(PlannerError, match=r"roles\.0\.ctx"):
         apply_override(st, "r.ctx=-5")
     with pytest.raises(PlannerError, match="roles have no field 'color'"):
         apply_override(st, "r.color=red")
@@ -139,9 +139,7 @@ def test_server_from_detect_json_reserves_used_vram(tmp_path: Path) -> None:
     cat = load_catalog()
     host = HostInfo(
         hostname="box",
-        gpus=[
-            GpuInfo(0, "NVIDIA GeForce RTX 4090", "nvidia", 24564 * 2**20, 23 * GIB, GIB, "550", "rtx-4090", "nvml")
-        ],
+        gpus=[GpuInfo(0, "NVIDIA GeForce RTX 4090", "nvidia", 24564 * 2**20, 23 * GIB, GIB, "550", "rtx-4090", "nvml")],
         cpu=CpuInfo("AMD Ryzen 9 7950X 16-Core Processor", "amd", 16, 32, True, True, "ryzen-9-7950x"),
         ram_total_bytes=128 * GIB,
         ram_available_bytes=120 * GIB,

@@ -1,0 +1,353 @@
+"""The placement solver: exact (equals brute-force enumeration), never overflows a device, more VRAM never
+hurts, memory equal to `estimate()`, contention and swap-in formulas, and the option kinds on the presets."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner.catalog import load_catalog
+from planner.estimate.estimate import estimate
+from planner.estimate.types import RunConfig
+from planner.plan.contention import page_cache_gbs, step_profile
+from planner.plan.recommend import recommend
+from planner.plan.servers import Server, parse_server_spec
+from planner.plan.solver import (
+    PENDING,
+    UNPLACED,
+    EstimateCache,
+    Problem,
+    evaluate,
+    fit_sentence,
+    make_problem,
+    solve,
+)
+from planner.plan.stack import Stack, parse_stack
+from planner.sources.resolve import resolve_model
+from planner.units import GIB
+
+CAT = load_catalog()
+CACHE = EstimateCache(CAT)
+
+
+def brute_force(p: Problem) -> tuple[tuple[int, int, int, int], list[int]]:
+    """Reference: score every assignment (each item: one of its candidates, or unplaced) with `evaluate`."""
+    best: tuple[tuple[int, int, int, int], list[int]] | None = None
+    for combo in itertools.product(*[[*range(len(cs)), UNPLACED] for cs in p.cands]):
+        ev = evaluate(p, combo)
+        if ev.memory_ok and (best is None or ev.key < best[0]):
+            best = (ev.key, list(combo))
+    assert best is not None
+    return best
+
+
+def _stack(roles: list[dict[str, Any]], services: list[dict[str, Any]] | None = None) -> Stack:
+    return parse_stack({"name": "t", "roles": roles, "services": services or []})
+
+
+def _srv(spec: str) -> Server:
+    return parse_server_spec(spec, CAT)
+
+
+def _size(p: Problem) -> int:
+    n = 1
+    for cs in p.cands:
+        n *= len(cs) + 1
+    return n
+
+
+# Small cases chosen so that memory, targets and contention all bind somewhere. Candidate counts stay
+# small (2 quants, 1-2 models) so brute force runs in well under a second per case.
+SMALL_CASES: list[tuple[str, list[dict[str, Any]], list[str], str]] = [
+    (
+        "two 7-8B models compete for one 16 GB card; one must go to the CPU or drop a quant",
+        [
+            {"name": "chat", "models": ["qwen2.5-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 20},
+            {"name": "code", "models": ["mistral-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 10},
+        ],
+        ["main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB"],
+        "concurrent",
+    ),
+    (
+        "on-demand role with a swap-in limit next to a resident one; targets under contention",
+        [
+            {
+                "name": "a",
+                "models": ["llama-3.2-3b", "gemma-3-270m"],
+                "quants": ["Q8_0", "Q4_K_M"],
+                "ctx": 4096,
+                "parallel": 2,
+                "min_tok_s": 60,
+            },
+            {
+                "name": "b",
+                "models": ["phi-3-mini"],
+                "quants": ["Q4_K_M"],
+                "ctx": 4096,
+                "residency": "on-demand",
+                "max_swap_in_s": 1,
+                "min_tok_s": 30,
+            },
+        ],
+        ["main: 2x rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB"],
+        "concurrent",
+    ),
+    (
+        "three models, high targets on one 288 GB/s card: not all can meet them (failures > 0)",
+        [
+            {"name": "x", "models": ["qwen2.5-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 25},
+            {"name": "y", "models": ["mistral-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 25},
+            {"name": "z", "models": ["llama-3.2-3b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 40},
+        ],
+        ["main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB"],
+        "concurrent",
+    ),
+    (
+        "serial: every role on demand, each must fit alone",
+        [
+            {
+                "name": "big",
+                "models": ["qwen2.5-14b"],
+                "quants": ["Q8_0", "Q4_K_M"],
+                "ctx": 8192,
+                "min_tok_s": 5,
+                "residency": "on-demand",
+            },
+            {"name": "small", "models": ["llama-3.2-3b"], "quants": ["Q8_0"], "ctx": 4096, "residency": "on-demand"},
+        ],
+        ["main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB"],
+        "serial",
+    ),
+    (
+        "two servers, one of them GPU-less; the second must host something; a service needs RAM",
+        [
+            {"name": "chat", "models": ["qwen2.5-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 16384, "min_tok_s": 15},
+            {"name": "emb", "models": ["bge-m3"], "quants": ["Q8_0"], "ctx": 8192, "parallel": 2},
+        ],
+        ["main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB", "side: ryzen-9-9950x, 16GiB"],
+        "concurrent",
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "roles", "servers", "mode"), SMALL_CASES, ids=[c[0][:40] for c in SMALL_CASES])
+def test_solver_equals_brute_force(why: str, roles: list[dict[str, Any]], servers: list[str], mode: str) -> None:
+    services = [{"name": "db", "cpu_cores": 2, "ram_gib": 12}] if len(servers) > 1 else []
+    stack = _stack(roles, services)
+    srvs = [_srv(s) for s in servers]
+    p = make_problem(
+        stack,
+        srvs,
+        CAT,
+        CACHE,
+        mode=mode,  # type: ignore[arg-type]
+        require_server=1 if len(srvs) > 1 else None,
+    )
+    assert _size(p) < 60_000, _size(p)
+    sol = solve(p)
+    key, _assign = brute_force(p)
+    assert sol is not None
+    assert sol.evaluation.key == key, why
+    assert evaluate(p, sol.assign).key == key
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ctx=st.sampled_from([2048, 8192, 32768]),
+    parallel=st.integers(1, 4),
+    target_a=st.sampled_from([None, 5.0, 30.0, 120.0]),
+    target_b=st.sampled_from([None, 10.0, 80.0]),
+    on_demand=st.booleans(),
+    gpus=st.sampled_from(["", "rtx-4060-ti-16gb, ", "2x rtx-4060-ti-16gb, "]),
+    ram=st.sampled_from([16, 32]),
+)
+def test_solver_equals_brute_force_random(
+    ctx: int, parallel: int, target_a: float | None, target_b: float | None, on_demand: bool, gpus: str, ram: int
+) -> None:
+    roles: list[dict[str, Any]] = [
+        {
+            "name": "a",
+            "models": ["qwen2.5-7b", "llama-3.2-3b"],
+            "quants": ["Q8_0", "Q4_K_M"],
+            "ctx": ctx,
+            "parallel": parallel,
+            "min_tok_s": target_a,
+        },
+        {
+            "name": "b",
+            "models": ["gemma-3-270m"],
+            "quants": ["Q8_0"],
+            "ctx": 4096,
+            "min_tok_s": target_b,
+            "residency": "on-demand" if on_demand else "always",
+        },
+    ]
+    p = make_problem(_stack(roles), [_srv(f"main: {gpus}ryzen-9-7950x, {ram}GiB")], CAT, CACHE, mode="concurrent")
+    sol = solve(p)
+    assert sol is not None
+    assert sol.evaluation.key == brute_force(p)[0]
+
+
+def _assert_no_overflow(p: Problem, assign: list[int]) -> None:
+    ev = evaluate(p, assign)
+    assert ev.memory_ok
+    for i, sl in enumerate(p.slots):
+        extra = ev.margin_bytes[i] if sl.is_gpu else p.host_margin_bytes[sl.server]
+        assert ev.used_bytes[i] + extra <= sl.capacity_bytes
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    models=st.lists(
+        st.sampled_from(["qwen2.5-7b", "mistral-7b", "llama-3.2-3b", "qwen2.5-14b"]), min_size=2, max_size=3
+    ),
+    ctx=st.sampled_from([4096, 16384]),
+    extra_gpu=st.sampled_from(["rtx-4060-ti-16gb", "rtx-4090"]),
+)
+def test_never_overflows_and_more_vram_never_hurts(models: list[str], ctx: int, extra_gpu: str) -> None:
+    roles = [
+        {"name": f"r{i}", "models": [m], "quants": ["Q8_0", "Q4_K_M"], "ctx": ctx, "min_tok_s": 15}
+        for i, m in enumerate(models)
+    ]
+    stack = _stack(roles)
+    base = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
+    p1 = make_problem(stack, [base], CAT, CACHE, mode="concurrent")
+    s1 = solve(p1)
+    assert s1 is not None
+    _assert_no_overflow(p1, s1.assign)
+    p2 = make_problem(stack, [base.with_gpus([extra_gpu])], CAT, CACHE, mode="concurrent")
+    s2 = solve(p2)
+    assert s2 is not None
+    _assert_no_overflow(p2, s2.assign)
+    # one more card: every old placement is still possible, so never more missed targets nor less quality
+    assert s2.evaluation.key[:2] <= s1.evaluation.key[:2]
+
+
+def test_placement_memory_equals_estimate() -> None:
+    """Every placement's memory_bytes is what estimate() reports for the same model, quant, ctx,
+    parallel, engine and GPUs (the issue's contract)."""
+    stack = _stack(
+        [
+            {
+                "name": "chat",
+                "models": ["qwen2.5-7b"],
+                "quants": ["Q6_K", "Q4_K_M"],
+                "ctx": 8192,
+                "parallel": 2,
+                "min_tok_s": 20,
+            },
+            {"name": "emb", "models": ["bge-m3"], "quants": ["Q8_0"], "ctx": 8192},
+        ]
+    )
+    servers = [_srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 64GiB")]
+    plan = recommend(stack, servers, CAT, cache=CACHE, kinds=("one-server-serial", "one-server-concurrent")).plan
+    checked = 0
+    for o in plan.options:
+        for s in o.servers:
+            srv = next(x for x in servers if x.name == s.name)
+            for pl in s.placements:
+                gpus = [srv.gpu_devices(CAT)[i] for i in pl.gpu_indices]
+                est = estimate(
+                    resolve_model(pl.model),
+                    RunConfig(engine=pl.engine, ctx=pl.ctx, parallel=pl.parallel),
+                    gpus,
+                    srv.host(CAT),
+                    quant=pl.quant,
+                )
+                assert pl.memory_bytes == est.memory.total_bytes
+                assert pl.decode_tok_s_alone == pytest.approx(est.speed.decode_tok_s_per_slot, rel=1e-3)
+                checked += 1
+    assert checked == 4
+
+
+def test_fit_sentence_70b_on_two_4090s() -> None:
+    # llama-3-70b Q4_K_M at 16k: the estimator's total (≈ 46 GiB), fully on 2x RTX 4090
+    # (2 × 24564 MiB = 48.0 GiB, catalog; llama.cpp keeps 1024 MiB free per card = 2.0 GiB)
+    stack = _stack([{"name": "reasoner", "models": ["llama-3-70b"], "quants": ["Q4_K_M"], "ctx": 16384}])
+    p = make_problem(stack, [_srv("main: 2x rtx-4090, ryzen-9-7950x, 128GiB")], CAT, CACHE, mode="concurrent")
+    sol = solve(p)
+    assert sol is not None
+    c = p.cands[0][sol.assign[0]]
+    assert len(c.gpu_slots) == 2 and not c.uses_cpu
+    text = fit_sentence(sol, 0)
+    main = _srv("main: 2x rtx-4090, ryzen-9-7950x, 128GiB")
+    est = estimate(
+        resolve_model("llama-3-70b"), RunConfig(ctx=16384), main.gpu_devices(CAT), main.host(CAT), quant="Q4_K_M"
+    )
+    assert 44 * GIB < est.memory.total_bytes < 47 * GIB
+    assert f"llama-3-70b at Q4_K_M with 16k context × 1 needs {est.memory.total_bytes / GIB:.1f} GiB" in text
+    assert "2x rtx-4090 give 48.0 GiB of which 2.0 GiB must stay free" in text
+
+
+def test_contention_two_models_time_share_one_gpu() -> None:
+    """Two resident models on one GPU: each step waits for the other's step on that GPU
+    (planner/plan/contention.py): tok/s = 1 / (own step + other's τ on the card)."""
+    stack = _stack(
+        [
+            {"name": "a", "models": ["llama-3.2-3b"], "quants": ["Q4_K_M"], "ctx": 4096},
+            {"name": "b", "models": ["qwen2.5-7b"], "quants": ["Q4_K_M"], "ctx": 4096},
+        ]
+    )
+    p = make_problem(stack, [_srv("main: rtx-4090, ryzen-9-7950x, 64GiB")], CAT, CACHE, mode="concurrent")
+    ia = next(i for i, c in enumerate(p.cands[0]) if c.gpu_slots == (0,))
+    ib = next(i for i, c in enumerate(p.cands[1]) if c.gpu_slots == (0,))
+    ev = evaluate(p, [ia, ib])
+    a, b = p.cands[0][ia], p.cands[1][ib]
+    tau_a, tau_b = dict(a.tau)[0], dict(b.tau)[0]
+    assert ev.roles[0].decode_tok_s == pytest.approx(1 / (a.step_s + tau_b))
+    assert ev.roles[1].decode_tok_s == pytest.approx(1 / (b.step_s + tau_a))
+    assert ev.roles[0].decode_tok_s < a.alone_tok_s
+    # τ is the bandwidth part of the estimator's step: step − t0 (CUDA t0 = 2.9 ms, planner.estimate.speed)
+    assert a.est is not None
+    prof = step_profile(a.est)
+    assert sum(prof.device_s) == pytest.approx(prof.step_s - 2.9e-3)
+    # alone (b on demand and not loaded): unaffected
+    ev_alone = evaluate(p, [ia, PENDING])
+    assert ev_alone.roles[0].decode_tok_s == pytest.approx(a.alone_tok_s)
+
+
+def test_swap_in_from_page_cache_or_disk() -> None:
+    """On-demand swap-in = file bytes ÷ rate; rate = min(DDR, PCIe 25 GB/s) when free RAM holds the file,
+    else the disk (catalog nvme-gen4: 7.45 GB/s)."""
+    roles: list[dict[str, Any]] = [
+        {"name": "od", "models": ["qwen2.5-7b"], "quants": ["Q4_K_M"], "ctx": 4096, "residency": "on-demand"}
+    ]
+    for ram, expect_cache in ((64, True), (6, False)):  # 6 GiB − 2 GiB margin − runtime < the 4.7 GB file
+        p = make_problem(
+            _stack(roles), [_srv(f"main: rtx-4090, ryzen-9-7950x, {ram}GiB")], CAT, CACHE, mode="concurrent"
+        )
+        i = next(i for i, c in enumerate(p.cands[0]) if c.gpu_slots == (0,))
+        ev = evaluate(p, [i])
+        c = p.cands[0][i]
+        rate = page_cache_gbs(83.2, True) if expect_cache else 7.45
+        assert ev.roles[0].swap_in_s == pytest.approx(c.file_bytes / (rate * 1e9))
+
+
+def test_dominated_candidates_are_pruned() -> None:
+    # Q4_K_M and Q4_K_S of one model on the same card: Q4_K_S has higher KLD (0.043 vs 0.031) and is not
+    # much smaller; Q8_0 vs Q4_K_M both survive (better quality vs less memory).
+    stack = _stack([{"name": "a", "models": ["qwen2.5-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 4096}])
+    p = make_problem(stack, [_srv("main: rtx-4090, ryzen-9-7950x, 64GiB")], CAT, CACHE, mode="concurrent")
+    on_gpu = [c for c in p.cands[0] if c.gpu_slots == (0,)]
+    assert sorted(c.quant for c in on_gpu) == ["Q4_K_M", "Q8_0"]
+    for c in p.cands[0]:
+        assert c.total_bytes > 0
+
+
+def test_presets_on_the_seed_server() -> None:
+    """The seed's 'one strong server' (2x RTX 4090, Ryzen 9 7950X, 128 GiB) with the deep preset: the
+    72B at a 4-bit quant fits the two cards with 16k context, meeting the 8 tok/s target."""
+    from planner.plan.stack import load_preset
+
+    main = _srv("main: 2x rtx-4090, ryzen-9-7950x, 128GiB")
+    rec = recommend(load_preset("deep"), [main], CAT, cache=CACHE, kinds=("one-server-serial", "one-server-concurrent"))
+    plan = rec.plan
+    assert [o.kind for o in plan.options] == ["one-server-serial", "one-server-concurrent"]
+    assert plan.recommended == 0
+    pl = plan.options[0].servers[0].placements[0]
+    assert pl.model == "qwen2.5-72b" and pl.devices == ["rtx-4090", "rtx-4090"]
+    assert pl.memory_bytes < 46 * GIB and pl.decode_tok_s >= 8
