@@ -61,7 +61,9 @@ def load_catalog() -> Catalog:
 
 @functools.cache
 def _load_cached(path: str) -> Catalog:
-    return load_catalog_dir(Path(path))
+    from planner.catalog.cache import cached_catalog  # validated catalog kept on disk between runs
+
+    return cached_catalog(Path(path), load_catalog_dir)
 
 
 def load_catalog_dir(path: Path | str) -> Catalog:
@@ -97,7 +99,13 @@ def load_catalog_dir(path: Path | str) -> Catalog:
 # ---------------------------------------------------------------------------------------------- parsing
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+try:  # libyaml's parser: ~8x faster than the pure-Python one on the catalog (same SafeConstructor)
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
+
+class _UniqueKeyLoader(_SafeLoader):
     """SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
 
 
@@ -177,8 +185,9 @@ def _by_id(file: str, key: str, entries: list[_E], problems: list[str]) -> dict[
 
 
 def _cross_checks(cat: Catalog) -> list[str]:
-    import gguf  # lazy: numpy-heavy
+    from planner.gguf_constants import gguf_constants  # the tables only: no numpy at start-up
 
+    gguf = gguf_constants()
     problems: list[str] = []
     ggml_types = {t.name for t in gguf.GGMLQuantizationType}
     model_list = list(cat.models.values())
@@ -378,7 +387,9 @@ class Catalog:
 
 def tensor_type_bpw(ggml_type: str) -> float:
     """Bits per weight of a GGUF tensor type: type_size × 8 / block_size, from gguf.GGML_QUANT_SIZES."""
-    import gguf
+    from planner.gguf_constants import gguf_constants
+
+    gguf = gguf_constants()
 
     try:
         qt = gguf.GGMLQuantizationType[ggml_type.upper()]

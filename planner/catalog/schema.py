@@ -33,7 +33,7 @@ DdrGeneration = Literal["DDR4", "DDR5"]
 class _Strict(BaseModel):
     """Closed, immutable, no silent coercion of strings into numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class _Sourced(_Strict):

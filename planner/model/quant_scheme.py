@@ -33,8 +33,9 @@ from planner.model.layout import Shape, is_known_layout, layout_family, tensor_s
 
 @cache
 def _quant_sizes() -> dict[str, tuple[int, int]]:
-    import gguf  # lazy: heavy import, keeps `agiplan --help` fast
+    from planner.gguf_constants import gguf_constants  # the tables only: no numpy at start-up
 
+    gguf = gguf_constants()
     return {t.name: (int(b), int(s)) for t, (b, s) in gguf.GGML_QUANT_SIZES.items()}
 
 

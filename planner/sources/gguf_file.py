@@ -104,7 +104,9 @@ class GGUFHeader:
 
 @functools.lru_cache(maxsize=1)
 def _type_tables() -> tuple[dict[int, str], dict[int, tuple[int, int]], dict[int, str]]:
-    import gguf
+    from planner.gguf_constants import gguf_constants  # the tables only: no numpy
+
+    gguf = gguf_constants()
 
     value_names = {int(v): v.name for v in gguf.GGUFValueType}
     quant_sizes = {int(t): (int(b), int(s)) for t, (b, s) in gguf.GGML_QUANT_SIZES.items()}
@@ -332,7 +334,9 @@ class _Parser:
 
 
 def _endianness(buf: Any, label: str, file_size: int) -> str:
-    import gguf
+    from planner.gguf_constants import gguf_constants
+
+    gguf = gguf_constants()
 
     if len(buf) < 8:
         if file_size < 8:
@@ -402,7 +406,9 @@ def read_header_file(path: Path) -> tuple[GGUFHeader, int]:
 
 def file_type_name(value: Any) -> str | None:
     """llama.cpp spelling of `general.file_type`: MOSTLY_Q4_K_M -> Q4_K_M, ALL_F32 -> F32."""
-    import gguf
+    from planner.gguf_constants import gguf_constants
+
+    gguf = gguf_constants()
 
     if not isinstance(value, int) or isinstance(value, bool):
         return None
@@ -412,7 +418,7 @@ def file_type_name(value: Any) -> str | None:
         return None
     if ft.name == "GUESSED":
         return None
-    return ft.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    return str(ft.name).removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 def _int(v: Any) -> int | None:
