@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from planner.cli._output import Format, print_json, stderr_console, stdout_console
 from planner.cli.estimate_cmd import memory_bar
@@ -114,6 +112,9 @@ def _gib(n: float) -> str:
 
 
 def render_table(data: dict[str, Any]) -> None:
+    from rich.table import Table  # lazy: keeps `agiplan --help` fast
+    from rich.text import Text
+
     con = stdout_console()
     con.print(Text(f"stack {data['stack_name']}: {len(data['options'])} options", style="bold"))
     for i, o in enumerate(data["options"]):
