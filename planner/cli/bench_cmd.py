@@ -436,6 +436,10 @@ def _bench_plan(result: BenchResult, plan_path: Path, server: str, option: int |
             flash_attn=pl.flash_attn,
             gpu_layers=pl.gpu_layers,
         )
+        try:
+            cfg.check()
+        except PlannerError as e:
+            raise PlannerError(f"role {pl.role} (ctx {pl.ctx}): {e}") from None
         env = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in pl.gpu_indices)} if pl.gpu_indices else {}
         jobs.append(WorkerJob(pl.role, path, cfg, env))
         placements[pl.role] = pl
