@@ -206,14 +206,17 @@ def test_moe_experts_go_to_cpu_first(cat) -> None:  # type: ignore[no-untyped-de
     est = estimate(spec, RunConfig(ctx=8192), gpu_devices(cat, ["rtx-4090"]), host_device(cat, None, 64))
     assert any("MoE" in n for n in est.notes)
     gpu, host = est.devices[0], est.devices[-1]
-    assert est.weights.expert_bytes > 0.9 * host.memory.weights_bytes
+    # llama.cpp's log counts the mapped experts plus repacked copies of the Q4_K ones; what must stay
+    # resident is the experts once (the mapped originals of repacked tensors are reclaimable page cache)
+    resident_weights = host.memory.weights_bytes - host.reclaimable_bytes
+    assert 0.95 * est.weights.expert_bytes < resident_weights < 1.1 * est.weights.expert_bytes
     assert gpu.fits
 
 
 def test_not_fitting_gives_suggestions(cat) -> None:  # type: ignore[no-untyped-def]
-    """Llama 3 70B on one RTX 4080 and 32 GiB of RAM fits nowhere; agiplan says what would."""
+    """Llama 3 70B Q4_K_M (≈ 40 GiB) on one RTX 4080 and 16 GiB of RAM fits nowhere; agiplan says what would."""
     spec = _spec("llama-3-70b")
-    est = estimate(spec, RunConfig(ctx=8192), gpu_devices(cat, ["rtx-4080"]), host_device(cat, None, 32))
+    est = estimate(spec, RunConfig(ctx=8192), gpu_devices(cat, ["rtx-4080"]), host_device(cat, None, 16))
     assert not est.fits
     kinds = {s.kind for s in est.suggestions}
     assert "quant" in kinds or "ram" in kinds

@@ -101,14 +101,15 @@ def memory_bar(dev: dict[str, Any], width: int = BAR_WIDTH) -> Text:
     text = Text()
     used_cells = 0
     for key, _label, style in SEGMENTS:
-        cells = round(width * dev["memory"][key] / avail)
+        part = dev["memory"][key] - (dev.get("reclaimable_bytes", 0) if key == "weights_bytes" else 0)
+        cells = round(width * part / avail)
         cells = min(cells, max(0, width - used_cells))
         text.append("█" * cells, style=style)
         used_cells += cells
     margin_cells = min(round(width * dev["margin_bytes"] / avail), max(0, width - used_cells))
     text.append("╳" * margin_cells, style="dim red")
     text.append("·" * max(0, width - used_cells - margin_cells), style="dim")
-    if dev["used_bytes"] + dev["margin_bytes"] > avail:
+    if dev.get("resident_bytes", dev["used_bytes"]) + dev["margin_bytes"] > avail:
         text.append(" OVER", style="bold red")
     return text
 
@@ -133,7 +134,8 @@ def render_table(data: dict[str, Any]) -> None:
         t.add_row(
             d["id"],
             memory_bar(d),
-            f"{_gib(d['used_bytes'])} / {_gib(d['capacity_bytes'] - d['reserved_bytes'])}",
+            f"{_gib(d['resident_bytes'])} / {_gib(d['capacity_bytes'] - d['reserved_bytes'])}"
+            + (f" (+{_gib(d['reclaimable_bytes'])} page cache)" if d["reclaimable_bytes"] else ""),
             str(d["layers"]) + (" +out" if d["holds_output"] else ""),
         )
     con.print(t)

@@ -8,8 +8,9 @@ ggml-alloc reuses memory of dead tensors, so the buffer is the peak of what is a
   the context (n_kv = the layer's KV cells: full for global layers, the window for SWA layers);
 - attention with flash attention: Q, K, V projections and the output, independent of the context;
 - FFN: gate and up activations n_ff × n_ubatch × 4 B each (MoE: per active expert).
-The constants below (how many hidden-size buffers are alive next to the big one) were fitted to
-llama.cpp's own "compute buffer size" log lines; bench/llama_alloc_accuracy.py re-measures them.
+- the KQ masks (n_kv × n_ubatch, f16 with flash attention, f32 without), alive across all layers.
+The constants (how many hidden-size buffers are alive next to the big one) were fitted to llama.cpp's
+own "compute buffer size" log lines; bench/llama_alloc_accuracy.py re-measures them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ def graph_shape(layout: KvLayout, cfg: RunConfig) -> GraphShape:
     return GraphShape(n_tokens=n_tokens, n_outputs=min(n_tokens, cfg.n_batch))
 
 
+def mask_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, g: GraphShape) -> int:
+    """The KQ masks, inputs alive from the first layer's attention to the last: n_kv × n_tokens, f16 with
+    flash attention, f32 without; one mask per attention kind (global and sliding-window)."""
+    elem = 2 if cfg.flash_attn else F32
+    kinds = {layout.cells(arch, i) for i in range(arch.n_layers)}
+    return sum(cells * g.n_tokens * elem for cells in kinds)
+
+
 def attention_peak_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, layer: int, g: GraphShape) -> int:
+    """Alive during one layer's attention (the mask is added by the caller): without flash attention the
+    f32 KQ matrix n_kv × n_tokens × n_head (n_kv per slot stream; tokens are spread over the streams)."""
     t = g.n_tokens
     hidden = arch.hidden_size * t * F32
     kvh = arch.kv_heads(layer)
@@ -44,24 +55,26 @@ def attention_peak_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, laye
     out = arch.n_heads * arch.head_dim_v * t * F32
     if cfg.flash_attn:
         return 2 * hidden + q + k + v + out
-    n_kv = layout.cells(arch, layer) * layout.n_stream
-    kq = n_kv * t * arch.n_heads * F32
-    return 2 * hidden + q + kq + out
+    kq = layout.cells(arch, layer) * t * arch.n_heads * F32
+    return 3 * hidden + q + k + v + kq + out
 
 
 def ffn_peak_bytes(arch: ModelArch, layer: int, g: GraphShape) -> int:
+    """Gate, up and their product alive together (3 × n_ff × n_tokens × 4 B) next to 4 hidden-size buffers;
+    MoE: the same per active expert (ggml_mul_mat_id output [n_ff, n_used, n_tokens]) plus router logits."""
     t = g.n_tokens
     hidden = arch.hidden_size * t * F32
     ex = arch.experts
     if ex is not None and layer >= arch.n_dense_leading:
-        routed = 2 * ex.active * ex.ffn_size * t * F32
+        routed = 3 * ex.active * ex.ffn_size * t * F32
         router = ex.count * t * F32 * 2
-        shared = 2 * ex.shared * ex.shared_ffn_size * t * F32
-        return 2 * hidden + routed + router + shared
-    return 2 * hidden + 2 * arch.ffn_size * t * F32
+        shared = 3 * ex.shared * ex.shared_ffn_size * t * F32
+        return 4 * hidden + routed + router + shared
+    return 4 * hidden + 3 * arch.ffn_size * t * F32
 
 
 def output_peak_bytes(arch: ModelArch, g: GraphShape) -> int:
+    """Logits (n_vocab × n_outputs × 4 B) and the normed hidden state; the masks are dead by then."""
     logits = arch.vocab_size * g.n_outputs * F32
     return logits + 2 * arch.hidden_size * g.n_outputs * F32
 
@@ -73,11 +86,17 @@ def llama_cpp_compute_bytes(
     layers: tuple[int, ...],
     holds_output: bool,
 ) -> int:
-    """Compute buffer of one llama.cpp backend that runs `layers` (and the output head if asked)."""
+    """Compute buffer of one llama.cpp backend that runs `layers` (and the output head if asked).
+
+    Constants fitted to llama.cpp's own log on the CPU backend (bench/llama_alloc_accuracy.py: Gemma 3,
+    and synthetic Llama 3 8B, DeepSeek-Coder 6.7B, Qwen2.5 7B, Mixtral 8x7B, Gemma 3 27B shapes, with
+    and without flash attention)."""
     g = graph_shape(layout, cfg)
     peak = 0
-    for i in layers:
-        peak = max(peak, attention_peak_bytes(arch, cfg, layout, i, g), ffn_peak_bytes(arch, i, g))
+    if layers:
+        mask = mask_bytes(arch, cfg, layout, g)
+        for i in layers:
+            peak = max(peak, mask + attention_peak_bytes(arch, cfg, layout, i, g), mask + ffn_peak_bytes(arch, i, g))
     if holds_output:
         peak = max(peak, output_peak_bytes(arch, g))
     return peak

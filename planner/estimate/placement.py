@@ -47,6 +47,18 @@ class LayerTable:
     tied_copy_bytes: int  # part of output_bytes that is token_embd again (not duplicated on the CPU)
     layer_repack_bytes: dict[int, int]  # extra CPU copies of repackable weights (see cpu_repack_bytes)
     output_repack_bytes: int
+    ordered: tuple[FileTensor, ...] = ()  # tensors in file order, for llama.cpp's mapped span on the CPU
+
+
+@dataclass(frozen=True)
+class FileTensor:
+    """One tensor in file order: what placement needs to know about it."""
+
+    kind: str  # "layer", "token_embd", "output", "other"
+    layer: int | None
+    n_bytes: int
+    repack_bytes: int
+    is_expert: bool
 
 
 # ggml-cpu repacks these types into interleaved layouts for faster CPU matmuls, in a CPU_REPACK buffer
@@ -74,8 +86,20 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
     out_fam: dict[str, int] = defaultdict(int)
     has_output = False
     tok_tensor = None
+    ordered: list[FileTensor] = []
     for t in weights.tensors:
         i = t.layer
+        kind = (
+            "layer"
+            if i is not None
+            else "token_embd"
+            if t.is_token_embedding
+            else "output"
+            if t.name.startswith("output")
+            else "other"
+        )
+        rp = 0 if kind == "token_embd" else cpu_repack_bytes(t)
+        ordered.append(FileTensor(kind, i, t.n_bytes, rp, t.is_expert))
         if i is not None:
             layer_bytes[i] += t.n_bytes
             fam[i][weight_family(t.ggml_type)] += t.n_bytes
@@ -118,6 +142,7 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
         tied,
         dict(repack),
         out_repack,
+        tuple(ordered),
     )
 
 
@@ -163,6 +188,35 @@ def place_layers(
     return Placement(layer_device, output_device, experts_on_cpu, act)
 
 
+def host_weight_bytes(table: LayerTable, placement: Placement, output_on_host: bool) -> tuple[int, int]:
+    """Weights llama.cpp keeps in host memory, as its log counts them (mmap on, the default):
+
+    CPU_Mapped = the file span from the first to the last CPU tensor that is used in place (repacked
+    originals in between are mapped and were read, so they count), CPU_REPACK = repacked copies of the
+    CPU tensors the backend interleaves. Tensors inside the span that live on a GPU are left out: llama.cpp's
+    log counts them in the mapping, but their pages are only read once for the upload (page cache).
+    Returns (bytes as llama.cpp's log counts them, the part of it that is reclaimable page cache: the
+    mapped originals of repacked tensors, read once during the repack and never again).
+    Checked against llama.cpp's log in bench/llama_alloc_accuracy.py (synthetic Llama 3 / Qwen2.5 /
+    Mixtral files whose last tensors are repacked, so the mapped span ends before them)."""
+
+    def on_host(ft: FileTensor) -> bool:
+        if ft.kind in ("token_embd", "other"):
+            return True
+        if ft.kind == "output":
+            return output_on_host
+        if ft.is_expert and placement.experts_on_cpu:
+            return True
+        return placement.layer_device.get(ft.layer if ft.layer is not None else -1, -1) < 0
+
+    mapped = [k for k, ft in enumerate(table.ordered) if on_host(ft) and ft.repack_bytes == 0]
+    inside = [ft for ft in table.ordered[mapped[0] : mapped[-1] + 1] if on_host(ft)] if mapped else []
+    span = sum(ft.n_bytes for ft in inside)
+    reclaimable = sum(ft.n_bytes for ft in inside if ft.repack_bytes)
+    repacked = sum(ft.repack_bytes for ft in table.ordered if on_host(ft))
+    return span + repacked, reclaimable
+
+
 def device_usages(
     arch: ModelArch,
     cfg: RunConfig,
@@ -183,19 +237,14 @@ def device_usages(
         slot = n if d < 0 else d
         lb = table.layer_bytes.get(i, 0)
         eb = table.layer_expert_bytes.get(i, 0) if placement.experts_on_cpu else 0
-        weights[slot] += lb - eb
-        weights[n] += eb
-        if slot == n:
-            weights[n] += table.layer_repack_bytes.get(i, 0)
+        if slot != n:
+            weights[slot] += lb - eb
         kv[slot] += layer_kv_bytes(arch, cfg, layout, i)
         layers[slot].append(i)
     out_slot = n if placement.output_device < 0 else placement.output_device
-    if out_slot == n:
-        # on the CPU a tied output reads token_embd itself (no copy), but may be repacked
-        weights[n] += table.output_bytes - table.tied_copy_bytes + table.output_repack_bytes
-    else:
+    if out_slot != n:
         weights[out_slot] += table.output_bytes
-    weights[n] += table.token_embedding_bytes + table.other_bytes
+    weights[n], reclaimable = host_weight_bytes(table, placement, out_slot == n)
 
     usages: list[DeviceUsage] = []
     # llama.cpp enables pipeline parallelism with several GPUs when every layer and the output are offloaded
@@ -218,5 +267,7 @@ def device_usages(
         host_compute = llama_cpp_host_compute_bytes(arch, cfg, layout)
     host_overhead = rules.host_runtime_bytes + output_buffer_bytes(arch, cfg)
     host_mem = MemoryParts(weights[n], kv[n], host_compute, host_overhead)
-    usages.append(DeviceUsage(host, host_mem, rules.host_margin_bytes, tuple(layers[n]), host_holds_output, True))
+    usages.append(
+        DeviceUsage(host, host_mem, rules.host_margin_bytes, tuple(layers[n]), host_holds_output, True, reclaimable)
+    )
     return tuple(usages)

@@ -30,6 +30,8 @@ def device_dict(d: DeviceUsage) -> dict[str, Any]:
         "reserved_bytes": d.device.reserved_bytes,
         "margin_bytes": d.margin_bytes,
         "free_bytes": d.free_bytes,
+        "reclaimable_bytes": d.reclaimable_bytes,
+        "resident_bytes": d.resident_bytes,
         "fits": d.fits,
         "layers": len(d.layers),
         "holds_output": d.holds_output,

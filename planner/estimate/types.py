@@ -97,7 +97,9 @@ class MemoryParts:
 @dataclass(frozen=True)
 class DeviceUsage:
     """What the model puts on one device. `margin_bytes` must stay free (llama.cpp --fit, vLLM's
-    utilization remainder, Ollama's minimum); `fits` is used + margin <= capacity - reserved."""
+    utilization remainder, Ollama's minimum); `reclaimable_bytes` is the part of `used_bytes` that is page
+    cache the kernel can drop (mapped originals of weights the CPU backend repacked); `fits` is
+    used - reclaimable + margin <= capacity - reserved."""
 
     device: Device
     memory: MemoryParts
@@ -105,10 +107,15 @@ class DeviceUsage:
     layers: tuple[int, ...]  # repeating layers held here
     holds_output: bool
     holds_token_embedding: bool
+    reclaimable_bytes: int = 0
 
     @property
     def used_bytes(self) -> int:
         return self.memory.total_bytes
+
+    @property
+    def resident_bytes(self) -> int:
+        return self.used_bytes - self.reclaimable_bytes
 
     @property
     def available_bytes(self) -> int:
@@ -116,11 +123,11 @@ class DeviceUsage:
 
     @property
     def free_bytes(self) -> int:
-        return self.available_bytes - self.used_bytes
+        return self.available_bytes - self.resident_bytes
 
     @property
     def fits(self) -> bool:
-        return self.used_bytes + self.margin_bytes <= self.available_bytes
+        return self.resident_bytes + self.margin_bytes <= self.available_bytes
 
 
 @dataclass(frozen=True)
