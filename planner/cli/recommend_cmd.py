@@ -52,7 +52,7 @@ def recommend_command(
         server_from_detect,
     )
     from planner.plan.stack import load_preset, load_stack
-    from planner.plan.whatif import Scenario, _best_effort, nearest_relaxations, run_what_ifs
+    from planner.plan.whatif import Scenario, _best_effort, apply_what_if, nearest_relaxations, run_what_ifs
 
     if (stack_file is None) == (preset is None):
         raise PlannerError("give a stack file or --preset deep|agents|ensemble (one of them).")
@@ -75,9 +75,11 @@ def recommend_command(
     for s in servers:
         assumptions += [f"{s.name}: {n}" for n in s.notes]
 
+    base = Scenario(stack, tuple(servers), budget)
+    for w in what_if or []:
+        apply_what_if(w, base, cat)  # bad what-ifs fail before the solve
     rec = recommend(stack, servers, cat, budget_usd=budget, allow=allow, assumptions=assumptions)
     plan = rec.plan
-    base = Scenario(stack, tuple(servers), budget)
     if what_if:
         plan = plan.model_copy(
             update={"what_ifs": run_what_ifs(what_if, base, plan, cat, allow=allow, cache=rec.cache)}

@@ -1,0 +1,175 @@
+"""`agiplan recommend` through typer's CliRunner (JSON keys, table, --out, what-ifs, exit codes) and the
+real entry point for the bad-input path (one line on stderr, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from planner.cli import app
+from planner.errors import PlannerError
+from planner.plan.schema import OPTION_KINDS, load_plan
+
+runner = CliRunner()
+
+SMALL = """\
+name: small
+roles:
+  - name: chat
+    models: [llama-3.2-3b, gemma-3-270m]
+    quants: [Q8_0, Q4_K_M]
+    ctx: 4096
+    parallel: 2
+    min_tok_s: 10
+  - name: helper
+    models: [gemma-3-270m]
+    quants: [Q8_0]
+    ctx: 2048
+    residency: on-demand
+    max_swap_in_s: 5
+services:
+  - {name: web-ui, cpu_cores: 1, ram_gib: 2}
+"""
+# cheap purchase space: one CPU, one GPU type (6 second servers)
+ALLOW = ["--allow", "ryzen-9-9950x", "--allow", "rtx-4060-ti-16gb"]
+SERVER = ["--server", "main: rtx-4060-ti-16gb, ryzen-9-7950x, 64GiB"]
+
+
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "220")
+
+
+@pytest.fixture
+def small_stack(tmp_path: Path) -> Path:
+    p = tmp_path / "small.yaml"
+    p.write_text(SMALL, encoding="utf-8")
+    return p
+
+
+def test_json_has_the_stable_keys_and_writes_the_plan(small_stack: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    res = runner.invoke(app, ["recommend", str(small_stack), *SERVER, *ALLOW, "--format", "json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [o["kind"] for o in data["options"]] == list(OPTION_KINDS)
+    assert isinstance(data["recommended"], int)
+    rec = data["options"][data["recommended"]]
+    assert rec["meets_targets"] is True
+    for o in data["options"]:
+        assert {"kind", "servers", "total_cost_usd", "meets_targets", "why"} <= set(o)
+        for s in o["servers"]:
+            assert {"name", "new", "cost_usd", "hardware", "devices", "placements"} <= set(s)
+            for d in s["devices"]:
+                assert {"id", "used_bytes", "capacity_bytes"} <= set(d)
+                assert d["used_bytes"] + d["margin_bytes"] <= d["capacity_bytes"]
+            for p in s["placements"]:
+                assert {
+                    "role",
+                    "model",
+                    "quant",
+                    "ctx",
+                    "parallel",
+                    "engine",
+                    "devices",
+                    "memory_bytes",
+                    "decode_tok_s",
+                } <= set(p)
+    two = data["options"][OPTION_KINDS.index("two-server")]
+    assert two["servers"][1]["new"] is True and two["total_cost_usd"] == two["servers"][1]["cost_usd"] > 0
+    # --out: schema-versioned, loads back through the shared contract
+    plan = load_plan(out)
+    assert plan.recommended == data["recommended"] and plan.stack_name == "small"
+
+
+def test_table_marks_recommended_and_shows_bars_and_roles(small_stack: Path) -> None:
+    res = runner.invoke(app, ["recommend", str(small_stack), *SERVER, *ALLOW])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert "★ recommended" in out
+    for kind in OPTION_KINDS:
+        assert kind in out
+    assert "█" in out and "host RAM" in out and "gpu0 rtx-4060-ti-16gb" in out
+    assert "llama-3.2-3b" in out and "why:" in out and "NEW $" in out
+
+
+def test_default_server_is_stated(tmp_path: Path) -> None:
+    p = tmp_path / "tiny.yaml"
+    p.write_text("roles:\n  - name: a\n    models: [gemma-3-270m]\n    quants: [Q8_0]\n    ctx: 2048\n")
+    res = runner.invoke(app, ["recommend", str(p), "--allow", "ryzen-9-9950x", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert any("no --server given" in a and "2x RTX 4090" in a for a in data["assumptions"])
+    assert data["options"][0]["servers"][0]["hardware"] == "2x rtx-4090, ryzen-9-7950x, 128 GiB"
+
+
+def test_what_if_is_a_delta_against_the_base(small_stack: Path) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "recommend",
+            str(small_stack),
+            *SERVER,
+            *ALLOW,
+            "--what-if",
+            "+1 rtx-4090",
+            "--what-if",
+            "chat.ctx=8192",
+            "--format",
+            "json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    w = json.loads(res.stdout)["what_ifs"]
+    assert [x["what_if"] for x in w] == ["+1 rtx-4090", "chat.ctx=8192"]
+    assert w[0]["delta_cost_usd"] == 0 and w[0]["roles"]["chat"]["delta_tok_s"] > 0  # a faster card, same plan cost
+    assert "summary" in w[1] and w[1]["meets_targets"] is True
+
+
+def test_nothing_fits_exits_1_with_failing_role_and_relaxation(tmp_path: Path) -> None:
+    p = tmp_path / "big.yaml"
+    # a 14B at Q8_0 with 32k context needs ~20 GiB: more than the 16 GB card; the 15 tok/s target rules out
+    # the CPU (DDR5 at 83 GB/s); a second server is out of a $100 budget. Q4_K_M at 16k fits the card.
+    p.write_text(
+        "roles:\n  - name: big\n    models: [qwen2.5-14b]\n    quants: [Q8_0]\n    ctx: 32768\n    min_tok_s: 15\n"
+    )
+    res = runner.invoke(app, ["recommend", str(p), *SERVER, *ALLOW, "--budget", "100"])
+    assert res.exit_code == 1, res.output
+    assert "nothing meets every target within the budget: big" in res.stderr
+    assert "would work: " in res.stderr
+    assert "lower quant" in res.stderr or "shorter context" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["recommend"], "give a stack file or --preset"),
+        (["recommend", "--preset", "agent"], "Did you mean agents"),
+        (["recommend", "--preset", "deep", "--server", "main: 2x rtx-9999"], "'rtx-9999' is not a catalog GPU"),
+        (["recommend", "--preset", "deep", "--what-if", "bogus"], "expected ROLE.FIELD=VALUE"),
+        (["recommend", "--preset", "deep", "--budget", "-5"], "--budget must be >= 0"),
+    ],
+)
+def test_bad_arguments_raise_planner_errors(args: list[str], expected: str) -> None:
+    res = runner.invoke(app, args)
+    assert isinstance(res.exception, PlannerError), res.output
+    assert expected in str(res.exception)
+
+
+def test_bad_stack_file_real_entry_point_one_line_exit_2(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("roles:\n  - name: a\n    models: [mistral-7b]\n    parallel: many\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from planner.cli import main; main()", "recommend", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {p}: roles.0.parallel: Input should be a valid integer")
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
