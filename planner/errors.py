@@ -51,6 +51,14 @@ class HardwareError(PlannerError):
     """Hardware description or detection problems the user can act on."""
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """A string taken from a file or a server (a GGUF key, a tensor name, a response body) as it may appear
+    in a one-line message: control characters escaped (no newlines, no terminal escape sequences),
+    at most `limit` characters."""
+    out = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in value[:limit])
+    return out + ("..." if len(value) > limit else "")
+
+
 def closest(given: str, known: Iterable[str], n: int = 3) -> list[str]:
     """The `n` known ids nearest to `given` (difflib ratio), for 'did you mean' messages."""
     known_list = list(known)

@@ -6,11 +6,19 @@ import os
 import sys
 from collections.abc import Callable
 
-from planner.errors import PlannerError
+from planner.errors import PlannerError, shown
+from planner.redact import redact
 
 
 def debug_enabled() -> bool:
     return os.environ.get("AGIPLAN_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def error_text(exc: BaseException) -> str:
+    """The message as printed: secrets masked, control characters escaped (text from files and servers
+    may carry terminal escapes), one line unless the error lists several problems one per line."""
+    lines = redact(str(exc)).strip().split("\n")
+    return "\n".join(shown(line, limit=4000) for line in lines)
 
 
 def run(app: Callable[[], object]) -> None:
@@ -19,8 +27,7 @@ def run(app: Callable[[], object]) -> None:
     except PlannerError as exc:
         if debug_enabled():
             raise
-        message = " ".join(str(exc).split("\n")) if "\n" not in str(exc).strip() else str(exc).strip()
-        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.write(f"error: {error_text(exc)}\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

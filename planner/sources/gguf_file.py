@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.errors import ModelSourceError
+from planner.errors import ModelSourceError, shown
 from planner.model.arch import ExpertSpec, ModelArch, ModelSpec, ModelWeights, Source, TensorInfo
 
 GGML_MAX_DIMS = 4  # ggml.h: GGML_MAX_DIMS
@@ -57,6 +57,7 @@ _SCALAR_FMT = {
     _VT_FLOAT64: "d",
 }
 
+_ARCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # llama, gemma3, qwen2moe, gpt-oss, jina-bert-v2
 _SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 # Architectures llama.cpp runs as encoders / pooled embedding models (no KV cache across requests).
@@ -263,7 +264,7 @@ class _Parser:
         for i in range(n_kv):
             self.where = f"key/value #{i}"
             k = self.key()
-            self.where = f"key '{k}'"
+            self.where = f"key '{shown(k)}'"
             if k in kv:
                 raise self.fail("duplicate key")
             kv[k] = self.value(self.u32())
@@ -281,7 +282,7 @@ class _Parser:
         for i in range(n_tensors):
             self.where = f"tensor info #{i}"
             name = self.key()
-            self.where = f"tensor '{name}'"
+            self.where = f"tensor '{shown(name)}'"
             if name in names:
                 raise self.fail("duplicate tensor name")
             names.add(name)
@@ -319,7 +320,7 @@ class _Parser:
         for t, off in zip(tensors, offsets, strict=True):
             if data_offset + off + t.n_bytes > self.file_size:
                 raise ModelSourceError(
-                    f"{self.label}: tensor '{t.name}' ({t.n_bytes} bytes at data offset {off}) runs past "
+                    f"{self.label}: tensor '{shown(t.name)}' ({t.n_bytes} bytes at data offset {off}) runs past "
                     f"the end of the file ({self.file_size} bytes): truncated or corrupt GGUF"
                 )
         return GGUFHeader(
@@ -468,6 +469,8 @@ def spec_from_header(
     arch = kv.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise ModelSourceError(f"{label}: no 'general.architecture' key (not a model GGUF?)")
+    if not _ARCH_RE.fullmatch(arch):  # it becomes part of every key name and of messages
+        raise ModelSourceError(f"{label}: 'general.architecture' is '{shown(arch)}', not an architecture name")
     p = arch + "."
     n_layers = need_key(p + "block_count")
     hidden = need_key(p + "embedding_length")
@@ -581,7 +584,7 @@ def merge_split_headers(
     for h, _ in headers[1:]:
         for t in h.tensors:
             if t.name in seen:
-                raise ModelSourceError(f"{label}: tensor '{t.name}' appears in more than one split part")
+                raise ModelSourceError(f"{label}: tensor '{shown(t.name)}' appears in more than one split part")
             seen.add(t.name)
             extra.append(t)
     return first, tuple(extra), sum(size for _, size in headers)

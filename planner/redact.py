@@ -1,0 +1,44 @@
+"""Secrets never leave agiplan: the one place that knows them and scrubs text before it is printed or saved.
+
+Known secrets are the values of the token variables below (read at call time) plus whatever the code
+registers (`register_secret(api_key)` for `--api-key`); token-shaped strings (`hf_...`, `sk-...`,
+`Bearer ...`) are masked too, since a server may echo a key we never saw. The CLI error handler, the
+endpoint bench's error texts and everything written by `agiplan bench --out` pass through `redact`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+MASK = "***"
+TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "OPENAI_API_KEY", "AGIPLAN_API_KEY")
+_MIN_SECRET_LEN = 6  # shorter values ("none", "x") are placeholders; masking them would garble messages
+_PATTERNS = (
+    re.compile(r"\bhf_[A-Za-z0-9]{10,}"),  # Hugging Face user access tokens
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{12,}"),  # OpenAI-style API keys
+    re.compile(r"(?i)(?<=bearer )[^\s'\",;]+"),  # Authorization: Bearer <anything>
+)
+_registered: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember `value` (an API key given on the command line) so `redact` masks it from now on."""
+    if value and len(value.strip()) >= _MIN_SECRET_LEN:
+        _registered.add(value.strip())
+
+
+def known_secrets() -> set[str]:
+    env = {v.strip() for name in TOKEN_ENV_VARS if (v := os.environ.get(name)) and len(v.strip()) >= _MIN_SECRET_LEN}
+    return env | _registered
+
+
+def redact(text: str) -> str:
+    """`text` with every known secret and token-shaped string replaced by ***."""
+    if not text:
+        return text
+    for secret in sorted(known_secrets(), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    for pat in _PATTERNS:
+        text = pat.sub(MASK, text)
+    return text
