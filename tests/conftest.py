@@ -10,8 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# No example database: replaying examples saved by an older version of a fixture (a GGUF written by an
+# older writer) makes hypothesis report a flaky strategy; CI starts clean anyway.
+settings.register_profile("agiplan", database=None)
+settings.load_profile("agiplan")
 
 from hub_server import HubServer
 
