@@ -95,6 +95,12 @@ def recommend(
             f"split: llama.cpp RPC over a {RPC_NETWORK_GBS * 8:g} Gbit/s network with {RPC_LATENCY_S * 1e3:g} ms "
             "per round trip (assumed); devices of a split run one after another, so the slowest node drags"
         )
+    for r in results:
+        if r.solution is not None and not r.solution.exact:
+            notes.append(
+                f"{r.kind}: the search stopped at its node limit ({r.solution.nodes} nodes); this is the best plan "
+                "found, not proven optimal (give fewer model candidates or quants per role)"
+            )
     disk = cat.disks.get(stack.disk)
     notes.append(
         f"on-demand models load from {disk.name if disk else stack.disk} ({disk.read_gbs if disk else 7.45} GB/s) "

@@ -14,8 +14,11 @@ devices holding model layers: each GPU 1, a host 10 — CPU decoding is an order
 an idle GPU is preferred to CPU layers). Targets: decode tok/s per slot under the planned concurrent load
 (planner.plan.contention), swap-in time of on-demand roles, and "stays loaded" for always roles in the
 serial kind. Failing counts and memory only grow as roles are added, so a depth-first branch and bound
-with the bound (failing so far + roles that cannot meet their target at all, −(quality so far + best
-quality of the rest), cost, GPUs so far) is exact; tests compare it with brute-force enumeration.
+with the bound (failures so far + undecided items none of whose still-fitting candidates can meet their
+target, −(quality so far + best still-fitting quality of each undecided item), cost, devices so far),
+started from a greedy incumbent, is exact; tests compare it with brute-force enumeration. A node limit
+stops very large searches (12 roles × the whole catalog): the best plan found is returned with
+`Solution.exact = False` and the plan says so.
 
 Quality points per role: 1000 − 100 × (position of the model in the role's candidate list) −
 round(1000 × quant mean KLD vs FP16) (catalog quants.yaml `quality_loss`). Unplaced role: 0 points.
@@ -48,8 +51,9 @@ ASSUMED_KLD: dict[str, str] = {"AWQ-INT4": "Q4_K_M", "GPTQ-INT4": "Q4_K_M", "FP8
 RPC_SERVER_HOST_BYTES = 150 * MIB  # rpc-server process on the remote node (gguf-parser-go RAM footprint)
 MODEL_POINTS = 1000
 PREFERENCE_STEP = 100
-MAX_SUBSET_GPUS = 4
-HOST_DEVICE_WEIGHT = 10  # all GPU subsets up to this many cards; contiguous ranges beyond
+MAX_SUBSET_GPUS = 4  # all GPU subsets up to this many cards; contiguous ranges beyond
+HOST_DEVICE_WEIGHT = 10
+DEFAULT_NODE_LIMIT = 50_000  # ~10 s of search here; beyond it the best plan found is returned, flagged inexact
 
 
 # ------------------------------------------------------------------------------------------ items
@@ -749,6 +753,7 @@ class Solution:
     assign: list[int]
     evaluation: Evaluation
     nodes: int
+    exact: bool = True  # False: the node limit stopped the search; best found, optimality not proven
 
 
 def _cannot_meet(p: Problem, ii: int) -> bool:
@@ -771,13 +776,12 @@ def _cannot_meet(p: Problem, ii: int) -> bool:
 
 
 def solve(
-    p: Problem, *, incumbent: tuple[int, int, int, int] | None = None, node_limit: int = 2_000_000
+    p: Problem, *, incumbent: tuple[int, int, int, int] | None = None, node_limit: int = DEFAULT_NODE_LIMIT
 ) -> Solution | None:
     """Exact branch and bound; returns the best assignment strictly better than `incumbent` (or None)."""
     n = len(p.items)
-    order = sorted(
-        range(n), key=lambda i: (not p.items[i].is_model, -max((c.total_bytes for c in p.cands[i]), default=0))
-    )
+    # services first (small, few choices), then models largest first
+    order = sorted(range(n), key=lambda i: (p.items[i].is_model, -max((c.total_bytes for c in p.cands[i]), default=0)))
     best_q = [max((c.quality for c in p.cands[i]), default=0) for i in range(n)]
     forced = [1 if _cannot_meet(p, i) else 0 for i in range(n)]
     q_suffix = [0] * (n + 1)
@@ -788,6 +792,9 @@ def solve(
     assign = [PENDING] * n
     best_key = incumbent
     best_assign: list[int] | None = None
+    greedy = _greedy(p, order)
+    if greedy is not None and (best_key is None or greedy[0] < best_key):
+        best_key, best_assign = greedy
     nodes = 0
     ns = len(p.slots)
     cap = [sl.capacity_bytes for sl in p.slots]
@@ -845,15 +852,78 @@ def solve(
                 return False
         return cores[c.server] <= p.cores[c.server]
 
+    def fits_now(c: Candidate) -> bool:
+        marg = dict(c.margin)
+        for si, b in c.mem:
+            if is_gpu[si]:
+                extra = max(margin[si], marg.get(si, 0))
+            else:
+                extra = p.host_margin_bytes[slot_server[si]]
+            total = res_mem[si] + b + od_mem[si] if c.resident else res_mem[si] + max(od_mem[si], b)
+            if total + extra > cap[si]:
+                return False
+        return cores[c.server] + c.cores <= p.cores[c.server]
+
+    def meets_now(c: Candidate, it: Item) -> bool:
+        """Could `c` still meet its item's targets? Load only grows, so a miss now is a miss later."""
+        if not it.is_model:
+            return True
+        assert it.role is not None
+        if not c.resident and it.role.residency == "always":
+            return False
+        if it.min_tok_s is not None:
+            step = c.step_s
+            for si, _t in c.tau:
+                step += res_tau[si] + (od_tau[si] if c.resident else 0.0)
+            if step > 0 and 1.0 / step < it.min_tok_s * (1 - 1e-9):
+                return False
+        if not c.resident and it.role.max_swap_in_s is not None:
+            hs = p.host_slot[c.server]
+            free = cap[hs] - (res_mem[hs] + od_mem[hs]) - p.host_margin_bytes[c.server]
+            rate = p.disk_gbs[c.server]
+            if free >= od_files[c.server] + c.file_bytes:
+                rate = max(rate, page_cache_gbs(host_bw[c.server], bool(c.gpu_slots)))
+            if c.file_bytes / (rate * 1e9) > it.role.max_swap_in_s * (1 + 1e-9):
+                return False
+        return True
+
+    def _remaining_bound(k: int, lb: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """Tighter bound: each undecided item adds at most the quality of its best candidate that still fits,
+        and at least one failure when no candidate that still fits can meet its targets."""
+        f, negq = lb[0], lb[1]
+        for j in range(k, n):
+            jj = order[j]
+            it = p.items[jj]
+            q_best: int | None = None
+            can_meet = False
+            for c in p.cands[jj]:
+                if not fits_now(c):
+                    continue
+                if q_best is None:
+                    q_best = c.quality
+                    if forced[jj]:
+                        break  # fails whatever happens: only its best quality matters
+                if meets_now(c, it):
+                    can_meet = True
+                    break
+            negq -= q_best or 0
+            f += 0 if can_meet else 1
+        return (f, negq, lb[2], lb[3])
+
     def rec(k: int) -> None:
         nonlocal best_key, best_assign, nodes
         nodes += 1
         if nodes > node_limit:
-            raise PlannerError("the placement search exceeded its node limit; give fewer model candidates per role.")
+            raise _NodeLimit
         fail_now = failures()
         lb = (fail_now + f_suffix[k], -(state["quality"] + q_suffix[k]), p.cost_cents, state["gpus"])
         if best_key is not None and lb >= best_key:
             return
+        if k < n and best_key is not None:
+            lb = (fail_now, -state["quality"], p.cost_cents, state["gpus"])
+            lb = _remaining_bound(k, lb)
+            if lb >= best_key:
+                return
         if k == n:
             if p.require_server is not None and not server_use[p.require_server]:
                 return
@@ -924,10 +994,42 @@ def solve(
         state["unplaced"] -= 1
         assign[ii] = PENDING
 
-    rec(0)
+    exact = True
+    try:
+        rec(0)
+    except _NodeLimit:
+        exact = False
     if best_assign is None:
+        if not exact:
+            raise PlannerError(
+                f"the placement search stopped after {node_limit} nodes without a plan; give fewer model candidates "
+                "or quants per role."
+            )
         return None
-    return Solution(p, best_assign, evaluate(p, best_assign), nodes)
+    return Solution(p, best_assign, evaluate(p, best_assign), nodes, exact)
+
+
+class _NodeLimit(Exception):
+    pass
+
+
+def _greedy(p: Problem, order: Sequence[int]) -> tuple[tuple[int, int, int, int], list[int]] | None:
+    """A first incumbent: items in `order`, each taking the choice with the best partial key (fewest
+    failures so far, then quality ...). Only a starting point for the exact search."""
+    if sum(len(c) for c in p.cands) > 20_000:
+        return None
+    assign = [PENDING] * len(p.items)
+    for ii in order:
+        best: tuple[tuple[int, int, int, int], int] | None = None
+        for ci in [*range(len(p.cands[ii])), UNPLACED]:
+            assign[ii] = ci
+            ev = evaluate(p, assign)
+            if ev.memory_ok and (best is None or ev.key < best[0]):
+                best = (ev.key, ci)
+        assert best is not None  # UNPLACED always fits
+        assign[ii] = best[1]
+    ev = evaluate(p, assign)
+    return (ev.key, list(assign)) if ev.memory_ok else None
 
 
 def brute_force(p: Problem) -> tuple[tuple[int, int, int, int], list[int]]:
