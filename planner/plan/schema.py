@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from planner.errors import PlannerError
 
@@ -114,6 +114,22 @@ class PlanServer(_Closed):
     placements: list[Placement]
     services: list[PlanService] = Field(default_factory=list)
     parts: list[dict[str, Any]] = Field(default_factory=list)  # what to buy: {id, kind, count, price_usd, price_date}
+
+    @field_validator("parts")
+    @classmethod
+    def _parts_typed(cls, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The part dicts are free-form for the solver but read by report: check the types it relies on."""
+        for i, part in enumerate(parts):
+            for key in ("id", "kind", "price_date"):
+                if key in part and part[key] is not None and not isinstance(part[key], str):
+                    raise ValueError(f"part {i}: '{key}' must be a string")
+            count = part.get("count", 1)
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ValueError(f"part {i}: 'count' must be a positive integer")
+            price = part.get("price_usd")
+            if price is not None and (not isinstance(price, int | float) or isinstance(price, bool) or price < 0):
+                raise ValueError(f"part {i}: 'price_usd' must be a non-negative number or null")
+        return parts
 
 
 class PlanOption(_Closed):
