@@ -6,6 +6,7 @@ beyond what the caller passed in (a resolved ModelSpec and Device objects).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -17,6 +18,7 @@ from planner.estimate.kv import (
     VLLM_BLOCK_SIZE,
     KvLayout,
     kv_bytes_per_token,
+    layer_kv_bytes,
     llama_cpp_layout,
     vllm_page_bytes,
 )
@@ -41,14 +43,10 @@ def resolve_weights(spec: ModelSpec, quant: str | None, engine: str = "llama.cpp
             )
         if quant is None or (ft is not None and quant.upper() == ft.upper()):
             return spec.weights
-    from planner.model.quant_scheme import weights_for
-
     if engine == "vllm":
         q = (quant or "BF16").upper()
-        if q in ("BF16", "F16", "F32"):
-            return weights_for(spec.arch, q, format="safetensors")
-        return weights_for(spec.arch, q)
-    return weights_for(spec.arch, quant or "Q4_K_M")
+        return _weights_for_cached(spec.arch, q, q in ("BF16", "F16", "F32"))
+    return _weights_for_cached(spec.arch, (quant or "Q4_K_M").upper(), False)
 
 
 def estimate(
@@ -76,6 +74,18 @@ def estimate(
 # ------------------------------------------------------------------------------------------ llama.cpp
 
 
+@functools.lru_cache(maxsize=64)
+def _layer_table_cached(arch: ModelArch, weights: ModelWeights) -> LayerTable:
+    return layer_table(arch, weights)
+
+
+@functools.lru_cache(maxsize=256)
+def _weights_for_cached(arch: ModelArch, quant: str, safetensors: bool) -> ModelWeights:
+    from planner.model.quant_scheme import weights_for
+
+    return weights_for(arch, quant, format="safetensors") if safetensors else weights_for(arch, quant)
+
+
 def _split_weights(gpus: Sequence[Device], rules: EngineRules) -> list[float]:
     return [
         max(0.0, float(g.capacity_bytes - g.reserved_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes))
@@ -98,9 +108,11 @@ def _llama_cpp_place(
     notes: list[str] = []
     n_total = arch.n_layers + 1
 
+    kv_by_layer = [layer_kv_bytes(arch, cfg, layout, i) for i in range(arch.n_layers)]
+
     def usage(ngl: int, experts_on_cpu: bool) -> tuple[Placement, tuple[DeviceUsage, ...]]:
         p = place_layers(arch.n_layers, ngl, split, experts_on_cpu=experts_on_cpu)
-        return p, device_usages(arch, cfg, layout, table, p, gpus, host, rules)
+        return p, device_usages(arch, cfg, layout, table, p, gpus, host, rules, kv_by_layer)
 
     if not gpus:
         p, u = usage(0, False)
@@ -156,7 +168,7 @@ def _estimate_llama_cpp(
             "or pick a GGUF quant such as Q4_K_M."
         )
     layout = llama_cpp_layout(arch, cfg)
-    table = layer_table(arch, weights)
+    table = _layer_table_cached(arch, weights)
     placement, usages, notes = _llama_cpp_place(arch, cfg, layout, table, gpus, host, rules)
 
     kv_tokens = layout.n_ctx

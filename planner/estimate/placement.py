@@ -200,20 +200,35 @@ def host_weight_bytes(table: LayerTable, placement: Placement, output_on_host: b
     Checked against llama.cpp's log in bench/llama_alloc_accuracy.py (synthetic Llama 3 / Qwen2.5 /
     Mixtral files whose last tensors are repacked, so the mapped span ends before them)."""
 
-    def on_host(ft: FileTensor) -> bool:
-        if ft.kind in ("token_embd", "other"):
-            return True
-        if ft.kind == "output":
-            return output_on_host
-        if ft.is_expert and placement.experts_on_cpu:
-            return True
-        return placement.layer_device.get(ft.layer if ft.layer is not None else -1, -1) < 0
-
-    mapped = [k for k, ft in enumerate(table.ordered) if on_host(ft) and ft.repack_bytes == 0]
-    inside = [ft for ft in table.ordered[mapped[0] : mapped[-1] + 1] if on_host(ft)] if mapped else []
-    span = sum(ft.n_bytes for ft in inside)
-    reclaimable = sum(ft.n_bytes for ft in inside if ft.repack_bytes)
-    repacked = sum(ft.repack_bytes for ft in table.ordered if on_host(ft))
+    layer_device = placement.layer_device
+    experts_on_cpu = placement.experts_on_cpu
+    first = last = -1
+    repacked = 0
+    flags: list[bool] = []
+    for k, ft in enumerate(table.ordered):
+        if ft.kind == "layer":
+            host = (ft.is_expert and experts_on_cpu) or layer_device.get(
+                ft.layer if ft.layer is not None else -1, -1
+            ) < 0
+        elif ft.kind == "output":
+            host = output_on_host
+        else:  # token embeddings and position / token-type tables stay with the input on the CPU
+            host = True
+        flags.append(host)
+        if host:
+            repacked += ft.repack_bytes
+            if ft.repack_bytes == 0:
+                if first < 0:
+                    first = k
+                last = k
+    span = reclaimable = 0
+    if first >= 0:
+        for k in range(first, last + 1):
+            if flags[k]:
+                ft = table.ordered[k]
+                span += ft.n_bytes
+                if ft.repack_bytes:
+                    reclaimable += ft.n_bytes
     return span + repacked, reclaimable
 
 
@@ -226,8 +241,13 @@ def device_usages(
     gpus: Sequence[Device],
     host: Device,
     rules: EngineRules,
+    kv_by_layer: Sequence[int] | None = None,
 ) -> tuple[DeviceUsage, ...]:
-    """Memory on every GPU and on the host for one placement (llama.cpp / Ollama)."""
+    """Memory on every GPU and on the host for one placement (llama.cpp / Ollama).
+
+    `kv_by_layer` (KV bytes of each layer) may be passed in when many placements of one model are tried."""
+    if kv_by_layer is None:
+        kv_by_layer = [layer_kv_bytes(arch, cfg, layout, i) for i in range(arch.n_layers)]
     n = len(gpus)
     weights = [0] * (n + 1)  # index n = host
     kv = [0] * (n + 1)
@@ -239,7 +259,7 @@ def device_usages(
         eb = table.layer_expert_bytes.get(i, 0) if placement.experts_on_cpu else 0
         if slot != n:
             weights[slot] += lb - eb
-        kv[slot] += layer_kv_bytes(arch, cfg, layout, i)
+        kv[slot] += kv_by_layer[i]
         layers[slot].append(i)
     out_slot = n if placement.output_device < 0 else placement.output_device
     if out_slot != n:
