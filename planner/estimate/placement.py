@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from planner.estimate.compute import (
     llama_cpp_compute_bytes,
@@ -48,6 +48,10 @@ class LayerTable:
     layer_repack_bytes: dict[int, int]  # extra CPU copies of repackable weights (see cpu_repack_bytes)
     output_repack_bytes: int
     ordered: tuple[FileTensor, ...] = ()  # tensors in file order, for llama.cpp's mapped span on the CPU
+    # memo of host_weight_bytes by (layers on the host, experts on CPU, output on host); not part of equality
+    host_memo: dict[tuple[int, bool, bool], tuple[int, int]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,11 @@ def host_weight_bytes(table: LayerTable, placement: Placement, output_on_host: b
 
     layer_device = placement.layer_device
     experts_on_cpu = placement.experts_on_cpu
+    # llama.cpp keeps a prefix of the layers on the CPU (place_layers), so the count identifies the set
+    key = (sum(1 for d in layer_device.values() if d < 0), experts_on_cpu, output_on_host)
+    hit = table.host_memo.get(key)
+    if hit is not None:
+        return hit
     first = last = -1
     repacked = 0
     flags: list[bool] = []
@@ -229,6 +238,7 @@ def host_weight_bytes(table: LayerTable, placement: Placement, output_on_host: b
                 span += ft.n_bytes
                 if ft.repack_bytes:
                     reclaimable += ft.n_bytes
+    table.host_memo[key] = (span + repacked, reclaimable)
     return span + repacked, reclaimable
 
 
