@@ -39,6 +39,10 @@ def recommend_command(
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the plan (JSON) for bench / report.")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the Markdown report (see 'agiplan report').")
+    ] = None,
+    lang: Annotated[str, typer.Option("--lang", help="Report language: en or ru.")] = "en",
 ) -> None:
     """Place the stack's models on your server(s): serial, concurrent, a second server, or a split — side by side."""
     from planner.catalog import load_catalog
@@ -92,6 +96,12 @@ def recommend_command(
         )
     if out is not None:
         save_plan(plan, out)
+    if report is not None:
+        from planner.deploy.write import write_text_atomic
+        from planner.report import render_report
+
+        write_text_atomic(report, render_report(plan, [], lang))
+        stderr_console().print(f"wrote {report}")
     data = plan.model_dump(mode="json")
     if fmt is Format.json:
         print_json(data)
