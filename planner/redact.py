@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 MASK = "***"
 TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "OPENAI_API_KEY", "AGIPLAN_API_KEY")
@@ -42,3 +43,14 @@ def redact(text: str) -> str:
     for pat in _PATTERNS:
         text = pat.sub(MASK, text)
     return text
+
+
+def redact_strings(data: Any) -> Any:
+    """A copy of JSON-like `data` (dicts, lists, scalars) with `redact` applied to every string in it."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {redact_strings(k): redact_strings(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [redact_strings(v) for v in data]
+    return data

@@ -82,6 +82,10 @@ def bench_command(
     n_gen: Annotated[int, typer.Option("--gen", help="Tokens generated for decode timing.")] = 32,
     repetitions: Annotated[int, typer.Option("--repetitions", "-r", help="Timed repetitions.")] = 3,
     timeout: Annotated[float, typer.Option("--timeout", help="Endpoint: seconds per request.")] = 120.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="OPENAI_API_KEY", help="Endpoint: bearer token; never printed or saved."),
+    ] = None,
     calibrate: Annotated[
         bool, typer.Option("--calibrate/--no-calibrate", help="Save measured ÷ predicted in the profile.")
     ] = True,
@@ -122,7 +126,7 @@ def bench_command(
         if endpoint is not None:
             if not model_name:
                 raise PlannerError("--endpoint needs --model-name NAME (the model the server serves).")
-            code = _bench_endpoint(result, endpoint, model_name, concurrency, n_gen, timeout, ctx)
+            code = _bench_endpoint(result, endpoint, model_name, concurrency, n_gen, timeout, ctx, api_key)
         elif plan is not None:
             if not server:
                 raise PlannerError("--plan needs --server NAME (one of the plan's servers).")
@@ -331,7 +335,14 @@ def _calibrate(spec: ModelSpec, cfg: RunConfig, est: Estimate, run: BenchRun) ->
 
 
 def _bench_endpoint(
-    result: BenchResult, url: str, name: str, concurrency: str, n_gen: int, timeout: float, ctx: int
+    result: BenchResult,
+    url: str,
+    name: str,
+    concurrency: str,
+    n_gen: int,
+    timeout: float,
+    ctx: int,
+    api_key: str | None = None,
 ) -> int:
     from planner.measure.endpoint import EndpointConfig, bench_endpoint, is_ollama, ollama_ps, ollama_timings
     from planner.measure.results import BenchRun, Measured
@@ -340,7 +351,9 @@ def _bench_endpoint(
         levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
     except ValueError:
         raise PlannerError(f"--concurrency takes integers separated by commas, got {concurrency!r}.") from None
-    cfg = EndpointConfig(url=url, model_name=name, concurrency=levels, max_tokens=n_gen, timeout_s=timeout)
+    cfg = EndpointConfig(
+        url=url, model_name=name, concurrency=levels, max_tokens=n_gen, timeout_s=timeout, api_key=api_key
+    )
     cfg.check()
     ollama = is_ollama(url, timeout_s=min(timeout, 5.0))
     with _progress() as prog:

@@ -15,8 +15,10 @@ Standard library only (http.client): one dependency fewer, and streaming needs n
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
 import statistics
 import threading
 import time
@@ -26,7 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.errors import PlannerError
+from planner.errors import PlannerError, shown
+from planner.redact import redact, register_secret
 
 DEFAULT_PROMPT = (
     "Write a detailed, step by step explanation of how a hash map works, including collisions, "
@@ -45,6 +48,7 @@ class EndpointConfig:
     api_key: str | None = None
 
     def check(self) -> None:
+        register_secret(self.api_key)  # masked in every message and saved error from now on
         u = urllib.parse.urlsplit(self.url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise PlannerError(f"--endpoint must be an http(s) URL such as http://127.0.0.1:8080, got {self.url!r}.")
@@ -140,6 +144,8 @@ def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> Str
     if cfg.api_key:
         headers["Authorization"] = f"Bearer {cfg.api_key}"
     conn = _connection(root, cfg.timeout_s)
+    with _live_lock:
+        _live.add(conn)
     t0 = time.perf_counter()
     t_first: float | None = None
     t_last: float | None = None
@@ -147,14 +153,22 @@ def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> Str
     usage_tokens: int | None = None
     try:
         conn.request("POST", base + "/chat/completions", body=body, headers=headers)
+        if stop is not None and stop.is_set():  # connected after the abort below ran: stop here
+            return StreamResult(ok=False, total_s=time.perf_counter() - t0, error="interrupted")
         resp = conn.getresponse()
         if resp.status != 200:
-            detail = resp.read(300).decode("utf-8", errors="replace").strip()
+            detail = _server_text(resp.read(300).decode("utf-8", errors="replace"))
             return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=f"HTTP {resp.status}: {detail}")
+        finished = False
         while True:
             if stop is not None and stop.is_set():
                 return StreamResult(ok=False, total_s=time.perf_counter() - t0, error="interrupted")
-            raw = resp.readline()
+            if time.perf_counter() - t0 > cfg.timeout_s:  # a server that trickles bytes never trips the socket timeout
+                return StreamResult(
+                    ok=False, ttft_s=None if t_first is None else t_first - t0, n_tokens=chunks,
+                    total_s=time.perf_counter() - t0, error=f"no complete response within {cfg.timeout_s:g} s",
+                )  # fmt: skip
+            raw = resp.readline(1 << 20)
             if not raw:
                 break
             line = raw.decode("utf-8", errors="replace").strip()
@@ -162,31 +176,49 @@ def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> Str
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
+                finished = True
                 break
             try:
                 event = json.loads(data)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
-            if isinstance(event, dict) and event.get("error"):
-                return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=f"server: {event['error']}")
-            usage = event.get("usage") if isinstance(event, dict) else None
+            if not isinstance(event, dict):  # garbage: not an OpenAI chunk
+                continue
+            if event.get("error"):
+                error = _server_text(str(event["error"]))
+                return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=f"server: {error}")
+            usage = event.get("usage")
             if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
                 usage_tokens = usage["completion_tokens"]
-            for choice in event.get("choices") or []:
-                delta = choice.get("delta") or {}
+            choices = event.get("choices")
+            for choice in choices if isinstance(choices, list) else []:
+                if not isinstance(choice, dict):
+                    continue
+                finished = finished or bool(choice.get("finish_reason"))
+                raw_delta = choice.get("delta")
+                delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
                 text = delta.get("content") or delta.get("reasoning_content") or choice.get("text")
-                if text:
+                if isinstance(text, str) and text:
                     now = time.perf_counter()
                     t_first = now if t_first is None else t_first
                     t_last = now
                     chunks += 1
     except (OSError, http.client.HTTPException) as e:
-        return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
+        if stop is not None and stop.is_set():  # our own abort (Ctrl-C) closed the socket
+            return StreamResult(ok=False, total_s=time.perf_counter() - t0, error="interrupted")
+        return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=_server_text(f"{type(e).__name__}: {e}"))
     finally:
+        with _live_lock:
+            _live.discard(conn)
         conn.close()
     total = time.perf_counter() - t0
     if t_first is None:
         return StreamResult(ok=False, total_s=total, error="the server streamed no tokens")
+    if not finished:  # connection closed mid-stream: keep what arrived, but it is not a complete response
+        return StreamResult(
+            ok=False, ttft_s=t_first - t0, n_tokens=chunks, total_s=total,
+            error=f"the stream ended after {chunks} token(s) without finishing ([DONE] or finish_reason)",
+        )  # fmt: skip
     n = usage_tokens if usage_tokens is not None and usage_tokens >= chunks else chunks
     decode = None
     if t_last is not None and t_last > t_first and n > 1:
@@ -209,12 +241,42 @@ def bench_level(
             _done, pending = wait(pending, timeout=poll_s)
     except KeyboardInterrupt:
         stop.set()
+        _abort_live_connections()  # a request blocked on a silent server would otherwise wait out --timeout
         level.interrupted = True
     finally:
         pool.shutdown(wait=True)
     level.wall_s = time.perf_counter() - t0
-    level.results = [f.result() for f in futures if f.done() and f.exception() is None]
+    level.results = [_outcome(f) for f in futures if f.done()]
     return level
+
+
+_live_lock = threading.Lock()
+_live: set[http.client.HTTPConnection] = set()  # connections of requests in flight (all threads)
+
+
+def _abort_live_connections() -> None:
+    """Shut down the sockets of every request in flight, so threads blocked in a read return at once."""
+    with _live_lock:
+        conns = list(_live)
+    for conn in conns:
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _outcome(f: Future[StreamResult]) -> StreamResult:
+    """A request whose thread raised (a bug or an unforeseen reply) still counts, as a failure."""
+    exc = f.exception()
+    if exc is None:
+        return f.result()
+    return StreamResult(ok=False, error=_server_text(f"{type(exc).__name__}: {exc}"))
+
+
+def _server_text(text: str) -> str:
+    """Text from a server as it may be shown or saved: secrets masked (a server may echo the key),
+    control characters escaped, at most 300 characters."""
+    return shown(redact(text.strip()), limit=300)
 
 
 def bench_endpoint(
@@ -284,7 +346,10 @@ def ollama_timings(cfg: EndpointConfig) -> OllamaTimings | None:
     data = _get_json(root, "/api/generate", cfg.timeout_s, body)
     if not isinstance(data, dict) or "eval_count" not in data:
         return None
-    return parse_ollama_timings(data)
+    try:
+        return parse_ollama_timings(data)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):  # fields of the wrong type: no timings
+        return None
 
 
 def parse_ollama_timings(data: dict[str, Any]) -> OllamaTimings:
@@ -302,4 +367,6 @@ def ollama_ps(url: str, timeout_s: float = 5.0) -> list[dict[str, Any]] | None:
     data = _get_json(root, "/api/ps", timeout_s)
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         return None
-    return [m for m in data["models"] if isinstance(m, dict)]
+    return [
+        m for m in data["models"] if isinstance(m, dict) and isinstance(m.get("size_vram", 0), int)
+    ]

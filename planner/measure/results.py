@@ -174,8 +174,11 @@ def residuals(predicted: Predicted, measured: Measured) -> dict[str, float]:
 
 
 def save_result(result: BenchResult, path: Path) -> None:
-    """Write atomically (temp file + rename): an interrupted bench never leaves a half-written file."""
-    write_json_atomic(Path(path), result.model_dump(mode="json"))
+    """Write atomically (temp file + rename): an interrupted bench never leaves a half-written file.
+    Every string passes through planner.redact (an endpoint's error may echo its API key)."""
+    from planner.redact import redact_strings
+
+    write_json_atomic(Path(path), redact_strings(result.model_dump(mode="json")))
 
 
 def load_result(path: Path) -> BenchResult:
