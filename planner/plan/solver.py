@@ -764,234 +764,397 @@ def _cannot_meet(p: Problem, ii: int) -> bool:
         return True
     if not it.is_model:
         return False
-    ok = False
-    for c in cs:
-        if it.min_tok_s is not None and c.alone_tok_s < it.min_tok_s * (1 - 1e-9):
+    return not any(_may_meet(it, c) for c in cs)
+
+
+def _may_meet(it: Item, c: Candidate) -> bool:
+    """`c` meets its item's tok/s target alone and its residency rule (a necessary condition)."""
+    if it.min_tok_s is not None and c.alone_tok_s < it.min_tok_s * (1 - 1e-9):
+        return False
+    return c.resident or it.role is None or it.role.residency != "always"
+
+
+# A candidate as the search sees it (tuples of ints / floats, no dict building in the hot loop):
+# (ci, mem ((slot, bytes, fixed extra, is_gpu), ...), tau ((slot, s), ...), resident, step_s, file_bytes,
+#  cores, server, layer slots, quality, uses a GPU, may meet (alone), servers used, touched slots)
+_SC = tuple[
+    int,
+    tuple[tuple[int, int, int, bool], ...],
+    tuple[tuple[int, float], ...],
+    bool,
+    float,
+    int,
+    float,
+    int,
+    tuple[int, ...],
+    int,
+    bool,
+    bool,
+    tuple[int, ...],
+    tuple[int, ...],
+]
+
+
+def _compile(p: Problem) -> list[list[_SC]]:
+    out: list[list[_SC]] = []
+    for ii, cs in enumerate(p.cands):
+        it = p.items[ii]
+        row: list[_SC] = []
+        for ci, c in enumerate(cs):
+            marg = dict(c.margin)
+            mem = tuple(
+                (
+                    si,
+                    b,
+                    marg.get(si, 0) if p.slots[si].is_gpu else p.host_margin_bytes[p.slots[si].server],
+                    p.slots[si].is_gpu,
+                )
+                for si, b in c.mem
+            )
+            layer_slots = (*c.gpu_slots, p.host_slot[c.server]) if c.uses_cpu else c.gpu_slots
+            touched = tuple(sorted({si for si, _ in c.mem} | {si for si, _ in c.tau} | {si for si, _ in c.margin}))
+            row.append(
+                (
+                    ci,
+                    mem,
+                    c.tau,
+                    c.resident,
+                    c.step_s,
+                    c.file_bytes if it.is_model else 0,
+                    c.cores,
+                    c.server,
+                    tuple(layer_slots),
+                    c.quality,
+                    bool(c.gpu_slots),
+                    _may_meet(it, c) if it.is_model else True,
+                    tuple(sorted({c.server, *c.split_servers})),
+                    touched,
+                )
+            )
+        row.sort(key=lambda sc: -sc[9])  # best quality first (stable)
+        out.append(row)
+    return out
+
+
+def _twins(p: Problem) -> tuple[list[int], dict[tuple[object, ...], int]]:
+    """Identical GPUs (same server, card and free memory) are interchangeable while empty. Returns each
+    slot's group (-1: a host or a card without a twin) and a lookup (item, everything but the GPU slots,
+    GPU slots) -> candidate index, so a candidate on empty twin cards is tried only on the lowest-indexed ones."""
+    groups: dict[tuple[object, ...], int] = {}
+    group = [-1] * len(p.slots)
+    members: dict[int, int] = {}
+    for si, sl in enumerate(p.slots):
+        if not sl.is_gpu:
             continue
-        if not c.resident and it.role is not None and it.role.residency == "always":
-            continue
-        ok = True
-        break
-    return not ok
+        g = groups.setdefault((sl.server, sl.device, sl.capacity_bytes), len(groups))
+        group[si] = g
+        members[g] = members.get(g, 0) + 1
+    group = [g if g >= 0 and members[g] > 1 else -1 for g in group]
+    lookup: dict[tuple[object, ...], int] = {}
+    if all(g < 0 for g in group):
+        return group, lookup
+    for ii, cs in enumerate(p.cands):
+        for ci, c in enumerate(cs):
+            lookup[(ii, _twin_sig(p, c, group), c.gpu_slots)] = ci
+    return group, lookup
+
+
+def _twin_sig(p: Problem, c: Candidate, group: Sequence[int]) -> tuple[object, ...]:
+    """Everything the search sees of `c` with its twin GPU slots replaced by their group."""
+
+    def g(si: int) -> object:
+        return ("g", group[si]) if group[si] >= 0 else si
+
+    return (
+        c.model_ref,
+        c.quant,
+        c.engine,
+        c.server,
+        c.uses_cpu,
+        c.split_servers,
+        c.resident,
+        c.quality,
+        c.step_s,
+        c.file_bytes,
+        c.cores,
+        tuple(sorted(((g(si), b) for si, b in c.mem), key=repr)),
+        tuple(sorted(((g(si), m) for si, m in c.margin), key=repr)),
+        tuple(sorted(((g(si), t) for si, t in c.tau), key=repr)),
+    )
 
 
 def solve(
     p: Problem, *, incumbent: tuple[int, int, int, int] | None = None, node_limit: int = DEFAULT_NODE_LIMIT
 ) -> Solution | None:
-    """Exact branch and bound; returns the best assignment strictly better than `incumbent` (or None)."""
+    """Exact branch and bound; returns the best assignment strictly better than `incumbent` (or None).
+
+    Bound at a node (all parts only grow as items are added): failures of the placed items (tok/s under
+    the current load, residency; swap-in when it fails at any load) + one per undecided item none of whose
+    still-fitting candidates can still meet its targets; quality: the placed items' + each undecided
+    item's best still-fitting candidate — the best still-fitting candidate that can still meet its targets
+    when the failures already equal the incumbent's (any further failure makes the plan worse); cost; the
+    devices used so far. Identical empty GPUs are interchangeable (only the lowest-indexed are tried).
+    Leaves are scored by `evaluate`, so the answer's key is exactly evaluate()'s.
+    """
     n = len(p.items)
+    ns = len(p.slots)
+    comp = _compile(p)
+    group, twin_lookup = _twins(p)
+    group_slots: dict[int, list[int]] = {}
+    for si, g in enumerate(group):
+        if g >= 0:
+            group_slots.setdefault(g, []).append(si)
+    twin_sigs: list[list[tuple[object, ...]]] = (
+        [[_twin_sig(p, c, group) for c in cs] for cs in p.cands] if twin_lookup else []
+    )
     # services first (small, few choices), then models largest first
     order = sorted(range(n), key=lambda i: (p.items[i].is_model, -max((c.total_bytes for c in p.cands[i]), default=0)))
-    best_q = [max((c.quality for c in p.cands[i]), default=0) for i in range(n)]
-    forced = [1 if _cannot_meet(p, i) else 0 for i in range(n)]
-    q_suffix = [0] * (n + 1)
-    f_suffix = [0] * (n + 1)
-    for k in range(n - 1, -1, -1):
-        q_suffix[k] = q_suffix[k + 1] + best_q[order[k]]
-        f_suffix[k] = f_suffix[k + 1] + forced[order[k]]
-    assign = [PENDING] * n
-    best_key = incumbent
-    best_assign: list[int] | None = None
-    greedy = _greedy(p, order)
-    if greedy is not None and (best_key is None or greedy[0] < best_key):
-        best_key, best_assign = greedy
-    nodes = 0
-    ns = len(p.slots)
     cap = [sl.capacity_bytes for sl in p.slots]
     is_gpu = [sl.is_gpu for sl in p.slots]
-    slot_server = [sl.server for sl in p.slots]
+    host_bw = [p.slots[h].device.bandwidth_gbs for h in p.host_slot]
+    core_cap = p.cores
+    cost = p.cost_cents
+    req = p.require_server
+    # per item: target step (s), swap-in limit (s), residency must be always
+    t_max: list[float | None] = []
+    swap_max: list[float | None] = []
+    always: list[bool] = []
+    is_model: list[bool] = []
+    for it in p.items:
+        is_model.append(it.is_model)
+        t_max.append(it.min_tok_s * (1 - 1e-9) if it.min_tok_s is not None else None)
+        swap_max.append(it.role.max_swap_in_s * (1 + 1e-9) if it.role and it.role.max_swap_in_s is not None else None)
+        always.append(bool(it.role and it.role.residency == "always"))
+
     res_mem = [0] * ns
     od_mem = [0] * ns
     margin = [0] * ns
     res_tau = [0.0] * ns
     od_tau = [0.0] * ns
+    touch = [0] * ns
+    gpu_ref = [0] * ns
     cores = [0.0] * len(p.servers)
     od_files = [0] * len(p.servers)
     server_use = [0] * len(p.servers)
-    gpu_ref = [0] * ns
-    placed: list[tuple[int, Candidate]] = []
-    state = {"quality": 0, "unplaced": 0, "gpus": 0}
-    host_bw = [p.slots[h].device.bandwidth_gbs for h in p.host_slot]
+    assign = [PENDING] * n
+    placed: list[tuple[int, _SC]] = []
+    quality = 0
+    unplaced = 0
+    devs = 0
+    best_key = incumbent
+    best_assign: list[int] | None = None
+    nodes = 0
+
+    def swap_rate_best(c: _SC, extra_file: int) -> float:
+        s = c[7]
+        hs = p.host_slot[s]
+        free = cap[hs] - (res_mem[hs] + od_mem[hs]) - p.host_margin_bytes[s]
+        rate = p.disk_gbs[s]
+        if free >= od_files[s] + extra_file:
+            rate = max(rate, page_cache_gbs(host_bw[s], c[10]))
+        return rate
 
     def failures() -> int:
-        """Failures of the placed items, exactly as `evaluate` counts them."""
-        total = state["unplaced"]
+        """A lower bound on the placed items' failures in any completion (exact for tok/s and residency)."""
+        total = unplaced
         for ii, c in placed:
-            it = p.items[ii]
-            if not it.is_model:
+            if not is_model[ii]:
                 continue
-            others = 0.0
-            if c.resident:
-                for si, t in c.tau:
-                    others += res_tau[si] - t + od_tau[si]
+            step = c[4]
+            if c[3]:
+                for si, t in c[2]:
+                    step += res_tau[si] - t + od_tau[si]
             else:
-                for si, _t in c.tau:
-                    others += res_tau[si]
-            step = c.step_s + others
-            tok_s = 1.0 / step if step > 0 else 0.0
-            if it.min_tok_s is not None and tok_s < it.min_tok_s * (1 - 1e-9):
+                for si, _t in c[2]:
+                    step += res_tau[si]
+            tm = t_max[ii]
+            if tm is not None and (1.0 / step if step > 0 else 0.0) < tm:
                 total += 1
-            if not c.resident:
-                assert it.role is not None
-                if it.role.residency == "always":
+            if not c[3]:
+                if always[ii]:
                     total += 1
-                elif it.role.max_swap_in_s is not None:
-                    hs = p.host_slot[c.server]
-                    free = cap[hs] - (res_mem[hs] + od_mem[hs]) - p.host_margin_bytes[c.server]
-                    rate = p.disk_gbs[c.server]
-                    if free >= od_files[c.server]:
-                        rate = page_cache_gbs(host_bw[c.server], bool(c.gpu_slots))
-                    if c.file_bytes / (rate * 1e9) > it.role.max_swap_in_s * (1 + 1e-9):
+                else:
+                    sm = swap_max[ii]
+                    if sm is not None and c[5] / (swap_rate_best(c, 0) * 1e9) > sm:
                         total += 1
         return total
 
-    def memory_ok(c: Candidate) -> bool:
-        for si, _b in c.mem:
-            extra = margin[si] if is_gpu[si] else p.host_margin_bytes[slot_server[si]]
-            if res_mem[si] + od_mem[si] + extra > cap[si]:
-                return False
-        return cores[c.server] <= p.cores[c.server]
-
-    def fits_now(c: Candidate) -> bool:
-        marg = dict(c.margin)
-        for si, b in c.mem:
-            if is_gpu[si]:
-                extra = max(margin[si], marg.get(si, 0))
+    def fits(c: _SC) -> bool:
+        for si, b, m, g in c[1]:
+            extra = (m if m > margin[si] else margin[si]) if g else m
+            if c[3]:
+                tot = res_mem[si] + b + od_mem[si]
             else:
-                extra = p.host_margin_bytes[slot_server[si]]
-            total = res_mem[si] + b + od_mem[si] if c.resident else res_mem[si] + max(od_mem[si], b)
-            if total + extra > cap[si]:
+                o = od_mem[si]
+                tot = res_mem[si] + (b if b > o else o)
+            if tot + extra > cap[si]:
                 return False
-        return cores[c.server] + c.cores <= p.cores[c.server]
+        return cores[c[7]] + c[6] <= core_cap[c[7]]
 
-    def meets_now(c: Candidate, it: Item) -> bool:
+    def meets(c: _SC, ii: int) -> bool:
         """Could `c` still meet its item's targets? Load only grows, so a miss now is a miss later."""
-        if not it.is_model:
-            return True
-        assert it.role is not None
-        if not c.resident and it.role.residency == "always":
+        if not c[11]:
             return False
-        if it.min_tok_s is not None:
-            step = c.step_s
-            for si, _t in c.tau:
-                step += res_tau[si] + (od_tau[si] if c.resident else 0.0)
-            if step > 0 and 1.0 / step < it.min_tok_s * (1 - 1e-9):
+        tm = t_max[ii]
+        if tm is not None:
+            step = c[4]
+            if c[3]:
+                for si, _t in c[2]:
+                    step += res_tau[si] + od_tau[si]
+            else:
+                for si, _t in c[2]:
+                    step += res_tau[si]
+            if step > 0 and 1.0 / step < tm:
                 return False
-        if not c.resident and it.role.max_swap_in_s is not None:
-            hs = p.host_slot[c.server]
-            free = cap[hs] - (res_mem[hs] + od_mem[hs]) - p.host_margin_bytes[c.server]
-            rate = p.disk_gbs[c.server]
-            if free >= od_files[c.server] + c.file_bytes:
-                rate = max(rate, page_cache_gbs(host_bw[c.server], bool(c.gpu_slots)))
-            if c.file_bytes / (rate * 1e9) > it.role.max_swap_in_s * (1 + 1e-9):
+        if not c[3]:
+            sm = swap_max[ii]
+            if sm is not None and c[5] / (swap_rate_best(c, c[5]) * 1e9) > sm:
                 return False
         return True
 
-    def _remaining_bound(k: int, lb: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-        """Tighter bound: each undecided item adds at most the quality of its best candidate that still fits,
-        and at least one failure when no candidate that still fits can meet its targets."""
-        f, negq = lb[0], lb[1]
+    def canonical(ii: int, c: _SC) -> bool:
+        """False when the same candidate on lower-indexed empty twin GPUs exists (a mirror image)."""
+        cand = p.cands[ii][c[0]]
+        gs = cand.gpu_slots
+        if not gs:
+            return True
+        mapped: list[int] = []
+        taken: set[int] = set()
+        for si in gs:
+            g = group[si]
+            if g < 0 or touch[si]:
+                mapped.append(si)
+                continue
+            for sj in group_slots[g]:
+                if not touch[sj] and sj not in taken:
+                    mapped.append(sj)
+                    taken.add(sj)
+                    break
+        t = tuple(sorted(mapped))
+        if t == gs:
+            return True
+        return (ii, twin_sigs[ii][c[0]], t) not in twin_lookup
+
+    def push(ii: int, c: _SC) -> list[tuple[int, int, int, float]]:
+        nonlocal quality, devs
+        undo = [(si, od_mem[si], margin[si], od_tau[si]) for si in c[13]]
+        resident = c[3]
+        for si, b, m, g in c[1]:
+            if resident:
+                res_mem[si] += b
+            elif b > od_mem[si]:
+                od_mem[si] = b
+            if g and m > margin[si]:
+                margin[si] = m
+        for si, t in c[2]:
+            if resident:
+                res_tau[si] += t
+            elif t > od_tau[si]:
+                od_tau[si] = t
+        for si in c[13]:
+            touch[si] += 1
+        cores[c[7]] += c[6]
+        if not resident:
+            od_files[c[7]] += c[5]
+        for s in c[12]:
+            server_use[s] += 1
+        for si in c[8]:
+            gpu_ref[si] += 1
+            if gpu_ref[si] == 1:
+                devs += 1 if is_gpu[si] else HOST_DEVICE_WEIGHT
+        quality += c[9]
+        placed.append((ii, c))
+        assign[ii] = c[0]
+        return undo
+
+    def pop(ii: int, c: _SC, undo: list[tuple[int, int, int, float]]) -> None:
+        nonlocal quality, devs
+        assign[ii] = PENDING
+        placed.pop()
+        quality -= c[9]
+        for si in c[8]:
+            gpu_ref[si] -= 1
+            if gpu_ref[si] == 0:
+                devs -= 1 if is_gpu[si] else HOST_DEVICE_WEIGHT
+        for s in c[12]:
+            server_use[s] -= 1
+        cores[c[7]] -= c[6]
+        if c[3]:
+            for si, b, _m, _g in c[1]:
+                res_mem[si] -= b
+            for si, t in c[2]:
+                res_tau[si] -= t
+        else:
+            od_files[c[7]] -= c[5]
+        for si, o, m, t in undo:
+            od_mem[si] = o
+            margin[si] = m
+            od_tau[si] = t
+            touch[si] -= 1
+
+    def bound(k: int) -> tuple[int, int, int, int] | None:
+        """Lower bound on the key of any completion; None when it cannot beat the incumbent."""
+        f = failures()
+        if best_key is not None and f > best_key[0]:
+            return None
+        q_any = 0
+        q_meet = 0
         for j in range(k, n):
             jj = order[j]
-            it = p.items[jj]
-            q_best: int | None = None
-            can_meet = False
-            for c in p.cands[jj]:
-                if not fits_now(c):
+            qa: int | None = None
+            qm: int | None = None
+            for c in comp[jj]:
+                if not fits(c):
                     continue
-                if q_best is None:
-                    q_best = c.quality
-                    if forced[jj]:
-                        break  # fails whatever happens: only its best quality matters
-                if meets_now(c, it):
-                    can_meet = True
+                if qa is None:
+                    qa = c[9]
+                if meets(c, jj):
+                    qm = c[9]
                     break
-            negq -= q_best or 0
-            f += 0 if can_meet else 1
-        return (f, negq, lb[2], lb[3])
+            q_any += max(qa or 0, 0)  # unplaced scores 0 (a candidate far down a long list may score less)
+            if qm is None:
+                f += 1
+                q_meet += max(qa or 0, 0)
+                if best_key is not None and f > best_key[0]:
+                    return None
+            else:
+                q_meet += qm
+        lb = (f, -(quality + (q_meet if best_key is not None and f == best_key[0] else q_any)), cost, devs)
+        if best_key is not None and lb >= best_key:
+            return None
+        return lb
 
     def rec(k: int) -> None:
-        nonlocal best_key, best_assign, nodes
+        nonlocal best_key, best_assign, nodes, unplaced
         nodes += 1
         if nodes > node_limit:
             raise _NodeLimit
-        fail_now = failures()
-        lb = (fail_now + f_suffix[k], -(state["quality"] + q_suffix[k]), p.cost_cents, state["gpus"])
-        if best_key is not None and lb >= best_key:
-            return
-        if k < n and best_key is not None:
-            lb = (fail_now, -state["quality"], p.cost_cents, state["gpus"])
-            lb = _remaining_bound(k, lb)
-            if lb >= best_key:
-                return
         if k == n:
-            if p.require_server is not None and not server_use[p.require_server]:
+            if req is not None and not server_use[req]:
                 return
-            best_key = lb
-            best_assign = list(assign)
+            ev = evaluate(p, assign)
+            if ev.memory_ok and (best_key is None or ev.key < best_key):
+                best_key = ev.key
+                best_assign = list(assign)
+            return
+        if bound(k) is None:
             return
         ii = order[k]
-        for ci in range(len(p.cands[ii])):
-            c = p.cands[ii][ci]
-            # push
-            undo_od = [(si, od_mem[si]) for si, _ in c.mem] if not c.resident else []
-            undo_tau = [(si, od_tau[si]) for si, _ in c.tau] if not c.resident else []
-            undo_margin = [(si, margin[si]) for si, _ in c.margin]
-            for si, b in c.mem:
-                if c.resident:
-                    res_mem[si] += b
-                else:
-                    od_mem[si] = max(od_mem[si], b)
-            for si, m in c.margin:
-                margin[si] = max(margin[si], m)
-            for si, t in c.tau:
-                if c.resident:
-                    res_tau[si] += t
-                else:
-                    od_tau[si] = max(od_tau[si], t)
-            cores[c.server] += c.cores
-            if not c.resident and p.items[ii].is_model:
-                od_files[c.server] += c.file_bytes
-            for s_ in {c.server, *c.split_servers}:
-                server_use[s_] += 1
-            layer_slots = (*c.gpu_slots, p.host_slot[c.server]) if c.uses_cpu else c.gpu_slots
-            for si in layer_slots:
-                gpu_ref[si] += 1
-                if gpu_ref[si] == 1:
-                    state["gpus"] += 1 if is_gpu[si] else HOST_DEVICE_WEIGHT
-            state["quality"] += c.quality
-            placed.append((ii, c))
-            assign[ii] = ci
-            if memory_ok(c):
-                rec(k + 1)
-            # pop
-            assign[ii] = PENDING
-            placed.pop()
-            state["quality"] -= c.quality
-            for si in layer_slots:
-                gpu_ref[si] -= 1
-                if gpu_ref[si] == 0:
-                    state["gpus"] -= 1 if is_gpu[si] else HOST_DEVICE_WEIGHT
-            for s_ in {c.server, *c.split_servers}:
-                server_use[s_] -= 1
-            if not c.resident and p.items[ii].is_model:
-                od_files[c.server] -= c.file_bytes
-            cores[c.server] -= c.cores
-            if c.resident:
-                for si, t in c.tau:
-                    res_tau[si] -= t
-                for si, b in c.mem:
-                    res_mem[si] -= b
-            for si, v in undo_tau:
-                od_tau[si] = v
-            for si, v in undo_od:
-                od_mem[si] = v
-            for si, v in undo_margin:
-                margin[si] = v
+        # children: candidates that fit, those that can still meet their targets first (quality order kept)
+        meeting: list[_SC] = []
+        rest: list[_SC] = []
+        for c in comp[ii]:
+            if not fits(c) or (twin_lookup and not canonical(ii, c)):
+                continue
+            (meeting if meets(c, ii) else rest).append(c)
+        for c in (*meeting, *rest):
+            undo = push(ii, c)
+            rec(k + 1)
+            pop(ii, c, undo)
         assign[ii] = UNPLACED
-        state["unplaced"] += 1
+        unplaced += 1
         rec(k + 1)
-        state["unplaced"] -= 1
+        unplaced -= 1
         assign[ii] = PENDING
 
     exact = True
@@ -1011,25 +1174,6 @@ def solve(
 
 class _NodeLimit(Exception):
     pass
-
-
-def _greedy(p: Problem, order: Sequence[int]) -> tuple[tuple[int, int, int, int], list[int]] | None:
-    """A first incumbent: items in `order`, each taking the choice with the best partial key (fewest
-    failures so far, then quality ...). Only a starting point for the exact search."""
-    if sum(len(c) for c in p.cands) > 20_000:
-        return None
-    assign = [PENDING] * len(p.items)
-    for ii in order:
-        best: tuple[tuple[int, int, int, int], int] | None = None
-        for ci in [*range(len(p.cands[ii])), UNPLACED]:
-            assign[ii] = ci
-            ev = evaluate(p, assign)
-            if ev.memory_ok and (best is None or ev.key < best[0]):
-                best = (ev.key, ci)
-        assert best is not None  # UNPLACED always fits
-        assign[ii] = best[1]
-    ev = evaluate(p, assign)
-    return (ev.key, list(assign)) if ev.memory_ok else None
 
 
 def brute_force(p: Problem) -> tuple[tuple[int, int, int, int], list[int]]:
