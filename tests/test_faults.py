@@ -340,3 +340,29 @@ def test_no_gpu_information_is_said_not_fatal(tmp_path: Path) -> None:
     est = _cli("estimate", "llama-3-8b", "--gpu", "rtx-4090", "--format", "json", env=env)
     assert est.returncode == 0, est.stderr
     assert json.loads(est.stdout)["fits"] is True
+
+
+# ------------------------------------------------------------------------------------------ bad option values
+
+# Values that once escaped as ValueError / OverflowError from deep inside (found by probing every option).
+BAD_VALUES = [
+    (["estimate", "llama-3-8b", "--ram", "nan"], "--ram must be a positive number of GiB, got nan."),
+    (["estimate", "llama-3-8b", "--ram", "inf"], "--ram must be a positive number of GiB, got inf."),
+    (["bench", "--endpoint", "http://127.0.0.1:9", "--model-name", "m", "--timeout", "-1"],
+     "--timeout must be a positive number of seconds, got -1.0."),
+    (["bench", "--endpoint", "http://127.0.0.1:9", "--model-name", "m", "--timeout", "0"],
+     "--timeout must be a positive number of seconds, got 0.0."),
+    (["bench", "--endpoint", "http://[::1", "--model-name", "m"],
+     "--endpoint 'http://[::1' is not a valid URL (Invalid IPv6 URL)."),
+    (["bench", "--endpoint", "http://h:99999", "--model-name", "m"],
+     "--endpoint 'http://h:99999' is not a valid URL (Port out of range 0-65535)."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_VALUES, ids=[" ".join(a[-2:]) for a, _ in BAD_VALUES])
+def test_bad_option_values_are_planner_errors(argv: list[str], message: str) -> None:
+    from planner.errors import PlannerError
+
+    result = runner.invoke(app, argv)
+    assert isinstance(result.exception, PlannerError), repr(result.exception)
+    assert str(result.exception) == message

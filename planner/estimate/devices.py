@@ -46,7 +46,7 @@ def host_bandwidth_gbs(channels: int, ddr_speed_mts: int) -> float:
 
 def host_device(cat: Catalog, cpu_id: str | None, ram_gib: float | None) -> Device:
     """The host as a device: its RAM is the capacity, its DRAM bandwidth the speed of offloaded layers."""
-    if ram_gib is not None and ram_gib <= 0:
+    if ram_gib is not None and not 0 < ram_gib < float("inf"):  # also NaN
         raise HardwareError(f"--ram must be a positive number of GiB, got {ram_gib}.")
     if cpu_id is None:
         ram = GENERIC_HOST_RAM_GIB if ram_gib is None else ram_gib

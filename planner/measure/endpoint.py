@@ -49,9 +49,15 @@ class EndpointConfig:
 
     def check(self) -> None:
         register_secret(self.api_key)  # masked in every message and saved error from now on
-        u = urllib.parse.urlsplit(self.url)
+        try:
+            u = urllib.parse.urlsplit(self.url)
+            u.port  # noqa: B018 - raises ValueError for a port outside 0..65535
+        except ValueError as e:
+            raise PlannerError(f"--endpoint {shown(redact(self.url))!r} is not a valid URL ({e}).") from None
         if u.scheme not in ("http", "https") or not u.hostname:
             raise PlannerError(f"--endpoint must be an http(s) URL such as http://127.0.0.1:8080, got {self.url!r}.")
+        if not 0 < self.timeout_s < float("inf"):  # also NaN
+            raise PlannerError(f"--timeout must be a positive number of seconds, got {self.timeout_s}.")
         if not self.concurrency or any(c < 1 for c in self.concurrency):
             raise PlannerError("--concurrency takes positive integers, e.g. 1,4,8.")
         if self.max_tokens < 2:
