@@ -321,8 +321,8 @@ def _calibrate(spec: ModelSpec, cfg: RunConfig, est: Estimate, run: BenchRun) ->
         updates.append(
             CalibrationUpdate(
                 device_id=dev.id,
-                decode_ratio=round(entry.decode_ratio, 4),
-                prefill_ratio=round(entry.prefill_ratio, 4),
+                decode_ratio=entry.decode_ratio,
+                prefill_ratio=entry.prefill_ratio,
                 profile_path=str(profile_path()),
                 samples=entry.samples,
                 decode_tok_s_before=round(e.speed.decode_tok_s, 3),
