@@ -33,6 +33,19 @@ def _agiplan() -> list[str]:
     return [sys.executable, "-m", "planner"]  # same interpreter, no console-script wrapper
 
 
+_TYPER_APP = """
+import typer
+app = typer.Typer()
+@app.command()
+def hello(name: str = "x", count: int = 1, ratio: float = 0.5, flag: bool = False) -> None:
+    print(name * count)
+@app.command()
+def other() -> None:
+    pass
+app(["hello", "--count", "2"])
+"""
+
+
 def _time_once(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
@@ -54,6 +67,8 @@ def main() -> None:
     agiplan = _agiplan()
     commands = {
         "import typer": [sys.executable, "-c", "import typer"],
+        # what typer itself costs to run one command with options (it builds pydantic adapters per option)
+        "typer one-command app": [sys.executable, "-c", _TYPER_APP],
         "agiplan --help": [*agiplan, "--help"],
         f"agiplan estimate {args.model}": [*agiplan, "estimate", args.model, "--format", "json"],
     }
@@ -93,8 +108,12 @@ def main() -> None:
             f"{r['command']:<34} {r['min_s']:7.3f} {r['median_s']:7.3f} "
             f"{r['mean_s']:8.3f} ± {r['sd_s']:5.3f} {r['ratio_to_typer']:8.2f}"
         )
-    help_ratio = rows[1]["ratio_to_typer"]
+    by_name = {r["command"]: r for r in rows}
+    help_ratio = by_name["agiplan --help"]["ratio_to_typer"]
+    est = rows[-1]
     print(f"\n--help / import typer = {help_ratio:.2f} (target ≤ 1.5): {'ok' if help_ratio <= 1.5 else 'OVER'}")
+    app_s = by_name["typer one-command app"]["median_s"]
+    print(f"{est['command']} / typer one-command app = {est['median_s'] / app_s:.2f} (typer's cost to run a command)")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ SCHEMA_VERSION = 1
 
 
 class CalibrationEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use: no cost at start-up
 
     device_id: str
     decode_ratio: float = Field(gt=0, lt=100)
@@ -34,7 +34,7 @@ class CalibrationEntry(BaseModel):
 
 
 class CalibrationProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use: no cost at start-up
 
     schema_version: int
     hostname: str
