@@ -418,3 +418,105 @@ def test_cli_sample(plan_doc: dict[str, Any], bench_doc: dict[str, Any], tmp_pat
     profile.write_text(json.dumps({"schema_version": 7, "hostname": "h", "entries": {}}), encoding="utf-8")
     proc = _cli("estimate", "llama-3-8b", env=env)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {profile}: calibration profile schema_version 7")
+
+
+# ------------------------------------------------------------------------------------------ the catalog cache
+
+
+@pytest.fixture
+def catalog_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of the shipped catalog as AGIPLAN_CATALOG_DIR, a fresh cache dir, and no in-process memo."""
+    import shutil
+
+    from planner.catalog import catalog_dir
+    from planner.catalog.load import FILES, _load_cached
+
+    d = tmp_path / "catalog"
+    d.mkdir()
+    for name in FILES:
+        shutil.copy(catalog_dir() / name, d / name)
+    monkeypatch.setenv("AGIPLAN_CATALOG_DIR", str(d))
+    monkeypatch.setenv("AGIPLAN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("AGIPLAN_CATALOG_CACHE", raising=False)
+    _load_cached.cache_clear()
+    yield d
+    _load_cached.cache_clear()
+
+
+def _cache_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "cache" / "catalog").glob("catalog-*.pickle"))
+
+
+def test_catalog_cache_written_reused_and_invalidated(catalog_copy: Path, tmp_path: Path) -> None:
+    """First load writes one 0600 cache file; an edited catalog file gives a new key (the edit is seen and the
+    old file removed); the cached catalog equals a fresh parse."""
+    from planner.catalog import load_catalog, load_catalog_dir
+    from planner.catalog.load import _load_cached
+
+    first = load_catalog()
+    (cache,) = _cache_files(tmp_path)
+    assert cache.stat().st_mode & 0o777 == 0o600
+    _load_cached.cache_clear()
+    again = load_catalog()  # from the cache
+    fresh = load_catalog_dir(catalog_copy)
+    assert again.models == fresh.models == first.models and again.gpus == fresh.gpus
+    hw = catalog_copy / "hardware.yaml"
+    hw.write_text(hw.read_text(encoding="utf-8").replace("memory_mib: 24564", "memory_mib: 24560", 1), "utf-8")
+    _load_cached.cache_clear()
+    edited = load_catalog()
+    assert edited.gpu("rtx-4090").memory_mib == 24560  # the edit, not the stale cache
+    (new_cache,) = _cache_files(tmp_path)
+    assert new_cache != cache and not cache.exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other_key", "world_writable", "pickle_bomb"])
+def test_catalog_cache_damage_is_ignored(catalog_copy: Path, tmp_path: Path, damage: str) -> None:
+    """A damaged, foreign or unsafe cache file is never trusted: the YAML is parsed and the cache rewritten."""
+    import pickle
+
+    from planner.catalog import load_catalog
+    from planner.catalog.load import _load_cached
+
+    expected = load_catalog().gpu("rtx-4090").memory_mib
+    (cache,) = _cache_files(tmp_path)
+    raw = cache.read_bytes()
+    header_end = raw.index(b"\n", raw.index(b"\n") + 1) + 1
+    marker = tmp_path / "pwned"
+    if damage == "garbage":
+        cache.write_bytes(raw[:header_end] + b"\x80\x05garbage" * 10)
+    elif damage == "truncated":
+        cache.write_bytes(raw[: len(raw) // 2])
+    elif damage == "empty":
+        cache.write_bytes(b"")
+    elif damage == "other_key":
+        cache.write_bytes(raw.replace(raw[24:40], b"0" * 16, 1))
+    elif damage == "world_writable":
+        cache.chmod(0o666)
+    else:  # a pickle that would run code: its header is right, but it is group/world-writable like a planted file
+        bomb = pickle.dumps(_Bomb(str(marker)))
+        cache.write_bytes(raw[:header_end] + bomb)
+        cache.chmod(0o664)
+    _load_cached.cache_clear()
+    assert load_catalog().gpu("rtx-4090").memory_mib == expected
+    assert not marker.exists()
+    (rewritten,) = _cache_files(tmp_path)
+    assert rewritten.stat().st_mode & 0o777 == 0o600
+
+
+class _Bomb:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path(self.path).touch, ())
+
+
+def test_catalog_cache_unwritable_dir_still_loads(
+    catalog_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from planner.catalog import load_catalog
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("AGIPLAN_CACHE_DIR", str(blocker))  # mkdir fails: no cache, no error
+    assert load_catalog().gpu("rtx-4090").memory_mib > 0

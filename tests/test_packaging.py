@@ -152,3 +152,25 @@ def test_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     assert plan["stack_name"] == "agents" and plan["options"]
     comp = run("--show-completion", "bash")
     assert comp.returncode == 0 and "_AGIPLAN_COMPLETE=complete_bash" in comp.stdout
+
+
+def test_gguf_constants_without_numpy_are_gguf_s_own() -> None:
+    """planner.gguf_constants loads gguf/constants.py on its own (no numpy); its tables equal the package's."""
+    probe = """
+import json, sys
+from planner.gguf_constants import gguf_constants
+c = gguf_constants()
+out = {"numpy": "numpy" in sys.modules, "gguf": "gguf" in sys.modules,
+       "sizes": {t.name: list(v) for t, v in c.GGML_QUANT_SIZES.items()},
+       "ftypes": {t.name: int(t) for t in c.LlamaFileType}, "magic": c.GGUF_MAGIC}
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          check=True)  # fmt: skip
+    standalone = json.loads(proc.stdout)
+    assert standalone["numpy"] is False and standalone["gguf"] is False
+    import gguf
+
+    assert standalone["sizes"] == {t.name: list(v) for t, v in gguf.GGML_QUANT_SIZES.items()}
+    assert standalone["ftypes"] == {t.name: int(t) for t in gguf.LlamaFileType}
+    assert standalone["magic"] == gguf.GGUF_MAGIC
