@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, cast
 
 from planner.catalog import Catalog
 from planner.errors import EstimateError, PlannerError
@@ -165,6 +165,7 @@ class EstimateCache:
         self.calls = 0
         self.hits = 0
         self.server_cands: dict[tuple[object, ...], list[Candidate]] = {}
+        self.combos: dict[tuple[object, ...], list[Combo]] = {}
 
     def spec(self, ref: str) -> ModelSpec:
         if ref not in self._specs:
@@ -361,6 +362,63 @@ def _alone_fits(c: Candidate, slots: Sequence[DevSlot], host_margin: Sequence[in
     return True
 
 
+Combo = tuple[str, str | None, str, RunConfig, int, dict[str, object]]  # ref, quant, engine, cfg, weight bytes, kw
+
+
+def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: Stack) -> list[Combo]:
+    """(model, quant, engine) choices of a model item with their run config, weight bytes and quality
+    (memoized on the cache: every server set of a recommendation shares them)."""
+    role = it.role
+    assert role is not None
+    key = ("combos", role.model_dump_json(), it.ctx, it.parallel, stack.quality_floor_kld, ii)
+    hit = cache.combos.get(key)
+    if hit is not None:
+        return hit
+    combos: list[Combo] = []
+    for pref, ref in enumerate(role_models(cat, role)):
+        spec = cache.spec(ref)
+        fixed_file = spec.weights is not None and spec.weights.exact
+        quants: list[str | None] = [None] if fixed_file else list(role_quants(cat, role, stack.quality_floor_kld))
+        engines = list(role.engines or ["llama.cpp", "vllm"])
+        for quant in quants:
+            q_up = (quant or (spec.weights.file_type if spec.weights else "") or "").upper()
+            is_vllm_q = q_up in VLLM_QUANTS
+            for engine in engines:
+                if engine == "vllm" and (not is_vllm_q or fixed_file):
+                    continue
+                if engine == "llama.cpp" and is_vllm_q and q_up not in ("BF16",):
+                    continue
+                kld = quant_kld(cat, q_up) if q_up else 0.0
+                quality = MODEL_POINTS - PREFERENCE_STEP * pref - round(1000 * kld)
+                cfg = RunConfig(
+                    engine="vllm" if engine == "vllm" else "llama.cpp",
+                    ctx=it.ctx,
+                    parallel=it.parallel,
+                    kv_type_k=role.kv_type,
+                    kv_type_v=role.kv_type,
+                    flash_attn=True,
+                )
+                try:
+                    w = cache.weights(ref, quant, cfg.engine)
+                except (EstimateError, PlannerError):
+                    continue
+                sizes = cache.sizes(w)
+                common: dict[str, object] = dict(
+                    item_index=ii,
+                    item=it,
+                    ref=ref,
+                    quant=q_up,
+                    engine=cfg.engine,
+                    quality=quality,
+                    preference=pref,
+                    kld=kld,
+                    sizes=sizes,
+                )
+                combos.append((ref, quant, engine, cfg, sizes[0], common))
+    cache.combos[key] = combos
+    return combos
+
+
 def build_candidates(
     items: Sequence[Item],
     servers: Sequence[Server],
@@ -370,6 +428,7 @@ def build_candidates(
     *,
     split_item: int | None = None,
     split_pair: tuple[int, int] | None = None,
+    min_quality: Sequence[int] | None = None,
 ) -> tuple[list[DevSlot], list[int], list[list[Candidate]]]:
     """Every feasible-alone, non-dominated candidate of each item on `servers`. With `split_item`, that
     item gets only llama.cpp RPC candidates spanning `split_pair` = (host server, remote server)."""
@@ -409,75 +468,60 @@ def build_candidates(
             continue
         role = it.role
         assert role is not None
-        combos: list[tuple[str, str | None, str, RunConfig, int, dict[str, object]]] = []
-        for pref, ref in enumerate(role_models(cat, role)):
-            spec = cache.spec(ref)
-            fixed_file = spec.weights is not None and spec.weights.exact
-            quants: list[str | None] = [None] if fixed_file else list(role_quants(cat, role, stack.quality_floor_kld))
-            engines = list(role.engines or ["llama.cpp", "vllm"])
-            for quant in quants:
-                q_up = (quant or (spec.weights.file_type if spec.weights else "") or "").upper()
-                is_vllm_q = q_up in VLLM_QUANTS
-                for engine in engines:
-                    if engine == "vllm" and (not is_vllm_q or fixed_file):
-                        continue
-                    if engine == "llama.cpp" and is_vllm_q and q_up not in ("BF16",):
-                        continue
-                    kld = quant_kld(cat, q_up) if q_up else 0.0
-                    quality = MODEL_POINTS - PREFERENCE_STEP * pref - round(1000 * kld)
-                    cfg = RunConfig(
-                        engine="vllm" if engine == "vllm" else "llama.cpp",
-                        ctx=it.ctx,
-                        parallel=it.parallel,
-                        kv_type_k=role.kv_type,
-                        kv_type_v=role.kv_type,
-                        flash_attn=True,
-                    )
-                    try:
-                        w = cache.weights(ref, quant, cfg.engine)
-                    except (EstimateError, PlannerError):
-                        continue
-                    sizes = cache.sizes(w)
-                    lower_bytes = sizes[0]
-                    common: dict[str, object] = dict(
-                        item_index=ii,
-                        item=it,
-                        ref=ref,
-                        quant=q_up,
-                        engine=cfg.engine,
-                        quality=quality,
-                        preference=pref,
-                        kld=kld,
-                        sizes=sizes,
-                    )
-                    if split_item == ii:
-                        assert split_pair is not None
-                        a, b = split_pair
-                        if engine == "vllm" or not gpus[b]:
-                            continue
-                        devs = [*gpus[a], *gpus[b]]
-                        if lower_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
-                            continue
-                        est = cache.estimate(ref, quant, cfg, devs, hosts[a])
-                        if est is None:
-                            continue
-                        smap = [gpu_slot_index[(a, g)] for g in range(len(gpus[a]))]
-                        smap += [gpu_slot_index[(b, g)] for g in range(len(gpus[b]))]
-                        smap.append(host_slot[a])
-                        c = _candidate_from_estimate(
-                            est,
-                            server=a,
-                            slot_map=smap,
-                            extra_step_s=rpc_hop_s(est.arch.hidden_size),
-                            split_servers=(a, b),
-                            extra_host=(host_slot[b], RPC_SERVER_HOST_BYTES),
-                            **common,  # type: ignore[arg-type]
-                        )
-                        if _alone_fits(c, slots, host_margin):
-                            cands.append(c)
-                        continue
-                    combos.append((ref, quant, engine, cfg, lower_bytes, common))
+        combos = item_combos(ii, it, cat, cache, stack)
+        floor_q = min_quality[ii] if min_quality is not None else None
+        if floor_q is not None:
+            combos = [cb for cb in combos if cast(int, cb[5]["quality"]) >= floor_q]
+        if split_item == ii:
+            assert split_pair is not None
+            a, b = split_pair
+            for ref, quant, engine, cfg, lower_bytes, common in combos:
+                if engine == "vllm" or not gpus[b]:
+                    continue
+                devs = [*gpus[a], *gpus[b]]
+                if lower_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
+                    continue
+                est = cache.estimate(ref, quant, cfg, devs, hosts[a])
+                if est is None:
+                    continue
+                smap = [gpu_slot_index[(a, g)] for g in range(len(gpus[a]))]
+                smap += [gpu_slot_index[(b, g)] for g in range(len(gpus[b]))]
+                smap.append(host_slot[a])
+                c = _candidate_from_estimate(
+                    est,
+                    server=a,
+                    slot_map=smap,
+                    extra_step_s=rpc_hop_s(est.arch.hidden_size),
+                    split_servers=(a, b),
+                    extra_host=(host_slot[b], RPC_SERVER_HOST_BYTES),
+                    **common,  # type: ignore[arg-type]
+                )
+                if _alone_fits(c, slots, host_margin):
+                    cands.append(c)
         for si in range(len(servers) if split_item != ii else 0):
+            if si == 0 and floor_q is not None:
+                # the first server's candidates are memoized whole; filter them instead of re-building
+                full = item_combos(ii, it, cat, cache, stack)
+                cands += [
+                    c
+                    for c in _server_candidates(
+                        ii,
+                        it,
+                        si,
+                        servers,
+                        slots,
+                        host_slot,
+                        gpus,
+                        hosts,
+                        host_margin,
+                        gpu_slot_index,
+                        cache,
+                        full,
+                        stack.quality_floor_kld,
+                    )
+                    if c.quality >= floor_q
+                ]
+                continue
             cands += _server_candidates(
                 ii,
                 it,
@@ -509,7 +553,7 @@ def _server_candidates(
     host_margin: Sequence[int],
     gpu_slot_index: dict[tuple[int, int], int],
     cache: EstimateCache,
-    combos: Sequence[tuple[str, str | None, str, RunConfig, int, dict[str, object]]],
+    combos: Sequence[Combo],
     floor: float,
 ) -> list[Candidate]:
     """Candidates of item `ii` on server `si` (memoized: the main server's are the same for every
@@ -528,6 +572,7 @@ def _server_candidates(
         srv.gpus,
         srv.ram_gib,
         srv.gpu_reserved_bytes,
+        len(combos),  # a quality-filtered list is a prefix-by-threshold of the same combos: its size names it
     )
     hit = cache.server_cands.get(key)
     if hit is not None:
@@ -597,12 +642,15 @@ def make_problem(
     split_item: int | None = None,
     split_pair: tuple[int, int] | None = None,
     require_server: int | None = None,
+    min_quality: Sequence[int] | None = None,
 ) -> Problem:
+    """One option's problem. `min_quality` (per item) leaves out candidates scoring less: the caller knows
+    they are in no plan better than its incumbent, so they are not estimated on servers after the first."""
     from planner.estimate.engines import rules_for
 
     items = stack_items(stack)
     slots, host_slot, cands = build_candidates(
-        items, servers, cat, cache, stack, split_item=split_item, split_pair=split_pair
+        items, servers, cat, cache, stack, split_item=split_item, split_pair=split_pair, min_quality=min_quality
     )
     n_models = sum(1 for it in items if it.is_model)
     fixed: list[list[Candidate]] = []
@@ -1229,20 +1277,30 @@ def solve_two_server(
     best: Solution | None = None
     tried = 0
     n_items = len(stack_items(stack))
-    for servers in sets:
+    split_ii = _split_items(stack, n_items) if split else []
+    set_bound = _SetBound(stack, existing[0], cat, cache, split_ii[0] if split_ii else None)
+    bounds = [set_bound.key(s[1]) if len(s) == 2 else (0, 0, 0, 0) for s in sets]
+    # best-first: sets in order of their bound (cheapest first among equals); once the incumbent is no worse
+    # than the next set's bound, no later set can beat it
+    for bnd, servers in sorted(zip(bounds, sets, strict=True), key=lambda x: x[0]):
         if split and not servers[1].gpus:
             continue
         incumbent = best.evaluation.key if best else None
-        if incumbent is not None and incumbent[0] == 0 and incumbent[2] < round(sum(s.cost_usd for s in servers) * 100):
-            # sets come cheapest first: a dearer set can only beat the incumbent on quality
-            ub_q = _quality_upper_bound(stack, cat)
-            if -incumbent[1] >= ub_q:
-                break
+        if incumbent is not None and bnd >= incumbent:
+            break
         tried += 1
         if split:
-            for ii in _split_items(stack, n_items):
+            for ii in split_ii:
                 p = make_problem(
-                    stack, servers, cat, cache, mode="concurrent", split_item=ii, split_pair=(0, 1), require_server=1
+                    stack,
+                    servers,
+                    cat,
+                    cache,
+                    mode="concurrent",
+                    split_item=ii,
+                    split_pair=(0, 1),
+                    require_server=1,
+                    min_quality=set_bound.min_quality(servers[1], best.evaluation.key if best else None),
                 )
                 if not p.cands[ii]:
                     continue
@@ -1250,7 +1308,15 @@ def solve_two_server(
                 if _better(sol, best):
                     best = sol
         else:
-            p = make_problem(stack, servers, cat, cache, mode="concurrent", require_server=1)
+            p = make_problem(
+                stack,
+                servers,
+                cat,
+                cache,
+                mode="concurrent",
+                require_server=1,
+                min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
+            )
             sol = solve(p, incumbent=incumbent)
             if _better(sol, best):
                 best = sol
@@ -1258,6 +1324,61 @@ def solve_two_server(
             progress(tried)
     why = "" if best else ("no second server with a GPU to split a model over" if split else "nothing fits")
     return OptionResult(kind, best, why, tried)
+
+
+class _SetBound:
+    """A lower bound on the key of any plan on {main, second}, from weight sizes alone (no estimate on the
+    second server): no failures, each model item at most the better of its best candidate on the main
+    server and its best (model, quant) whose weights fit the second server's GPU memory + RAM at all (the
+    split item: main + second), the set's cost, no devices."""
+
+    def __init__(self, stack: Stack, main: Server, cat: Catalog, cache: EstimateCache, split_item: int | None) -> None:
+        self.cat = cat
+        self.items = stack_items(stack)
+        self.split_item = split_item
+        main_p = make_problem(stack, [main], cat, cache, mode="concurrent")
+        self.main_q: list[int | None] = [
+            max((c.quality for c in cs), default=None) if ii != split_item else None
+            for ii, cs in enumerate(main_p.cands)
+        ]
+        self.main_cap = _raw_capacity(main, cat)
+        self.main_cost = main.cost_usd
+        self.combos = [
+            [(q[4], int(cast(int, q[5]["quality"]))) for q in item_combos(ii, it, cat, cache, stack)]
+            if it.is_model
+            else []
+            for ii, it in enumerate(self.items)
+        ]
+
+    def item_bounds(self, second: Server) -> list[int]:
+        """Per item: the most quality points it can score on {main, second} (unplaced scores 0)."""
+        cap = _raw_capacity(second, self.cat)
+        out: list[int] = []
+        for ii, it in enumerate(self.items):
+            if not it.is_model:
+                out.append(0)
+                continue
+            room = cap + self.main_cap if ii == self.split_item else cap
+            q = max([self.main_q[ii] or 0, *(qq for b, qq in self.combos[ii] if b <= room)])
+            out.append(max(q, 0))
+        return out
+
+    def key(self, second: Server) -> tuple[int, int, int, int]:
+        return (0, -sum(self.item_bounds(second)), round((self.main_cost + second.cost_usd) * 100), 0)
+
+    def min_quality(self, second: Server, incumbent: tuple[int, int, int, int] | None) -> list[int] | None:
+        """With an incumbent that meets every target (quality Q), a better plan needs quality >= Q, so a
+        candidate of item i scoring less than Q − Σ_{j≠i} (bound of j) is in no better plan."""
+        if incumbent is None or incumbent[0] != 0:
+            return None
+        ub = self.item_bounds(second)
+        total = sum(ub)
+        return [-incumbent[1] - (total - u) for u in ub]
+
+
+def _raw_capacity(server: Server, cat: Catalog) -> int:
+    """GPU memory not reserved + host RAM: no candidate on the server has more weight bytes."""
+    return sum(d.capacity_bytes - d.reserved_bytes for d in server.gpu_devices(cat)) + server.host(cat).capacity_bytes
 
 
 def _quality_upper_bound(stack: Stack, cat: Catalog) -> int:
