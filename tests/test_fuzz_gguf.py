@@ -457,3 +457,14 @@ def test_cli_missing_and_directory(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert proc.stderr.startswith("error: ") and message in proc.stderr
         assert proc.stderr.count("\n") == 1
+
+
+def test_model_name_with_terminal_escapes_is_printed_escaped(tmp_path: Path) -> None:
+    """general.name is shown in every table and report: control characters from the file arrive escaped."""
+    path = write_tiny_gguf(tmp_path, name="evil\x1b[31m\nname\x07", filename="evil.gguf")
+    assert read_gguf(path).arch.name == "evil\\x1b[31m\\nname\\x07"
+    for fmt in ("table", "markdown", "json"):
+        proc = _cli("estimate", str(path), "--format", fmt, env_extra={"AGIPLAN_CACHE_DIR": str(tmp_path / "c")})
+        assert proc.returncode == 0, proc.stderr
+        assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+        assert "evil\\x1b[31m" in proc.stdout or "evil\\\\x1b[31m" in proc.stdout  # JSON escapes the backslash

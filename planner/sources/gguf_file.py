@@ -520,7 +520,8 @@ def spec_from_header(
 
     general_name = kv.get("general.name")
     arch_obj = ModelArch(
-        name=name or (general_name if isinstance(general_name, str) and general_name else Path(ref).stem),
+        # shown(): the name is printed in tables and reports; a file's control characters must not reach a terminal
+        name=name or shown(general_name if isinstance(general_name, str) and general_name else Path(ref).stem, 200),
         architecture=arch,
         n_layers=n_layers,
         hidden_size=hidden,
