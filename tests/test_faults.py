@@ -366,3 +366,19 @@ def test_bad_option_values_are_planner_errors(argv: list[str], message: str) -> 
     result = runner.invoke(app, argv)
     assert isinstance(result.exception, PlannerError), repr(result.exception)
     assert str(result.exception) == message
+
+
+def test_brackets_from_servers_and_files_print_literally(tmp_path: Path) -> None:
+    """rich markup is off for data: a server error or a model name holding "[/x]" once raised MarkupError
+    while the bench table was printed; now it is printed as is."""
+    from conftest import write_tiny_gguf
+
+    with OpenAIServer("http500", echo="[/oops] [bold]") as srv:
+        result = runner.invoke(app, ["bench", "--endpoint", srv.url, "--model-name", "m[/x]", "--timeout", "3"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "error: HTTP 500: internal error for key [/oops] [bold]" in result.stdout
+    assert "m[/x] · openai · endpoint" in result.stdout
+    gguf = write_tiny_gguf(tmp_path, name="[/x] [red]tiny", filename="brackets.gguf")
+    est = runner.invoke(app, ["estimate", str(gguf)])
+    assert est.exit_code == 0, repr(est.exception)
+    assert est.stdout.startswith("[/x] [red]tiny · Q8_0")

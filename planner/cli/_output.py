@@ -29,13 +29,14 @@ def _width() -> int | None:
 def stdout_console() -> Console:
     from rich.console import Console
 
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=_width())
+    # markup off: names, notes and errors come from files and servers; "[/x]" in one must print, not raise
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=_width(), markup=False)
 
 
 def stderr_console() -> Console:
     from rich.console import Console
 
-    return Console(file=sys.stderr, highlight=False)
+    return Console(file=sys.stderr, highlight=False, markup=False)
 
 
 def print_json(data: Any) -> None:

@@ -40,7 +40,7 @@ def _progress() -> Iterator[Progress]:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     prog = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # descriptions hold model names and URLs
         BarColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
@@ -136,7 +136,7 @@ def bench_command(
             code = _bench_gguf(result, path, lcfg, gpu_layers, "synthetic" if synthetic else "model", calibrate)
         result.complete = code == 0
     except KeyboardInterrupt:
-        stderr_console().print("[yellow]interrupted: keeping what was measured[/yellow]")
+        stderr_console().print("interrupted: keeping what was measured", style="yellow")
         code = 130
     finally:
         if out is not None:
@@ -539,13 +539,17 @@ def _render(result: BenchResult, fmt: Format) -> None:
         print_json(result.model_dump(mode="json"))
         return
     from rich.table import Table
+    from rich.text import Text
 
     con = stdout_console()
     h = result.host
     con.print(
-        f"[bold]{h.hostname}[/bold] · {h.cpu} · {h.cores} cores · RAM {_gib(h.ram_total_bytes)}"
-        + (f" · {h.ram_bandwidth_gbs:.1f} GB/s measured" if h.ram_bandwidth_gbs else "")
-        + (f" · {len(h.gpus)} GPU(s)" if h.gpus else " · no GPU")
+        Text.assemble(
+            (h.hostname, "bold"),
+            f" · {h.cpu} · {h.cores} cores · RAM {_gib(h.ram_total_bytes)}"
+            + (f" · {h.ram_bandwidth_gbs:.1f} GB/s measured" if h.ram_bandwidth_gbs else "")
+            + (f" · {len(h.gpus)} GPU(s)" if h.gpus else " · no GPU"),
+        )
     )
     for run in result.runs:
         title = f"{run.role + ': ' if run.role else ''}{run.model} · {run.engine} · {run.kind}"
@@ -553,7 +557,7 @@ def _render(result: BenchResult, fmt: Format) -> None:
             title += f" · concurrency {run.concurrency}"
         elif run.ctx:
             title += f" · ctx {run.ctx} × {run.parallel} · KV {run.kv_type} · -ngl {run.gpu_layers}"
-        con.print(f"\n[bold]{title}[/bold]  [{_verdict_style(run.verdict)}]{run.verdict.upper()}[/]")
+        con.print(Text.assemble("\n", (title, "bold"), "  ", (run.verdict.upper(), _verdict_style(run.verdict))))
         t = Table(box=None, header_style="bold", pad_edge=False)
         for col in ("", "predicted", "measured", "Δ"):
             t.add_column(col, justify="right" if col else "left")
@@ -593,7 +597,7 @@ def _render(result: BenchResult, fmt: Format) -> None:
             f"tok/s, prefill {c.prefill_tok_s_before:.0f} → {c.prefill_tok_s_after:.0f} tok/s · {c.profile_path}"
         )
     if not result.complete:
-        con.print("[yellow]incomplete: interrupted or failed; the runs above are what was measured[/yellow]")
+        con.print("incomplete: interrupted or failed; the runs above are what was measured", style="yellow")
 
 
 def _pct(run: BenchRun, key: str) -> str:
