@@ -1205,7 +1205,41 @@ def solve(
         unplaced -= 1
         assign[ii] = PENDING
 
+    def greedy() -> None:
+        """A first incumbent: items in order, each taking the fitting choice that leaves the fewest failures
+        among the placed items (then the best quality). Only a starting point for the exact search."""
+        nonlocal best_key, best_assign, unplaced
+        taken: list[tuple[int, _SC | None, list[tuple[int, int, int, float]]]] = []
+        for ii in (order[k] for k in range(n)):
+            pick: tuple[tuple[int, int], _SC | None] = ((failures() + 1, 0), None)
+            for c in comp[ii]:
+                if not fits(c):
+                    continue
+                undo = push(ii, c)
+                score = (failures(), -c[9])
+                pop(ii, c, undo)
+                if score < pick[0]:
+                    pick = (score, c)
+            chosen = pick[1]
+            if chosen is None:
+                assign[ii] = UNPLACED
+                unplaced += 1
+                taken.append((ii, None, []))
+            else:
+                taken.append((ii, chosen, push(ii, chosen)))
+        ev = evaluate(p, assign)
+        if ev.memory_ok and (best_key is None or ev.key < best_key):
+            best_key = ev.key
+            best_assign = list(assign)
+        for ii, done, undo in reversed(taken):
+            if done is None:
+                unplaced -= 1
+                assign[ii] = PENDING
+            else:
+                pop(ii, done, undo)
+
     exact = True
+    greedy()
     try:
         rec(0)
     except _NodeLimit:
