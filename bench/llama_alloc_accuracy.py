@@ -58,7 +58,8 @@ GEMMA_CASES = [
 # (catalog id, layers kept, quant, cases)
 SYNTHETIC = [
     ("llama-3-8b", 4, "Q4_K_M", [Case("ctx 8192, FA", 8192), Case("ctx 8192, no FA", 8192, fa=False),
-                                 Case("ctx 16384, no FA", 16384, fa=False), Case("4 slots × 4096, q8_0", 4096, 4, "q8_0")]),
+                                 Case("ctx 16384, no FA", 16384, fa=False),
+                                 Case("4 slots × 4096, q8_0", 4096, 4, "q8_0")]),
     ("deepseek-coder-6.7b", 3, "Q4_K_M", [Case("ctx 16384 (MHA)", 16384), Case("ctx 4096, no FA", 4096, fa=False)]),
     ("qwen2.5-7b", 3, "Q4_K_M", [Case("ctx 8192 (biases, 152k vocab)", 8192), Case("ctx 8192, no FA", 8192, fa=False)]),
     ("mixtral-8x7b", 1, "Q4_K_M", [Case("ctx 8192 (MoE)", 8192), Case("ctx 8192, no FA", 8192, fa=False)]),
@@ -136,7 +137,8 @@ def main() -> None:
         for case in cases:
             rows.append((f"{model_id} ({layers} layers, synthetic)", case.label, compare(path, spec, case)))
 
-    print(f"{'model':34} {'case':30} " + " ".join(f"{k + ' pred/meas MiB':>26} {'err':>6}" for k in ("weights", "KV", "compute", "total")))
+    columns = ("weights", "KV", "compute", "total")
+    print(f"{'model':34} {'case':30} " + " ".join(f"{k + ' pred/meas MiB':>26} {'err':>6}" for k in columns))
     errs: dict[str, list[float]] = {k: [] for k in ("weights", "KV", "compute", "total")}
     for model, label, r in rows:
         cells = []

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 settings.register_profile("agiplan", database=None)
 settings.load_profile("agiplan")
 
-from hub_server import HubServer
+from hub_server import HubServer  # noqa: E402 - tests/ must be on sys.path first
 
 
 @pytest.fixture(scope="session")
