@@ -16,7 +16,10 @@ an idle GPU is preferred to CPU layers). Targets: decode tok/s per slot under th
 serial kind. Failing counts and memory only grow as roles are added, so a depth-first branch and bound
 with the bound (failures so far + undecided items none of whose still-fitting candidates can meet their
 target, −(quality so far + best still-fitting quality of each undecided item), cost, devices so far),
-started from a greedy incumbent, is exact; tests compare it with brute-force enumeration. A node limit
+started from a greedy incumbent, is exact; when the failures already equal the incumbent's, each undecided
+item that can still meet its targets is bounded by its best candidate that can (see `solve`); identical
+empty GPUs are tried once. Tests compare it with brute-force enumeration. Two-server kinds try the
+purchasable second servers best-first by a weight-size bound (`_SetBound`). A node limit
 stops very large searches (12 roles × the whole catalog): the best plan found is returned with
 `Solution.exact = False` and the plan says so.
 
@@ -53,7 +56,7 @@ MODEL_POINTS = 1000
 PREFERENCE_STEP = 100
 MAX_SUBSET_GPUS = 4  # all GPU subsets up to this many cards; contiguous ranges beyond
 HOST_DEVICE_WEIGHT = 10
-DEFAULT_NODE_LIMIT = 50_000  # ~10 s of search here; beyond it the best plan found is returned, flagged inexact
+DEFAULT_NODE_LIMIT = 50_000  # ~1 s of search here; beyond it the best plan found is returned, flagged inexact
 
 
 # ------------------------------------------------------------------------------------------ items
