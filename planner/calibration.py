@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerError
 from planner.estimate.types import Device, DeviceCalibration
+from planner.io import validation_message, write_text_atomic
 
 SCHEMA_VERSION = 1
 
@@ -70,23 +70,13 @@ def load_profile(path: Path | None = None) -> CalibrationProfile | None:
     try:
         return CalibrationProfile.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        raise PlannerError(f"{p}: {loc}: {first['msg']}. Delete it and rerun 'agiplan bench'.") from e
+        raise PlannerError(f"{p}: {validation_message(e)}. Delete it and rerun 'agiplan bench'.") from e
 
 
 def save_profile(profile: CalibrationProfile, path: Path | None = None) -> Path:
     """Write atomically (temp file in the same directory, then rename)."""
     p = path or profile_path(profile.hostname)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".calibration-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(profile.model_dump_json(indent=2))
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(p, profile.model_dump_json(indent=2))
     return p
 
 

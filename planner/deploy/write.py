@@ -4,27 +4,17 @@ plus `deploy.json` (kind agiplan-deploy, schema_version) describing every proces
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from planner.deploy import Deployment
 from planner.errors import PlannerError
+from planner.io import write_text_atomic as _write_text_atomic
 
 MANIFEST = "deploy.json"
 
 
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_text_atomic(path, text, mode)
 
 
 def write_deployment(dep: Deployment, out_dir: Path) -> list[Path]:

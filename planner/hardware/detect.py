@@ -37,6 +37,7 @@ from pydantic.dataclasses import dataclass
 
 from planner.errors import HardwareError
 from planner.hardware.match import match_cpu, match_gpu
+from planner.io import write_json_atomic
 
 __all__ = [
     "NO_GPU_NOTE",
@@ -138,10 +139,7 @@ _HOST_ADAPTER: TypeAdapter[HostInfo] = TypeAdapter(HostInfo)
 
 def write_host_json(path: Path, host: HostInfo) -> None:
     """Write `host.to_dict()` to `path` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(host.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(Path(path), host.to_dict())
 
 
 def read_host_json(path: Path) -> HostInfo:
@@ -306,9 +304,7 @@ def _amd_name(device_dir: Path, device_id: int | None, revision: int | None) -> 
     return f"AMD GPU (PCI device {dev} rev {rev})"
 
 
-def detect_amd_gpus(
-    sysfs_root: Path = Path("/sys"), *, first_index: int = 0
-) -> tuple[list[GpuInfo], list[str]]:
+def detect_amd_gpus(sysfs_root: Path = Path("/sys"), *, first_index: int = 0) -> tuple[list[GpuInfo], list[str]]:
     """AMD GPUs through the amdgpu driver's sysfs files under `sysfs_root`/class/drm/card*/device.
 
     vendor == 0x1002, memory from `mem_info_vram_total` / `mem_info_vram_used` (bytes), name from
@@ -341,15 +337,12 @@ def detect_amd_gpus(
         total = _read_int(device_dir / "mem_info_vram_total")
         used = _read_int(device_dir / "mem_info_vram_used")
         if total is None or used is None:
-            notes.append(
-                f"{card.name} ({name}): no VRAM figures in sysfs (amdgpu driver not loaded?); skipped"
-            )
+            notes.append(f"{card.name} ({name}): no VRAM figures in sysfs (amdgpu driver not loaded?); skipped")
             continue
         used = min(used, total)
         if total < _SMALL_VRAM_BYTES:
             notes.append(
-                f"{card.name} ({name}) has {total // 1024**2} MiB VRAM: likely an integrated GPU sharing "
-                "system RAM"
+                f"{card.name} ({name}) has {total // 1024**2} MiB VRAM: likely an integrated GPU sharing system RAM"
             )
         gpus.append(
             GpuInfo(
@@ -392,9 +385,7 @@ def _parse_cpuinfo(text: str) -> tuple[dict[str, str], set[tuple[str, str]]]:
 _CPU_VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}
 
 
-def detect_cpu(
-    proc_root: Path = Path("/proc"), candidates: Candidates | None = None
-) -> tuple[CpuInfo, list[str]]:
+def detect_cpu(proc_root: Path = Path("/proc"), candidates: Candidates | None = None) -> tuple[CpuInfo, list[str]]:
     """CPU model and flags from `proc_root`/cpuinfo, core and thread counts from psutil."""
     import psutil
 

@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from planner.errors import PlannerError
 from planner.estimate.types import Estimate
-from planner.plan.schema import read_versioned_json, write_json_atomic
+from planner.io import load_versioned, write_json_atomic
 
 BENCH_SCHEMA_VERSION = 1
 BENCH_KIND = "agiplan-bench"
@@ -182,14 +181,7 @@ def save_result(result: BenchResult, path: Path) -> None:
 
 
 def load_result(path: Path) -> BenchResult:
-    raw = read_versioned_json(Path(path), BENCH_KIND, BENCH_SCHEMA_VERSION)
-    try:
-        return BenchResult.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise PlannerError(f"{path}: {loc}: {first['msg']}{more}.") from e
+    return load_versioned(Path(path), BENCH_KIND, BENCH_SCHEMA_VERSION, BenchResult)
 
 
 def predicted_from_estimate(est: Estimate, calibrated: Estimate | None = None) -> Predicted:

@@ -14,15 +14,14 @@ JSON shape (stable keys, issue #3):
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from planner.errors import PlannerError
+from planner.io import load_versioned
+from planner.io import read_versioned_json as read_versioned_json  # re-exported: callers import it from here
+from planner.io import write_json_atomic as write_json_atomic  # re-exported
 
 PLAN_SCHEMA_VERSION = 1
 PLAN_KIND = "agiplan-plan"
@@ -157,52 +156,9 @@ class Plan(_Closed):
     relaxations: list[str] = Field(default_factory=list)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to `path` via a temp file in the same directory and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_plan(plan: Plan, path: Path) -> None:
     write_json_atomic(path, plan.model_dump(mode="json"))
 
 
-def read_versioned_json(path: Path, kind: str, version: int) -> dict[str, Any]:
-    """Read a saved agiplan JSON file and check its `kind` and `schema_version` (clear one-line errors)."""
-    p = Path(path)
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlannerError(f"{p}: no such file.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PlannerError(f"{p}: not a readable JSON file ({e}).") from e
-    if not isinstance(raw, dict):
-        raise PlannerError(f"{p}: expected a JSON object written by agiplan ({kind}).")
-    if raw.get("kind") != kind:
-        raise PlannerError(f"{p}: not an {kind} file (kind is {raw.get('kind')!r}).")
-    if raw.get("schema_version") != version:
-        raise PlannerError(
-            f"{p}: {kind} schema_version {raw.get('schema_version')!r}; this agiplan reads version {version}. "
-            "Re-create it with this version of agiplan."
-        )
-    return raw
-
-
 def load_plan(path: Path) -> Plan:
-    raw = read_versioned_json(path, PLAN_KIND, PLAN_SCHEMA_VERSION)
-    try:
-        return Plan.model_validate(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise PlannerError(f"{path}: {loc}: {first['msg']}{more}.") from e
+    return load_versioned(path, PLAN_KIND, PLAN_SCHEMA_VERSION, Plan)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerError
+from planner.io import validation_message
 from planner.plan.schema import Placement, Plan, PlanDevice, PlanOption, PlanServer, read_versioned_json
 
 REPORT_SCHEMA_VERSION = 1
@@ -83,9 +84,7 @@ def load_bench(path: Path) -> BenchFile:
         try:
             out.append(BenchRunIn.model_validate(r))
         except ValidationError as e:
-            first = e.errors()[0]
-            loc = ".".join(str(x) for x in first["loc"])
-            raise PlannerError(f"{path}: runs.{i}.{loc}: {first['msg']}.") from e
+            raise PlannerError(f"{path}: runs.{i}.{validation_message(e)}.") from e
     return BenchFile(path=str(path), host=host, runs=out)
 
 
@@ -487,9 +486,7 @@ def _deployment(plan: Plan) -> list[DeployView]:
             DeployView(
                 server=s.name,
                 processes=[
-                    DeployProcessView(
-                        name=p.name, kind=p.kind, engine=p.engine, roles=list(p.roles), command=p.shell()
-                    )
+                    DeployProcessView(name=p.name, kind=p.kind, engine=p.engine, roles=list(p.roles), command=p.shell())
                     for p in dep.processes
                 ],
                 endpoints={e.role: f"{e.base_url} (model {e.model_name})" for e in dep.endpoints if e.server == s.name},

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from planner.errors import HubError, ModelSourceError
+from planner.io import write_bytes_atomic
 from planner.model.arch import ModelSpec, ModelWeights, Source, TensorInfo
 from planner.sources.gguf_file import (
     GGUFHeader,
@@ -36,8 +36,10 @@ from planner.sources.gguf_file import (
 from planner.sources.hf_config import arch_from_hf_config
 
 _DEFAULT_ENDPOINT = "https://huggingface.co"
-_REF_RE = re.compile(r"^(?:hf:|hf://|huggingface:)?(?P<owner>[\w.\-]+)/(?P<name>[\w.\-]+)(?:@(?P<rev>[\w.\-/]+?))?"
-                     r"(?:/(?P<file>.+\.gguf))?$")
+_REF_RE = re.compile(
+    r"^(?:hf:|hf://|huggingface:)?(?P<owner>[\w.\-]+)/(?P<name>[\w.\-]+)(?:@(?P<rev>[\w.\-/]+?))?"
+    r"(?:/(?P<file>.+\.gguf))?$"
+)
 _SAFETENSORS_HEADER_MAX = 100 << 20  # safetensors refuses headers above 100 MB too
 _CACHE_VERSION = 1
 # llama.cpp file-type names as they appear in GGUF file names (longest first so Q4_K_M beats Q4_K).
@@ -109,17 +111,9 @@ def cache_dir() -> Path:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        write_bytes_atomic(path, data)
     except OSError as e:
         raise HubError(f"cannot write the agiplan cache under {cache_dir()} ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_json(path: Path, label: str) -> Any:
@@ -136,8 +130,8 @@ def _safe(s: str) -> str:
 def _record_path(ref: HubRef, quant: str | None) -> Path:
     owner, name = ref.repo_id.split("/", 1)
     what = ref.filename or (f"quant-{quant.upper()}" if quant else "default")
-    return cache_dir() / "hub" / f"{_safe(owner)}--{_safe(name)}" / _safe(ref.revision or "main") / (
-        _safe(what) + ".json"
+    return (
+        cache_dir() / "hub" / f"{_safe(owner)}--{_safe(name)}" / _safe(ref.revision or "main") / (_safe(what) + ".json")
     )
 
 
@@ -146,8 +140,12 @@ def _record_path(ref: HubRef, quant: str | None) -> Path:
 
 def _network_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for mod, attr in (("httpx2", "TransportError"), ("httpx", "TransportError"),
-                      ("requests", "ConnectionError"), ("requests", "Timeout")):
+    for mod, attr in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("requests", "ConnectionError"),
+        ("requests", "Timeout"),
+    ):
         try:
             m = __import__(mod)
             errs.append(getattr(m, attr))
@@ -174,17 +172,13 @@ def _raise_hub_error(e: BaseException, ref: HubRef, what: str = "") -> NoReturn:
     if isinstance(e, hfe.RevisionNotFoundError):
         raise HubError(f"{ref.display}: no such revision '{ref.revision}' in {ref.repo_id}") from None
     if isinstance(e, hfe.RepositoryNotFoundError):
-        raise HubError(
-            f"{ref.display}: no such repository on the Hub (or it is private: set HF_TOKEN)"
-        ) from None
+        raise HubError(f"{ref.display}: no such repository on the Hub (or it is private: set HF_TOKEN)") from None
     if isinstance(e, hfe.EntryNotFoundError):
         raise HubError(f"{ref.display}: file not found in the repository{where}") from None
     if isinstance(e, hfe.HfHubHTTPError):
         status = e.response.status_code if e.response is not None else None
         if status == 429:
-            raise HubError(
-                f"{ref.display}: the Hub is rate limiting requests (HTTP 429); retry later"
-            ) from None
+            raise HubError(f"{ref.display}: the Hub is rate limiting requests (HTTP 429); retry later") from None
         if status in (401, 403):
             raise HubError(f"{ref.display}: access denied (HTTP {status}); check HF_TOKEN") from None
         raise HubError(f"{ref.display}: Hub request failed (HTTP {status}){where}") from None
@@ -240,8 +234,13 @@ class _Hub:
 
         return Path(
             hf_hub_download(
-                self.ref.repo_id, filename, revision=revision, endpoint=self.endpoint, token=self.token,
-                cache_dir=_hub_cache(), library_name="agiplan",
+                self.ref.repo_id,
+                filename,
+                revision=revision,
+                endpoint=self.endpoint,
+                token=self.token,
+                cache_dir=_hub_cache(),
+                library_name="agiplan",
             )
         )
 
@@ -299,9 +298,7 @@ def _fetch_gguf(hub: _Hub, sha: str, files: dict[str, int | None], filename: str
     parts = _gguf_parts(filename)
     missing = [p for p in parts if p not in files]
     if missing:
-        raise HubError(
-            f"{hub.ref.display}: split GGUF is missing part(s) {', '.join(missing[:3])} on the Hub"
-        )
+        raise HubError(f"{hub.ref.display}: split GGUF is missing part(s) {', '.join(missing[:3])} on the Hub")
     entries = []
     for part in parts:
         size = files.get(part)
@@ -343,7 +340,11 @@ def _spec_from_gguf_record(rec: dict[str, Any], ref: HubRef, raw_ref: str) -> Mo
     name0 = rec["parts"][0]["name"]
     source = Source("hub", f"{rec['endpoint']}/{ref.repo_id}@{rec['sha']}/{name0}")
     return spec_from_header(
-        first, ref=raw_ref, source=source, file_bytes=total, extra_tensors=extra,
+        first,
+        ref=raw_ref,
+        source=source,
+        file_bytes=total,
+        extra_tensors=extra,
         label=f"{ref.display}/{name0}",
     )
 
@@ -365,22 +366,45 @@ _GLOBAL_NAMES = {
 }
 _LAYER_RE = re.compile(r"^(?:.*\.)?(?:layers|layer|h|blocks)\.(\d+)\.(.+)$")
 _LAYER_PARTS = [
-    ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
-    ("self_attn.o_proj", "attn_output"), ("self_attn.qkv_proj", "attn_qkv"),
-    ("attention.self.query", "attn_q"), ("attention.self.key", "attn_k"), ("attention.self.value", "attn_v"),
-    ("attention.output.dense", "attn_output"), ("attention.output.LayerNorm", "attn_output_norm"),
-    ("intermediate.dense", "ffn_up"), ("output.dense", "ffn_down"), ("output.LayerNorm", "layer_output_norm"),
-    ("mlp.gate_up_proj", "ffn_up"), ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"), ("mlp.gate", "ffn_gate_inp"), ("block_sparse_moe.gate", "ffn_gate_inp"),
-    ("mlp.shared_expert_gate", "ffn_gate_inp_shexp"), ("mlp.shared_expert.gate_proj", "ffn_gate_shexp"),
-    ("mlp.shared_expert.up_proj", "ffn_up_shexp"), ("mlp.shared_expert.down_proj", "ffn_down_shexp"),
-    ("input_layernorm", "attn_norm"), ("post_attention_layernorm", "ffn_norm"),
-    ("pre_feedforward_layernorm", "ffn_norm"), ("post_feedforward_layernorm", "post_ffw_norm"),
-    ("self_attn.q_norm", "attn_q_norm"), ("self_attn.k_norm", "attn_k_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("self_attn.qkv_proj", "attn_qkv"),
+    ("attention.self.query", "attn_q"),
+    ("attention.self.key", "attn_k"),
+    ("attention.self.value", "attn_v"),
+    ("attention.output.dense", "attn_output"),
+    ("attention.output.LayerNorm", "attn_output_norm"),
+    ("intermediate.dense", "ffn_up"),
+    ("output.dense", "ffn_down"),
+    ("output.LayerNorm", "layer_output_norm"),
+    ("mlp.gate_up_proj", "ffn_up"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+    ("mlp.gate", "ffn_gate_inp"),
+    ("block_sparse_moe.gate", "ffn_gate_inp"),
+    ("mlp.shared_expert_gate", "ffn_gate_inp_shexp"),
+    ("mlp.shared_expert.gate_proj", "ffn_gate_shexp"),
+    ("mlp.shared_expert.up_proj", "ffn_up_shexp"),
+    ("mlp.shared_expert.down_proj", "ffn_down_shexp"),
+    ("input_layernorm", "attn_norm"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("pre_feedforward_layernorm", "ffn_norm"),
+    ("post_feedforward_layernorm", "post_ffw_norm"),
+    ("self_attn.q_norm", "attn_q_norm"),
+    ("self_attn.k_norm", "attn_k_norm"),
 ]
 _EXPERT_RE = re.compile(r"^(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(\w+)\.(.+)$")
-_EXPERT_PARTS = {"w1": "ffn_gate_exps", "w3": "ffn_up_exps", "w2": "ffn_down_exps",
-                 "gate_proj": "ffn_gate_exps", "up_proj": "ffn_up_exps", "down_proj": "ffn_down_exps"}
+_EXPERT_PARTS = {
+    "w1": "ffn_gate_exps",
+    "w3": "ffn_up_exps",
+    "w2": "ffn_down_exps",
+    "gate_proj": "ffn_gate_exps",
+    "up_proj": "ffn_up_exps",
+    "down_proj": "ffn_down_exps",
+}
 
 
 def gguf_tensor_name(hf_name: str) -> str:
@@ -398,12 +422,32 @@ def gguf_tensor_name(hf_name: str) -> str:
         return f"blk.{layer}.{kind}.{em.group(1)}.{em.group(3)}"
     for hf_part, gg in _LAYER_PARTS:
         if rest.startswith(hf_part + "."):
-            return f"blk.{layer}.{gg}.{rest[len(hf_part) + 1:]}"
+            return f"blk.{layer}.{gg}.{rest[len(hf_part) + 1 :]}"
     return f"blk.{layer}.{rest}"
 
 
-_ST_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL",
-              "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"}
+_ST_DTYPES = {
+    "F64",
+    "F32",
+    "F16",
+    "BF16",
+    "I64",
+    "I32",
+    "I16",
+    "I8",
+    "U8",
+    "U16",
+    "U32",
+    "U64",
+    "BOOL",
+    "F8_E4M3",
+    "F8_E5M2",
+    "F8_E8M0",
+    "F4",
+    "F6_E2M3",
+    "F6_E3M2",
+    "C64",
+}
 
 
 def parse_safetensors_header(raw: bytes, label: str) -> dict[str, Any]:
@@ -458,8 +502,9 @@ def _fetch_safetensors_header(hub: _Hub, filename: str, sha: str) -> dict[str, A
 
 def _shards(hub: _Hub, files: dict[str, int | None], sha: str) -> list[str]:
     if "model.safetensors.index.json" in files:
-        index = _read_json(hub.download("model.safetensors.index.json", sha),
-                           f"{hub.ref.display}/model.safetensors.index.json")
+        index = _read_json(
+            hub.download("model.safetensors.index.json", sha), f"{hub.ref.display}/model.safetensors.index.json"
+        )
         shards = sorted(set(index.get("weight_map", {}).values()))
         if shards:
             return shards
@@ -476,8 +521,14 @@ def _fetch_transformers(hub: _Hub, sha: str, files: dict[str, int | None]) -> di
             f"{hub.ref.display}: no safetensors weights (only .bin or none); cannot count parameters exactly"
         )
     headers = {s: _fetch_safetensors_header(hub, s, sha) for s in shards}
-    return {"kind": "safetensors", "sha": sha, "endpoint": hub.endpoint, "config": config, "headers": headers,
-            "file_bytes": sum(int(files.get(s) or 0) for s in shards) or None}
+    return {
+        "kind": "safetensors",
+        "sha": sha,
+        "endpoint": hub.endpoint,
+        "config": config,
+        "headers": headers,
+        "file_bytes": sum(int(files.get(s) or 0) for s in shards) or None,
+    }
 
 
 def _checkpoint_type(config: dict[str, Any], weights: list[TensorInfo]) -> str | None:
