@@ -16,6 +16,11 @@ from planner.cli._output import Format, print_json, stderr_console, stdout_conso
 from planner.cli.estimate_cmd import memory_bar
 
 
+# The seed conversation asks about a "second, not very expensive" server: without --budget, agiplan does not
+# shop beyond a mid-range desktop (CPU + 64 GiB + one RTX 4090-class card).
+DEFAULT_BUDGET_USD = 3000.0
+
+
 def register(app: typer.Typer) -> None:
     app.command("recommend")(recommend_command)
 
@@ -65,6 +70,12 @@ def recommend_command(
         raise PlannerError(f"--budget must be >= 0 USD, got {budget:g}.")
     cat = load_catalog()
     assumptions: list[str] = []
+    if budget is None:
+        budget = DEFAULT_BUDGET_USD
+        assumptions.append(
+            f"no --budget given: new hardware capped at ${DEFAULT_BUDGET_USD:,.0f} (the seed's 'second, not very "
+            "expensive' server); pass --budget USD to change it"
+        )
     servers = []
     for i, spec in enumerate(server or []):
         servers.append(parse_server_spec(spec, cat, default_name="main" if i == 0 else f"server{i + 1}"))

@@ -84,8 +84,12 @@ def recommend(
         else:
             results.append(solve_two_server(stack, existing, new_options, cat, cache, split=kind == "split"))
     options = [_option(r, cat) for r in results]
-    recommended = _pick(results)
+    recommended = _pick(results, len(stack.roles))
     notes = list(assumptions) + list(MODEL_ASSUMPTIONS)
+    notes.append(
+        f"recommendation: among options that meet every target, quality within {QUALITY_TOLERANCE_PER_ROLE} points "
+        "per role (0.01 mean KLD vs FP16) of the best counts as equal, and the cheaper one wins"
+    )
     if any(s.new for o in options for s in o.servers):
         notes.append(BASE_PLATFORM_NOTE)
     if budget_usd is not None:
@@ -118,19 +122,25 @@ def recommend(
     return Recommendation(plan, results, cache)
 
 
-def _pick(results: Sequence[OptionResult]) -> int | None:
-    best: int | None = None
-    for i, r in enumerate(results):
-        if r.solution is None or r.solution.evaluation.key[0] != 0:
-            continue
-        if best is None:
-            best = i
-            continue
-        b = results[best].solution
-        assert b is not None
-        if r.solution.evaluation.key < b.evaluation.key:
-            best = i
-    return best
+# Options whose quality is within this many points per role of the best one count as equally good, and the
+# cheaper wins: 10 points = 0.01 mean KLD vs FP16, about the gap between Q5_K_M and Q8_0 on Llama 3 8B
+# (llama.cpp perplexity README) — not worth buying a second server for.
+QUALITY_TOLERANCE_PER_ROLE = 10
+
+
+def _pick(results: Sequence[OptionResult], n_roles: int) -> int | None:
+    """The recommended option: meets every target; among those, quality within the tolerance of the best,
+    then the lowest cost, then fewer devices, then the higher quality."""
+    ok = [
+        (i, r.solution.evaluation)
+        for i, r in enumerate(results)
+        if r.solution is not None and r.solution.evaluation.key[0] == 0
+    ]
+    if not ok:
+        return None
+    best_quality = max(e.quality for _, e in ok)
+    near = [(i, e) for i, e in ok if e.quality >= best_quality - QUALITY_TOLERANCE_PER_ROLE * max(1, n_roles)]
+    return min(near, key=lambda ie: (ie[1].key[2], ie[1].key[3], -ie[1].quality, ie[0]))[0]
 
 
 def _breakdown(t: tuple[int, int, int, int]) -> MemoryBreakdown:
