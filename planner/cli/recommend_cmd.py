@@ -15,7 +15,6 @@ import typer
 from planner.cli._output import Format, print_json, stderr_console, stdout_console
 from planner.cli.estimate_cmd import memory_bar
 
-
 # The seed conversation asks about a "second, not very expensive" server: without --budget, agiplan does not
 # shop beyond a mid-range desktop (CPU + 64 GiB + one RTX 4090-class card).
 DEFAULT_BUDGET_USD = 3000.0
