@@ -130,7 +130,7 @@ QUALITY_TOLERANCE_PER_ROLE = 10
 
 def _pick(results: Sequence[OptionResult], n_roles: int) -> int | None:
     """The recommended option: meets every target; among those, quality within the tolerance of the best,
-    then the lowest cost, then fewer devices, then the higher quality."""
+    then the lowest cost, then fewer devices, then the higher quality, then concurrent before serial."""
     ok = [
         (i, r.solution.evaluation)
         for i, r in enumerate(results)
@@ -140,7 +140,11 @@ def _pick(results: Sequence[OptionResult], n_roles: int) -> int | None:
         return None
     best_quality = max(e.quality for _, e in ok)
     near = [(i, e) for i, e in ok if e.quality >= best_quality - QUALITY_TOLERANCE_PER_ROLE * max(1, n_roles)]
-    return min(near, key=lambda ie: (ie[1].key[2], ie[1].key[3], -ie[1].quality, ie[0]))[0]
+    # at equal cost and devices: higher quality, then keeping models loaded (no swapping) over serial
+    rank = {"one-server-concurrent": 0, "one-server-serial": 1, "two-server": 2, "split": 3}
+    return min(
+        near, key=lambda ie: (ie[1].key[2], ie[1].key[3], -ie[1].quality, rank.get(results[ie[0]].kind, 9), ie[0])
+    )[0]
 
 
 def _breakdown(t: tuple[int, int, int, int]) -> MemoryBreakdown:

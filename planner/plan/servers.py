@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from planner.catalog import Catalog
 from planner.errors import HardwareError, PlannerError
 from planner.estimate.devices import gpu_device, host_device
 from planner.estimate.types import Device
+from planner.model.arch import Source
 from planner.units import GIB
 
 DEFAULT_SERVER_SPEC = "main: 2x rtx-4090, ryzen-9-7950x, 128GiB"
@@ -66,6 +67,7 @@ class Server:
     gpu_reserved_bytes: tuple[int, ...] = ()  # per GPU: already used by other processes (from detect)
     disk_read_gbs: float | None = None  # measured by detect; else the stack's disk
     notes: tuple[str, ...] = field(default=())
+    ram_bandwidth_gbs: float | None = None  # measured by `detect --measure`; else the catalog CPU's DDR figure
 
     @property
     def hardware(self) -> str:
@@ -85,7 +87,15 @@ class Server:
         return [gpu_device(cat, g, reserved_bytes=r) for g, r in zip(self.gpus, res, strict=True)]
 
     def host(self, cat: Catalog) -> Device:
-        return host_device(cat, self.cpu, self.ram_gib)
+        host = host_device(cat, self.cpu, self.ram_gib)
+        if self.ram_bandwidth_gbs:
+            host = replace(
+                host,
+                bandwidth_gbs=self.ram_bandwidth_gbs,
+                name=f"{host.name}, measured {self.ram_bandwidth_gbs:.1f} GB/s",
+                source=Source("measured", f"RAM read bandwidth measured by agiplan detect --measure ({host.source})"),
+            )
+        return host
 
     def cores(self, cat: Catalog) -> int:
         return cat.cpu(self.cpu).cores if self.cpu else 16
@@ -191,6 +201,7 @@ def server_from_detect(path: Path | str, cat: Catalog, *, name: str | None = Non
         gpu_reserved_bytes=tuple(reserved),
         disk_read_gbs=info.disk_read_gbs,
         notes=tuple(notes),
+        ram_bandwidth_gbs=info.ram_bandwidth_gbs,
     )
 
 
