@@ -68,6 +68,7 @@ class Server:
     disk_read_gbs: float | None = None  # measured by detect; else the stack's disk
     notes: tuple[str, ...] = field(default=())
     ram_bandwidth_gbs: float | None = None  # measured by `detect --measure`; else the catalog CPU's DDR figure
+    detected_cores: int | None = None  # physical cores from detect (sizes a CPU that is not in the catalog)
 
     @property
     def hardware(self) -> str:
@@ -88,6 +89,14 @@ class Server:
 
     def host(self, cat: Catalog) -> Device:
         host = host_device(cat, self.cpu, self.ram_gib)
+        if self.cpu is None and self.detected_cores:
+            # a CPU outside the catalog: scale the generic 16-core desktop's FP32 peak by the cores detected
+            host = replace(
+                host,
+                compute_tflops=host.compute_tflops * self.detected_cores / 16,
+                threads=self.detected_cores,
+                name=f"{host.name}, {self.detected_cores} cores",
+            )
         if self.ram_bandwidth_gbs:
             host = replace(
                 host,
@@ -98,7 +107,7 @@ class Server:
         return host
 
     def cores(self, cat: Catalog) -> int:
-        return cat.cpu(self.cpu).cores if self.cpu else 16
+        return cat.cpu(self.cpu).cores if self.cpu else (self.detected_cores or 16)
 
     def with_gpus(self, extra: Sequence[str]) -> Server:
         return Server(
@@ -202,6 +211,7 @@ def server_from_detect(path: Path | str, cat: Catalog, *, name: str | None = Non
         disk_read_gbs=info.disk_read_gbs,
         notes=tuple(notes),
         ram_bandwidth_gbs=info.ram_bandwidth_gbs,
+        detected_cores=info.cpu.cores_physical,
     )
 
 
