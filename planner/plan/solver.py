@@ -934,7 +934,52 @@ def _twin_sig(p: Problem, c: Candidate, group: Sequence[int]) -> tuple[object, .
     )
 
 
+# When the branch and bound stops at its node limit (large stacks: many roles × candidates × servers), the
+# MILP (planner.plan.milp, HiGHS) gets this long to prove the optimum or find a better plan.
+MILP_TIME_LIMIT_S = 60.0
+
+
 def solve(
+    p: Problem, *, incumbent: tuple[int, int, int, int] | None = None, node_limit: int = DEFAULT_NODE_LIMIT
+) -> Solution | None:
+    """The best assignment strictly better than `incumbent` (or None), proven optimal whenever possible.
+
+    The branch and bound (`branch_and_bound`) proves small and medium problems (every preset) in well under a
+    second. When it stops at its node limit, the MILP relaxation of `evaluate` (planner.plan.milp) runs with
+    the branch and bound's plan as the bar to beat: an infeasible MILP proves that plan optimal; an optimal
+    MILP whose assignment evaluate() scores at the MILP's own value is a proven, better optimum. Otherwise the
+    best plan found is returned flagged inexact.
+    """
+    try:
+        sol = branch_and_bound(p, incumbent=incumbent, node_limit=node_limit)
+    except PlannerError:  # the node limit came before any plan
+        sol = None
+    else:
+        if sol is None or sol.exact:
+            return sol
+    from planner.plan.milp import solve_milp
+
+    bar = sol.evaluation.key if sol is not None else incumbent
+    ans = solve_milp(p, incumbent=bar, time_limit_s=MILP_TIME_LIMIT_S)
+    nodes = (sol.nodes if sol is not None else node_limit) + ans.nodes
+    if ans.status == "infeasible":
+        if sol is None:
+            return None  # nothing beats `incumbent`
+        return Solution(p, sol.assign, sol.evaluation, nodes, True)
+    if ans.status == "optimal" and ans.assign is not None and ans.objective is not None:
+        ev = evaluate(p, ans.assign)
+        if ev.memory_ok and (bar is None or ev.key < bar):
+            proven = ans.weights.value(ev.key) <= ans.objective + 0.5
+            return Solution(p, list(ans.assign), ev, nodes, proven)
+    if sol is None:
+        raise PlannerError(
+            f"the placement search stopped after {node_limit} nodes and {MILP_TIME_LIMIT_S:g} s of MILP without a "
+            "plan; give fewer model candidates or quants per role."
+        )
+    return sol
+
+
+def branch_and_bound(
     p: Problem, *, incumbent: tuple[int, int, int, int] | None = None, node_limit: int = DEFAULT_NODE_LIMIT
 ) -> Solution | None:
     """Exact branch and bound; returns the best assignment strictly better than `incumbent` (or None).
