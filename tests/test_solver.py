@@ -463,6 +463,20 @@ def test_solver_equals_brute_force_synthetic(data: st.DataObject) -> None:
     _assert_no_overflow(p, sol.assign)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_milp_fallback_equals_brute_force_synthetic(data: st.DataObject) -> None:
+    """With a node limit of 1 the branch and bound gives up at once and the MILP (planner.plan.milp) decides:
+    its answer must be brute force's, flagged proven (60 of 60 examples proven when this test was written)."""
+    p = _synthetic_problem(data)
+    sol = solve(p, node_limit=1)
+    key, _ = brute_force(p)
+    assert sol is not None
+    assert sol.exact
+    assert sol.evaluation.key == key
+    _assert_no_overflow(p, sol.assign)
+
+
 def test_two_server_pruning_equals_trying_every_set() -> None:
     """solve_two_server orders the purchasable second servers by a weight-size bound, stops once the
     incumbent is no worse, and skips candidates that cannot lift the quality: the answer must equal the best

@@ -966,11 +966,15 @@ def solve(
         if sol is None:
             return None  # nothing beats `incumbent`
         return Solution(p, sol.assign, sol.evaluation, nodes, True)
-    if ans.status == "optimal" and ans.assign is not None and ans.objective is not None:
-        ev = evaluate(p, ans.assign)
-        if ev.memory_ok and (bar is None or ev.key < bar):
-            proven = ans.weights.value(ev.key) <= ans.objective + 0.5
-            return Solution(p, list(ans.assign), ev, nodes, proven)
+    if ans.status == "optimal" and ans.objective is not None:
+        if ans.assign is not None:
+            ev = evaluate(p, ans.assign)
+            if ev.memory_ok and (bar is None or ev.key < bar):
+                proven = ans.weights.value(ev.key) <= ans.objective + 0.5
+                return Solution(p, list(ans.assign), ev, nodes, proven)
+        if sol is not None and ans.objective >= ans.weights.value(sol.evaluation.key) - 0.5:
+            # the MILP's optimum (a lower bound) is the branch and bound's own value: that plan is optimal
+            return Solution(p, sol.assign, sol.evaluation, nodes, True)
     if sol is None:
         raise PlannerError(
             f"the placement search stopped after {node_limit} nodes and {MILP_TIME_LIMIT_S:g} s of MILP without a "
