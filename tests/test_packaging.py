@@ -54,8 +54,8 @@ with contextlib.redirect_stdout(io.StringIO()):
 def test_import_cli_keeps_heavy_modules_lazy() -> None:
     loaded = _modules_after("import planner.cli")
     assert sorted(m for m in HEAVY if m in loaded) == []
-    assert {f"planner.cli.{c}_cmd" for c in ("estimate", "catalog", "detect", "report", "deploy", "bench",
-                                              "recommend")} <= loaded  # fmt: skip
+    # commands are imported when they run (planner.cli.LazyGroup), not when the CLI starts
+    assert sorted(m for m in loaded if m.startswith("planner.cli.") and m.endswith("_cmd")) == []
 
 
 def test_help_keeps_heavy_modules_lazy() -> None:

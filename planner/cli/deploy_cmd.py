@@ -35,7 +35,9 @@ def deploy_command(
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table (file list), json or markdown.")] = Format.table,
 ) -> None:
-    """llama-server / ggml-rpc-server, Ollama (Modelfiles + env), vLLM (vllm serve, Ray) scripts, compose.yaml
+    """Write ready-to-run llama.cpp / Ollama / vLLM files for one server of a plan.
+
+    llama-server / ggml-rpc-server, Ollama (Modelfiles + env), vLLM (vllm serve, Ray) scripts, compose.yaml
     and router/litellm-config.yaml for one server of a plan."""
     from planner.deploy import build_deployment
     from planner.deploy.write import write_deployment

@@ -30,7 +30,9 @@ def report_command(
         bool, typer.Option("--margins/--no-margins", help="Recompute ctx×2 / +1 slot headroom with the estimator.")
     ] = True,
 ) -> None:
-    """Summary, options side by side, per-server roles and memory charts, what to buy, measured vs predicted,
+    """Write the Markdown report of a plan (and bench results): options, servers, what to buy, sources.
+
+    Summary, options side by side, per-server roles and memory charts, what to buy, measured vs predicted,
     deployment commands, sources."""
     from planner.errors import PlannerError
     from planner.plan.schema import load_plan, write_json_atomic
