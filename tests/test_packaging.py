@@ -95,12 +95,17 @@ def test_shell_completion(tmp_path: Path) -> None:
     exe = shutil.which("agiplan", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("the agiplan console script is not installed next to this interpreter")
-    show = subprocess.run([exe, "--show-completion", "bash"], capture_output=True, text=True, timeout=60, check=False)
+    # a clean environment for typer's shell handling (other tests' subprocesses must not leak _TYPER_* settings)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("_TYPER", "_AGIPLAN_COMPLETE"))}
+    base["SHELL"] = "/bin/bash"
+    show = subprocess.run(
+        [exe, "--show-completion", "bash"], capture_output=True, text=True, env=base, timeout=60, check=False
+    )
     assert show.returncode == 0 and "_AGIPLAN_COMPLETE=complete_bash" in show.stdout
-    env = {**os.environ, "_AGIPLAN_COMPLETE": "complete_bash", "COMP_WORDS": "agiplan est", "COMP_CWORD": "1"}
+    env = {**base, "_AGIPLAN_COMPLETE": "complete_bash", "COMP_WORDS": "agiplan est", "COMP_CWORD": "1"}
     comp = subprocess.run([exe], capture_output=True, text=True, env=env, timeout=60, check=False)
     assert comp.stdout.split() == ["estimate"]
-    env = {**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash"}
+    env = {**base, "HOME": str(tmp_path)}
     inst = subprocess.run([exe, "--install-completion", "bash"], capture_output=True, text=True, env=env, timeout=60,
                           check=False)  # fmt: skip
     assert inst.returncode == 0, inst.stderr
