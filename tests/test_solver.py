@@ -477,6 +477,27 @@ def test_milp_fallback_equals_brute_force_synthetic(data: st.DataObject) -> None
     _assert_no_overflow(p, sol.assign)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_zero_failure_milp_equals_brute_force_synthetic(data: st.DataObject) -> None:
+    """The MILP over plans that miss no target (candidates that cannot meet their targets alone left out) is
+    what `solve` tries first after the node limit: with no bar it must return brute force's optimum when that
+    misses nothing, and settle nothing (None) when every plan misses a target."""
+    from planner.plan.solver import _solve_zero_failures
+
+    p = _synthetic_problem(data)
+    key, _ = brute_force(p)
+    got = _solve_zero_failures(p, None)
+    if key[0] > 0:
+        assert got is None
+        return
+    assert got is not None
+    sol, _nodes = got
+    assert sol is not None and sol.exact
+    assert sol.evaluation.key == key
+    _assert_no_overflow(p, sol.assign)
+
+
 def test_two_server_pruning_equals_trying_every_set() -> None:
     """solve_two_server orders the purchasable second servers by a weight-size bound, stops once the
     incumbent is no worse, and skips candidates that cannot lift the quality: the answer must equal the best

@@ -102,9 +102,11 @@ def solve_milp(
     *,
     incumbent: tuple[int, int, int, int] | None = None,
     time_limit_s: float = 30.0,
+    max_failures: int | None = None,
 ) -> MilpAnswer:
     """Optimal assignment of the relaxation (see the module docstring), restricted to plans that could beat
-    `incumbent` (no more failures; with none, at least its quality). `status` "infeasible": no such plan."""
+    `incumbent` (no more failures; with none, at least its quality) and to at most `max_failures` missed
+    targets. `status` "infeasible": no such plan."""
     import numpy as np
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_array
@@ -305,6 +307,8 @@ def solve_milp(
         rows.add(coefs, -inf, room + big_m_ram + MEMORY_SLACK_GIB)
 
     # ---------------------------------------------------------------- a better plan than the incumbent
+    if max_failures is not None:
+        rows.add(fail_terms, -inf, max_failures)
     if incumbent is not None:
         rows.add(fail_terms, -inf, incumbent[0])
         if incumbent[0] == 0:

@@ -945,7 +945,9 @@ def solve(
     """The best assignment strictly better than `incumbent` (or None), proven optimal whenever possible.
 
     The branch and bound (`branch_and_bound`) proves small and medium problems (every preset) in well under a
-    second. When it stops at its node limit, the MILP relaxation of `evaluate` (planner.plan.milp) runs with
+    second. When it stops at its node limit, the MILP over plans that miss no target runs first
+    (`_solve_zero_failures`: a third fewer candidates; on the 12-role bench it settles the question in ~9 s
+    where the full MILP took ~22 s). Otherwise the MILP relaxation of `evaluate` (planner.plan.milp) runs with
     the branch and bound's plan as the bar to beat: an infeasible MILP proves that plan optimal; an optimal
     MILP whose assignment evaluate() scores at the MILP's own value is a proven, better optimum. Otherwise the
     best plan found is returned flagged inexact.
@@ -960,8 +962,18 @@ def solve(
     from planner.plan.milp import solve_milp
 
     bar = sol.evaluation.key if sol is not None else incumbent
+    nodes = sol.nodes if sol is not None else node_limit
+    zero = _solve_zero_failures(p, bar)
+    if zero is not None:
+        z_sol, z_nodes = zero
+        nodes += z_nodes
+        if z_sol is not None:
+            return replace(z_sol, nodes=nodes)
+        if bar is not None and bar[0] == 0:
+            # no plan without failures beats the bar, and any plan with one is worse: the bar is optimal
+            return None if sol is None else Solution(p, sol.assign, sol.evaluation, nodes, True)
     ans = solve_milp(p, incumbent=bar, time_limit_s=MILP_TIME_LIMIT_S)
-    nodes = (sol.nodes if sol is not None else node_limit) + ans.nodes
+    nodes += ans.nodes
     if ans.status == "infeasible":
         if sol is None:
             return None  # nothing beats `incumbent`
@@ -981,6 +993,37 @@ def solve(
             "plan; give fewer model candidates or quants per role."
         )
     return sol
+
+
+def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None) -> tuple[Solution | None, int] | None:
+    """The MILP over plans that miss no target, on the candidates that meet their item's targets alone (no
+    other candidate is in such a plan; the rest are left out before HiGHS sees them, which shrinks the model
+    by about a third on the 12-role bench). Returns (the proven optimum when it beats `bar`, else None; MILP
+    nodes) when the question is settled, or None when it is not (then the full MILP decides): HiGHS stopped
+    early, evaluate() scores the MILP's plan differently, or no plan without failures beats `bar` while
+    `bar` itself has failures."""
+    from planner.plan.milp import solve_milp
+
+    keep: list[list[int]] = []
+    for it, cs in zip(p.items, p.cands, strict=True):
+        idx = [ci for ci, c in enumerate(cs) if not it.is_model or _may_meet(it, c)]
+        if not idx:
+            return None  # this item fails in every plan
+        keep.append(idx)
+    zp = replace(p, cands=[[cs[ci] for ci in idx] for cs, idx in zip(p.cands, keep, strict=True)])
+    zbar = bar if bar is not None and bar[0] == 0 else None
+    ans = solve_milp(zp, incumbent=zbar, time_limit_s=MILP_TIME_LIMIT_S, max_failures=0)
+    if ans.status == "infeasible":
+        return (None, ans.nodes) if zbar is not None else None
+    if ans.status != "optimal" or ans.assign is None or ans.objective is None:
+        return None
+    assign = [keep[ii][ci] if ci >= 0 else ci for ii, ci in enumerate(ans.assign)]
+    ev = evaluate(p, assign)
+    if not ev.memory_ok or ev.key[0] != 0 or ans.weights.value(ev.key) > ans.objective + 0.5:
+        return None
+    if bar is not None and ev.key >= bar:
+        return (None, ans.nodes) if zbar is not None else None
+    return Solution(p, assign, ev, ans.nodes, True), ans.nodes
 
 
 def branch_and_bound(
