@@ -502,30 +502,10 @@ def build_candidates(
                 if _alone_fits(c, slots, host_margin):
                     cands.append(c)
         for si in range(len(servers) if split_item != ii else 0):
-            if si == 0 and floor_q is not None:
-                # the first server's candidates are memoized whole; filter them instead of re-building
-                full = item_combos(ii, it, cat, cache, stack)
-                cands += [
-                    c
-                    for c in _server_candidates(
-                        ii,
-                        it,
-                        si,
-                        servers,
-                        slots,
-                        host_slot,
-                        gpus,
-                        hosts,
-                        host_margin,
-                        gpu_slot_index,
-                        cache,
-                        full,
-                        stack.quality_floor_kld,
-                    )
-                    if c.quality >= floor_q
-                ]
-                continue
-            cands += _server_candidates(
+            # the first server's candidates are memoized whole: with a quality floor, filter them instead of
+            # re-building them from the floor-filtered combos
+            filter_here = si == 0 and floor_q is not None
+            built = _server_candidates(
                 ii,
                 it,
                 si,
@@ -537,9 +517,10 @@ def build_candidates(
                 host_margin,
                 gpu_slot_index,
                 cache,
-                combos,
+                item_combos(ii, it, cat, cache, stack) if filter_here else combos,
                 stack.quality_floor_kld,
             )
+            cands += [c for c in built if c.quality >= cast(int, floor_q)] if filter_here else built
         out.append(prune_dominated(cands))
     return slots, host_slot, out
 
