@@ -12,10 +12,6 @@ def gib(n_bytes: float) -> float:
     return n_bytes / GIB
 
 
-def mib(n_bytes: float) -> float:
-    return n_bytes / MIB
-
-
 def pad(n: int, multiple: int) -> int:
     """Round `n` up to a multiple of `multiple` (GGML_PAD)."""
     return ((n + multiple - 1) // multiple) * multiple

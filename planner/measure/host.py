@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,41 +152,3 @@ def gpu_process_memory_bytes(pid: int | None = None, nvml: Any | None = None) ->
     finally:
         with contextlib.suppress(Exception):
             nvml.nvmlShutdown()
-
-
-def gpu_used_bytes(nvml: Any | None = None) -> list[int] | None:
-    """Memory in use on each NVIDIA GPU (all processes), None without NVML."""
-    try:
-        if nvml is None:
-            import pynvml as nvml_mod
-
-            nvml = nvml_mod
-        nvml.nvmlInit()
-    except Exception:
-        return None
-    try:
-        return [
-            int(nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(i)).used)
-            for i in range(nvml.nvmlDeviceGetCount())
-        ]
-    except Exception:
-        return None
-    finally:
-        with contextlib.suppress(Exception):
-            nvml.nvmlShutdown()
-
-
-def model_disk_read_gbs(path: Path) -> tuple[float, str]:
-    """Sequential read speed of the model file (or the largest .gguf in a directory): GB/s and a note."""
-    from planner.errors import HardwareError
-    from planner.hardware.bandwidth import measure_disk_read_gbs
-
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(p.glob("*.gguf"), key=lambda f: f.stat().st_size, reverse=True)
-        if not files:
-            raise HardwareError(f"{p} holds no .gguf file to measure the disk with.")
-        p = files[0]
-    start = time.perf_counter()
-    res = measure_disk_read_gbs(p)
-    return res.read_gbs, f"{p}: {res.bytes_read} bytes in {time.perf_counter() - start:.2f} s; {res.note}"

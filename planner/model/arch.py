@@ -142,13 +142,6 @@ class ModelWeights:
     def n_params(self) -> int:
         return sum(t.n_elements for t in self.tensors)
 
-    def bytes_by_layer(self) -> dict[int | None, int]:
-        """Bytes per repeating layer; key None holds the non-layer tensors (embeddings, output, norms)."""
-        out: dict[int | None, int] = defaultdict(int)
-        for t in self.tensors:
-            out[t.layer] += t.n_bytes
-        return dict(out)
-
     def bytes_by_type(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
         for t in self.tensors:

@@ -101,11 +101,6 @@ def rpc_hop_s(hidden_size: int, hops: int = 2) -> float:
     return hops * (hidden_size * 4 / (RPC_NETWORK_GBS * GB) + RPC_LATENCY_S)
 
 
-def contended_step_s(own_step_s: float, others_on_my_devices_s: float) -> float:
-    """Step time under load: own step plus the other models' steps on the devices this one uses."""
-    return own_step_s + others_on_my_devices_s
-
-
 def swap_in_s(model_bytes: int, disk_read_gbs: float, *, page_cache_gbs: float | None = None) -> float:
     """Seconds to load an on-demand model: from the page cache when it holds the file, else from disk."""
     rate = page_cache_gbs if page_cache_gbs is not None else disk_read_gbs

@@ -142,12 +142,6 @@ class Candidate:
     parts: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()  # (DevSlot, (weights, KV, compute, overhead))
 
     @property
-    def device_weight(self) -> int:
-        """Devices this placement occupies for the 'fewer devices' tie-break: each GPU counts 1, a host
-        holding model layers counts HOST_DEVICE_WEIGHT (CPU decoding is an order of magnitude slower)."""
-        return len(self.gpu_slots) + (HOST_DEVICE_WEIGHT if self.uses_cpu else 0)
-
-    @property
     def alone_tok_s(self) -> float:
         return 1.0 / self.step_s if self.step_s > 0 else 0.0
 
@@ -272,10 +266,6 @@ class Problem:
     host_slot: list[int]
     notes: list[str] = field(default_factory=list)
     require_server: int | None = None  # two-server kinds: this server must host something
-
-    @property
-    def n_model_items(self) -> int:
-        return sum(1 for it in self.items if it.is_model)
 
 
 def _slots(servers: Sequence[Server], cat: Catalog) -> tuple[list[DevSlot], list[int]]:
@@ -786,17 +776,6 @@ class Solution:
     evaluation: Evaluation
     nodes: int
     exact: bool = True  # False: the node limit stopped the search; best found, optimality not proven
-
-
-def _cannot_meet(p: Problem, ii: int) -> bool:
-    """The item fails whatever happens: no candidate, or none meets its target even alone."""
-    it = p.items[ii]
-    cs = p.cands[ii]
-    if not cs:
-        return True
-    if not it.is_model:
-        return False
-    return not any(_may_meet(it, c) for c in cs)
 
 
 def _may_meet(it: Item, c: Candidate) -> bool:
@@ -1363,10 +1342,6 @@ def _better(a: Solution | None, b: Solution | None) -> bool:
     return a is not None and (b is None or a.evaluation.key < b.evaluation.key)
 
 
-def solve_one_server(stack: Stack, main: Server, cat: Catalog, cache: EstimateCache, mode: Mode) -> Solution | None:
-    return solve(make_problem(stack, [main], cat, cache, mode=mode))
-
-
 def solve_two_server(
     stack: Stack,
     existing: Sequence[Server],
@@ -1489,18 +1464,6 @@ class _SetBound:
 def _raw_capacity(server: Server, cat: Catalog) -> int:
     """GPU memory not reserved + host RAM: no candidate on the server has more weight bytes."""
     return sum(d.capacity_bytes - d.reserved_bytes for d in server.gpu_devices(cat)) + server.host(cat).capacity_bytes
-
-
-def _quality_upper_bound(stack: Stack, cat: Catalog) -> int:
-    """Best conceivable quality: every role on its first model at its best quant."""
-    total = 0
-    for it in stack_items(stack):
-        if it.role is None:
-            continue
-        qs = role_quants(cat, it.role, stack.quality_floor_kld) if (it.role.quants or it.role.models) else []
-        kld = min((quant_kld(cat, q) for q in qs), default=0.0)
-        total += MODEL_POINTS - round(1000 * kld)
-    return total
 
 
 def _split_items(stack: Stack, n_items: int) -> list[int]:
