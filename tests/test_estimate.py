@@ -200,17 +200,30 @@ def test_more_vram_never_hurts(extra_gib: int, ctx_k: int) -> None:
 
 
 def test_moe_experts_go_to_cpu_first(cat) -> None:  # type: ignore[no-untyped-def]
-    """Mixtral 8x7B Q4_K_M (≈ 26 GiB) on one 24 GiB card: routed experts move to the CPU while attention
-    and shared weights stay on the GPU (llama.cpp --cpu-moe / --fit's first move)."""
+    """Mixtral 8x7B Q4_K_M (≈ 26 GiB) on one 24 GiB card: like llama.cpp's --fit / --n-cpu-moe N, the routed
+    experts of the first N layers move to the CPU — the fewest N that fits — while every layer's attention and
+    shared weights stay on the GPU. Fewer experts on the CPU than --cpu-moe (all of them) means faster decode."""
+    import re
+
     spec = _spec("mixtral-8x7b")
-    est = estimate(spec, RunConfig(ctx=8192), gpu_devices(cat, ["rtx-4090"]), host_device(cat, None, 64))
-    assert any("MoE" in n for n in est.notes)
-    gpu, host = est.devices[0], est.devices[-1]
-    # llama.cpp's log counts the mapped experts plus repacked copies of the Q4_K ones; what must stay
-    # resident is the experts once (the mapped originals of repacked tensors are reclaimable page cache)
-    resident_weights = host.memory.weights_bytes - host.reclaimable_bytes
-    assert 0.95 * est.weights.expert_bytes < resident_weights < 1.1 * est.weights.expert_bytes
-    assert gpu.fits
+    gpus, host = gpu_devices(cat, ["rtx-4090"]), host_device(cat, None, 64)
+    est = estimate(spec, RunConfig(ctx=8192), gpus, host)
+    note = next(n for n in est.notes if "--n-cpu-moe" in n)
+    n_cpu = int(re.search(r"--n-cpu-moe (\d+)", note).group(1))  # type: ignore[union-attr]
+    assert 0 < n_cpu < 32
+    gpu, host_use = est.devices[0], est.devices[-1]
+    assert gpu.fits and est.gpu_layers == 33  # every layer (and the output) still has its attention on the GPU
+    # what must stay resident on the host is those layers' experts once (repacked copies replace the mapped
+    # originals, which become page cache), give or take the token embeddings
+    resident = host_use.memory.weights_bytes - host_use.reclaimable_bytes
+    share = est.weights.expert_bytes * n_cpu / 32
+    assert 0.95 * share < resident < share + est.weights.token_embedding_bytes + 2**30
+    # without the expert offload the card overflows; with a 16 GB card more layers' experts go to the CPU
+    assert not estimate(spec, RunConfig(ctx=8192, gpu_layers=33), gpus, host).fits
+    small = estimate(spec, RunConfig(ctx=8192), gpu_devices(cat, ["rtx-4080"]), host)
+    n_small = int(re.search(r"--n-cpu-moe (\d+)", " ".join(small.notes)).group(1))  # type: ignore[union-attr]
+    assert n_small > n_cpu
+    assert small.speed.decode_tok_s < est.speed.decode_tok_s  # more experts read from DDR per token
 
 
 def test_not_fitting_gives_suggestions(cat) -> None:  # type: ignore[no-untyped-def]

@@ -109,7 +109,7 @@ def memory_bar(dev: dict[str, Any], width: int = BAR_WIDTH) -> Text:
     margin_cells = min(round(width * dev["margin_bytes"] / avail), max(0, width - used_cells))
     text.append("╳" * margin_cells, style="dim red")
     text.append("·" * max(0, width - used_cells - margin_cells), style="dim")
-    if dev.get("resident_bytes", dev["used_bytes"]) + dev["margin_bytes"] > avail:
+    if dev.get("shortfall_bytes", 0) or dev.get("resident_bytes", dev["used_bytes"]) + dev["margin_bytes"] > avail:
         text.append(" OVER", style="bold red")
     return text
 
@@ -135,7 +135,8 @@ def render_table(data: dict[str, Any]) -> None:
             d["id"],
             memory_bar(d),
             f"{_gib(d['resident_bytes'])} / {_gib(d['capacity_bytes'] - d['reserved_bytes'])}"
-            + (f" (+{_gib(d['reclaimable_bytes'])} page cache)" if d["reclaimable_bytes"] else ""),
+            + (f" (+{_gib(d['reclaimable_bytes'])} page cache)" if d["reclaimable_bytes"] else "")
+            + (f" (short {_gib(d['shortfall_bytes'])})" if d["shortfall_bytes"] else ""),
             str(d["layers"]) + (" +out" if d["holds_output"] else ""),
         )
     con.print(t)

@@ -110,30 +110,47 @@ def _llama_cpp_place(
 
     kv_by_layer = [layer_kv_bytes(arch, cfg, layout, i) for i in range(arch.n_layers)]
 
-    def usage(ngl: int, experts_on_cpu: bool) -> tuple[Placement, tuple[DeviceUsage, ...]]:
-        p = place_layers(arch.n_layers, ngl, split, experts_on_cpu=experts_on_cpu)
+    def usage(ngl: int, cpu_moe: int = 0) -> tuple[Placement, tuple[DeviceUsage, ...]]:
+        p = place_layers(arch.n_layers, ngl, split, cpu_moe_layers=cpu_moe)
         return p, device_usages(arch, cfg, layout, table, p, gpus, host, rules, kv_by_layer)
 
     if not gpus:
-        p, u = usage(0, False)
+        p, u = usage(0)
         return p, u, notes
     if cfg.gpu_layers is not None:
-        p, u = usage(min(cfg.gpu_layers, n_total), False)
+        p, u = usage(min(cfg.gpu_layers, n_total))
         return p, u, notes
 
     def gpus_fit(u: tuple[DeviceUsage, ...]) -> bool:
         return all(d.fits for d in u if d.device.is_gpu)
 
-    p, u = usage(n_total, False)
+    p, u = usage(n_total)
     if gpus_fit(u):
         return p, u, notes
     if arch.is_moe:
+        # llama.cpp --fit's first move: routed experts of the first N layers to the CPU (--n-cpu-moe N), the
+        # fewest N that lets every layer's attention and shared weights stay on the GPUs (monotone in N)
+        _, u_all = usage(n_total, arch.n_layers)
+        if gpus_fit(u_all):
+            lo, hi = 1, arch.n_layers
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if gpus_fit(usage(n_total, mid)[1]):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            p, u = usage(n_total, lo)
+            notes.append(
+                f"MoE: routed experts of {lo} of {arch.n_layers} layers on the CPU (llama.cpp --n-cpu-moe {lo}), "
+                "attention, shared weights and the other experts on the GPUs"
+            )
+            return p, u, notes
         for ngl in range(n_total, -1, -1):
-            p, u = usage(ngl, True)
+            p, u = usage(ngl, arch.n_layers)
             if gpus_fit(u):
                 notes.append(
-                    f"MoE: routed experts on the CPU, {p.n_gpu_layers} of {n_total} layers' attention and "
-                    "shared weights on the GPUs (llama.cpp --cpu-moe / --fit)"
+                    f"MoE: all routed experts on the CPU (--cpu-moe), {p.n_gpu_layers} of {n_total} layers' attention "
+                    "and shared weights on the GPUs"
                 )
                 return p, u, notes
     # partial offload: the largest n_gpu_layers that fits (monotone: fewer layers never use more VRAM)
@@ -141,13 +158,13 @@ def _llama_cpp_place(
     best = 0
     while lo <= hi:
         mid = (lo + hi) // 2
-        _, um = usage(mid, False)
+        _, um = usage(mid)
         if gpus_fit(um):
             best = mid
             lo = mid + 1
         else:
             hi = mid - 1
-    p, u = usage(best, False)
+    p, u = usage(best)
     notes.append(f"partial offload: {best} of {n_total} layers (incl. output) on the GPUs, the rest on the CPU")
     return p, u, notes
 
@@ -235,7 +252,7 @@ def _llama_cpp_loads(
         slot = n if d < 0 else d
         lf = table.layer_family_bytes.get(i, {})
         ef = table.layer_expert_family_bytes.get(i, {})
-        exp_slot = n if placement.experts_on_cpu else slot
+        exp_slot = n if i < placement.cpu_moe_layers else slot
         for f, b in lf.items():
             e = ef.get(f, 0)
             fam[slot][f] += b - e
@@ -320,10 +337,9 @@ def _estimate_vllm(
             f"KV holds {kv_tokens} tokens < ctx × parallel = {need}: vLLM "
             + ("starts, but fewer slots run at full length" if kv_tokens >= cfg.ctx else "refuses to start")
         )
-        # mark as not fitting by turning the shortfall into overflow on the first GPU
-        short = (need - kv_tokens) // VLLM_BLOCK_SIZE * page + page
-        first = usages[0]
-        usages[0] = replace(first, memory=replace(first.memory, kv_cache_bytes=first.memory.kv_cache_bytes + short))
+        # every GPU of the TP group would need this much more KV memory for all slots at full length
+        short = -(-(need - kv_tokens) // VLLM_BLOCK_SIZE) * page
+        usages = [replace(u, shortfall_bytes=short) if u.device.is_gpu else u for u in usages]
     loads = []
     frac = (arch.experts.active / arch.experts.count) if arch.experts else 1.0
     fam: dict[str, int] = defaultdict(int)

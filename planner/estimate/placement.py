@@ -49,7 +49,7 @@ class LayerTable:
     output_repack_bytes: int
     ordered: tuple[FileTensor, ...] = ()  # tensors in file order, for llama.cpp's mapped span on the CPU
     # memo of host_weight_bytes by (layers on the host, experts on CPU, output on host); not part of equality
-    host_memo: dict[tuple[int, bool, bool], tuple[int, int]] = field(
+    host_memo: dict[tuple[int, int, bool], tuple[int, int]] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
 
@@ -156,18 +156,18 @@ class Placement:
 
     layer_device: dict[int, int]
     output_device: int
-    experts_on_cpu: bool
+    cpu_moe_layers: int  # the first N layers keep their routed experts on the CPU (llama.cpp --n-cpu-moe N)
     n_gpu_layers: int  # llama.cpp -ngl value this corresponds to (layers + output head)
 
 
 def place_layers(
-    n_layers: int, n_gpu_layers: int, split_weights: Sequence[float], *, experts_on_cpu: bool = False
+    n_layers: int, n_gpu_layers: int, split_weights: Sequence[float], *, cpu_moe_layers: int = 0
 ) -> Placement:
     """llama.cpp's assignment of layers [0, n_layers] (n_layers = output head) to GPUs by `split_weights`."""
     n_gpus = len(split_weights)
     layer_device: dict[int, int] = {}
     if n_gpus == 0 or n_gpu_layers <= 0:
-        return Placement({i: -1 for i in range(n_layers)}, -1, experts_on_cpu, 0)
+        return Placement({i: -1 for i in range(n_layers)}, -1, cpu_moe_layers, 0)
     total = sum(split_weights)
     if total <= 0:
         split_weights = [1.0] * n_gpus
@@ -189,7 +189,7 @@ def place_layers(
             output_device = dev
         else:
             layer_device[il] = dev
-    return Placement(layer_device, output_device, experts_on_cpu, act)
+    return Placement(layer_device, output_device, cpu_moe_layers, act)
 
 
 def host_weight_bytes(table: LayerTable, placement: Placement, output_on_host: bool) -> tuple[int, int]:
@@ -205,9 +205,9 @@ def host_weight_bytes(table: LayerTable, placement: Placement, output_on_host: b
     Mixtral files whose last tensors are repacked, so the mapped span ends before them)."""
 
     layer_device = placement.layer_device
-    experts_on_cpu = placement.experts_on_cpu
+    cpu_moe = placement.cpu_moe_layers
     # llama.cpp keeps a prefix of the layers on the CPU (place_layers), so the count identifies the set
-    key = (sum(1 for d in layer_device.values() if d < 0), experts_on_cpu, output_on_host)
+    key = (sum(1 for d in layer_device.values() if d < 0), cpu_moe, output_on_host)
     hit = table.host_memo.get(key)
     if hit is not None:
         return hit
@@ -216,7 +216,7 @@ def host_weight_bytes(table: LayerTable, placement: Placement, output_on_host: b
     flags: list[bool] = []
     for k, ft in enumerate(table.ordered):
         if ft.kind == "layer":
-            host = (ft.is_expert and experts_on_cpu) or layer_device.get(
+            host = (ft.is_expert and ft.layer is not None and ft.layer < cpu_moe) or layer_device.get(
                 ft.layer if ft.layer is not None else -1, -1
             ) < 0
         elif ft.kind == "output":
@@ -266,7 +266,7 @@ def device_usages(
         d = placement.layer_device.get(i, -1)
         slot = n if d < 0 else d
         lb = table.layer_bytes.get(i, 0)
-        eb = table.layer_expert_bytes.get(i, 0) if placement.experts_on_cpu else 0
+        eb = table.layer_expert_bytes.get(i, 0) if i < placement.cpu_moe_layers else 0
         if slot != n:
             weights[slot] += lb - eb
         kv[slot] += kv_by_layer[i]

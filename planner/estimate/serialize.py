@@ -32,6 +32,7 @@ def device_dict(d: DeviceUsage) -> dict[str, Any]:
         "free_bytes": d.free_bytes,
         "reclaimable_bytes": d.reclaimable_bytes,
         "resident_bytes": d.resident_bytes,
+        "shortfall_bytes": d.shortfall_bytes,
         "fits": d.fits,
         "layers": len(d.layers),
         "holds_output": d.holds_output,

@@ -108,6 +108,7 @@ class DeviceUsage:
     holds_output: bool
     holds_token_embedding: bool
     reclaimable_bytes: int = 0
+    shortfall_bytes: int = 0  # more memory the plan needs here beyond what is reserved (vLLM KV for all slots)
 
     @property
     def used_bytes(self) -> int:
@@ -127,7 +128,7 @@ class DeviceUsage:
 
     @property
     def fits(self) -> bool:
-        return self.resident_bytes + self.margin_bytes <= self.available_bytes
+        return self.shortfall_bytes == 0 and self.resident_bytes + self.margin_bytes <= self.available_bytes
 
 
 @dataclass(frozen=True)
@@ -197,5 +198,9 @@ class Estimate:
 
     @property
     def gpu_layers(self) -> int:
-        """Layers on GPUs counted as llama.cpp's -ngl does: repeating layers plus the output head."""
-        return sum(len(d.layers) + (1 if d.holds_output else 0) for d in self.devices if d.device.is_gpu)
+        """Layers on GPUs counted as llama.cpp's -ngl does: repeating layers plus the output head (with vLLM's
+        tensor parallelism every GPU holds a shard of every layer: counted once)."""
+        per_gpu = [len(d.layers) + (1 if d.holds_output else 0) for d in self.devices if d.device.is_gpu]
+        if self.config.engine == "vllm":
+            return max(per_gpu, default=0)
+        return sum(per_gpu)
