@@ -21,6 +21,7 @@ LLAMA_SERVER_FLAGS = {
     "-c", "--ctx-size",  # | `-c, --ctx-size N` | size of the prompt context
     "-np", "--parallel",  # | `-np, --parallel N` | number of server slots
     "-ngl", "--gpu-layers", "--n-gpu-layers",  # | `-ngl, --gpu-layers, --n-gpu-layers N` |
+    "-ncmoe", "--n-cpu-moe",  # | `-ncmoe, --n-cpu-moe N` | keep the MoE weights of the first N layers in the CPU
     "-ts", "--tensor-split",  # | `-ts, --tensor-split N0,N1,N2,...` |
     "-ctk", "--cache-type-k",  # | `-ctk, --cache-type-k TYPE` |
     "-ctv", "--cache-type-v",  # | `-ctv, --cache-type-v TYPE` |
@@ -169,3 +170,17 @@ def test_llama_server_list_matches_the_readme() -> None:
     rows = re.findall(r"^\| `([^`]*)`", text, flags=re.M)
     documented = {tok.rstrip(",") for row in rows for tok in row.split() if tok.startswith("-")}
     assert documented >= LLAMA_SERVER_FLAGS, LLAMA_SERVER_FLAGS - documented
+
+
+def test_moe_expert_offload_becomes_n_cpu_moe() -> None:
+    """A MoE placement whose estimate keeps the experts of the first 8 layers on the CPU (estimate()'s
+    cpu_moe_layers, the plan's n_cpu_moe) is started with llama-server's --n-cpu-moe 8; dense models get none."""
+    from planner.deploy.llama_cpp import server_argv
+    from test_report_fixtures import main_server, placement
+
+    moe = placement("generalist", "mixtral-8x7b", "Mixtral 8x7B", n_cpu_moe=8)
+    dense = placement("chat", "llama-3-8b", "Llama 3 8B")
+    server = main_server([moe, dense])
+    argv = server_argv(server, moe, 8080, "/models")
+    assert argv[argv.index("--n-cpu-moe") + 1] == "8"
+    assert "--n-cpu-moe" not in server_argv(server, dense, 8081, "/models")

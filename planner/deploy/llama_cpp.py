@@ -46,6 +46,8 @@ def server_argv(
         model = ["-m", ref]
     argv = [LLAMA_SERVER, *model, "-a", p.role]
     argv += ["-c", str(p.ctx * p.parallel), "-np", str(p.parallel), "-ngl", str(p.gpu_layers)]
+    if p.n_cpu_moe:
+        argv += ["--n-cpu-moe", str(p.n_cpu_moe)]
     if len(p.gpu_indices) > 1 and not rpc:
         argv += ["-ts", ",".join(str(x) for x in tensor_split(server, p))]
     if not p.gpu_indices and not rpc:

@@ -228,6 +228,7 @@ def _estimate_llama_cpp(
         speed=speed,
         sources=sources,
         notes=tuple(notes),
+        cpu_moe_layers=placement.cpu_moe_layers,
     )
 
 

@@ -81,6 +81,7 @@ def estimate_dict(e: Estimate) -> dict[str, Any]:
         "devices": [device_dict(d) for d in e.devices],
         "fits": e.fits,
         "gpu_layers": e.gpu_layers,
+        "cpu_moe_layers": e.cpu_moe_layers,
         "n_layers": a.n_layers,
         "kv_capacity_tokens": e.kv_capacity_tokens,
         "speed": {

@@ -184,6 +184,7 @@ class Estimate:
     sources: dict[str, Source]
     notes: tuple[str, ...] = ()
     suggestions: tuple[Suggestion, ...] = field(default=())
+    cpu_moe_layers: int = 0  # MoE: layers whose routed experts stay on the CPU (llama.cpp --n-cpu-moe)
 
     @property
     def memory(self) -> MemoryParts:

@@ -275,6 +275,7 @@ def _placements(sol: Solution, ii: int, c: object) -> list[Placement]:
         devices=devices,
         gpu_indices=[p.slots[s].gpu for s in c.gpu_slots],
         gpu_layers=est.gpu_layers,
+        n_cpu_moe=est.cpu_moe_layers,
         n_layers=est.arch.n_layers,
         kv_type=it.role.kv_type,
         flash_attn=est.config.flash_attn,

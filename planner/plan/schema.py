@@ -72,6 +72,7 @@ class Placement(_Closed):
     devices: list[str]
     gpu_indices: list[int] = Field(default_factory=list)
     gpu_layers: int = Field(ge=0)  # llama.cpp -ngl (layers + output head on GPUs)
+    n_cpu_moe: int = Field(ge=0, default=0)  # llama.cpp --n-cpu-moe: layers whose routed experts stay on the CPU
     n_layers: int = Field(gt=0)
     kv_type: str = "f16"
     flash_attn: bool = True
