@@ -175,8 +175,9 @@ def test_llama_server_list_matches_the_readme() -> None:
 def test_moe_expert_offload_becomes_n_cpu_moe() -> None:
     """A MoE placement whose estimate keeps the experts of the first 8 layers on the CPU (estimate()'s
     cpu_moe_layers, the plan's n_cpu_moe) is started with llama-server's --n-cpu-moe 8; dense models get none."""
-    from planner.deploy.llama_cpp import server_argv
     from test_report_fixtures import main_server, placement
+
+    from planner.deploy.llama_cpp import server_argv
 
     moe = placement("generalist", "mixtral-8x7b", "Mixtral 8x7B", n_cpu_moe=8)
     dense = placement("chat", "llama-3-8b", "Llama 3 8B")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from planner.io import load_versioned
 from planner.io import read_versioned_json as read_versioned_json  # re-exported: callers import it from here
@@ -155,6 +155,12 @@ class Plan(_Closed):
     # the targets, the nearest relaxations that do (lower quant, shorter context, more budget)
     what_ifs: list[dict[str, Any]] = Field(default_factory=list)
     relaxations: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _recommended_is_an_option(self) -> Plan:
+        if self.recommended is not None and not 0 <= self.recommended < len(self.options):
+            raise ValueError(f"recommended must index one of the {len(self.options)} options, or be null")
+        return self
 
 
 def save_plan(plan: Plan, path: Path) -> None:
