@@ -114,9 +114,10 @@ def output_buffer_bytes(arch: ModelArch, cfg: RunConfig) -> int:
 
 
 # Pipeline parallelism (several GPUs, every layer offloaded: src/llama-context.cpp) keeps GGML_SCHED_MAX_COPIES
-# = 4 copies of each split's inputs: llama.cpp PR #6122's Command-R log shows 672.01 MiB per GPU where
-# 2 hidden-size buffers give 576 — 6 more n_embd × n_ubatch × 4 B buffers.
-PIPELINE_EXTRA_HIDDEN_BUFFERS = 6
+# = 4 copies of each split's inputs: llama.cpp PR #6122's Command-R log shows 672.01 MiB per GPU; the
+# single-device graph model below gives 632 there, so ~2.5 more n_embd × n_ubatch × 4 B buffers (3, rounding up:
+# 680 MiB, +1.2 %). One public log, from a March 2024 build: treat as approximate.
+PIPELINE_EXTRA_HIDDEN_BUFFERS = 3
 
 
 def pipeline_parallel_extra_bytes(arch: ModelArch, layout: KvLayout) -> int:
