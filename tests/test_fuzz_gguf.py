@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_tiny_gguf
+from gguf_bytes import ARCH_KV, gguf_str, header, tensor_info
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,11 +62,27 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     files = {
         "llama-q8": write_tiny_gguf(d, **small, filename="a.gguf"),  # type: ignore[arg-type]
         "gemma-swa-f16": write_tiny_gguf(
-            d, "gemma3", **small, weight_type="F16", window=16, filename="b.gguf"  # type: ignore[arg-type]
+            d,
+            "gemma3",
+            **small,
+            weight_type="F16",
+            window=16,
+            filename="b.gguf",  # type: ignore[arg-type]
         ),
         "moe-per-layer-kv": write_tiny_gguf(
-            d, "qwen3moe", layers=2, hidden=32, heads=2, head_dim=16, kv_heads=[1, 2], ffn=64, vocab=40,
-            experts=4, experts_used=2, expert_ffn=32, filename="c.gguf",
+            d,
+            "qwen3moe",
+            layers=2,
+            hidden=32,
+            heads=2,
+            head_dim=16,
+            kv_heads=[1, 2],
+            ffn=64,
+            vocab=40,
+            experts=4,
+            experts_used=2,
+            expert_ffn=32,
+            filename="c.gguf",
         ),
         # > 4096 tokens: the vocabulary is skipped (walked, not decoded), a different code path
         "big-vocab": write_tiny_gguf(d, hidden=32, heads=2, head_dim=16, ffn=64, vocab=5000, filename="d.gguf"),
@@ -240,50 +257,49 @@ def test_fuzz_every_prefix_length_and_magic(seeds: dict[str, bytes], case_file: 
 # ------------------------------------------------------------------------------------------ absurd claims
 
 
-def _s(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def _hdr(n_tensors: int, n_kv: int) -> bytes:
-    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv)
-
-
-_ARCH = _s("general.architecture") + struct.pack("<I", 8) + _s("llama")
-
-
-def _tensor(name: str, dims: list[int], ttype: int = 0, offset: int = 0) -> bytes:
-    return _s(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims) + struct.pack(
-        "<IQ", ttype, offset
-    )
-
-
 def _big(n: int) -> bytes:
     return b"\0" * n
 
 
 # Each claims 2^60 of something in a file of a few KiB. Expected: the reader's message (what it checks).
 ABSURD_CLAIMS = [
-    ("2^60 tensors", _hdr(2**60, 0) + _big(4096), "tensor count 1152921504606846976 cannot fit"),
-    ("2^60 keys", _hdr(0, 2**60) + _big(4096), "key/value count 1152921504606846976 cannot fit"),
-    ("key of 2^60 bytes", _hdr(0, 1) + struct.pack("<Q", 2**60) + _big(4096), "string length"),
-    ("u8 array of 2^60 elements", _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 0, 2**60) + _big(4096),
-     "array length 1152921504606846976 cannot fit"),
-    ("f64 array of 2^61 elements (2^64 bytes: overflow in C)",
-     _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 12, 2**61) + _big(4096), "array length"),
-    ("string array of 2^60 strings", _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 8, 2**60) + _big(4096),
-     "array length"),
-    ("string value of 2^60 bytes", _hdr(0, 1) + _s("k") + struct.pack("<IQ", 8, 2**60) + _big(4096),
-     "string length"),
-    ("6000 strings of 2^60 bytes each (skipped path)",
-     _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 8, 6000) + struct.pack("<Q", 2**60) + _big(60_000),
-     "runs past the end"),
-    ("tensor of 2^60 elements", _hdr(1, 1) + _ARCH + _tensor("t", [2**30, 2**30]) + _big(4096),
-     "runs past the end"),
-    ("tensor of 2^62 x 4 elements", _hdr(1, 1) + _ARCH + _tensor("t", [2**62, 4]) + _big(4096), "overflows"),
-    ("tensor dim 2^64-1", _hdr(1, 1) + _ARCH + _tensor("t", [2**64 - 1]) + _big(4096), "overflows int64"),
-    ("offset 2^60", _hdr(1, 1) + _ARCH + _tensor("t", [32], offset=2**60) + _big(4096), "runs past the end"),
-    ("n_dims 2^32-1", _hdr(1, 1) + _ARCH + _s("t") + struct.pack("<I", 2**32 - 1) + _big(4096), "dimensions"),
+    ("2^60 tensors", header(2**60, 0) + _big(4096), "tensor count 1152921504606846976 cannot fit"),
+    ("2^60 keys", header(0, 2**60) + _big(4096), "key/value count 1152921504606846976 cannot fit"),
+    ("key of 2^60 bytes", header(0, 1) + struct.pack("<Q", 2**60) + _big(4096), "string length"),
+    (
+        "u8 array of 2^60 elements",
+        header(0, 1) + gguf_str("k") + struct.pack("<IIQ", 9, 0, 2**60) + _big(4096),
+        "array length 1152921504606846976 cannot fit",
+    ),
+    (
+        "f64 array of 2^61 elements (2^64 bytes: overflow in C)",
+        header(0, 1) + gguf_str("k") + struct.pack("<IIQ", 9, 12, 2**61) + _big(4096),
+        "array length",
+    ),
+    (
+        "string array of 2^60 strings",
+        header(0, 1) + gguf_str("k") + struct.pack("<IIQ", 9, 8, 2**60) + _big(4096),
+        "array length",
+    ),
+    (
+        "string value of 2^60 bytes",
+        header(0, 1) + gguf_str("k") + struct.pack("<IQ", 8, 2**60) + _big(4096),
+        "string length",
+    ),
+    (
+        "6000 strings of 2^60 bytes each (skipped path)",
+        header(0, 1) + gguf_str("k") + struct.pack("<IIQ", 9, 8, 6000) + struct.pack("<Q", 2**60) + _big(60_000),
+        "runs past the end",
+    ),
+    (
+        "tensor of 2^60 elements",
+        header(1, 1) + ARCH_KV + tensor_info("t", [2**30, 2**30]) + _big(4096),
+        "runs past the end",
+    ),
+    ("tensor of 2^62 x 4 elements", header(1, 1) + ARCH_KV + tensor_info("t", [2**62, 4]) + _big(4096), "overflows"),
+    ("tensor dim 2^64-1", header(1, 1) + ARCH_KV + tensor_info("t", [2**64 - 1]) + _big(4096), "overflows int64"),
+    ("offset 2^60", header(1, 1) + ARCH_KV + tensor_info("t", [32], offset=2**60) + _big(4096), "runs past the end"),
+    ("n_dims 2^32-1", header(1, 1) + ARCH_KV + gguf_str("t") + struct.pack("<I", 2**32 - 1) + _big(4096), "dimensions"),
 ]
 
 
@@ -344,8 +360,9 @@ def _nonsense_gguf(tmp: Path, extra_kv: dict[str, int]) -> Path:
     import gguf
 
     path = tmp / "nonsense.gguf"
-    base = write_tiny_gguf(tmp, hidden=32, heads=2, head_dim=16, ffn=64, vocab=40, weight_type="F16",
-                           filename="base.gguf")  # F16/F32 tensors copy over as plain numpy arrays
+    base = write_tiny_gguf(
+        tmp, hidden=32, heads=2, head_dim=16, ffn=64, vocab=40, weight_type="F16", filename="base.gguf"
+    )  # F16/F32 tensors copy over as plain numpy arrays
     reader = gguf.GGUFReader(str(base))
     w = gguf.GGUFWriter(str(path), "llama")
     for field in reader.fields.values():
@@ -384,8 +401,12 @@ def test_fuzz_nonsense_hyperparameters_through_estimate(
     t0 = time.perf_counter()
     try:
         spec = resolve_model(str(path))
-        est = estimate(spec, RunConfig(engine="llama.cpp", ctx=4096, parallel=1), gpu_devices(cat, ["rtx-4090"]),
-                       host_device(cat, None, 64))
+        est = estimate(
+            spec,
+            RunConfig(engine="llama.cpp", ctx=4096, parallel=1),
+            gpu_devices(cat, ["rtx-4090"]),
+            host_device(cat, None, 64),
+        )
     except PlannerError as e:
         assert str(e) and "Traceback" not in str(e)
     else:

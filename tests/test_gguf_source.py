@@ -11,6 +11,7 @@ from typing import Any
 import gguf
 import pytest
 from conftest import write_tiny_gguf
+from gguf_bytes import ARCH_KV, gguf_str, header, kv_u32, tensor_info
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,25 +102,47 @@ def test_gemma_prefix_parse_grows_to_header(gemma_gguf_path: Path) -> None:
 
 # Each row: writer arguments, then what the reader must report. Shapes are chosen by the row itself.
 TINY_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    ("llama GQA Q8_0", {},
-     {"architecture": "llama", "n_kv_heads": 2, "head_dim_k": 64, "tied_embeddings": False}),
-    ("qwen2 Q4_K MHA", {"arch": "qwen2", "weight_type": "Q4_K", "kv_heads": 4},
-     {"architecture": "qwen2", "n_kv_heads": 4, "attention_kind": "MHA"}),
-    ("gemma2 window alternates", {"arch": "gemma2", "layers": 4, "window": 128, "tied": True},
-     {"sliding_window": 128, "swa_layers": (True, False, True, False), "tied_embeddings": True}),
-    ("gemma3 5 local : 1 global", {"arch": "gemma3", "layers": 7, "window": 512, "tied": True},
-     {"swa_layers": (True,) * 5 + (False, True)}),
-    ("mistral-style window on all layers", {"arch": "llama", "window": 4096},
-     {"sliding_window": 4096, "swa_layers": (True, True)}),
-    ("explicit per-layer window pattern", {"arch": "llama", "layers": 3, "window": 64,
-                                           "swa_pattern": [True, False, False]},
-     {"swa_layers": (True, False, False)}),
-    ("per-layer KV heads and FFN", {"kv_heads": [1, 4], "ffn": [256, 512]},
-     {"n_kv_heads": 4, "kv_heads_per_layer": (1, 4), "ffn_size": 512}),
-    ("MoE experts", {"arch": "qwen3moe", "experts": 8, "experts_used": 2, "expert_ffn": 256, "ffn": 0},
-     {"is_moe": True}),
-    ("bert embedding F16", {"arch": "bert", "weight_type": "F16", "pooling": True, "file_type": 1},
-     {"is_embedding": True, "architecture": "bert"}),
+    ("llama GQA Q8_0", {}, {"architecture": "llama", "n_kv_heads": 2, "head_dim_k": 64, "tied_embeddings": False}),
+    (
+        "qwen2 Q4_K MHA",
+        {"arch": "qwen2", "weight_type": "Q4_K", "kv_heads": 4},
+        {"architecture": "qwen2", "n_kv_heads": 4, "attention_kind": "MHA"},
+    ),
+    (
+        "gemma2 window alternates",
+        {"arch": "gemma2", "layers": 4, "window": 128, "tied": True},
+        {"sliding_window": 128, "swa_layers": (True, False, True, False), "tied_embeddings": True},
+    ),
+    (
+        "gemma3 5 local : 1 global",
+        {"arch": "gemma3", "layers": 7, "window": 512, "tied": True},
+        {"swa_layers": (True,) * 5 + (False, True)},
+    ),
+    (
+        "mistral-style window on all layers",
+        {"arch": "llama", "window": 4096},
+        {"sliding_window": 4096, "swa_layers": (True, True)},
+    ),
+    (
+        "explicit per-layer window pattern",
+        {"arch": "llama", "layers": 3, "window": 64, "swa_pattern": [True, False, False]},
+        {"swa_layers": (True, False, False)},
+    ),
+    (
+        "per-layer KV heads and FFN",
+        {"kv_heads": [1, 4], "ffn": [256, 512]},
+        {"n_kv_heads": 4, "kv_heads_per_layer": (1, 4), "ffn_size": 512},
+    ),
+    (
+        "MoE experts",
+        {"arch": "qwen3moe", "experts": 8, "experts_used": 2, "expert_ffn": 256, "ffn": 0},
+        {"is_moe": True},
+    ),
+    (
+        "bert embedding F16",
+        {"arch": "bert", "weight_type": "F16", "pooling": True, "file_type": 1},
+        {"is_embedding": True, "architecture": "bert"},
+    ),
     ("Q6_K + file type Q6_K", {"weight_type": "Q6_K", "file_type": 18}, {}),
 ]
 
@@ -131,9 +154,7 @@ def test_tiny_round_trip(tmp_path: Path, label: str, kwargs: dict[str, Any], exp
     assert spec.weights is not None
     # Independent oracle: gguf-py's own reader (fine on tiny files).
     reader = gguf.GGUFReader(path)
-    theirs = {
-        t.name: (tuple(int(x) for x in t.shape), t.tensor_type.name, int(t.n_bytes)) for t in reader.tensors
-    }
+    theirs = {t.name: (tuple(int(x) for x in t.shape), t.tensor_type.name, int(t.n_bytes)) for t in reader.tensors}
     ours = {t.name: (t.shape, t.ggml_type, t.n_bytes) for t in spec.weights.tensors}
     assert ours == theirs
     assert spec.weights.file_bytes == path.stat().st_size
@@ -154,8 +175,18 @@ def test_tiny_round_trip(tmp_path: Path, label: str, kwargs: dict[str, Any], exp
 @pytest.mark.parametrize(
     ("value", "name"),
     [  # gguf.LlamaFileType numbers (llama.h llama_ftype)
-        (0, "F32"), (1, "F16"), (7, "Q8_0"), (15, "Q4_K_M"), (17, "Q5_K_M"), (18, "Q6_K"), (30, "IQ4_XS"),
-        (32, "BF16"), (1024, None), (999, None), ("15", None), (True, None),
+        (0, "F32"),
+        (1, "F16"),
+        (7, "Q8_0"),
+        (15, "Q4_K_M"),
+        (17, "Q5_K_M"),
+        (18, "Q6_K"),
+        (30, "IQ4_XS"),
+        (32, "BF16"),
+        (1024, None),
+        (999, None),
+        ("15", None),
+        (True, None),
     ],
 )
 def test_file_type_names(value: Any, name: str | None) -> None:
@@ -214,29 +245,6 @@ def test_split_gguf_missing_part_is_named(tmp_path: Path) -> None:
 # --- hostile input --------------------------------------------------------------------------------
 
 
-def _s(text: str) -> bytes:
-    b = text.encode()
-    return struct.pack("<Q", len(b)) + b
-
-
-def _hdr(n_tensors: int, n_kv: int, version: int = 3) -> bytes:
-    return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv)
-
-
-def _kv_u32(key: str, v: int) -> bytes:
-    return _s(key) + struct.pack("<II", 4, v)
-
-
-_ARCH_KV = _s("general.architecture") + struct.pack("<I", 8) + _s("llama")
-
-
-def _tensor(name: str, dims: list[int], ttype: int = 0, offset: int = 0, n_dims: int | None = None) -> bytes:
-    n = len(dims) if n_dims is None else n_dims
-    return _s(name) + struct.pack("<I", n) + b"".join(struct.pack("<Q", d) for d in dims) + struct.pack(
-        "<IQ", ttype, offset
-    )
-
-
 def _pad(b: bytes, extra: int = 0) -> bytes:
     return b + b"\0" * ((-len(b)) % 32 + extra)
 
@@ -244,46 +252,78 @@ def _pad(b: bytes, extra: int = 0) -> bytes:
 HOSTILE: list[tuple[str, bytes, str]] = [
     ("empty", b"", "too short"),
     ("wrong magic", b"GGML" + b"\0" * 60, "not a GGUF file"),
-    ("version 1", _hdr(0, 0, version=1), "unsupported GGUF version 1"),
-    ("version 99", _hdr(0, 0, version=99), "unsupported GGUF version 99"),
-    ("truncated counts", _hdr(0, 0)[:14], "truncated"),
-    ("2^60 key/values", _hdr(0, 2**60), "key/value count"),
-    ("2^60 tensors", _hdr(2**60, 0), "tensor count"),
-    ("2^40-byte key", _hdr(0, 1) + struct.pack("<Q", 2**40) + b"\0" * 64, "string length"),
-    ("2^40-byte string value", _hdr(0, 1) + _s("k") + struct.pack("<IQ", 8, 2**40) + b"\0" * 64,
-     "string length"),
-    ("2^60-element u32 array", _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 4, 2**60) + b"\0" * 64,
-     "array length"),
-    ("2^60-element string array", _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 8, 2**60) + b"\0" * 64,
-     "array length"),
-    ("string in a small array longer than the file",
-     _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 8, 3) + _s("a") + struct.pack("<Q", 10**6) + b"x" * 20,
-     "string length 1000000 cannot fit"),
-    ("string in a skipped big array longer than the file",  # > 4096 elements: walked, not decoded
-     _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 8, 5000) + struct.pack("<Q", 10**9) + b"\0" * 40_000,
-     "string of 1000000000 bytes runs past the end"),
-    ("unknown value type", _hdr(0, 1) + _s("k") + struct.pack("<I", 77) + b"\0" * 16,
-     "unknown value type 77"),
-    ("unknown array type", _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 55, 1) + b"\0" * 8,
-     "unknown array element type 55"),
-    ("nested array", _hdr(0, 1) + _s("k") + struct.pack("<IIQ", 9, 9, 1) + b"\0" * 16, "nested arrays"),
-    ("duplicate key", _hdr(0, 2) + _kv_u32("a", 1) + _kv_u32("a", 2), "duplicate key"),
-    ("alignment not a power of two", _hdr(0, 1) + _kv_u32("general.alignment", 24), "power of two"),
-    ("5 dimensions", _hdr(1, 1) + _ARCH_KV + _tensor("t", [1, 1, 1, 1, 1]) + b"\0" * 64, "5 dimensions"),
-    ("0 dimensions", _hdr(1, 1) + _ARCH_KV + _tensor("t", []) + b"\0" * 64, "0 dimensions"),
-    ("overflowing dims", _hdr(1, 1) + _ARCH_KV + _tensor("t", [2**40, 2**40]) + b"\0" * 64, "overflows"),
-    ("unknown tensor type", _hdr(1, 1) + _ARCH_KV + _tensor("t", [4], ttype=99) + b"\0" * 64,
-     "unknown or unsupported tensor type 99"),
-    ("row not a multiple of block", _hdr(1, 1) + _ARCH_KV + _tensor("t", [33], ttype=8) + b"\0" * 64,
-     "not a multiple of the Q8_0 block size 32"),
-    ("unaligned offset", _hdr(1, 1) + _ARCH_KV + _tensor("t", [4], offset=3) + b"\0" * 64, "not aligned"),
-    ("tensor past end of file", _pad(_hdr(1, 1) + _ARCH_KV + _tensor("t", [1024])), "runs past the end"),
-    ("offset past end of file", _pad(_hdr(1, 1) + _ARCH_KV + _tensor("t", [4], offset=2**50), 16),
-     "runs past the end"),
-    ("duplicate tensor", _pad(_hdr(2, 1) + _ARCH_KV + _tensor("t", [4]) + _tensor("t", [4], offset=32), 64),
-     "duplicate tensor name"),
-    ("no architecture", _pad(_hdr(0, 1) + _kv_u32("x", 1)), "general.architecture"),
-    ("no block_count", _pad(_hdr(0, 1) + _ARCH_KV), "llama.block_count"),
+    ("version 1", header(0, 0, version=1), "unsupported GGUF version 1"),
+    ("version 99", header(0, 0, version=99), "unsupported GGUF version 99"),
+    ("truncated counts", header(0, 0)[:14], "truncated"),
+    ("2^60 key/values", header(0, 2**60), "key/value count"),
+    ("2^60 tensors", header(2**60, 0), "tensor count"),
+    ("2^40-byte key", header(0, 1) + struct.pack("<Q", 2**40) + b"\0" * 64, "string length"),
+    (
+        "2^40-byte string value",
+        header(0, 1) + gguf_str("k") + struct.pack("<IQ", 8, 2**40) + b"\0" * 64,
+        "string length",
+    ),
+    (
+        "2^60-element u32 array",
+        header(0, 1) + gguf_str("k") + struct.pack("<IIQ", 9, 4, 2**60) + b"\0" * 64,
+        "array length",
+    ),
+    (
+        "2^60-element string array",
+        header(0, 1) + gguf_str("k") + struct.pack("<IIQ", 9, 8, 2**60) + b"\0" * 64,
+        "array length",
+    ),
+    (
+        "string in a small array longer than the file",
+        header(0, 1)
+        + gguf_str("k")
+        + struct.pack("<IIQ", 9, 8, 3)
+        + gguf_str("a")
+        + struct.pack("<Q", 10**6)
+        + b"x" * 20,
+        "string length 1000000 cannot fit",
+    ),
+    (
+        "string in a skipped big array longer than the file",  # > 4096 elements: walked, not decoded
+        header(0, 1) + gguf_str("k") + struct.pack("<IIQ", 9, 8, 5000) + struct.pack("<Q", 10**9) + b"\0" * 40_000,
+        "string of 1000000000 bytes runs past the end",
+    ),
+    ("unknown value type", header(0, 1) + gguf_str("k") + struct.pack("<I", 77) + b"\0" * 16, "unknown value type 77"),
+    (
+        "unknown array type",
+        header(0, 1) + gguf_str("k") + struct.pack("<IIQ", 9, 55, 1) + b"\0" * 8,
+        "unknown array element type 55",
+    ),
+    ("nested array", header(0, 1) + gguf_str("k") + struct.pack("<IIQ", 9, 9, 1) + b"\0" * 16, "nested arrays"),
+    ("duplicate key", header(0, 2) + kv_u32("a", 1) + kv_u32("a", 2), "duplicate key"),
+    ("alignment not a power of two", header(0, 1) + kv_u32("general.alignment", 24), "power of two"),
+    ("5 dimensions", header(1, 1) + ARCH_KV + tensor_info("t", [1, 1, 1, 1, 1]) + b"\0" * 64, "5 dimensions"),
+    ("0 dimensions", header(1, 1) + ARCH_KV + tensor_info("t", []) + b"\0" * 64, "0 dimensions"),
+    ("overflowing dims", header(1, 1) + ARCH_KV + tensor_info("t", [2**40, 2**40]) + b"\0" * 64, "overflows"),
+    (
+        "unknown tensor type",
+        header(1, 1) + ARCH_KV + tensor_info("t", [4], ttype=99) + b"\0" * 64,
+        "unknown or unsupported tensor type 99",
+    ),
+    (
+        "row not a multiple of block",
+        header(1, 1) + ARCH_KV + tensor_info("t", [33], ttype=8) + b"\0" * 64,
+        "not a multiple of the Q8_0 block size 32",
+    ),
+    ("unaligned offset", header(1, 1) + ARCH_KV + tensor_info("t", [4], offset=3) + b"\0" * 64, "not aligned"),
+    ("tensor past end of file", _pad(header(1, 1) + ARCH_KV + tensor_info("t", [1024])), "runs past the end"),
+    (
+        "offset past end of file",
+        _pad(header(1, 1) + ARCH_KV + tensor_info("t", [4], offset=2**50), 16),
+        "runs past the end",
+    ),
+    (
+        "duplicate tensor",
+        _pad(header(2, 1) + ARCH_KV + tensor_info("t", [4]) + tensor_info("t", [4], offset=32), 64),
+        "duplicate tensor name",
+    ),
+    ("no architecture", _pad(header(0, 1) + kv_u32("x", 1)), "general.architecture"),
+    ("no block_count", _pad(header(0, 1) + ARCH_KV), "llama.block_count"),
 ]
 
 
@@ -333,8 +373,9 @@ def fuzz_seed(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 def _parse_bytes(data: bytes) -> None:
     header = parse_gguf_header(data, label="fuzz.gguf")
-    spec_from_header(header, ref="fuzz.gguf", source=Source("file", "fuzz.gguf"), file_bytes=len(data),
-                     label="fuzz.gguf")
+    spec_from_header(
+        header, ref="fuzz.gguf", source=Source("file", "fuzz.gguf"), file_bytes=len(data), label="fuzz.gguf"
+    )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
