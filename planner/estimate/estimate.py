@@ -74,7 +74,8 @@ def estimate(
 # ------------------------------------------------------------------------------------------ llama.cpp
 
 
-@functools.lru_cache(maxsize=64)
+# one table per (model, quant): a recommendation over the whole catalog touches a few hundred
+@functools.lru_cache(maxsize=1024)
 def _layer_table_cached(arch: ModelArch, weights: ModelWeights) -> LayerTable:
     return layer_table(arch, weights)
 

@@ -14,6 +14,7 @@ vLLM pages the cache: a block of block_size tokens per layer; available memory /
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from planner.errors import EstimateError
@@ -30,6 +31,7 @@ LLAMA_CPP_CTX_PAD = 256  # cparams.n_ctx = GGML_PAD(n_ctx, 256) (src/llama-conte
 SWA_PAD = 256  # "the SWA cache is always padded to 256 for performance" (src/llama-kv-cache-iswa.cpp)
 
 
+@functools.lru_cache(maxsize=1024)
 def kv_row_bytes(kv_type: str, n_values: int) -> int:
     """ggml_row_size(type, n): bytes of n values of a KV cache type, from gguf.GGML_QUANT_SIZES."""
     from planner.gguf_constants import gguf_constants  # the tables only: no numpy at start-up

@@ -18,6 +18,7 @@ ik_llama.cpp README (Ryzen 9 7950X), PR #8035 (RTX 4090 + EPYC 7742 partial offl
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ RANGE_FRACTION: dict[str, float] = {"cuda": 0.15, "rocm": 0.2, "vulkan": 0.3, "c
 CALIBRATED_RANGE_FRACTION = 0.05
 
 
+@functools.lru_cache(maxsize=256)
 def weight_family(ggml_type: str) -> str:
     """Kernel family of a tensor type: f16 (16/32-bit floats), q8 (8-bit), q4 (4–7 bits), low (< 4 bits)."""
     t = ggml_type.upper()
