@@ -523,3 +523,23 @@ def test_two_server_pruning_equals_trying_every_set() -> None:
     assert res.solution is not None
     assert res.solution.evaluation.key == min(every)
     assert res.considered < len(options)  # the bound saved work
+
+
+def test_c_level_stdout_noise_during_the_milp_is_silenced() -> None:
+    """HiGHS (scipy 1.17) writes debug lines straight to file descriptor 1 on large problems (seen on the
+    12-role bench: "HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();" ×12 before the
+    JSON). The guard around the MILP call drops writes to fd 1 and leaves Python's stdout working; checked in
+    a real child process writing to fd 1 the way C code does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from planner.plan.milp import silenced_stdout_fd\n"
+        "print('before', flush=True)\n"
+        "with silenced_stdout_fd():\n"
+        "    os.write(1, b'HighsMipSolverData noise\\n')\n"
+        "print('after')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout == "before\nafter\n"

@@ -29,6 +29,10 @@ caller (`solver.solve`) accepts its assignment as proven optimal only when evalu
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -318,13 +322,14 @@ def solve_milp(
 
     n_var = len(obj)
     a = coo_array((rows.v, (rows.r, rows.c)), shape=(len(rows.lb), n_var)).tocsr()
-    res = milp(
-        np.array(obj),
-        integrality=np.array(integ),
-        bounds=Bounds(np.array(lo), np.array(hi)),
-        constraints=LinearConstraint(a, np.array(rows.lb), np.array(rows.ub)),
-        options={"mip_rel_gap": 0.0, "time_limit": time_limit_s, "presolve": True, "disp": _DISP},
-    )
+    with silenced_stdout_fd():
+        res = milp(
+            np.array(obj),
+            integrality=np.array(integ),
+            bounds=Bounds(np.array(lo), np.array(hi)),
+            constraints=LinearConstraint(a, np.array(rows.lb), np.array(rows.ub)),
+            options={"mip_rel_gap": 0.0, "time_limit": time_limit_s, "presolve": True, "disp": _DISP},
+        )
     nodes = int(getattr(res, "mip_node_count", 0) or 0)
     if res.status == 2:
         return MilpAnswer("infeasible", None, None, weights, nodes)
@@ -336,6 +341,30 @@ def solve_milp(
         best = max(range(len(vals)), key=lambda k: vals[k], default=-1)
         assign.append(best if best >= 0 and vals[best] > 0.5 else UNPLACED)
     return MilpAnswer("optimal", assign, float(res.fun), weights, nodes)
+
+
+@contextlib.contextmanager
+def silenced_stdout_fd() -> Iterator[None]:
+    """Send what C code writes to file descriptor 1 to /dev/null for the duration.
+
+    HiGHS (scipy 1.17) prints debug lines such as "HighsMipSolverData::transformNewIntegerFeasibleSolution
+    tmpSolver.run();" straight to the process's stdout on large problems, whatever `disp` says; on the
+    12-role bench that put 12 such lines in front of `agiplan recommend --format json`. Python's own
+    sys.stdout is flushed first and keeps working afterwards."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured, closed): nothing to protect
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def _swap_fails(p: Problem, ii: int, c: Candidate, *, page_cache: bool) -> bool:
