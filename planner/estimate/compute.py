@@ -15,6 +15,7 @@ own "compute buffer size" log lines; bench/llama_alloc_accuracy.py re-measures t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from planner.estimate.kv import KvLayout
@@ -91,15 +92,22 @@ def llama_cpp_compute_bytes(
     Constants fitted to llama.cpp's own log on the CPU backend (bench/llama_alloc_accuracy.py: Gemma 3,
     and synthetic Llama 3 8B, DeepSeek-Coder 6.7B, Qwen2.5 7B, Mixtral 8x7B, Gemma 3 27B shapes, with
     and without flash attention)."""
-    g = graph_shape(layout, cfg)
-    peak = 0
-    if layers:
-        mask = mask_bytes(arch, cfg, layout, g)
-        for i in layers:
-            peak = max(peak, mask + attention_peak_bytes(arch, cfg, layout, i, g), mask + ffn_peak_bytes(arch, i, g))
+    peak = max(map(_layer_peaks(arch, cfg, layout).__getitem__, layers), default=0)
     if holds_output:
-        peak = max(peak, output_peak_bytes(arch, g))
+        peak = max(peak, output_peak_bytes(arch, graph_shape(layout, cfg)))
     return peak
+
+
+@functools.lru_cache(maxsize=512)
+def _layer_peaks(arch: ModelArch, cfg: RunConfig, layout: KvLayout) -> tuple[int, ...]:
+    """Each layer's peak (masks + the larger of its attention and its FFN): the same for every placement of
+    one model and config, which the solver tries on many GPU sets."""
+    g = graph_shape(layout, cfg)
+    mask = mask_bytes(arch, cfg, layout, g)
+    return tuple(
+        mask + max(attention_peak_bytes(arch, cfg, layout, i, g), ffn_peak_bytes(arch, i, g))
+        for i in range(arch.n_layers)
+    )
 
 
 def llama_cpp_host_compute_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout) -> int:
