@@ -1195,6 +1195,9 @@ def branch_and_bound(
             od_tau[si] = t
             touch[si] -= 1
 
+    first_fit = [[0] * n for _ in range(n + 1)]  # per depth, per item: see bound()
+    first_meet = [[0] * n for _ in range(n + 1)]
+
     def bound(k: int) -> tuple[int, int, int, int] | None:
         """Lower bound on the key of any completion; None when it cannot beat the incumbent."""
         f = failures()
@@ -1202,18 +1205,24 @@ def branch_and_bound(
             return None
         q_any = 0
         q_meet = 0
+        # fitting and meeting only get harder deeper in the tree (loads only grow), so each undecided item's
+        # scan resumes where the parent's stopped: its first fitting, and first fitting-and-meeting, candidate
+        src_a, src_m = first_fit[k], first_meet[k]
+        dst_a, dst_m = first_fit[k + 1], first_meet[k + 1]
         for j in range(k, n):
             jj = order[j]
-            qa: int | None = None
-            qm: int | None = None
-            for c in comp[jj]:
-                if not fits(c):
-                    continue
-                if qa is None:
-                    qa = c[9]
-                if meets(c, jj):
-                    qm = c[9]
-                    break
+            row = comp[jj]
+            end = len(row)
+            i = src_a[jj]
+            while i < end and not fits(row[i]):
+                i += 1
+            dst_a[jj] = i
+            m = max(i, src_m[jj])
+            while m < end and not (fits(row[m]) and meets(row[m], jj)):
+                m += 1
+            dst_m[jj] = m
+            qa: int | None = row[i][9] if i < end else None
+            qm: int | None = row[m][9] if m < end else None
             q_any += max(qa or 0, 0)  # unplaced scores 0 (a candidate far down a long list may score less)
             if qm is None:
                 f += 1
