@@ -3,10 +3,12 @@
 
     python bench/solver_speed.py [--repeat 3]
 
-Prints the candidate-generation time (estimate() calls, memoized), the branch-and-bound search time,
-nodes, whether the answer is proven optimal, and the answer's key; then `recommend()` on each preset
+Prints the candidate-generation time (estimate() calls, memoized), the search time to the proven answer
+(branch and bound, then the LP-guided dive and the MILPs; `solve`), nodes, whether the answer is proven
+optimal, and the answer's key; what 1 s and 3 s of MILP time give; then `recommend()` on each preset
 (deep, agents with a $3,000 budget, ensemble) with a fresh estimate cache, all four option kinds.
-The issue's target: under 1 s for the search on this machine.
+The issue's target: under 1 s for the search on this machine (not met for the 12-role case: see the
+closing notes of issue 3 for the figures and what was tried).
 """
 
 from __future__ import annotations
@@ -90,6 +92,14 @@ def main() -> None:
     print(
         f"answer key (failures, -quality, cost cents, devices): {sol.evaluation.key}; failing: {sol.evaluation.failing}"
     )
+    for limit_s in (1.0, 3.0):
+        t0 = time.perf_counter()
+        quick = solve(p, time_limit_s=limit_s)
+        assert quick is not None
+        print(
+            f"with --time-limit {limit_s:g}: {time.perf_counter() - t0:.2f} s, key {quick.evaluation.key}, proven "
+            f"{quick.exact}, LP quality bound {quick.quality_bound}"
+        )
     if args.no_presets:
         return
     main_server = parse_server_spec(DEFAULT_SERVER_SPEC, cat)

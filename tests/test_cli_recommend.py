@@ -155,6 +155,8 @@ def test_nothing_fits_exits_1_with_failing_role_and_relaxation(tmp_path: Path) -
         (["recommend", "--preset", "deep", "--server", "main: 2x rtx-9999"], "'rtx-9999' is not a catalog GPU"),
         (["recommend", "--preset", "deep", "--what-if", "bogus"], "expected ROLE.FIELD=VALUE"),
         (["recommend", "--preset", "deep", "--budget", "-5"], "--budget must be >= 0"),
+        (["recommend", "--preset", "deep", "--time-limit", "0"], "--time-limit must be a positive number"),
+        (["recommend", "--preset", "deep", "--time-limit", "inf"], "--time-limit must be a positive number"),
     ],
 )
 def test_bad_arguments_raise_planner_errors(args: list[str], expected: str) -> None:
@@ -175,3 +177,13 @@ def test_bad_stack_file_real_entry_point_one_line_exit_2(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {p}: roles.0.parallel: Input should be a valid integer")
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_time_limit_default_is_the_solvers() -> None:
+    """The CLI states 60 s without importing the solver (start-up time); it must be the solver's own default."""
+    import inspect
+
+    from planner.cli.recommend_cmd import recommend_command
+    from planner.plan.solver import MILP_TIME_LIMIT_S
+
+    assert inspect.signature(recommend_command).parameters["time_limit"].default == MILP_TIME_LIMIT_S

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.catalog import load_catalog
+from planner.errors import PlannerError
 from planner.estimate.estimate import estimate
 from planner.estimate.types import RunConfig
 from planner.plan.contention import page_cache_gbs, step_profile
@@ -479,22 +480,56 @@ def test_milp_fallback_equals_brute_force_synthetic(data: st.DataObject) -> None
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_zero_failure_milp_equals_brute_force_synthetic(data: st.DataObject) -> None:
-    """The MILP over plans that miss no target (candidates that cannot meet their targets alone left out) is
-    what `solve` tries first after the node limit: with no bar it must return brute force's optimum when that
-    misses nothing, and settle nothing (None) when every plan misses a target."""
+def test_zero_failure_search_equals_brute_force_synthetic(data: st.DataObject) -> None:
+    """The search over plans that miss no target (candidates that cannot meet their targets alone left out:
+    LP relaxation, a dive that follows it, the MILP) is what `solve` tries first after the node limit: with no
+    bar it must return brute force's optimum when that misses nothing, settled, with an LP quality bound no
+    lower than that optimum's quality; and find nothing, unsettled, when every plan misses a target."""
+    import time
+
     from planner.plan.solver import _solve_zero_failures
 
     p = _synthetic_problem(data)
     key, _ = brute_force(p)
-    got = _solve_zero_failures(p, None)
+    got = _solve_zero_failures(p, None, time.monotonic() + 60)
     if key[0] > 0:
-        assert got is None
+        assert got.solution is None
+        assert not got.settled
         return
-    assert got is not None
-    sol, _nodes = got
-    assert sol is not None and sol.exact
-    assert sol.evaluation.key == key
+    assert got.settled
+    assert got.solution is not None and got.solution.exact
+    assert got.solution.evaluation.key == key
+    assert got.quality_bound is not None and got.quality_bound >= -key[1]
+    _assert_no_overflow(p, got.solution.assign)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), time_limit_s=st.sampled_from([0.0, 0.001, 60.0]))
+def test_time_limited_search_is_never_better_than_brute_force_and_its_bound_holds(
+    data: st.DataObject, time_limit_s: float
+) -> None:
+    """Under any time limit (0 s: the MILPs get no time at all) `solve` returns a real plan no better than
+    brute force's optimum; flagged exact only when it is that optimum; and a quality bound, when it gives one,
+    is at least the quality of the best plan that misses no target (brute force over those plans)."""
+    p = _synthetic_problem(data)
+    key, _ = brute_force(p)
+    try:
+        sol = solve(p, node_limit=1, time_limit_s=time_limit_s)
+    except PlannerError as e:  # no plan within the limits: said so in one line
+        assert "--time-limit" in str(e)
+        return
+    assert sol is not None
+    assert sol.evaluation.key >= key
+    assert sol.evaluation.key == evaluate(p, sol.assign).key
+    if sol.exact:
+        assert sol.evaluation.key == key
+    if sol.quality_bound is not None:
+        zero_best = max(
+            (ev.quality for combo in itertools.product(*[[*range(len(cs)), -1] for cs in p.cands])
+             if (ev := evaluate(p, combo)).memory_ok and ev.key[0] == 0),
+            default=None,
+        )
+        assert zero_best is None or sol.quality_bound >= zero_best
     _assert_no_overflow(p, sol.assign)
 
 
@@ -543,3 +578,31 @@ def test_c_level_stdout_noise_during_the_milp_is_silenced() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout == "before\nafter\n"
+
+
+def test_unproven_options_are_flagged_and_the_lp_bound_holds_on_a_preset() -> None:
+    """The agents preset with the branch and bound stopped at once (1 node) and 1 ms of MILP: each option is a
+    real plan, no better than the proven one, flagged not proven in the notes. The LP bound that such a note
+    quotes (plans meeting every target, planner.plan.milp relax=True) is at least the proven optimum's quality."""
+    import time
+
+    from planner.plan.solver import _solve_zero_failures
+    from planner.plan.stack import load_preset
+
+    stack = load_preset("agents")
+    main = _srv("main: 2x rtx-4090, ryzen-9-7950x, 128GiB")
+    kinds = ("one-server-serial", "one-server-concurrent")
+    rushed = recommend(stack, [main], CAT, cache=CACHE, kinds=kinds, node_limit=1, time_limit_s=0.001)
+    exact = recommend(stack, [main], CAT, cache=CACHE, kinds=kinds)
+    for fast, full in zip(rushed.results, exact.results, strict=True):
+        assert full.solution is not None and full.solution.exact
+        assert fast.solution is not None
+        assert fast.solution.evaluation.key >= full.solution.evaluation.key
+        if not fast.solution.exact:
+            flag = f"{fast.kind}: best plan found, not proven optimal"
+            assert any(n.startswith(flag) for n in rushed.plan.assumptions)
+    concurrent = exact.results[1].solution
+    assert concurrent is not None and concurrent.evaluation.key[0] == 0
+    zero = _solve_zero_failures(concurrent.problem, None, time.monotonic() + 60)
+    assert zero.quality_bound is not None
+    assert concurrent.evaluation.quality <= zero.quality_bound

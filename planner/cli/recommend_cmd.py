@@ -47,6 +47,14 @@ def recommend_command(
         Path | None, typer.Option("--report", help="Also write the Markdown report (see 'agiplan report').")
     ] = None,
     lang: Annotated[str, typer.Option("--lang", help="Report language: en or ru.")] = "en",
+    time_limit: Annotated[
+        float,
+        typer.Option(
+            "--time-limit",
+            help="Seconds the MILP may spend on placements too large for the exact search (default 60); past it "
+            "the best plan found is shown, flagged not proven optimal, with a bound.",
+        ),
+    ] = 60.0,
 ) -> None:
     """Place the stack's models on your server(s): serial, concurrent, a second server, or a split — side by side."""
     from planner.catalog import load_catalog
@@ -67,6 +75,8 @@ def recommend_command(
     stack = load_stack(stack_file) if stack_file is not None else load_preset(preset or "")
     if budget is not None and budget < 0:
         raise PlannerError(f"--budget must be >= 0 USD, got {budget:g}.")
+    if not 0 < time_limit < float("inf"):
+        raise PlannerError(f"--time-limit must be a positive number of seconds, got {time_limit:g}.")
     cat = load_catalog()
     assumptions: list[str] = []
     if budget is None:
@@ -92,7 +102,9 @@ def recommend_command(
     base = Scenario(stack, tuple(servers), budget)
     for w in what_if or []:
         apply_what_if(w, base, cat)  # bad what-ifs fail before the solve
-    rec = recommend(stack, servers, cat, budget_usd=budget, allow=allow, assumptions=assumptions)
+    rec = recommend(
+        stack, servers, cat, budget_usd=budget, allow=allow, assumptions=assumptions, time_limit_s=time_limit
+    )
     plan = rec.plan
     if what_if:
         plan = plan.model_copy(

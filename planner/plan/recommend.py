@@ -10,6 +10,7 @@ those that meet every target; None when none does.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ from planner.plan.schema import (
 )
 from planner.plan.servers import BASE_PLATFORM_NOTE, Server, new_server_candidates
 from planner.plan.solver import (
+    DEFAULT_NODE_LIMIT,
+    MILP_TIME_LIMIT_S,
     EstimateCache,
     Mode,
     OptionKind,
@@ -40,6 +43,7 @@ from planner.plan.solver import (
     solve,
     solve_two_server,
     stack_items,
+    unproven_note,
 )
 from planner.plan.stack import Stack
 
@@ -70,19 +74,39 @@ def recommend(
     assumptions: Sequence[str] = (),
     cache: EstimateCache | None = None,
     kinds: Sequence[OptionKind] = ("one-server-serial", "one-server-concurrent", "two-server", "split"),
+    time_limit_s: float = MILP_TIME_LIMIT_S,
+    node_limit: int = DEFAULT_NODE_LIMIT,
 ) -> Recommendation:
-    """The best plan of each option kind, side by side, and the recommended one."""
+    """The best plan of each option kind, side by side, and the recommended one. The searches that outgrow the
+    branch and bound's node limit share `time_limit_s` of MILP (see `solver.solve`); past it, an option is the
+    best plan found, flagged not proven optimal in the notes, with its bound."""
     cache = cache or EstimateCache(cat)
+    deadline = time.monotonic() + time_limit_s
     main = existing[0]
     results: list[OptionResult] = []
     new_options = new_server_candidates(cat, budget_usd=budget_usd, allow=allow) if len(existing) < 2 else []
     for kind in kinds:
         if kind in ("one-server-serial", "one-server-concurrent"):
             mode: Mode = "serial" if kind == "one-server-serial" else "concurrent"
-            sol = solve(make_problem(stack, [main], cat, cache, mode=mode))
+            sol = solve(
+                make_problem(stack, [main], cat, cache, mode=mode),
+                time_limit_s=max(0.0, deadline - time.monotonic()),
+                node_limit=node_limit,
+            )
             results.append(OptionResult(kind, sol, "" if sol else "nothing fits", 1))
         else:
-            results.append(solve_two_server(stack, existing, new_options, cat, cache, split=kind == "split"))
+            results.append(
+                solve_two_server(
+                    stack,
+                    existing,
+                    new_options,
+                    cat,
+                    cache,
+                    split=kind == "split",
+                    deadline=deadline,
+                    node_limit=node_limit,
+                )
+            )
     options = [_option(r, cat) for r in results]
     recommended = _pick(results, len(stack.roles))
     notes = list(assumptions) + list(MODEL_ASSUMPTIONS)
@@ -101,10 +125,7 @@ def recommend(
         )
     for r in results:
         if r.solution is not None and not r.solution.exact:
-            notes.append(
-                f"{r.kind}: the search stopped at its node limit ({r.solution.nodes} nodes); this is the best plan "
-                "found, not proven optimal (give fewer model candidates or quants per role)"
-            )
+            notes.append(unproven_note(r.kind, r.solution, time_limit_s))
     disk = cat.disks.get(stack.disk)
     notes.append(
         f"on-demand models load from {disk.name if disk else stack.disk} ({disk.read_gbs if disk else 7.45} GB/s) "

@@ -30,6 +30,7 @@ round(1000 × quant mean KLD vs FP16) (catalog quants.yaml `quality_loss`). Unpl
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, cast
@@ -775,7 +776,8 @@ class Solution:
     assign: list[int]
     evaluation: Evaluation
     nodes: int
-    exact: bool = True  # False: the node limit stopped the search; best found, optimality not proven
+    exact: bool = True  # False: the node / time limit stopped the search; best found, optimality not proven
+    quality_bound: int | None = None  # when not exact: no plan that meets every target scores more (LP)
 
 
 def _may_meet(it: Item, c: Candidate) -> bool:
@@ -847,6 +849,11 @@ def _compile(p: Problem) -> list[list[_SC]]:
     return out
 
 
+def _guided(row: list[_SC], guide: Sequence[float]) -> list[_SC]:
+    """Candidates in descending order of `guide` (their LP values), quality order among equals."""
+    return sorted(row, key=lambda sc: -guide[sc[0]])
+
+
 def _twins(p: Problem) -> tuple[list[int], dict[tuple[object, ...], int]]:
     """Identical GPUs (same server, card and free memory) are interchangeable while empty. Returns each
     slot's group (-1: a host or a card without a twin) and a lookup (item, everything but the GPU slots,
@@ -895,23 +902,33 @@ def _twin_sig(p: Problem, c: Candidate, group: Sequence[int]) -> tuple[object, .
 
 
 # When the branch and bound stops at its node limit (large stacks: many roles × candidates × servers), the
-# MILP (planner.plan.milp, HiGHS) gets this long to prove the optimum or find a better plan.
+# MILP (planner.plan.milp, HiGHS) gets the rest of this long to prove the optimum or find a better plan
+# (`solve(time_limit_s=...)`, `agiplan recommend --time-limit`).
 MILP_TIME_LIMIT_S = 60.0
+# Nodes of the dive that follows the LP relaxation for a plan meeting every target (deterministic: a node
+# budget, not a time budget); ~0.3 s here.
+GUIDED_NODE_LIMIT = 20_000
 
 
 def solve(
-    p: Problem, *, incumbent: tuple[int, int, int, int] | None = None, node_limit: int = DEFAULT_NODE_LIMIT
+    p: Problem,
+    *,
+    incumbent: tuple[int, int, int, int] | None = None,
+    node_limit: int = DEFAULT_NODE_LIMIT,
+    time_limit_s: float = MILP_TIME_LIMIT_S,
 ) -> Solution | None:
     """The best assignment strictly better than `incumbent` (or None), proven optimal whenever possible.
 
     The branch and bound (`branch_and_bound`) proves small and medium problems (every preset) in well under a
-    second. When it stops at its node limit, the MILP over plans that miss no target runs first
-    (`_solve_zero_failures`: a third fewer candidates; on the 12-role bench it settles the question in ~9 s
-    where the full MILP took ~22 s). Otherwise the MILP relaxation of `evaluate` (planner.plan.milp) runs with
-    the branch and bound's plan as the bar to beat: an infeasible MILP proves that plan optimal; an optimal
-    MILP whose assignment evaluate() scores at the MILP's own value is a proven, better optimum. Otherwise the
-    best plan found is returned flagged inexact.
+    second. When it stops at its node limit, the plans that miss no target are searched next
+    (`_solve_zero_failures`: the LP relaxation, a dive that follows it for a first such plan, then the MILP
+    with that plan as the bar; on the 12-role bench this settles the question in ~9 s). Otherwise the MILP
+    relaxation of `evaluate` (planner.plan.milp) runs with the best plan so far as the bar to beat: an
+    infeasible MILP proves that plan optimal; an optimal MILP whose assignment evaluate() scores at the MILP's
+    own value is a proven, better optimum. The MILPs share `time_limit_s`; past it the best plan found is
+    returned flagged inexact, with the LP's bound on the quality of any plan that meets every target.
     """
+    deadline = time.monotonic() + time_limit_s
     try:
         sol = branch_and_bound(p, incumbent=incumbent, node_limit=node_limit)
     except PlannerError:  # the node limit came before any plan
@@ -923,71 +940,112 @@ def solve(
 
     bar = sol.evaluation.key if sol is not None else incumbent
     nodes = sol.nodes if sol is not None else node_limit
-    zero = _solve_zero_failures(p, bar)
-    if zero is not None:
-        z_sol, z_nodes = zero
-        nodes += z_nodes
-        if z_sol is not None:
-            return replace(z_sol, nodes=nodes)
-        if bar is not None and bar[0] == 0:
-            # no plan without failures beats the bar, and any plan with one is worse: the bar is optimal
-            return None if sol is None else Solution(p, sol.assign, sol.evaluation, nodes, True)
-    ans = solve_milp(p, incumbent=bar, time_limit_s=MILP_TIME_LIMIT_S)
+    zero = _solve_zero_failures(p, bar, deadline)
+    if zero.solution is not None and (sol is None or zero.solution.evaluation.key < sol.evaluation.key):
+        sol = replace(zero.solution, nodes=nodes + zero.solution.nodes, quality_bound=zero.quality_bound)
+        bar = sol.evaluation.key
+    nodes += zero.nodes
+    if zero.settled:
+        # no plan without failures beats the bar, and any plan with one is worse: the bar is optimal
+        return None if sol is None else replace(sol, nodes=nodes, exact=True, quality_bound=None)
+    ans = solve_milp(p, incumbent=bar, time_limit_s=max(0.0, deadline - time.monotonic()))
     nodes += ans.nodes
     if ans.status == "infeasible":
         if sol is None:
             return None  # nothing beats `incumbent`
-        return Solution(p, sol.assign, sol.evaluation, nodes, True)
+        return replace(sol, nodes=nodes, exact=True, quality_bound=None)
     if ans.status == "optimal" and ans.objective is not None:
         if ans.assign is not None:
             ev = evaluate(p, ans.assign)
             if ev.memory_ok and (bar is None or ev.key < bar):
                 proven = ans.weights.value(ev.key) <= ans.objective + 0.5
-                return Solution(p, list(ans.assign), ev, nodes, proven)
+                return Solution(p, list(ans.assign), ev, nodes, proven, None if proven else zero.quality_bound)
         if sol is not None and ans.objective >= ans.weights.value(sol.evaluation.key) - 0.5:
-            # the MILP's optimum (a lower bound) is the branch and bound's own value: that plan is optimal
-            return Solution(p, sol.assign, sol.evaluation, nodes, True)
+            # the MILP's optimum (a lower bound) is the best plan's own value: that plan is optimal
+            return replace(sol, nodes=nodes, exact=True, quality_bound=None)
     if sol is None:
         raise PlannerError(
-            f"the placement search stopped after {node_limit} nodes and {MILP_TIME_LIMIT_S:g} s of MILP without a "
-            "plan; give fewer model candidates or quants per role."
+            f"the placement search stopped after {node_limit} nodes and {time_limit_s:g} s of MILP without a "
+            "plan; give fewer model candidates or quants per role, or a larger --time-limit."
         )
-    return sol
+    return replace(sol, nodes=nodes, exact=False, quality_bound=zero.quality_bound)
 
 
-def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None) -> tuple[Solution | None, int] | None:
-    """The MILP over plans that miss no target, on the candidates that meet their item's targets alone (no
-    other candidate is in such a plan; the rest are left out before HiGHS sees them, which shrinks the model
-    by about a third on the 12-role bench). Returns (the proven optimum when it beats `bar`, else None; MILP
-    nodes) when the question is settled, or None when it is not (then the full MILP decides): HiGHS stopped
-    early, evaluate() scores the MILP's plan differently, or no plan without failures beats `bar` while
-    `bar` itself has failures."""
+@dataclass
+class _ZeroFailures:
+    """What the search over plans that miss no target established."""
+
+    solution: Solution | None  # the best such plan found that beats the bar (proven optimal when `settled`)
+    settled: bool  # the question is answered: `solution` (or the bar) is optimal
+    nodes: int
+    quality_bound: int | None  # no plan meeting every target scores more (LP relaxation), when known
+
+
+def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None, deadline: float) -> _ZeroFailures:
+    """Plans that miss no target, on the candidates that meet their item's targets alone (no other candidate
+    is in such a plan; the rest are left out, about a third on the 12-role bench): the LP relaxation (its bound
+    on quality; infeasible: no such plan), a dive that follows the LP values for a first such plan, then the
+    MILP until `deadline`. Settled when the MILP proves its optimum, or proves that no such plan beats `bar`
+    while `bar` itself misses no target."""
     from planner.plan.milp import solve_milp
 
     keep: list[list[int]] = []
     for it, cs in zip(p.items, p.cands, strict=True):
         idx = [ci for ci, c in enumerate(cs) if not it.is_model or _may_meet(it, c)]
         if not idx:
-            return None  # this item fails in every plan
+            return _ZeroFailures(None, False, 0, None)  # this item fails in every plan
         keep.append(idx)
     zp = replace(p, cands=[[cs[ci] for ci in idx] for cs, idx in zip(p.cands, keep, strict=True)])
+
+    def lift(assign: Sequence[int]) -> list[int]:
+        return [keep[ii][ci] if ci >= 0 else ci for ii, ci in enumerate(assign)]
+
+    lp = solve_milp(zp, max_failures=0, relax=True, time_limit_s=max(0.0, deadline - time.monotonic()))
+    if lp.status == "infeasible":
+        return _ZeroFailures(None, False, 0, None)
+    q_bound = lp.quality_bound()
     zbar = bar if bar is not None and bar[0] == 0 else None
-    ans = solve_milp(zp, incumbent=zbar, time_limit_s=MILP_TIME_LIMIT_S, max_failures=0)
+    found: Solution | None = None
+    nodes = 0
+    if lp.values is not None:
+        try:
+            dive = branch_and_bound(zp, incumbent=zbar, node_limit=GUIDED_NODE_LIMIT, max_failures=0, guide=lp.values)
+        except PlannerError:  # no such plan within the dive's nodes
+            dive = None
+            nodes += GUIDED_NODE_LIMIT
+        else:
+            if dive is None:  # the dive was exhaustive: nothing meeting every target beats zbar
+                return _ZeroFailures(None, zbar is not None, nodes, q_bound)
+            nodes += dive.nodes
+        if dive is not None:
+            assign = lift(dive.assign)
+            found = Solution(p, assign, evaluate(p, assign), dive.nodes, dive.exact, q_bound)
+            zbar = found.evaluation.key
+            if dive.exact:
+                return _ZeroFailures(found, True, nodes, q_bound)
+    ans = solve_milp(zp, incumbent=zbar, time_limit_s=max(0.0, deadline - time.monotonic()), max_failures=0)
+    nodes += ans.nodes
     if ans.status == "infeasible":
-        return (None, ans.nodes) if zbar is not None else None
+        # nothing meeting every target beats zbar: settled if zbar (found, or the bar) misses no target
+        return _ZeroFailures(found, zbar is not None, nodes, q_bound)
     if ans.status != "optimal" or ans.assign is None or ans.objective is None:
-        return None
-    assign = [keep[ii][ci] if ci >= 0 else ci for ii, ci in enumerate(ans.assign)]
+        return _ZeroFailures(found, False, nodes, q_bound)
+    assign = lift(ans.assign)
     ev = evaluate(p, assign)
     if not ev.memory_ok or ev.key[0] != 0 or ans.weights.value(ev.key) > ans.objective + 0.5:
-        return None
-    if bar is not None and ev.key >= bar:
-        return (None, ans.nodes) if zbar is not None else None
-    return Solution(p, assign, ev, ans.nodes, True), ans.nodes
+        return _ZeroFailures(found, False, nodes, q_bound)
+    if zbar is not None and ev.key >= zbar:
+        return _ZeroFailures(found, True, nodes, q_bound)
+    return _ZeroFailures(Solution(p, assign, ev, ans.nodes, True), True, nodes, q_bound)
 
 
 def branch_and_bound(
-    p: Problem, *, incumbent: tuple[int, int, int, int] | None = None, node_limit: int = DEFAULT_NODE_LIMIT
+    p: Problem,
+    *,
+    incumbent: tuple[int, int, int, int] | None = None,
+    node_limit: int = DEFAULT_NODE_LIMIT,
+    max_failures: int | None = None,
+    guide: Sequence[Sequence[float]] | None = None,
 ) -> Solution | None:
     """Exact branch and bound; returns the best assignment strictly better than `incumbent` (or None).
 
@@ -998,10 +1056,18 @@ def branch_and_bound(
     when the failures already equal the incumbent's (any further failure makes the plan worse); cost; the
     devices used so far. Identical empty GPUs are interchangeable (only the lowest-indexed are tried).
     Leaves are scored by `evaluate`, so the answer's key is exactly evaluate()'s.
+
+    `max_failures`: only plans missing at most that many targets count (a node is pruned as soon as it must
+    miss more). `guide` (a number per candidate, e.g. its value in the LP relaxation): children are tried in
+    its descending order instead of by quality — a dive that follows the relaxation; the bound is unchanged.
     """
     n = len(p.items)
+    f_limit = n + 1 if max_failures is None else max_failures
     ns = len(p.slots)
     comp = _compile(p)
+    children = comp
+    if guide is not None:
+        children = [_guided(row, g) for row, g in zip(comp, guide, strict=True)]
     group, twin_lookup = _twins(p)
     group_slots: dict[int, list[int]] = {}
     for si, g in enumerate(group):
@@ -1201,7 +1267,8 @@ def branch_and_bound(
     def bound(k: int) -> tuple[int, int, int, int] | None:
         """Lower bound on the key of any completion; None when it cannot beat the incumbent."""
         f = failures()
-        if best_key is not None and f > best_key[0]:
+        f_cap = min(best_key[0] if best_key is not None else n + 1, f_limit)
+        if f > f_cap:
             return None
         q_any = 0
         q_meet = 0
@@ -1227,7 +1294,7 @@ def branch_and_bound(
             if qm is None:
                 f += 1
                 q_meet += max(qa or 0, 0)
-                if best_key is not None and f > best_key[0]:
+                if f > f_cap:
                     return None
             else:
                 q_meet += qm
@@ -1245,7 +1312,7 @@ def branch_and_bound(
             if req is not None and not server_use[req]:
                 return
             ev = evaluate(p, assign)
-            if ev.memory_ok and (best_key is None or ev.key < best_key):
+            if ev.memory_ok and (best_key is None or ev.key < best_key) and ev.key[0] <= f_limit:
                 best_key = ev.key
                 best_assign = list(assign)
             return
@@ -1255,7 +1322,7 @@ def branch_and_bound(
         # children: candidates that fit, those that can still meet their targets first (quality order kept)
         meeting: list[_SC] = []
         rest: list[_SC] = []
-        for c in comp[ii]:
+        for c in children[ii]:
             if not fits(c) or (twin_lookup and not canonical(ii, c)):
                 continue
             (meeting if meets(c, ii) else rest).append(c)
@@ -1292,7 +1359,7 @@ def branch_and_bound(
             else:
                 taken.append((ii, chosen, push(ii, chosen)))
         ev = evaluate(p, assign)
-        if ev.memory_ok and (best_key is None or ev.key < best_key):
+        if ev.memory_ok and (best_key is None or ev.key < best_key) and ev.key[0] <= f_limit:
             best_key = ev.key
             best_assign = list(assign)
         for ii, done, undo in reversed(taken):
@@ -1360,6 +1427,8 @@ def solve_two_server(
     *,
     split: bool = False,
     progress: Callable[[int], None] | None = None,
+    deadline: float | None = None,
+    node_limit: int = DEFAULT_NODE_LIMIT,
 ) -> OptionResult:
     """Best plan over server sets: all existing servers when there are two or more, else the main
     server plus each purchasable new server (cheapest first, pruned by the incumbent). With `split`,
@@ -1398,7 +1467,12 @@ def solve_two_server(
                 )
                 if not p.cands[ii]:
                     continue
-                sol = solve(p, incumbent=best.evaluation.key if best else None)
+                sol = solve(
+                    p,
+                    incumbent=best.evaluation.key if best else None,
+                    time_limit_s=_left(deadline),
+                    node_limit=node_limit,
+                )
                 if _better(sol, best):
                     best = sol
         else:
@@ -1411,13 +1485,33 @@ def solve_two_server(
                 require_server=1,
                 min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
             )
-            sol = solve(p, incumbent=incumbent)
+            sol = solve(p, incumbent=incumbent, time_limit_s=_left(deadline), node_limit=node_limit)
             if _better(sol, best):
                 best = sol
         if progress:
             progress(tried)
     why = "" if best else ("no second server with a GPU to split a model over" if split else "nothing fits")
     return OptionResult(kind, best, why, tried)
+
+
+def _left(deadline: float | None) -> float:
+    """Seconds of MILP left before `deadline` (time.monotonic()); the default limit without one."""
+    return MILP_TIME_LIMIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:
+    """The plan's note for an option whose optimality was not proven: what stopped the search, and how far
+    from the optimum the plan can be."""
+    text = (
+        f"{kind}: best plan found, not proven optimal: the search stopped at its limits ({sol.nodes} nodes, "
+        f"{time_limit_s:g} s of MILP)"
+    )
+    if sol.quality_bound is not None:
+        text += (
+            f"; no plan that meets every target scores more than {sol.quality_bound} quality points (LP "
+            f"relaxation), this one scores {sol.evaluation.quality}"
+        )
+    return text + "; a larger --time-limit may prove it (or give fewer model candidates or quants per role)"
 
 
 class _SetBound:
