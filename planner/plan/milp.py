@@ -48,7 +48,7 @@ _DISP = False
 TARGET_SLACK = 1e-7  # relative: the MILP's targets are this much looser than evaluate()'s (relaxation)
 MEMORY_SLACK_GIB = 1e-6  # ~1 KiB in the relaxation's favour on every memory row
 
-Status = Literal["optimal", "infeasible", "unknown"]
+Status = Literal["optimal", "feasible", "infeasible", "unknown"]  # feasible: the time limit came first
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,16 @@ class MilpAnswer:
     weights: LexWeights
     nodes: int
     values: list[list[float]] | None = None  # with relax=True: each candidate's value in the LP optimum
+    bound: float | None = None  # proven lower bound on the weighted objective (LP / MILP optimum, or HiGHS's dual)
 
     def quality_bound(self) -> int | None:
-        """With relax=True and max_failures=0: no plan that meets every target scores more quality points (the
-        LP optimum is −W_q·quality + devices with devices < W_q, so quality ≤ −objective / W_q + 1 − 1 / W_q)."""
-        if self.status != "optimal" or self.objective is None:
+        """No plan that meets every target (and could beat the incumbent given) scores more quality points: such
+        a plan's weighted value −W_q·quality + devices is ≥ `bound`, with devices < W_q, so quality ≤
+        −bound / W_q + 1 − 1 / W_q."""
+        if self.bound is None or not math.isfinite(self.bound):
             return None
         w_q = self.weights.quality
-        return math.floor(-self.objective / w_q + 1 - 1 / w_q + 1e-6)
+        return math.floor(-self.bound / w_q + 1 - 1 / w_q + 1e-6)
 
 
 def lex_weights(p: Problem) -> LexWeights:
@@ -345,16 +347,20 @@ def solve_milp(
     nodes = int(getattr(res, "mip_node_count", 0) or 0)
     if res.status == 2:
         return MilpAnswer("infeasible", None, None, weights, nodes)
-    if res.status != 0 or res.x is None:
-        return MilpAnswer("unknown", None, None, weights, nodes)
+    dual = getattr(res, "mip_dual_bound", None)
+    bound = float(res.fun) if res.status == 0 and res.x is not None else (float(dual) if dual is not None else None)
+    if res.x is None or res.status not in (0, 1):
+        return MilpAnswer("unknown", None, None, weights, nodes, bound=bound)
     values = [[float(res.x[col]) for col in x[ii]] for ii in range(n_items)]
     if relax:
-        return MilpAnswer("optimal", None, float(res.fun), weights, nodes, values)
+        return MilpAnswer("optimal" if res.status == 0 else "unknown", None, bound, weights, nodes, values, bound)
     assign: list[int] = []
     for vals in values:
         best = max(range(len(vals)), key=lambda k: vals[k], default=-1)
         assign.append(best if best >= 0 and vals[best] > 0.5 else UNPLACED)
-    return MilpAnswer("optimal", assign, float(res.fun), weights, nodes)
+    # status 1: the time limit stopped HiGHS with a plan in hand (not proven; `bound` is its dual bound)
+    status: Status = "optimal" if res.status == 0 else "feasible"
+    return MilpAnswer(status, assign, float(res.fun), weights, nodes, bound=bound)
 
 
 @contextlib.contextmanager

@@ -950,6 +950,11 @@ def solve(
         return None if sol is None else replace(sol, nodes=nodes, exact=True, quality_bound=None)
     ans = solve_milp(p, incumbent=bar, time_limit_s=max(0.0, deadline - time.monotonic()))
     nodes += ans.nodes
+    q_bound = _lower(zero.quality_bound, ans.quality_bound())
+    if ans.status == "feasible" and ans.assign is not None:
+        ev = evaluate(p, ans.assign)
+        if ev.memory_ok and (sol is None or ev.key < sol.evaluation.key):
+            sol = Solution(p, list(ans.assign), ev, nodes, False)
     if ans.status == "infeasible":
         if sol is None:
             return None  # nothing beats `incumbent`
@@ -959,7 +964,7 @@ def solve(
             ev = evaluate(p, ans.assign)
             if ev.memory_ok and (bar is None or ev.key < bar):
                 proven = ans.weights.value(ev.key) <= ans.objective + 0.5
-                return Solution(p, list(ans.assign), ev, nodes, proven, None if proven else zero.quality_bound)
+                return Solution(p, list(ans.assign), ev, nodes, proven, None if proven else q_bound)
         if sol is not None and ans.objective >= ans.weights.value(sol.evaluation.key) - 0.5:
             # the MILP's optimum (a lower bound) is the best plan's own value: that plan is optimal
             return replace(sol, nodes=nodes, exact=True, quality_bound=None)
@@ -968,7 +973,12 @@ def solve(
             f"the placement search stopped after {node_limit} nodes and {time_limit_s:g} s of MILP without a "
             "plan; give fewer model candidates or quants per role, or a larger --time-limit."
         )
-    return replace(sol, nodes=nodes, exact=False, quality_bound=zero.quality_bound)
+    return replace(sol, nodes=nodes, exact=False, quality_bound=q_bound)
+
+
+def _lower(a: int | None, b: int | None) -> int | None:
+    """The tighter of two upper bounds on quality (either may be unknown)."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 @dataclass
@@ -1028,6 +1038,15 @@ def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None, dead
     if ans.status == "infeasible":
         # nothing meeting every target beats zbar: settled if zbar (found, or the bar) misses no target
         return _ZeroFailures(found, zbar is not None, nodes, q_bound)
+    q_bound = _lower(q_bound, ans.quality_bound())
+    if ans.status == "feasible" and ans.assign is not None:
+        # the time limit stopped HiGHS with a plan in hand: keep it if it is really better
+        assign = lift(ans.assign)
+        ev = evaluate(p, assign)
+        if ev.memory_ok and ev.key[0] == 0 and (zbar is None or ev.key < zbar):
+            found = Solution(p, assign, ev, ans.nodes, False, q_bound)
+    if found is not None:
+        found = replace(found, quality_bound=q_bound)
     if ans.status != "optimal" or ans.assign is None or ans.objective is None:
         return _ZeroFailures(found, False, nodes, q_bound)
     assign = lift(ans.assign)
