@@ -484,3 +484,27 @@ def test_every_gguf_file_type_sizes_every_layout() -> None:
             w = weights_for(arch, ft)
             assert w.total_bytes > 0
             assert w.n_params == sum(t.n_elements for t in weights_for(arch, "F32").tensors)
+
+
+def test_weights_hash_memo_does_not_travel_in_pickles(tmp_path: Path) -> None:
+    """ModelWeights memoizes its hash (the estimator's caches key on it thousands of times). String hashes are
+    salted per process, so a pickled memo would be wrong elsewhere: a weights object pickled by a process with
+    PYTHONHASHSEED=1 and loaded by one with PYTHONHASHSEED=2 must hash like an equal object built there."""
+    import os
+    import subprocess
+    import sys
+
+    build = (
+        "from planner.model.arch import ModelWeights, Source, TensorInfo\n"
+        "w = ModelWeights((TensorInfo('blk.0.attn_q.weight', (4096, 4096), 'Q4_K', 9437184),), "
+        "Source('test', 'memo'), False, 'Q4_K_M')\n"
+    )
+    blob = tmp_path / "w.pickle"
+    env = {**os.environ, "PYTHONHASHSEED": "1"}
+    dump = build + f"hash(w)\nimport pickle\nopen({str(blob)!r}, 'wb').write(pickle.dumps(w))\n"
+    subprocess.run([sys.executable, "-c", dump], check=True, env=env, timeout=60)
+    env["PYTHONHASHSEED"] = "2"
+    load = f"import pickle\nv = pickle.loads(open({str(blob)!r}, 'rb').read())\n"
+    check = build + load + "print(v == w, hash(v) == hash(w))\n"
+    out = subprocess.run([sys.executable, "-c", check], check=True, env=env, timeout=60, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "True"]

@@ -134,6 +134,21 @@ class ModelWeights:
     file_type: str | None = None  # llama.cpp file type (Q4_K_M ...) or a checkpoint dtype (BF16, AWQ-INT4 ...)
     file_bytes: int | None = None  # whole-file size when known (header + tensors + padding)
 
+    def __hash__(self) -> int:
+        """Hashed once per object: the estimator's caches key on weights of hundreds of tensors, thousands of
+        times per recommendation (1.7 M tensor hashes for the 12-role bench). String hashes are salted per
+        process, so the memo is not pickled (`__getstate__`)."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.tensors, self.source, self.exact, self.file_type, self.file_bytes))
+            object.__setattr__(self, "_hash", h)
+        return int(h)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
     @property
     def total_bytes(self) -> int:
         return sum(t.n_bytes for t in self.tensors)
