@@ -108,13 +108,21 @@ def recommend_command(
     plan = rec.plan
     if what_if:
         plan = plan.model_copy(
-            update={"what_ifs": run_what_ifs(what_if, base, plan, cat, allow=allow, cache=rec.cache)}
+            update={
+                "what_ifs": run_what_ifs(
+                    what_if, base, plan, cat, allow=allow, cache=rec.cache, time_limit_s=time_limit
+                )
+            }
         )
     if plan.recommended is None:
         best = _best_effort(plan)
         failing = best.failing_roles if best else [r.name for r in stack.roles]
         plan = plan.model_copy(
-            update={"relaxations": nearest_relaxations(base, failing, cat, allow=allow, cache=rec.cache)}
+            update={
+                "relaxations": nearest_relaxations(
+                    base, failing, cat, allow=allow, cache=rec.cache, time_limit_s=time_limit
+                )
+            }
         )
     if out is not None:
         save_plan(plan, out)

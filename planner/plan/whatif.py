@@ -15,7 +15,7 @@ from planner.errors import PlannerError
 from planner.plan.recommend import recommend
 from planner.plan.schema import Plan, PlanOption
 from planner.plan.servers import Server
-from planner.plan.solver import EstimateCache, OptionKind
+from planner.plan.solver import MILP_TIME_LIMIT_S, EstimateCache, OptionKind
 from planner.plan.stack import Stack, apply_override
 
 _ADD_GPU_RE = re.compile(r"^\s*\+\s*(\d+)\s*[x×]?\s*([A-Za-z0-9][A-Za-z0-9.\-]*)\s*$")
@@ -123,18 +123,36 @@ def run_what_ifs(
     *,
     allow: Sequence[str] | None,
     cache: EstimateCache,
+    time_limit_s: float = MILP_TIME_LIMIT_S,
 ) -> list[dict[str, Any]]:
     out = []
     for text in texts:
         sc = apply_what_if(text, base, cat)
-        rec = recommend(sc.stack, list(sc.servers), cat, budget_usd=sc.budget_usd, allow=allow, cache=cache)
+        rec = recommend(
+            sc.stack,
+            list(sc.servers),
+            cat,
+            budget_usd=sc.budget_usd,
+            allow=allow,
+            cache=cache,
+            time_limit_s=time_limit_s,
+        )
         out.append(plan_delta(text, base_plan, rec.plan))
     return out
 
 
-def _meets(sc: Scenario, cat: Catalog, allow: Sequence[str] | None, cache: EstimateCache) -> PlanOption | None:
+def _meets(
+    sc: Scenario, cat: Catalog, allow: Sequence[str] | None, cache: EstimateCache, time_limit_s: float
+) -> PlanOption | None:
     rec = recommend(
-        sc.stack, list(sc.servers), cat, budget_usd=sc.budget_usd, allow=allow, cache=cache, kinds=RELAX_KINDS
+        sc.stack,
+        list(sc.servers),
+        cat,
+        budget_usd=sc.budget_usd,
+        allow=allow,
+        cache=cache,
+        kinds=RELAX_KINDS,
+        time_limit_s=time_limit_s,
     )
     return _recommended(rec.plan)
 
@@ -153,6 +171,7 @@ def nearest_relaxations(
     *,
     allow: Sequence[str] | None,
     cache: EstimateCache,
+    time_limit_s: float = MILP_TIME_LIMIT_S,
 ) -> list[str]:
     """Relaxed variants of the stack that meet every target: each failing role at any quant down to
     Q2_K; the failing roles' context halved (down to 2048); no budget limit."""
@@ -167,7 +186,7 @@ def nearest_relaxations(
             if r["name"] in fail and r.get("share_with") is None:
                 r["quants"] = None
         st = Stack.model_validate(data)
-        opt = _meets(Scenario(st, base.servers, base.budget_usd), cat, allow, cache)
+        opt = _meets(Scenario(st, base.servers, base.budget_usd), cat, allow, cache, time_limit_s)
         if opt is not None:
             out.append(f"lower quant: {_describe(opt, fail)} meets every target")
     # shorter context for the failing roles
@@ -184,7 +203,7 @@ def nearest_relaxations(
             if not changed:
                 break
             st = Stack.model_validate(data)
-            opt = _meets(Scenario(st, base.servers, base.budget_usd), cat, allow, cache)
+            opt = _meets(Scenario(st, base.servers, base.budget_usd), cat, allow, cache, time_limit_s)
             if opt is not None:
                 new_ctx = ", ".join(f"{r['name']}.ctx={r['ctx']}" for r in data["roles"] if r["name"] in fail)
                 out.append(f"shorter context: {new_ctx} meets every target with {_describe(opt, fail)}")
@@ -192,7 +211,7 @@ def nearest_relaxations(
             factor *= 2
     # more budget
     if base.budget_usd is not None:
-        opt = _meets(Scenario(base.stack, base.servers, None), cat, allow, cache)
+        opt = _meets(Scenario(base.stack, base.servers, None), cat, allow, cache, time_limit_s)
         if opt is not None:
             out.append(
                 f"more budget: ${opt.total_cost_usd:,.0f} (budget ${base.budget_usd:,.0f}) buys "
