@@ -51,8 +51,8 @@ def recommend_command(
         float,
         typer.Option(
             "--time-limit",
-            help="Seconds the MILP may spend on placements too large for the exact search (default 60); past it "
-            "the best plan found is shown, flagged not proven optimal, with a bound.",
+            help="Seconds of search per option kind (default 60); past it the best plan found is shown, flagged "
+            "not proven optimal, with a bound. Only placements too large for the exact branch and bound get near it.",
         ),
     ] = 60.0,
 ) -> None:

@@ -10,7 +10,6 @@ those that meet every target; None when none does.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -77,11 +76,10 @@ def recommend(
     time_limit_s: float = MILP_TIME_LIMIT_S,
     node_limit: int = DEFAULT_NODE_LIMIT,
 ) -> Recommendation:
-    """The best plan of each option kind, side by side, and the recommended one. The searches that outgrow the
-    branch and bound's node limit share `time_limit_s` of MILP (see `solver.solve`); past it, an option is the
-    best plan found, flagged not proven optimal in the notes, with its bound."""
+    """The best plan of each option kind, side by side, and the recommended one. Each kind's searches that
+    outgrow the branch and bound's node limit share `time_limit_s` of search (see `solver.solve`); past it, the
+    option is the best plan found, flagged not proven optimal in the notes, with its bound."""
     cache = cache or EstimateCache(cat)
-    deadline = time.monotonic() + time_limit_s
     main = existing[0]
     results: list[OptionResult] = []
     new_options = new_server_candidates(cat, budget_usd=budget_usd, allow=allow) if len(existing) < 2 else []
@@ -90,7 +88,7 @@ def recommend(
             mode: Mode = "serial" if kind == "one-server-serial" else "concurrent"
             sol = solve(
                 make_problem(stack, [main], cat, cache, mode=mode),
-                time_limit_s=max(0.0, deadline - time.monotonic()),
+                time_limit_s=time_limit_s,
                 node_limit=node_limit,
             )
             results.append(OptionResult(kind, sol, "" if sol else "nothing fits", 1))
@@ -103,7 +101,7 @@ def recommend(
                     cat,
                     cache,
                     split=kind == "split",
-                    deadline=deadline,
+                    time_limit_s=time_limit_s,
                     node_limit=node_limit,
                 )
             )

@@ -1446,7 +1446,7 @@ def solve_two_server(
     *,
     split: bool = False,
     progress: Callable[[int], None] | None = None,
-    deadline: float | None = None,
+    time_limit_s: float = MILP_TIME_LIMIT_S,
     node_limit: int = DEFAULT_NODE_LIMIT,
 ) -> OptionResult:
     """Best plan over server sets: all existing servers when there are two or more, else the main
@@ -1458,6 +1458,7 @@ def solve_two_server(
         return OptionResult(kind, None, "no second server within the budget (see --budget / --allow)")
     best: Solution | None = None
     tried = 0
+    clock = _Clock(time_limit_s)
     n_items = len(stack_items(stack))
     split_ii = _split_items(stack, n_items) if split else []
     set_bound = _SetBound(stack, existing[0], cat, cache, split_ii[0] if split_ii else None)
@@ -1486,12 +1487,7 @@ def solve_two_server(
                 )
                 if not p.cands[ii]:
                     continue
-                sol = solve(
-                    p,
-                    incumbent=best.evaluation.key if best else None,
-                    time_limit_s=_left(deadline),
-                    node_limit=node_limit,
-                )
+                sol = clock.solve(p, best.evaluation.key if best else None, node_limit)
                 if _better(sol, best):
                     best = sol
         else:
@@ -1504,7 +1500,7 @@ def solve_two_server(
                 require_server=1,
                 min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
             )
-            sol = solve(p, incumbent=incumbent, time_limit_s=_left(deadline), node_limit=node_limit)
+            sol = clock.solve(p, incumbent, node_limit)
             if _better(sol, best):
                 best = sol
         if progress:
@@ -1513,9 +1509,22 @@ def solve_two_server(
     return OptionResult(kind, best, why, tried)
 
 
-def _left(deadline: float | None) -> float:
-    """Seconds of MILP left before `deadline` (time.monotonic()); the default limit without one."""
-    return MILP_TIME_LIMIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+class _Clock:
+    """`time_limit_s` shared by the searches of one option kind: only time inside `solve` counts (building the
+    candidates of the next server set does not use it up)."""
+
+    def __init__(self, time_limit_s: float) -> None:
+        self.limit_s = time_limit_s
+        self.used_s = 0.0
+
+    def solve(self, p: Problem, incumbent: tuple[int, int, int, int] | None, node_limit: int) -> Solution | None:
+        t0 = time.monotonic()
+        try:
+            return solve(
+                p, incumbent=incumbent, node_limit=node_limit, time_limit_s=max(0.0, self.limit_s - self.used_s)
+            )
+        finally:
+            self.used_s += time.monotonic() - t0
 
 
 def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:
@@ -1523,12 +1532,12 @@ def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:
     from the optimum the plan can be."""
     text = (
         f"{kind}: best plan found, not proven optimal: the search stopped at its limits ({sol.nodes} nodes, "
-        f"{time_limit_s:g} s of MILP)"
+        f"{time_limit_s:g} s of search)"
     )
     if sol.quality_bound is not None:
         text += (
-            f"; no plan that meets every target scores more than {sol.quality_bound} quality points (LP "
-            f"relaxation), this one scores {sol.evaluation.quality}"
+            f"; no plan that meets every target scores more than {sol.quality_bound} quality points (bound of the "
+            f"MILP's relaxation), this one scores {sol.evaluation.quality}"
         )
     return text + "; a larger --time-limit may prove it (or give fewer model candidates or quants per role)"
 
