@@ -606,3 +606,16 @@ def test_unproven_options_are_flagged_and_the_lp_bound_holds_on_a_preset() -> No
     zero = _solve_zero_failures(concurrent.problem, None, time.monotonic() + 60)
     assert zero.quality_bound is not None
     assert concurrent.evaluation.quality <= zero.quality_bound
+
+
+def test_recommend_reports_progress_kind_by_kind() -> None:
+    """Large stacks search for tens of seconds; the CLI shows what is being searched from these messages: each
+    option kind in order, and the two-server kinds' count of server sets solved."""
+    from planner.plan.stack import load_preset
+
+    said: list[str] = []
+    main = _srv("main: 2x rtx-4090, ryzen-9-7950x, 128GiB")
+    recommend(load_preset("ensemble"), [main], CAT, cache=CACHE, budget_usd=3000.0, progress=said.append)
+    kinds = [m for m in said if ":" not in m]
+    assert kinds == [f"searching {k}" for k in ("one-server-serial", "one-server-concurrent", "two-server", "split")]
+    assert any(m.startswith("searching two-server: ") and m.endswith(" server set(s) solved") for m in said)

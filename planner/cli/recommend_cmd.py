@@ -102,9 +102,18 @@ def recommend_command(
     base = Scenario(stack, tuple(servers), budget)
     for w in what_if or []:
         apply_what_if(w, base, cat)  # bad what-ifs fail before the solve
-    rec = recommend(
-        stack, servers, cat, budget_usd=budget, allow=allow, assumptions=assumptions, time_limit_s=time_limit
-    )
+    # large stacks search for tens of seconds: say what is being searched (a spinner on a terminal only)
+    with stderr_console().status("searching", spinner="dots") as status:
+        rec = recommend(
+            stack,
+            servers,
+            cat,
+            budget_usd=budget,
+            allow=allow,
+            assumptions=assumptions,
+            time_limit_s=time_limit,
+            progress=status.update,
+        )
     plan = rec.plan
     if what_if:
         plan = plan.model_copy(

@@ -10,7 +10,7 @@ those that meet every target; None when none does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -75,6 +75,7 @@ def recommend(
     kinds: Sequence[OptionKind] = ("one-server-serial", "one-server-concurrent", "two-server", "split"),
     time_limit_s: float = MILP_TIME_LIMIT_S,
     node_limit: int = DEFAULT_NODE_LIMIT,
+    progress: Callable[[str], None] | None = None,
 ) -> Recommendation:
     """The best plan of each option kind, side by side, and the recommended one. Each kind's searches that
     outgrow the branch and bound's node limit share `time_limit_s` of search (see `solver.solve`); past it, the
@@ -84,6 +85,8 @@ def recommend(
     results: list[OptionResult] = []
     new_options = new_server_candidates(cat, budget_usd=budget_usd, allow=allow) if len(existing) < 2 else []
     for kind in kinds:
+        if progress is not None:
+            progress(f"searching {kind}")
         if kind in ("one-server-serial", "one-server-concurrent"):
             mode: Mode = "serial" if kind == "one-server-serial" else "concurrent"
             sol = solve(
@@ -103,6 +106,7 @@ def recommend(
                     split=kind == "split",
                     time_limit_s=time_limit_s,
                     node_limit=node_limit,
+                    progress=None if progress is None else _sets_progress(progress, kind),
                 )
             )
     options = [_option(r, cat) for r in results]
@@ -139,6 +143,10 @@ def recommend(
         assumptions=notes,
     )
     return Recommendation(plan, results, cache)
+
+
+def _sets_progress(progress: Callable[[str], None], kind: str) -> Callable[[int], None]:
+    return lambda tried: progress(f"searching {kind}: {tried} server set(s) solved")
 
 
 # Options whose quality is within this many points per role of the best one count as equally good, and the
