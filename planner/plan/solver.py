@@ -20,8 +20,9 @@ started from a greedy incumbent, is exact; when the failures already equal the i
 item that can still meet its targets is bounded by its best candidate that can (see `solve`); identical
 empty GPUs are tried once. Tests compare it with brute-force enumeration. Two-server kinds try the
 purchasable second servers best-first by a weight-size bound (`_SetBound`). A node limit
-stops very large searches (12 roles × the whole catalog): the best plan found is returned with
-`Solution.exact = False` and the plan says so.
+stops very large searches (12 roles × the whole catalog); `solve` then tries an LP-guided dive and the
+MILPs of planner.plan.milp, which prove the optimum within the time limit or leave the best plan found with
+`Solution.exact = False` and an upper bound on quality, and the plan says so.
 
 Quality points per role: 1000 − 100 × (position of the model in the role's candidate list) −
 round(1000 × quant mean KLD vs FP16) (catalog quants.yaml `quality_loss`). Unplaced role: 0 points.
