@@ -855,10 +855,13 @@ def _guided(row: list[_SC], guide: Sequence[float]) -> list[_SC]:
     return sorted(row, key=lambda sc: -guide[sc[0]])
 
 
-def _twins(p: Problem) -> tuple[list[int], dict[tuple[object, ...], int]]:
+def _twins(
+    p: Problem,
+) -> tuple[list[int], dict[tuple[object, ...], int], list[list[tuple[object, ...]]]]:
     """Identical GPUs (same server, card and free memory) are interchangeable while empty. Returns each
-    slot's group (-1: a host or a card without a twin) and a lookup (item, everything but the GPU slots,
-    GPU slots) -> candidate index, so a candidate on empty twin cards is tried only on the lowest-indexed ones."""
+    slot's group (-1: a host or a card without a twin), a lookup (item, everything but the GPU slots,
+    GPU slots) -> candidate index, so a candidate on empty twin cards is tried only on the lowest-indexed ones,
+    and each candidate's signature for that lookup (empty without twins)."""
     groups: dict[tuple[object, ...], int] = {}
     group = [-1] * len(p.slots)
     members: dict[int, int] = {}
@@ -871,11 +874,12 @@ def _twins(p: Problem) -> tuple[list[int], dict[tuple[object, ...], int]]:
     group = [g if g >= 0 and members[g] > 1 else -1 for g in group]
     lookup: dict[tuple[object, ...], int] = {}
     if all(g < 0 for g in group):
-        return group, lookup
+        return group, lookup, []
+    sigs = [[_twin_sig(p, c, group) for c in cs] for cs in p.cands]
     for ii, cs in enumerate(p.cands):
         for ci, c in enumerate(cs):
-            lookup[(ii, _twin_sig(p, c, group), c.gpu_slots)] = ci
-    return group, lookup
+            lookup[(ii, sigs[ii][ci], c.gpu_slots)] = ci
+    return group, lookup, sigs
 
 
 def _twin_sig(p: Problem, c: Candidate, group: Sequence[int]) -> tuple[object, ...]:
@@ -1088,14 +1092,11 @@ def branch_and_bound(
     children = comp
     if guide is not None:
         children = [_guided(row, g) for row, g in zip(comp, guide, strict=True)]
-    group, twin_lookup = _twins(p)
+    group, twin_lookup, twin_sigs = _twins(p)
     group_slots: dict[int, list[int]] = {}
     for si, g in enumerate(group):
         if g >= 0:
             group_slots.setdefault(g, []).append(si)
-    twin_sigs: list[list[tuple[object, ...]]] = (
-        [[_twin_sig(p, c, group) for c in cs] for cs in p.cands] if twin_lookup else []
-    )
     # services first (small, few choices), then models largest first
     order = sorted(range(n), key=lambda i: (p.items[i].is_model, -max((c.total_bytes for c in p.cands[i]), default=0)))
     cap = [sl.capacity_bytes for sl in p.slots]
@@ -1219,7 +1220,7 @@ def branch_and_bound(
                     mapped.append(sj)
                     taken.add(sj)
                     break
-        t = tuple(sorted(mapped))
+        t = (mapped[0],) if len(mapped) == 1 else tuple(sorted(mapped))
         if t == gs:
             return True
         return (ii, twin_sigs[ii][c[0]], t) not in twin_lookup
