@@ -20,28 +20,29 @@ from planner.model.arch import ModelArch
 Shape = tuple[int, ...]
 Layout = list[tuple[str, Shape]]
 
-# llama.cpp `general.architecture` values we lay out, plus aliases HF configs use for the same layout.
-_ALIASES: dict[str, str] = {
+# Hugging Face config.json model_type -> llama.cpp `general.architecture`, as convert_hf_to_gguf.py converts
+# them (Mistral, Mixtral, Yi and DeepSeek-LLM v1 become `llama`; XLM-RoBERTa becomes `bert`).
+ARCH_BY_MODEL_TYPE: dict[str, str] = {
     "llama": "llama",
     "mistral": "llama",
     "mixtral": "llama",
     "yi": "llama",
-    "deepseek": "llama",  # DeepSeek-Coder 1.x / DeepSeek-LLM: plain llama layout
+    "deepseek": "llama",
     "qwen2": "qwen2",
-    "qwen2moe": "qwen2moe",
     "qwen2_moe": "qwen2moe",
     "qwen3": "qwen3",
-    "qwen3moe": "qwen3moe",
     "qwen3_moe": "qwen3moe",
-    "gemma": "gemma",
     "gemma2": "gemma2",
     "gemma3": "gemma3",
     "gemma3_text": "gemma3",
     "phi3": "phi3",
     "bert": "bert",
     "xlm-roberta": "bert",
-    "xlm_roberta": "bert",
 }
+# The llama.cpp architectures laid out here; an architecture named the Hugging Face way gets its
+# llama.cpp name's layout.
+_FAMILIES = frozenset({"llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3", "bert"})
+_ALIASES: dict[str, str] = {**{f: f for f in _FAMILIES}, **ARCH_BY_MODEL_TYPE}
 
 KNOWN_ARCHITECTURES: tuple[str, ...] = tuple(sorted(set(_ALIASES.values())))
 

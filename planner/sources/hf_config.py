@@ -14,25 +14,7 @@ from typing import Any
 
 from planner.errors import ModelSourceError
 from planner.model.arch import ExpertSpec, ModelArch, Source
-
-# model_type -> llama.cpp general.architecture
-ARCH_BY_MODEL_TYPE: dict[str, str] = {
-    "llama": "llama",
-    "mistral": "llama",
-    "mixtral": "llama",
-    "yi": "llama",
-    "deepseek": "llama",
-    "qwen2": "qwen2",
-    "qwen2_moe": "qwen2moe",
-    "qwen3": "qwen3",
-    "qwen3_moe": "qwen3moe",
-    "gemma2": "gemma2",
-    "gemma3": "gemma3",
-    "gemma3_text": "gemma3",
-    "phi3": "phi3",
-    "bert": "bert",
-    "xlm-roberta": "bert",
-}
+from planner.model.layout import ARCH_BY_MODEL_TYPE
 
 # Defaults of transformers' config classes for keys a config.json may omit (Gemma3TextConfig mainly:
 # multimodal gemma3 configs carry a sparse `text_config`).
