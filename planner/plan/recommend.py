@@ -18,8 +18,10 @@ from planner import __version__
 from planner.catalog import Catalog
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
 from planner.plan.schema import (
+    OPTION_KINDS,
     PLAN_SCHEMA_VERSION,
     MemoryBreakdown,
+    OptionKind,
     Placement,
     Plan,
     PlanDevice,
@@ -33,7 +35,6 @@ from planner.plan.solver import (
     MILP_TIME_LIMIT_S,
     EstimateCache,
     Mode,
-    OptionKind,
     OptionResult,
     Solution,
     make_problem,
@@ -72,7 +73,7 @@ def recommend(
     allow: Sequence[str] | None = None,
     assumptions: Sequence[str] = (),
     cache: EstimateCache | None = None,
-    kinds: Sequence[OptionKind] = ("one-server-serial", "one-server-concurrent", "two-server", "split"),
+    kinds: Sequence[OptionKind] = OPTION_KINDS,
     time_limit_s: float = MILP_TIME_LIMIT_S,
     node_limit: int = DEFAULT_NODE_LIMIT,
     progress: Callable[[str], None] | None = None,

@@ -42,6 +42,7 @@ from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
 from planner.estimate.types import Device, Estimate, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
 from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step_profile
+from planner.plan.schema import OptionKind
 from planner.plan.servers import Server
 from planner.plan.stack import RoleSpec, ServiceSpec, Stack
 from planner.units import GIB, MIB
@@ -1410,21 +1411,9 @@ class _NodeLimit(Exception):
     pass
 
 
-def brute_force(p: Problem) -> tuple[tuple[int, int, int, int], list[int]]:
-    """Every assignment, scored by `evaluate`: the reference the tests compare `solve` with."""
-    best: tuple[tuple[int, int, int, int], list[int]] | None = None
-    for combo in itertools.product(*[[*range(len(cs)), UNPLACED] for cs in p.cands]):
-        ev = evaluate(p, combo)
-        if ev.memory_ok and (best is None or ev.key < best[0]):
-            best = (ev.key, list(combo))
-    assert best is not None  # all-unplaced always fits
-    return best
-
-
 # ------------------------------------------------------------------------------------------ option kinds
 
 
-OptionKind = Literal["one-server-serial", "one-server-concurrent", "two-server", "split"]
 
 
 @dataclass

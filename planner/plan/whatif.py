@@ -13,9 +13,9 @@ from typing import Any
 from planner.catalog import Catalog
 from planner.errors import PlannerError
 from planner.plan.recommend import recommend
-from planner.plan.schema import Plan, PlanOption
+from planner.plan.schema import OPTION_KINDS, OptionKind, Plan, PlanOption
 from planner.plan.servers import Server
-from planner.plan.solver import MILP_TIME_LIMIT_S, EstimateCache, OptionKind
+from planner.plan.solver import MILP_TIME_LIMIT_S, EstimateCache
 from planner.plan.stack import Stack, apply_override
 
 _ADD_GPU_RE = re.compile(r"^\s*\+\s*(\d+)\s*[x×]?\s*([A-Za-z0-9][A-Za-z0-9.\-]*)\s*$")
@@ -128,33 +128,35 @@ def run_what_ifs(
     out = []
     for text in texts:
         sc = apply_what_if(text, base, cat)
-        rec = recommend(
-            sc.stack,
-            list(sc.servers),
-            cat,
-            budget_usd=sc.budget_usd,
-            allow=allow,
-            cache=cache,
-            time_limit_s=time_limit_s,
-        )
-        out.append(plan_delta(text, base_plan, rec.plan))
+        plan = _solve(sc, cat, allow, cache, time_limit_s, OPTION_KINDS)
+        out.append(plan_delta(text, base_plan, plan))
     return out
 
 
-def _meets(
-    sc: Scenario, cat: Catalog, allow: Sequence[str] | None, cache: EstimateCache, time_limit_s: float
-) -> PlanOption | None:
-    rec = recommend(
+def _solve(
+    sc: Scenario,
+    cat: Catalog,
+    allow: Sequence[str] | None,
+    cache: EstimateCache,
+    time_limit_s: float,
+    kinds: Sequence[OptionKind],
+) -> Plan:
+    return recommend(
         sc.stack,
         list(sc.servers),
         cat,
         budget_usd=sc.budget_usd,
         allow=allow,
         cache=cache,
-        kinds=RELAX_KINDS,
+        kinds=kinds,
         time_limit_s=time_limit_s,
-    )
-    return _recommended(rec.plan)
+    ).plan
+
+
+def _meets(
+    sc: Scenario, cat: Catalog, allow: Sequence[str] | None, cache: EstimateCache, time_limit_s: float
+) -> PlanOption | None:
+    return _recommended(_solve(sc, cat, allow, cache, time_limit_s, RELAX_KINDS))
 
 
 def _describe(opt: PlanOption, roles: Sequence[str]) -> str:
