@@ -4,6 +4,13 @@ would refuse the nonsense these tests need). Shared by test_gguf_source.py and t
 from __future__ import annotations
 
 import struct
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from planner.errors import ModelSourceError
+from planner.sources.gguf_file import read_gguf
 
 
 def gguf_str(text: str) -> bytes:
@@ -30,3 +37,15 @@ def tensor_info(name: str, dims: list[int], ttype: int = 0, offset: int = 0, n_d
         + b"".join(struct.pack("<Q", d) for d in dims)
         + struct.pack("<IQ", ttype, offset)
     )
+
+
+def refused_with_peak(path: Path) -> tuple[str, int]:
+    """read_gguf(path) must refuse the file: (its one-line message, peak bytes Python allocated meanwhile)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelSourceError) as err:
+            read_gguf(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return str(err.value), peak
