@@ -73,10 +73,6 @@ def recommend_command(
     if (stack_file is None) == (preset is None):
         raise PlannerError("give a stack file or --preset deep|agents|ensemble (one of them).")
     stack = load_stack(stack_file) if stack_file is not None else load_preset(preset or "")
-    if budget is not None and budget < 0:
-        raise PlannerError(f"--budget must be >= 0 USD, got {budget:g}.")
-    if not 0 < time_limit < float("inf"):
-        raise PlannerError(f"--time-limit must be a positive number of seconds, got {time_limit:g}.")
     cat = load_catalog()
     assumptions: list[str] = []
     if budget is None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from planner import __version__
 from planner.catalog import Catalog
+from planner.errors import PlannerError
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
 from planner.plan.schema import (
     OPTION_KINDS,
@@ -81,6 +82,10 @@ def recommend(
     """The best plan of each option kind, side by side, and the recommended one. Each kind's searches that
     outgrow the branch and bound's node limit share `time_limit_s` of search (see `solver.solve`); past it, the
     option is the best plan found, flagged not proven optimal in the notes, with its bound."""
+    if budget_usd is not None and not budget_usd >= 0:
+        raise PlannerError(f"--budget must be >= 0 USD, got {budget_usd:g}.")
+    if not 0 < time_limit_s < float("inf"):
+        raise PlannerError(f"--time-limit must be a positive number of seconds, got {time_limit_s:g}.")
     cache = cache or EstimateCache(cat)
     main = existing[0]
     results: list[OptionResult] = []
