@@ -8,7 +8,7 @@ turn, so one decode step of model r waits for the other models' steps on every d
 where t_r(alone) = 1 / (per-slot decode tok/s from `estimate()`) and τ_{r,d} is the part of r's step
 spent on device d: the estimator's step time (less the fixed per-token launch / sync time t0)
 apportioned over r's devices by bytes read ÷ (bandwidth × η), with η from the same efficiency tables
-(`DECODE_ETA`, `HYBRID_CPU_FACTOR` of planner.estimate.speed). This is time-sharing, not overlap:
+(`decode_eta_table`, `decode_t0_s`, `HYBRID_CPU_FACTOR` of planner.estimate.speed). This is time-sharing, not overlap:
 a pessimistic but simple bound (two models on one GPU each run at about half speed).
 
 Swap-in of an on-demand model: its bytes ÷ disk read GB/s (catalog `disks`), or ÷ the page cache
@@ -20,13 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.estimate.speed import (
-    DECODE_ETA,
-    DECODE_T0_S,
     GB,
     HYBRID_CPU_FACTOR,
     HYBRID_SYNC_S,
     PCIE_GBS,
-    backend_key,
+    decode_eta_table,
+    decode_t0_s,
     weight_family,
 )
 from planner.estimate.types import Estimate
@@ -48,11 +47,6 @@ class StepProfile:
     device_s: tuple[float, ...]
 
 
-def token_embedding_bytes(est: Estimate) -> int:
-    """Bytes of token_embd (kept on the CPU by llama.cpp, read one row per token: not a bandwidth load)."""
-    return sum(t.n_bytes for t in est.weights.tensors if t.name.startswith("token_embd"))
-
-
 def step_profile(est: Estimate, extra_s: float = 0.0, *, embedding_bytes: int | None = None) -> StepProfile:
     """Split the estimator's per-slot decode step over the devices holding the model.
 
@@ -62,7 +56,8 @@ def step_profile(est: Estimate, extra_s: float = 0.0, *, embedding_bytes: int | 
     per_slot = est.speed.decode_tok_s_per_slot
     step = 1.0 / per_slot if per_slot > 0 else float("inf")
     fam = weight_family(est.weights.file_type or "Q4_K_M")
-    emb = token_embedding_bytes(est) if embedding_bytes is None else embedding_bytes
+    # token_embd stays on the CPU and is read one row per token: not a bandwidth load
+    emb = est.weights.token_embedding_bytes if embedding_bytes is None else embedding_bytes
     loads: list[float] = []
     used_gpu = False
     used_cpu = False
@@ -74,13 +69,13 @@ def step_profile(est: Estimate, extra_s: float = 0.0, *, embedding_bytes: int | 
         if read <= 0:
             loads.append(0.0)
             continue
-        key = backend_key(u.device)
-        bw = u.device.bandwidth_gbs * GB * DECODE_ETA[key][fam]
+        # the estimator's own factors (Ada-and-newer NVIDIA cards have their own η and t0)
+        bw = u.device.bandwidth_gbs * GB * decode_eta_table(u.device)[fam]
         if u.device.kind == "cpu":
             used_cpu = True
         else:
             used_gpu = True
-        t0 = max(t0, DECODE_T0_S[key])
+        t0 = max(t0, decode_t0_s(u.device))
         loads.append(read / bw)
     if used_cpu and used_gpu:
         # the CPU share runs slower in a hybrid split, and a sync cost is paid per token

@@ -110,18 +110,9 @@ class Server:
         return cat.cpu(self.cpu).cores if self.cpu else (self.detected_cores or 16)
 
     def with_gpus(self, extra: Sequence[str]) -> Server:
-        return Server(
-            self.name,
-            self.cpu,
-            (*self.gpus, *extra),
-            self.ram_gib,
-            self.new,
-            self.cost_usd,
-            self.parts,
-            (*self.gpu_reserved_bytes, *(0 for _ in extra)) if self.gpu_reserved_bytes else (),
-            self.disk_read_gbs,
-            self.notes,
-        )
+        """The same server with the `extra` catalog GPUs added (free: nothing reserved on them)."""
+        reserved = (*self.gpu_reserved_bytes, *(0 for _ in extra)) if self.gpu_reserved_bytes else ()
+        return replace(self, gpus=(*self.gpus, *extra), gpu_reserved_bytes=reserved)
 
 
 _RAM_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(gib|gb|g|tib|tb|t)$", re.IGNORECASE)

@@ -179,8 +179,7 @@ class EstimateCache:
         if key not in self._weights:
             w = resolve_weights(self.spec(ref), quant, engine)
             self._weights[key] = w
-            emb = sum(t.n_bytes for t in w.tensors if t.name.startswith("token_embd"))
-            self._sizes[id(w)] = (w.total_bytes, w.file_bytes or w.total_bytes, emb)
+            self._sizes[id(w)] = (w.total_bytes, w.file_bytes or w.total_bytes, w.token_embedding_bytes)
         return self._weights[key]
 
     def sizes(self, w: ModelWeights) -> tuple[int, int, int]:
