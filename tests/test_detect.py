@@ -633,3 +633,25 @@ def test_cli_detect_disk_needs_measure(tmp_path: Path) -> None:
     result = runner.invoke(app, ["detect", "--disk", str(tmp_path)])
     assert result.exit_code == 2
     assert "--disk needs --measure" in result.output
+
+
+def test_more_ram_than_the_catalog_cpu_allows_is_capped_for_bench_and_plans(tmp_path: Path) -> None:
+    """A 7950X board with 256 GiB (newer BIOSes allow it; catalog/hardware.yaml says 192): `bench` used to
+    abort on such a host ("supports at most 192 GiB") while `recommend --server-file` capped it. Both cap now,
+    and the plan says so."""
+    from dataclasses import replace
+
+    from planner.catalog import load_catalog
+    from planner.measure.host import planning_devices
+    from planner.plan.servers import server_from_detect
+
+    cat = load_catalog()
+    info = replace(_sample_host(), ram_total_bytes=256 * GIB)
+    max_gib = cat.cpu("ryzen-9-7950x").max_ram_gib
+    _gpus, host = planning_devices(cat, info)
+    assert host.capacity_bytes == int(max_gib * GIB)
+    path = tmp_path / "big.json"
+    write_host_json(path, info)
+    server = server_from_detect(path, cat)
+    assert server.ram_gib == max_gib
+    assert any(f"RAM planned as {max_gib:g} GiB" in n for n in server.notes)

@@ -44,6 +44,15 @@ def host_bandwidth_gbs(channels: int, ddr_speed_mts: int) -> float:
     return channels * 8 * ddr_speed_mts / 1000.0
 
 
+def detected_ram_gib(cat: Catalog, cpu_id: str | None, ram_total_bytes: int) -> float:
+    """A detected machine's RAM for planning: capped at its catalog CPU's maximum, which can be older than the
+    board's BIOS (host_device refuses more, as it should for a RAM size someone typed)."""
+    ram_gib = ram_total_bytes / GIB
+    if cpu_id is not None and cpu_id in cat.cpus:
+        ram_gib = min(ram_gib, float(cat.cpu(cpu_id).max_ram_gib))
+    return ram_gib
+
+
 def host_device(cat: Catalog, cpu_id: str | None, ram_gib: float | None) -> Device:
     """The host as a device: its RAM is the capacity, its DRAM bandwidth the speed of offloaded layers."""
     if ram_gib is not None and not 0 < ram_gib < float("inf"):  # also NaN

@@ -20,7 +20,6 @@ from planner.catalog import Catalog
 from planner.estimate.types import Device
 from planner.hardware.detect import HostInfo
 from planner.measure.results import GpuSummary, HostSummary
-from planner.units import GIB
 
 
 def detect_this_host(
@@ -48,12 +47,12 @@ def detect_this_host(
 def planning_devices(cat: Catalog, info: HostInfo) -> tuple[list[Device], Device]:
     """(GPUs, host) as the estimator sees this machine: catalog GPUs matched by name (memory already in use
     reserved), and the host from the matched catalog CPU (or the generic host) with the detected RAM."""
-    from planner.estimate.devices import gpu_device, host_device
+    from planner.estimate.devices import detected_ram_gib, gpu_device, host_device
 
     gpus = [
         gpu_device(cat, g.catalog_id, reserved_bytes=g.memory_used_bytes) for g in info.gpus if g.catalog_id is not None
     ]
-    host = host_device(cat, info.cpu.catalog_id, info.ram_total_bytes / GIB)
+    host = host_device(cat, info.cpu.catalog_id, detected_ram_gib(cat, info.cpu.catalog_id, info.ram_total_bytes))
     return gpus, host
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from planner.catalog import Catalog
 from planner.errors import HardwareError, PlannerError
-from planner.estimate.devices import gpu_device, host_device
+from planner.estimate.devices import detected_ram_gib, gpu_device, host_device
 from planner.estimate.types import Device
 from planner.model.arch import Source
 from planner.units import GIB
@@ -190,9 +190,9 @@ def server_from_detect(path: Path | str, cat: Catalog, *, name: str | None = Non
     cpu = info.cpu.catalog_id if info.cpu.catalog_id in cat.cpus else None
     if cpu is None:
         notes.append(f"CPU '{info.cpu.model_name}' is not in the catalog: planned as a generic desktop CPU")
-    ram_gib = info.ram_total_bytes / GIB
-    if cpu is not None and ram_gib > cat.cpu(cpu).max_ram_gib:
-        ram_gib = float(cat.cpu(cpu).max_ram_gib)
+    ram_gib = detected_ram_gib(cat, cpu, info.ram_total_bytes)
+    if ram_gib < info.ram_total_bytes / GIB:
+        notes.append(f"RAM planned as {ram_gib:g} GiB, the catalog maximum of {cpu} (detected more)")
     return Server(
         name=name or info.hostname or "main",
         cpu=cpu,
