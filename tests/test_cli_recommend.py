@@ -156,6 +156,7 @@ def test_nothing_fits_exits_1_with_failing_role_and_relaxation(tmp_path: Path) -
         (["recommend", "--preset", "deep", "--what-if", "bogus"], "expected ROLE.FIELD=VALUE"),
         (["recommend", "--preset", "deep", "--budget", "-5"], "--budget must be >= 0"),
         (["recommend", "--preset", "deep", "--time-limit", "0"], "--time-limit must be a positive number"),
+        (["recommend", "--preset", "deep", "--report", "r.md", "--lang", "de"], "--lang 'de': use one of en, ru"),
         (["recommend", "--preset", "deep", "--time-limit", "inf"], "--time-limit must be a positive number"),
     ],
 )

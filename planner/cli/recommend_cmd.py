@@ -72,6 +72,10 @@ def recommend_command(
 
     if (stack_file is None) == (preset is None):
         raise PlannerError("give a stack file or --preset deep|agents|ensemble (one of them).")
+    if report is not None:
+        from planner.report.i18n import check_lang
+
+        check_lang(lang)  # before a search that may take a while
     stack = load_stack(stack_file) if stack_file is not None else load_preset(preset or "")
     cat = load_catalog()
     assumptions: list[str] = []

@@ -37,10 +37,9 @@ def report_command(
     from planner.errors import PlannerError
     from planner.plan.schema import load_plan, write_json_atomic
     from planner.report import build_report, load_bench, render_markdown
-    from planner.report.i18n import LANGS
+    from planner.report.i18n import check_lang
 
-    if lang not in LANGS:
-        raise PlannerError(f"--lang {lang!r}: use one of {', '.join(LANGS)}.")
+    check_lang(lang)
     if fmt is Format.table:
         raise PlannerError("--format table does not apply to reports; use markdown or json.")
     plan = load_plan(plan_file)

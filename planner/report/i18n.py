@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from typing import Literal
 
+from planner.errors import PlannerError
+
 Lang = Literal["en", "ru"]
 LANGS: tuple[Lang, ...] = ("en", "ru")
+
+
+def check_lang(lang: str) -> None:
+    """Refuse a language the report has no text for (t() would quietly write English)."""
+    if lang not in LANGS:
+        raise PlannerError(f"--lang {lang!r}: use one of {', '.join(LANGS)}.")
 
 EN: dict[str, str] = {
     "title": "agiplan report: {stack}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from planner.plan.schema import Plan
-from planner.report.i18n import t
+from planner.report.i18n import check_lang, t
 from planner.report.model import BenchFile, DeviceView, Headroom, OptionView, Report, RoleView, build_report
 from planner.units import GIB, fmt_bytes
 
@@ -375,6 +375,7 @@ def _sources(r: Report, lang: str) -> list[str]:
 
 
 def render_markdown(r: Report, lang: str = "en") -> str:
+    check_lang(lang)
     out = [
         f"# {t(lang, 'title', stack=r.stack_name)}",
         "",
