@@ -8,10 +8,6 @@ GIB = 1024**3
 GB = 10**9
 
 
-def gib(n_bytes: float) -> float:
-    return n_bytes / GIB
-
-
 def pad(n: int, multiple: int) -> int:
     """Round `n` up to a multiple of `multiple` (GGML_PAD)."""
     return ((n + multiple - 1) // multiple) * multiple

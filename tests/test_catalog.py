@@ -23,6 +23,8 @@ from planner.catalog import load as load_mod
 from planner.catalog import load_catalog, load_catalog_dir, tensor_type_bpw
 from planner.catalog.load import Catalog, catalog_dir
 from planner.errors import CatalogError, UnknownIdError
+from planner.hardware.match import match_cpu, match_gpu
+from planner.units import MIB
 
 REPO_CATALOG = Path(__file__).resolve().parent.parent / "catalog"
 
@@ -365,9 +367,10 @@ def test_gpu_memory_is_what_the_driver_reports(cat: Catalog) -> None:
     assert cat.gpu("h200").memory_mib == 143771
     for g in cat.gpus.values():
         assert g.names and all(n.strip() == n for n in g.names)
-    assert cat.gpu_by_device_name("NVIDIA GeForce RTX 4090") is cat.gpu("rtx-4090")
-    assert cat.gpu_by_device_name("nvidia geforce rtx 4080 super") is cat.gpu("rtx-4080-super")
-    assert cat.gpu_by_device_name("Some Unknown GPU") is None
+    # the names NVML reports match the catalog entries (planner.hardware.match, as `agiplan detect` uses it)
+    assert match_gpu("NVIDIA GeForce RTX 4090", cat.gpu_name_candidates()) == "rtx-4090"
+    assert match_gpu("nvidia geforce rtx 4080 super", cat.gpu_name_candidates()) == "rtx-4080-super"
+    assert match_gpu("Some Unknown GPU", cat.gpu_name_candidates()) is None
 
 
 def test_cpu_figures(cat: Catalog) -> None:
@@ -376,7 +379,7 @@ def test_cpu_figures(cat: Catalog) -> None:
     assert c.peak_bandwidth_gbs == pytest.approx(83.2)  # 2 channels x 5200 MT/s x 8 B
     assert cat.cpu("epyc-7742").peak_bandwidth_gbs == pytest.approx(204.8)  # 8 x 3200 x 8 B
     assert cat.cpu("ryzen-9-9950x").avx512 and not cat.cpu("core-i9-14900k").avx512
-    assert cat.cpu_by_device_name("AMD Ryzen 9 7950X 16-Core Processor") is c
+    assert match_cpu("AMD Ryzen 9 7950X 16-Core Processor", cat.cpu_name_candidates()) == c.id
 
 
 def test_ram_price(cat: Catalog) -> None:
@@ -396,6 +399,22 @@ def test_engine_memory_rules(cat: Catalog) -> None:
     assert cat.engine("vllm").rule("block_size_default").value == 16
     with pytest.raises(KeyError, match="no rule 'nope'"):
         cat.engine("vllm").rule("nope")
+
+
+def test_estimator_engine_figures_agree_with_the_catalog(cat: Catalog) -> None:
+    """planner/estimate/engines.py and kv.py keep their own copies (the estimator does not read the catalog);
+    catalog/engines.yaml cites the same figures with their sources. They must not drift apart."""
+    from planner.estimate.engines import rules_for
+    from planner.estimate.kv import LLAMA_CPP_CTX_PAD, VLLM_BLOCK_SIZE
+
+    llama, ollama, vllm = (cat.engine(e) for e in ("llama.cpp", "ollama", "vllm"))
+    assert rules_for("llama.cpp").gpu_margin_bytes == llama.rule("fit_target_mib").value * MIB
+    assert rules_for("llama.cpp").gpu_runtime_bytes == llama.rule("runtime_overhead_vram_mib").value * MIB
+    assert rules_for("llama.cpp").host_runtime_bytes == llama.rule("runtime_overhead_ram_mib").value * MIB
+    assert llama.rule("n_ctx_pad").value == LLAMA_CPP_CTX_PAD
+    assert rules_for("ollama").gpu_margin_bytes == ollama.rule("gpu_minimum_memory_mib").value * MIB
+    assert rules_for("vllm").cuda_graph_bytes == vllm.rule("cudagraph_memory_gib_typical").value * 1024 * MIB
+    assert vllm.rule("block_size_default").value == VLLM_BLOCK_SIZE
 
 
 # ------------------------------------------------------------------------------------------ lookups

@@ -274,21 +274,13 @@ class Catalog:
         hint = "See 'agiplan catalog models|hardware|quants|engines'."
         raise UnknownIdError("catalog id", entry_id, known, hint)
 
-    def gpu_by_device_name(self, device_name: str) -> GpuEntry | None:
-        """The GPU whose `names` contains the NVML / amdgpu device name (case-insensitive), if any."""
-        wanted = device_name.strip().lower()
-        for g in self.gpus.values():
-            if any(n.lower() == wanted for n in g.names):
-                return g
-        return None
+    def gpu_name_candidates(self) -> list[tuple[str, list[str]]]:
+        """(id, [name, *device names]) of every GPU: what planner.hardware.match.match_gpu matches against."""
+        return [(gid, [g.name, *g.names]) for gid, g in self.gpus.items()]
 
-    def cpu_by_device_name(self, device_name: str) -> CpuEntry | None:
-        """The CPU whose `names` contains the /proc/cpuinfo model name (case-insensitive, spaces squeezed)."""
-        wanted = " ".join(device_name.split()).lower()
-        for c in self.cpus.values():
-            if any(" ".join(n.split()).lower() == wanted for n in c.names):
-                return c
-        return None
+    def cpu_name_candidates(self) -> list[tuple[str, list[str]]]:
+        """(id, [name, *device names]) of every CPU: what planner.hardware.match.match_cpu matches against."""
+        return [(cid, [c.name, *c.names]) for cid, c in self.cpus.items()]
 
     # -- models --------------------------------------------------------------------------------------
 

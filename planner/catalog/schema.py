@@ -8,13 +8,11 @@ are NOT stored here: they are derived from `gguf.GGML_QUANT_SIZES` (see planner/
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9.\-]*$"
-_ID_RE = re.compile(ID_PATTERN)
 
 EntryId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=64)]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
@@ -195,10 +193,6 @@ class ModelEntry(_Sourced):
         if explicit is not None and self.layers is not None and len(explicit) != self.layers:
             raise ValueError(f"swa_pattern.layers has {len(explicit)} entries, not {self.layers}")
         return self
-
-    @property
-    def is_finetune(self) -> bool:
-        return self.base is not None
 
 
 class ModelsFile(_Strict):
@@ -393,6 +387,3 @@ class EngineEntry(_Sourced):
 class EnginesFile(_Strict):
     engines: list[EngineEntry]
 
-
-def is_valid_id(value: Any) -> bool:
-    return isinstance(value, str) and bool(_ID_RE.match(value))

@@ -18,19 +18,15 @@ Candidates = list[tuple[str, list[str]]]
 
 def _catalog_candidates() -> tuple[Candidates | None, Candidates | None, str | None]:
     """(gpu candidates, cpu candidates, note) from the built-in catalog; matching is skipped if it fails."""
-    try:
-        from planner.catalog import load_catalog
-        from planner.errors import PlannerError
-    except ImportError as exc:  # the catalog package is optional for detection
-        return None, None, f"catalog not importable ({exc}): catalog ids not matched"
+    from planner.catalog import load_catalog
+    from planner.errors import PlannerError
+
     try:
         catalog = load_catalog()
     except PlannerError as exc:
         summary = " ".join(str(exc).strip().splitlines()[:2])
         return None, None, f"catalog not loaded ({summary}): catalog ids not matched"
-    gpus = [(gid, [entry.name, *entry.names]) for gid, entry in catalog.gpus.items()]
-    cpus = [(cid, [entry.name, *getattr(entry, "names", [])]) for cid, entry in catalog.cpus.items()]
-    return gpus, cpus, None
+    return catalog.gpu_name_candidates(), catalog.cpu_name_candidates(), None
 
 
 def _gib(n_bytes: int) -> str:

@@ -1,7 +1,8 @@
 """Per-engine memory rules: what each engine keeps free, what its runtime costs, how it reserves.
 
-Defaults here carry their source; the catalog's engines.yaml (when it gives a figure) wins, see
-`rules_for`. Kept as plain data so the estimator stays pure.
+Each figure carries its source. catalog/engines.yaml cites the same figures (with their sources) for
+people reading the catalog; the estimator does not read the catalog, so that it stays pure, and
+tests/test_catalog.py checks that the two agree.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ class EngineRules:
     gpu_runtime_bytes: int  # backend context (CUDA/ROCm context, cuBLAS/hipBLAS workspaces) per GPU
     host_runtime_bytes: int  # process baseline in RAM (code, tokenizer, small buffers)
     host_margin_bytes: int  # RAM left to the OS and other services on a planned host
-    formats: tuple[str, ...]
-    vendors: tuple[str, ...]
     source: str
     # vLLM only
     cuda_graph_bytes: int = 0
@@ -36,8 +35,6 @@ _DEFAULTS: dict[str, EngineRules] = {
         gpu_runtime_bytes=250 * MIB,  # gguf-parser-go: 250 MiB VRAM platform footprint per GPU
         host_runtime_bytes=150 * MIB,  # gguf-parser-go: 150 MiB RAM footprint
         host_margin_bytes=2048 * MIB,  # agiplan's assumption: leave 2 GiB of RAM to the OS
-        formats=("gguf",),
-        vendors=("nvidia", "amd", "cpu"),
         source="llama.cpp common/arg.cpp (--fit-target 1024 MiB); gguf-parser-go footprints",
     ),
     "ollama": EngineRules(
@@ -46,8 +43,6 @@ _DEFAULTS: dict[str, EngineRules] = {
         gpu_runtime_bytes=250 * MIB,
         host_runtime_bytes=300 * MIB,  # ollama serve + runner processes
         host_margin_bytes=2048 * MIB,
-        formats=("gguf",),
-        vendors=("nvidia", "amd", "cpu"),
         source="ollama discover/types.go MinimumMemory 457 MiB; gguf-parser-go footprints",
     ),
     "vllm": EngineRules(
@@ -56,8 +51,6 @@ _DEFAULTS: dict[str, EngineRules] = {
         gpu_runtime_bytes=0,  # counted inside the reservation as non-torch memory
         host_runtime_bytes=2048 * MIB,  # python + torch + CUDA host side
         host_margin_bytes=2048 * MIB,
-        formats=("safetensors", "awq", "gptq", "fp8"),
-        vendors=("nvidia", "amd"),
         source="vllm/v1/worker/gpu_worker.py determine_available_memory; vllm logs 'Graph capturing "
         "finished ... took 0.5 GiB'; non-torch memory 1.79 GiB per TP rank (vLLM PR #10511 logs: 1.79 GiB at "
         "TP1, 3.58 GiB at TP2; other versions show 0.25 GiB — agiplan plans with the high end)",

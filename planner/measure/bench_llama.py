@@ -27,7 +27,6 @@ import os
 import random
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -104,7 +103,6 @@ class LlamaBenchResult:
     """Raw figures of one run; lists hold one value per completed repetition."""
 
     buffers: BufferSizes
-    log_text: str
     peak_rss_bytes: int
     baseline_rss_bytes: int
     gpu_memory_bytes: int | None
@@ -221,10 +219,8 @@ def run_llama_bench(
     try:
         with lr.loaded_context(path, llama_params(cfg)) as (model, ctx, log):  # type: ignore[arg-type]
             load_s = time.perf_counter() - t_load
-            text = "".join(log)
             result = LlamaBenchResult(
-                buffers=parse_buffer_sizes(text),
-                log_text=text,
+                buffers=parse_buffer_sizes("".join(log)),
                 peak_rss_bytes=0,
                 baseline_rss_bytes=sampler.baseline_bytes,
                 gpu_memory_bytes=gpu_process_memory_bytes(),
@@ -284,13 +280,10 @@ def worker_main(argv: list[str] | None = None) -> int:
         return 2
     path, raw = args
     cfg = LlamaBenchConfig(**json.loads(raw))
-    wait_for_go = threading.Event()
-
     def ready() -> None:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         sys.stdin.readline()
-        wait_for_go.set()
 
     try:
         res = run_llama_bench(path, cfg, ready=ready)

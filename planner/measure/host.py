@@ -32,13 +32,11 @@ def detect_this_host(
     """`detect_host` with catalog matching; optionally RAM bandwidth and the read speed of `disk_path`."""
     from planner.hardware.detect import detect_host
 
-    gpus = [(gid, [g.name, *getattr(g, "names", [])]) for gid, g in cat.gpus.items()]
-    cpus = [(cid, [c.name, *getattr(c, "names", [])]) for cid, c in cat.cpus.items()]
     return detect_host(
         measure=measure_bandwidth or disk_path is not None,
         progress=progress,
-        catalog_gpus=gpus,
-        catalog_cpus=cpus,
+        catalog_gpus=cat.gpu_name_candidates(),
+        catalog_cpus=cat.cpu_name_candidates(),
         measure_seconds=1.0,
         disk_path=disk_path,
     )

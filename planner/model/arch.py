@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Provenance = Literal["file", "hub", "catalog", "formula", "calibrated", "measured"]
@@ -190,4 +190,3 @@ class ModelSpec:
     weights: ModelWeights | None = None
     format: Literal["gguf", "safetensors"] = "gguf"
     catalog_id: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)

@@ -43,7 +43,6 @@ class StepProfile:
     `est.devices`; the host is the last device)."""
 
     step_s: float
-    t0_s: float
     device_s: tuple[float, ...]
 
 
@@ -88,18 +87,12 @@ def step_profile(est: Estimate, extra_s: float = 0.0, *, embedding_bytes: int | 
     # (tiny models), the raw bytes ÷ bandwidth time, capped at the step
     shared = step - t0 if step > t0 else min(total, step)
     device_s = tuple((x / total) * shared if total > 0 else 0.0 for x in loads)
-    return StepProfile(step_s=step + extra_s, t0_s=t0 + extra_s, device_s=device_s)
+    return StepProfile(step_s=step + extra_s, device_s=device_s)
 
 
 def rpc_hop_s(hidden_size: int, hops: int = 2) -> float:
     """Per-token cost of a llama.cpp RPC split: `hops` network crossings of one f32 hidden state."""
     return hops * (hidden_size * 4 / (RPC_NETWORK_GBS * GB) + RPC_LATENCY_S)
-
-
-def swap_in_s(model_bytes: int, disk_read_gbs: float, *, page_cache_gbs: float | None = None) -> float:
-    """Seconds to load an on-demand model: from the page cache when it holds the file, else from disk."""
-    rate = page_cache_gbs if page_cache_gbs is not None else disk_read_gbs
-    return model_bytes / (rate * GB)
 
 
 def page_cache_gbs(host_bandwidth_gbs: float, to_gpu: bool) -> float:

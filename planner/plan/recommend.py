@@ -11,7 +11,7 @@ those that meet every target; None when none does.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from planner import __version__
@@ -43,7 +43,6 @@ from planner.plan.solver import (
     quality_score,
     solve,
     solve_two_server,
-    stack_items,
     unproven_note,
 )
 from planner.plan.stack import Stack
@@ -62,7 +61,6 @@ class Recommendation:
     plan: Plan
     results: list[OptionResult]
     cache: EstimateCache
-    notes: list[str] = field(default_factory=list)
 
 
 def recommend(
@@ -355,6 +353,3 @@ def _placements(sol: Solution, ii: int, c: object) -> list[Placement]:
         )
     return out
 
-
-def role_names(stack: Stack) -> list[str]:
-    return [it.name for it in stack_items(stack)]

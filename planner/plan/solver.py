@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal, cast
 
 from planner.catalog import Catalog
@@ -140,8 +140,6 @@ class Candidate:
     resident: bool = True
     split_servers: tuple[int, ...] = ()
     cores: float = 0.0
-    preference: int = 0
-    quant_kld: float = 0.0
     parts: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()  # (DevSlot, (weights, KV, compute, overhead))
 
     @property
@@ -266,7 +264,6 @@ class Problem:
     cores: list[float]
     disk_gbs: list[float]
     host_slot: list[int]
-    notes: list[str] = field(default_factory=list)
     require_server: int | None = None  # two-server kinds: this server must host something
 
 
@@ -293,8 +290,6 @@ def _candidate_from_estimate(
     server: int,
     slot_map: Sequence[int],  # est.devices index -> DevSlot index
     quality: int,
-    preference: int,
-    kld: float,
     extra_step_s: float = 0.0,
     split_servers: tuple[int, ...] = (),
     extra_host: tuple[int, int] | None = None,
@@ -341,8 +336,6 @@ def _candidate_from_estimate(
         file_bytes=file_bytes,
         est=est,
         split_servers=split_servers,
-        preference=preference,
-        quant_kld=kld,
         parts=tuple(sorted(parts.items())),
     )
 
@@ -405,8 +398,6 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
                     quant=q_up,
                     engine=cfg.engine,
                     quality=quality,
-                    preference=pref,
-                    kld=kld,
                     sizes=sizes,
                 )
                 combos.append((ref, quant, engine, cfg, sizes[0], common))
