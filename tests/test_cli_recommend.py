@@ -188,3 +188,12 @@ def test_time_limit_default_is_the_solvers() -> None:
     from planner.plan.solver import MILP_TIME_LIMIT_S
 
     assert inspect.signature(recommend_command).parameters["time_limit"].default == MILP_TIME_LIMIT_S
+
+
+def test_unknown_disk_is_named_not_replaced_by_a_default(tmp_path: Path) -> None:
+    """A stack's `disk` must be a catalog disk: a typo used to plan swap-ins at a silent 7.45 GB/s."""
+    stack = tmp_path / "disk.yaml"
+    stack.write_text("name: t\ndisk: nvme-gen44\nroles:\n  - {name: a, models: [mistral-7b], ctx: 4096}\n")
+    res = runner.invoke(app, ["recommend", str(stack)])
+    assert isinstance(res.exception, PlannerError), res.output
+    assert "Unknown disk 'nvme-gen44'. Did you mean nvme-gen4" in str(res.exception)

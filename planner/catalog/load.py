@@ -251,6 +251,9 @@ class Catalog:
     def cpu(self, cpu_id: str) -> CpuEntry:
         return _get(self.cpus, cpu_id, "CPU", "See 'agiplan catalog hardware'.")
 
+    def disk(self, disk_id: str) -> DiskEntry:
+        return _get(self.disks, disk_id, "disk", "See 'agiplan catalog hardware'.")
+
     def quant(self, quant_id: str) -> QuantEntry:
         return _get(self.quants, quant_id, "quant", "See 'agiplan catalog quants'.")
 

@@ -43,7 +43,6 @@ from planner.units import GIB
 if TYPE_CHECKING:
     from planner.plan.solver import Candidate, Problem
 
-HOST_DEVICE_WEIGHT = 10  # same as planner.plan.solver (a host holding layers counts 10 devices)
 _DISP = False
 TARGET_SLACK = 1e-7  # relative: the MILP's targets are this much looser than evaluate()'s (relaxation)
 MEMORY_SLACK_GIB = 1e-6  # ~1 KiB in the relaxation's favour on every memory row
@@ -83,6 +82,8 @@ class MilpAnswer:
 
 
 def lex_weights(p: Problem) -> LexWeights:
+    from planner.plan.solver import HOST_DEVICE_WEIGHT  # a host holding layers counts this many devices
+
     n_dev = sum(1 if sl.is_gpu else HOST_DEVICE_WEIGHT for sl in p.slots)
     q_range = 0
     for cs in p.cands:
@@ -129,7 +130,7 @@ def solve_milp(
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_array
 
-    from planner.plan.solver import UNPLACED
+    from planner.plan.solver import HOST_DEVICE_WEIGHT, UNPLACED
 
     weights = lex_weights(p)
     n_items = len(p.items)

@@ -132,10 +132,10 @@ def recommend(
     for r in results:
         if r.solution is not None and not r.solution.exact:
             notes.append(unproven_note(r.kind, r.solution, time_limit_s))
-    disk = cat.disks.get(stack.disk)
+    disk = cat.disk(stack.disk)
     notes.append(
-        f"on-demand models load from {disk.name if disk else stack.disk} ({disk.read_gbs if disk else 7.45} GB/s) "
-        "or from the page cache when free RAM holds them"
+        f"on-demand models load from {disk.name} ({disk.read_gbs} GB/s) or from the page cache when free RAM "
+        "holds them"
     )
     plan = Plan(
         schema_version=PLAN_SCHEMA_VERSION,

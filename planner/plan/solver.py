@@ -626,8 +626,7 @@ def make_problem(
             it.role is not None and (it.role.residency == "always" if mode == "concurrent" else n_models == 1)
         )
         fixed.append([replace(c, resident=resident) for c in cs])
-    disk = cat.disks.get(stack.disk)
-    disk_gbs = disk.read_gbs if disk is not None else 7.45
+    disk_gbs = cat.disk(stack.disk).read_gbs
     return Problem(
         items=items,
         servers=list(servers),
@@ -1440,8 +1439,7 @@ def solve_two_server(
     best: Solution | None = None
     tried = 0
     clock = _Clock(time_limit_s)
-    n_items = len(stack_items(stack))
-    split_ii = _split_items(stack, n_items) if split else []
+    split_ii = _split_items(stack) if split else []
     set_bound = _SetBound(stack, existing[0], cat, cache, split_ii[0] if split_ii else None)
     bounds = [set_bound.key(s[1]) if len(s) == 2 else (0, 0, 0, 0) for s in sets]
     # best-first: sets in order of their bound (cheapest first among equals); once the incumbent is no worse
@@ -1578,8 +1576,9 @@ def _raw_capacity(server: Server, cat: Catalog) -> int:
     return sum(d.capacity_bytes - d.reserved_bytes for d in server.gpu_devices(cat)) + server.host(cat).capacity_bytes
 
 
-def _split_items(stack: Stack, n_items: int) -> list[int]:
-    """Roles worth splitting: the model roles, largest first model first (only the largest is tried)."""
+def _split_items(stack: Stack) -> list[int]:
+    """The role tried as the split one: the first role that stays loaded, in stack order (the presets and the
+    README put the big reasoner first)."""
     items = stack_items(stack)
     scored = []
     for i, it in enumerate(items):
