@@ -22,10 +22,11 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from planner.io import write_bytes_atomic
 
 if TYPE_CHECKING:
     from planner.catalog.load import Catalog
@@ -104,18 +105,8 @@ def write_cached(path: Path, key: str, cat: Catalog) -> bool:
     """Atomically write the cache file; False (and no file) when that is not possible."""
     try:
         payload = pickle.dumps(cat, protocol=pickle.HIGHEST_PROTOCOL)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+        write_bytes_atomic(path, _MAGIC + key.encode() + b"\n" + payload, mode=0o600)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
-        return False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC + key.encode() + b"\n")
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         return False
     for old in path.parent.glob("catalog-*.pickle"):  # stale keys: an edited catalog or another version
         if old.name != path.name:

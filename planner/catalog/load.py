@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from planner.catalog.schema import (
@@ -99,27 +98,27 @@ def load_catalog_dir(path: Path | str) -> Catalog:
 # ---------------------------------------------------------------------------------------------- parsing
 
 
-try:  # libyaml's parser: ~8x faster than the pure-Python one on the catalog (same SafeConstructor)
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # PyYAML built without libyaml
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+@functools.cache
+def _unique_key_loader() -> Any:
+    """A YAML SafeLoader (libyaml's when present: ~8x faster on the catalog) that refuses duplicate mapping
+    keys (plain YAML keeps the last one silently). Built on first use: yaml costs ~20 ms to import, and a
+    warm catalog cache never parses YAML."""
+    import yaml
 
+    base: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _UniqueKeyLoader(_SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
+    def construct_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return dict(loader.construct_mapping(node, deep=deep))
 
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    loader: Any = type("UniqueKeyLoader", (base,), {})
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return loader
 
 
 def _read_yaml(file: Path, problems: list[str]) -> Any:
@@ -131,8 +130,10 @@ def _read_yaml(file: Path, problems: list[str]) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{file.name}: cannot read: {exc}")
         return None
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        return yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"

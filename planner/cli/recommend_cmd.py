@@ -150,7 +150,7 @@ def recommend_command(
         err = stderr_console()
         best = _best_effort(plan)
         who = ", ".join(best.failing_roles) if best and best.failing_roles else "every role"
-        err.print(f"nothing meets every target{' within the budget' if budget is not None else ''}: {who} fail(s).")
+        err.print(f"nothing meets every target within the budget: {who} fail(s).")
         for r in plan.relaxations:
             err.print(f"  would work: {r}")
         if not plan.relaxations:

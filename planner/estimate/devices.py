@@ -39,11 +39,6 @@ def gpu_device(cat: Catalog, gpu_id: str, *, reserved_bytes: int = 0) -> Device:
     )
 
 
-def host_bandwidth_gbs(channels: int, ddr_speed_mts: int) -> float:
-    """Theoretical DRAM bandwidth: channels × 64-bit × transfers/s."""
-    return channels * 8 * ddr_speed_mts / 1000.0
-
-
 def detected_ram_gib(cat: Catalog, cpu_id: str | None, ram_total_bytes: int) -> float:
     """A detected machine's RAM for planning: capped at its catalog CPU's maximum, which can be older than the
     board's BIOS (host_device refuses more, as it should for a RAM size someone typed)."""
@@ -75,7 +70,7 @@ def host_device(cat: Catalog, cpu_id: str | None, ram_gib: float | None) -> Devi
     ram = float(min(c.max_ram_gib, 64)) if ram_gib is None else ram_gib
     if ram > c.max_ram_gib:
         raise HardwareError(f"{c.name} supports at most {c.max_ram_gib} GiB of RAM; --ram {ram:g} is more.")
-    bw = host_bandwidth_gbs(c.memory_channels, c.ddr_speed_mts)
+    bw = c.peak_bandwidth_gbs
     return Device(
         id=c.id,
         kind="cpu",
