@@ -436,10 +436,9 @@ def _suggestions(
     """What would fit instead: the largest context, a smaller quant, a quantized KV cache, GPU layers."""
     out: list[Suggestion] = []
 
-    def fits(c: RunConfig, q: str | None = None, w: ModelWeights | None = None) -> bool:
-        s = spec if w is None else ModelSpec(spec.ref, spec.arch, w, spec.format, spec.catalog_id)
+    def fits(c: RunConfig, q: str | None) -> bool:
         try:
-            return estimate(s, c, gpus, host, quant=q if w is None else None, suggest=False).fits
+            return estimate(spec, c, gpus, host, quant=q, suggest=False).fits
         except EstimateError:
             return False
 
@@ -460,13 +459,11 @@ def _suggestions(
             out.append(Suggestion("kv_type", "q8_0", "q8_0 KV cache (-ctk q8_0 -ctv q8_0 -fa on) fits"))
     # a smaller quant (only when the weights are not fixed by a file)
     if not weights.exact and cfg.engine != "vllm":
-        from planner.model.quant_scheme import weights_for
-
         current = (weights.file_type or "").upper()
         ladder = list(QUANT_LADDER)
         start = ladder.index(current) + 1 if current in ladder else 0
         for q in ladder[start:]:
-            if fits(cfg, w=weights_for(spec.arch, q)):
+            if fits(cfg, q):  # derived weights at q (resolve_weights, memoized)
                 out.append(Suggestion("quant", q, f"best quant that fits at ctx {cfg.ctx}: {q}"))
                 break
     # partial offload is already what llama.cpp does; say how many layers fit on the GPUs
