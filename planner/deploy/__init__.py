@@ -13,7 +13,7 @@ multiplies them itself), vLLM `--max-model-len ctx --max-num-seqs parallel`.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -144,11 +144,16 @@ def gpu_vendor(gpu_id: str) -> str:
     return cat.gpus[gpu_id].vendor if gpu_id in cat.gpus else "nvidia"
 
 
-def placement_vendor(server: PlanServer, p: Placement) -> str:
-    vendors = {gpu_vendor(server.gpus[i]) for i in p.gpu_indices if 0 <= i < len(server.gpus)}
+def vendor_of(gpu_ids: Iterable[str]) -> str:
+    """The one vendor of these GPUs; "cpu" for none, "mixed" for several (llama.cpp's Vulkan build)."""
+    vendors = {gpu_vendor(g) for g in gpu_ids}
     if not vendors:
         return "cpu"
     return vendors.pop() if len(vendors) == 1 else "mixed"
+
+
+def placement_vendor(server: PlanServer, p: Placement) -> str:
+    return vendor_of(server.gpus[i] for i in p.gpu_indices if 0 <= i < len(server.gpus))
 
 
 def visible_devices_env(vendor: str, indices: tuple[int, ...] | list[int], engine: str) -> dict[str, str]:
@@ -265,10 +270,10 @@ def _server_processes(
         port = next_port[p.engine]
         next_port[p.engine] += 1
         if p.engine == "llama.cpp":
-            proc = llama_cpp.server_process(s, p, port, models_dir, opt, addresses)
+            proc = llama_cpp.server_process(s, p, port, models_dir, addresses)
             procs.append(proc)
         else:
-            procs += vllm.serve_process(s, p, port, util, opt)
+            procs += vllm.serve_process(s, p, port, util)
         by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role)
     o_procs, o_eps, o_notes = ollama.instances(s, host, models_dir)
     procs += o_procs

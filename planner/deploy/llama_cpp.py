@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from planner.deploy import Process, model_file, placement_vendor, visible_devices_env
-from planner.plan.schema import Placement, PlanOption, PlanServer
+from planner.deploy import Process, model_file, placement_vendor, vendor_of, visible_devices_env
+from planner.plan.schema import Placement, PlanServer
 
 RPC_PORT = 50052  # ggml-rpc-server's default port (tools/rpc/README.md)
 LLAMA_SERVER = "llama-server"
@@ -62,7 +62,7 @@ def server_argv(
 
 
 def server_process(
-    server: PlanServer, p: Placement, port: int, models_dir: str, opt: PlanOption, addresses: Mapping[str, str]
+    server: PlanServer, p: Placement, port: int, models_dir: str, addresses: Mapping[str, str]
 ) -> Process:
     rpc = [f"{addresses.get(h, h)}:{RPC_PORT}" for h in p.split_hosts if h != server.name]
     vendor = placement_vendor(server, p)
@@ -92,8 +92,7 @@ def server_process(
 def rpc_worker(server: PlanServer, p: Placement) -> Process:
     """`ggml-rpc-server` on a second machine that holds part of `p`'s layers; exposes this server's GPUs."""
     indices = tuple(d.index for d in server.devices if d.kind == "gpu")
-    vendors = {_vendor(g) for g in server.gpus}
-    vendor = vendors.pop() if len(vendors) == 1 else ("cpu" if not vendors else "mixed")
+    vendor = vendor_of(server.gpus)
     return Process(
         name=f"rpc-server-{p.role}",
         engine="llama.cpp",
@@ -110,8 +109,3 @@ def rpc_worker(server: PlanServer, p: Placement) -> Process:
         ),
     )
 
-
-def _vendor(gpu_id: str) -> str:
-    from planner.deploy import gpu_vendor
-
-    return gpu_vendor(gpu_id)

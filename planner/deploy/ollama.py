@@ -43,7 +43,7 @@ def modelfile(p: Placement, models_dir: str, header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _key(server: PlanServer, p: Placement) -> tuple[tuple[int, ...], int, str, bool]:
+def _key(p: Placement) -> tuple[tuple[int, ...], int, str, bool]:
     return (tuple(p.gpu_indices), p.parallel, p.kv_type, p.flash_attn)
 
 
@@ -52,7 +52,7 @@ def instances(server: PlanServer, host: str, models_dir: str) -> tuple[list[Proc
     groups: dict[tuple[tuple[int, ...], int, str, bool], list[Placement]] = {}
     for p in server.placements:
         if p.engine == "ollama" and not p.shares_base_with:
-            groups.setdefault(_key(server, p), []).append(p)
+            groups.setdefault(_key(p), []).append(p)
     procs: list[Process] = []
     eps: list[Endpoint] = []
     notes: list[str] = []

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
-from planner.deploy import Process, hf_repo, placement_vendor, visible_devices_env
-from planner.plan.schema import Placement, PlanOption, PlanServer
+from planner.deploy import Process, hf_repo, placement_vendor, vendor_of, visible_devices_env
+from planner.plan.schema import Placement, PlanServer
 
 UTILIZATION_CAP = 0.95  # sum of fractions on one card; the rest is left for the driver / CUDA context
 RAY_PORT = 6379  # `ray start --head` default GCS port
@@ -99,7 +99,7 @@ def serve_argv(p: Placement, port: int, utilization: float, pipeline: int) -> tu
 
 
 def serve_process(
-    server: PlanServer, p: Placement, port: int, util: dict[str, float], opt: PlanOption
+    server: PlanServer, p: Placement, port: int, util: dict[str, float]
 ) -> list[Process]:
     """The `vllm serve` process (and a Ray head before it when the model spans servers)."""
     vendor = placement_vendor(server, p)
@@ -148,10 +148,9 @@ def serve_process(
 
 def ray_worker(server: PlanServer, p: Placement, head_host: str) -> Process:
     indices = tuple(d.index for d in server.devices if d.kind == "gpu")
-    from planner.deploy import gpu_vendor
-
-    vendors = {gpu_vendor(g) for g in server.gpus}
-    vendor = vendors.pop() if len(vendors) == 1 else "nvidia"
+    vendor = vendor_of(server.gpus)
+    if vendor in ("mixed", "cpu"):  # vLLM has no Vulkan build: a mixed server is pinned the CUDA way
+        vendor = "nvidia"
     return Process(
         name=f"ray-worker-{p.role}",
         engine="vllm",
