@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerError
 from planner.estimate.types import Device, DeviceCalibration
-from planner.io import validation_message, write_text_atomic
+from planner.io import safe_file_name, validation_message, write_text_atomic
 
 SCHEMA_VERSION = 1
 
@@ -48,8 +48,7 @@ def config_dir() -> Path:
 
 def profile_path(hostname: str | None = None) -> Path:
     host = hostname or socket.gethostname() or "localhost"
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in host)
-    return config_dir() / f"calibration-{safe}.json"
+    return config_dir() / f"calibration-{safe_file_name(host)}.json"
 
 
 def load_profile(path: Path | None = None) -> CalibrationProfile | None:

@@ -10,13 +10,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from planner.errors import PlannerError
 
-_M = TypeVar("_M", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic costs ~100 ms to import: only the readers below need it, at run time
+    from pydantic import BaseModel, ValidationError
+
+_M = TypeVar("_M", bound="BaseModel")
 
 
 def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -57,6 +58,20 @@ def validation_message(e: ValidationError) -> str:
     return f"{loc}: {first['msg']}{more}"
 
 
+def agiplan_cache_dir(sub: str) -> Path:
+    """$AGIPLAN_CACHE_DIR/<sub>, else $XDG_CACHE_HOME/agiplan/<sub> (default ~/.cache/agiplan/<sub>)."""
+    env = os.environ.get("AGIPLAN_CACHE_DIR")
+    if env:
+        return Path(env).expanduser() / sub
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "agiplan" / sub
+
+
+def safe_file_name(text: str) -> str:
+    """`text` with everything but letters, digits, '-', '_' and '.' replaced by '_' (a file name part)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
 def read_versioned_json(path: Path, kind: str, version: int) -> dict[str, Any]:
     """Read a saved agiplan JSON file and check its `kind` and `schema_version` (clear one-line errors)."""
     p = Path(path)
@@ -80,6 +95,8 @@ def read_versioned_json(path: Path, kind: str, version: int) -> dict[str, Any]:
 
 def load_versioned(path: Path, kind: str, version: int, model: type[_M]) -> _M:
     """`read_versioned_json` and validate it as `model`; errors name the file and the field path."""
+    from pydantic import ValidationError
+
     raw = read_versioned_json(path, kind, version)
     try:
         return model.model_validate(raw)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.io import write_bytes_atomic
+from planner.io import agiplan_cache_dir, write_bytes_atomic
 
 if TYPE_CHECKING:
     from planner.catalog.load import Catalog
@@ -38,11 +38,7 @@ _CODE_FILES = ("schema.py", "load.py", "cache.py")
 
 def cache_dir() -> Path:
     """$AGIPLAN_CACHE_DIR/catalog, else $XDG_CACHE_HOME/agiplan/catalog (default ~/.cache/agiplan/catalog)."""
-    env = os.environ.get("AGIPLAN_CACHE_DIR")
-    if env:
-        return Path(env).expanduser() / "catalog"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "agiplan" / "catalog"
+    return agiplan_cache_dir("catalog")
 
 
 def enabled() -> bool:

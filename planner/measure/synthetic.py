@@ -241,11 +241,9 @@ def _free_bytes(folder: Path) -> int | None:
 
 def cache_dir() -> Path:
     """Where synthetic GGUFs are kept: $AGIPLAN_CACHE_DIR/synthetic, else $XDG_CACHE_HOME/agiplan/synthetic."""
-    base = os.environ.get("AGIPLAN_CACHE_DIR")
-    if base:
-        return Path(base) / "synthetic"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "agiplan" / "synthetic"
+    from planner.io import agiplan_cache_dir
+
+    return agiplan_cache_dir("synthetic")
 
 
 def synthetic_for_catalog(
@@ -260,8 +258,9 @@ def synthetic_for_catalog(
 
     cat = load_catalog()
     arch = cat.arch(model_id)
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{model_id}-{quant.upper()}")
-    path = (out_dir or cache_dir()) / f"{safe}.synthetic.gguf"
+    from planner.io import safe_file_name
+
+    path = (out_dir or cache_dir()) / f"{safe_file_name(f'{model_id}-{quant.upper()}')}.synthetic.gguf"
     if path.exists():
         return path
     return write_synthetic_gguf(arch, quant, path, name=f"{arch.name} (synthetic {quant.upper()})", progress=progress)
