@@ -1,7 +1,8 @@
 """Per-machine calibration profile: measured ÷ predicted speed per device, saved by `agiplan bench`.
 
 Stored as JSON in $XDG_CONFIG_HOME/agiplan/calibration-<hostname>.json (default ~/.config). `estimate`
-and `recommend` apply it to devices of this host and mark such figures "calibrated".
+applies it to devices of this host and marks such figures "calibrated"; `recommend` does not (the servers
+it plans are descriptions, not necessarily this machine).
 """
 
 from __future__ import annotations
