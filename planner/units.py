@@ -13,6 +13,11 @@ def pad(n: int, multiple: int) -> int:
     return ((n + multiple - 1) // multiple) * multiple
 
 
+def fmt_gib(n_bytes: float, digits: int = 1) -> str:
+    """Always in GiB, for tables and sentences that compare sizes: fmt_gib(49.5 * GIB) == "49.5 GiB"."""
+    return f"{n_bytes / GIB:.{digits}f} GiB"
+
+
 def fmt_bytes(n_bytes: float) -> str:
     """Human form: 46.1 GiB, 512 MiB, 12 KiB."""
     if abs(n_bytes) >= GIB:

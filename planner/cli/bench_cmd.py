@@ -21,6 +21,7 @@ import typer
 
 from planner.cli._output import Format, print_json, stderr_console, stdout_console
 from planner.errors import PlannerError
+from planner.units import fmt_gib
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -527,7 +528,7 @@ def _show_calibration(fmt: Format) -> None:
 
 
 def _gib(n: int | None) -> str:
-    return "—" if n is None else f"{n / 2**30:.3f} GiB"
+    return "—" if n is None else fmt_gib(n, 3)
 
 
 def _tok(x: float | None) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from planner.cli._output import Format, print_json, stderr_console, stdout_console
+from planner.units import fmt_gib
 
 if TYPE_CHECKING:
     from planner.hardware.detect import HostInfo
@@ -29,9 +30,6 @@ def _catalog_candidates() -> tuple[Candidates | None, Candidates | None, str | N
     return catalog.gpu_name_candidates(), catalog.cpu_name_candidates(), None
 
 
-def _gib(n_bytes: int) -> str:
-    return f"{n_bytes / 1024**3:.1f} GiB"
-
 
 def _render_table(host: HostInfo) -> None:
     from rich.table import Table
@@ -46,9 +44,9 @@ def _render_table(host: HostInfo) -> None:
                 str(g.index),
                 g.name,
                 g.vendor,
-                _gib(g.memory_total_bytes),
-                _gib(g.memory_free_bytes),
-                _gib(g.memory_used_bytes),
+                fmt_gib(g.memory_total_bytes),
+                fmt_gib(g.memory_free_bytes),
+                fmt_gib(g.memory_used_bytes),
                 g.driver_version or "-",
                 g.catalog_id or "-",
                 g.source,
@@ -64,7 +62,7 @@ def _render_table(host: HostInfo) -> None:
     info.add_row("CPU", cpu.model_name + (f" ({cpu.catalog_id})" if cpu.catalog_id else ""))
     info.add_row("cores / threads", f"{cpu.cores_physical} / {cpu.threads}")
     info.add_row("AVX2 / AVX-512", f"{'yes' if cpu.avx2 else 'no'} / {'yes' if cpu.avx512 else 'no'}")
-    info.add_row("RAM total / available", f"{_gib(host.ram_total_bytes)} / {_gib(host.ram_available_bytes)}")
+    info.add_row("RAM total / available", f"{fmt_gib(host.ram_total_bytes)} / {fmt_gib(host.ram_available_bytes)}")
     if host.ram_bandwidth_gbs is not None:
         info.add_row("RAM read bandwidth", f"{host.ram_bandwidth_gbs:.1f} GB/s (one process, one thread)")
     if host.disk_read_gbs is not None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from planner.cli._output import Format, print_json, stdout_console
+from planner.units import fmt_gib
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -89,10 +90,6 @@ def estimate_command(
         raise typer.Exit(code=1)
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
 def memory_bar(dev: dict[str, Any], width: int = BAR_WIDTH) -> Text:
     """Stacked bar of one device: weights / KV / compute / overhead, then the margin (╳) and free (·)."""
     from rich.text import Text
@@ -134,16 +131,17 @@ def render_table(data: dict[str, Any]) -> None:
         t.add_row(
             d["id"],
             memory_bar(d),
-            f"{_gib(d['resident_bytes'])} / {_gib(d['capacity_bytes'] - d['reserved_bytes'])}"
-            + (f" (+{_gib(d['reclaimable_bytes'])} page cache)" if d["reclaimable_bytes"] else "")
-            + (f" (short {_gib(d['shortfall_bytes'])})" if d["shortfall_bytes"] else ""),
+            f"{fmt_gib(d['resident_bytes'], 2)} / {fmt_gib(d['capacity_bytes'] - d['reserved_bytes'], 2)}"
+            + (f" (+{fmt_gib(d['reclaimable_bytes'], 2)} page cache)" if d["reclaimable_bytes"] else "")
+            + (f" (short {fmt_gib(d['shortfall_bytes'], 2)})" if d["shortfall_bytes"] else ""),
             str(d["layers"]) + (" +out" if d["holds_output"] else ""),
         )
     con.print(t)
     mem = data["memory"]
     con.print(
-        f"weights {_gib(mem['weights_bytes'])} · KV {_gib(mem['kv_cache_bytes'])} · compute "
-        f"{_gib(mem['compute_bytes'])} · overhead {_gib(mem['overhead_bytes'])} · total {_gib(mem['total_bytes'])}"
+        f"weights {fmt_gib(mem['weights_bytes'], 2)} · KV {fmt_gib(mem['kv_cache_bytes'], 2)} · compute "
+        f"{fmt_gib(mem['compute_bytes'], 2)} · overhead {fmt_gib(mem['overhead_bytes'], 2)} · total "
+        f"{fmt_gib(mem['total_bytes'], 2)}"
     )
     sp = data["speed"]
     lo, hi = sp["decode_range_tok_s"]
@@ -183,9 +181,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     for d in data["devices"]:
         mm = d["memory"]
         lines.append(
-            f"| {d['id']} | {_gib(mm['weights_bytes'])} | {_gib(mm['kv_cache_bytes'])} | "
-            f"{_gib(mm['compute_bytes'])} | {_gib(mm['overhead_bytes'])} | {_gib(d['used_bytes'])} | "
-            f"{_gib(d['capacity_bytes'] - d['reserved_bytes'])} | {'yes' if d['fits'] else 'no'} |"
+            f"| {d['id']} | {fmt_gib(mm['weights_bytes'], 2)} | {fmt_gib(mm['kv_cache_bytes'], 2)} | "
+            f"{fmt_gib(mm['compute_bytes'], 2)} | {fmt_gib(mm['overhead_bytes'], 2)} | {fmt_gib(d['used_bytes'], 2)} | "
+            f"{fmt_gib(d['capacity_bytes'] - d['reserved_bytes'], 2)} | {'yes' if d['fits'] else 'no'} |"
         )
     sp = data["speed"]
     lines += [

@@ -14,6 +14,7 @@ import typer
 
 from planner.cli._output import Format, print_json, stderr_console, stdout_console
 from planner.cli.estimate_cmd import memory_bar
+from planner.units import fmt_gib
 
 # The seed conversation asks about a "second, not very expensive" server: without --budget, agiplan does not
 # shop beyond a mid-range desktop (CPU + 64 GiB + one RTX 4090-class card).
@@ -158,10 +159,6 @@ def recommend_command(
         raise typer.Exit(code=1)
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
 def render_table(data: dict[str, Any]) -> None:
     from rich.table import Table  # lazy: keeps `agiplan --help` fast
     from rich.text import Text
@@ -195,7 +192,7 @@ def render_table(data: dict[str, Any]) -> None:
             for d in s["devices"]:
                 dev = dict(d, reserved_bytes=0)
                 label = f"  gpu{d['index']} {d['id']}" if d["kind"] == "gpu" else "  host RAM"
-                t.add_row(label, memory_bar(dev, 32), f"{_gib(d['used_bytes'])} / {_gib(d['capacity_bytes'])}")
+                t.add_row(label, memory_bar(dev, 32), f"{fmt_gib(d['used_bytes'])} / {fmt_gib(d['capacity_bytes'])}")
             con.print(t)
             if s["placements"]:
                 r = Table(show_header=True, header_style="bold", box=None, pad_edge=False, padding=(0, 1))
@@ -231,7 +228,7 @@ def render_table(data: dict[str, Any]) -> None:
                         str(p["ctx"]),
                         str(p["parallel"]),
                         ",".join(p["devices"]),
-                        _gib(p["memory_bytes"]) if p["memory_bytes"] else "-",
+                        fmt_gib(p["memory_bytes"]) if p["memory_bytes"] else "-",
                         f"{p['decode_tok_s']:.1f}",
                         f"{p['decode_tok_s_alone']:.1f}",
                         f"{p['min_tok_s']:g}" if p["min_tok_s"] is not None else "-",
@@ -240,7 +237,7 @@ def render_table(data: dict[str, Any]) -> None:
                 con.print(r)
             for sv in s["services"]:
                 con.print(
-                    f"  service {sv['name']}: {sv['cpu_cores']:g} cores, {_gib(sv['ram_bytes'])} RAM", style="dim"
+                    f"  service {sv['name']}: {sv['cpu_cores']:g} cores, {fmt_gib(sv['ram_bytes'])} RAM", style="dim"
                 )
         con.print(f"  why: {o['why']}", style="italic")
     for w in data.get("what_ifs", []):

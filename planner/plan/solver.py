@@ -45,7 +45,7 @@ from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step
 from planner.plan.schema import OptionKind
 from planner.plan.servers import Server
 from planner.plan.stack import RoleSpec, ServiceSpec, Stack
-from planner.units import GIB, MIB
+from planner.units import GIB, MIB, fmt_gib
 
 Mode = Literal["serial", "concurrent"]
 UNPLACED = -1
@@ -1403,8 +1403,6 @@ class _NodeLimit(Exception):
 # ------------------------------------------------------------------------------------------ option kinds
 
 
-
-
 @dataclass
 class OptionResult:
     kind: OptionKind
@@ -1588,10 +1586,6 @@ def _split_items(stack: Stack) -> list[int]:
     return [i for i, _ in scored[:1]] if scored else []
 
 
-def gib(n: float) -> str:
-    return f"{n / GIB:.1f} GiB"
-
-
 def fit_sentence(sol: Solution, ii: int) -> str:
     """'the 70B at Q4_K_M with 16k context needs 46.1 GiB; two 4090s give 48 GiB of which 2 GiB must stay
     free: fits with 0.1 GiB to spare' for item `ii` of a solution."""
@@ -1602,7 +1596,7 @@ def fit_sentence(sol: Solution, ii: int) -> str:
         return f"{it.name}: nothing fits"
     c = p.cands[ii][ci]
     if not it.is_model:
-        return f"{it.name}: {gib(c.total_bytes)} RAM on {p.servers[c.server].name}"
+        return f"{it.name}: {fmt_gib(c.total_bytes)} RAM on {p.servers[c.server].name}"
     gpu_ids = [p.slots[s].device.id for s in c.gpu_slots]
     counts: dict[str, int] = {}
     for g in gpu_ids:
@@ -1612,16 +1606,16 @@ def fit_sentence(sol: Solution, ii: int) -> str:
     marg = sum(m for _, m in c.margin)
     on_gpus = sum(b for s, b in c.mem if p.slots[s].is_gpu)
     ctx_k = f"{it.ctx // 1024}k" if it.ctx % 1024 == 0 else str(it.ctx)
-    head = f"{it.name}: {c.model_ref} at {c.quant} with {ctx_k} context × {it.parallel} needs {gib(c.total_bytes)}"
+    head = f"{it.name}: {c.model_ref} at {c.quant} with {ctx_k} context × {it.parallel} needs {fmt_gib(c.total_bytes)}"
     if not c.gpu_slots:
         return head + " of RAM (CPU only)"
     spare = sum(
         p.slots[s].capacity_bytes - sol.evaluation.used_bytes[s] - sol.evaluation.margin_bytes[s] for s in c.gpu_slots
     )
-    off = f", {gib(c.total_bytes - on_gpus)} offloaded to RAM" if c.uses_cpu else ""
+    off = f", {fmt_gib(c.total_bytes - on_gpus)} offloaded to RAM" if c.uses_cpu else ""
     return (
-        f"{head}; {where} give {gib(cap)} of which {gib(marg)} must stay free{off}: fits with "
-        f"{gib(max(0, spare))} to spare" + (" (shared)" if spare < cap - marg - on_gpus - 1 else "")
+        f"{head}; {where} give {fmt_gib(cap)} of which {fmt_gib(marg)} must stay free{off}: fits with "
+        f"{fmt_gib(max(0, spare))} to spare" + (" (shared)" if spare < cap - marg - on_gpus - 1 else "")
     )
 
 

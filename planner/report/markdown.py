@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from planner.plan.schema import Plan
 from planner.report.i18n import check_lang, t
 from planner.report.model import BenchFile, DeviceView, Headroom, OptionView, Report, RoleView, build_report
-from planner.units import GIB, fmt_bytes
+from planner.units import GIB, fmt_bytes, fmt_gib
 
 BAR_WIDTH = 40
 
@@ -31,9 +31,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return out
 
-
-def _gib(n: float) -> str:
-    return f"{n / GIB:.1f} GiB"
 
 
 def _usd(x: float) -> str:
@@ -109,7 +106,7 @@ def _options_table(r: Report, lang: str) -> list[str]:
         for role in r.role_names:
             rv = o.role(role)
             speeds.append(_toks(rv) if rv else t(lang, "not_here"))
-        free = f"{_gib(o.largest_free_bytes)} ({o.largest_free_device})" if o.largest_free_device else "0"
+        free = f"{fmt_gib(o.largest_free_bytes)} ({o.largest_free_device})" if o.largest_free_device else "0"
         rows.append(
             [
                 label,
@@ -156,7 +153,7 @@ def _role_rows(lang: str, roles: Sequence[RoleView]) -> list[list[object]]:
                 rv.engine,
                 devs,
                 _toks(rv),
-                _gib(rv.memory_bytes),
+                fmt_gib(rv.memory_bytes),
                 res,
             ]
         )
@@ -176,7 +173,7 @@ def _pie(server: str, d: DeviceView, lang: str) -> list[str]:
         (t(lang, "part.margin"), d.margin_bytes),
         (t(lang, "part.free"), max(0, d.free_bytes)),
     ]
-    title = f"{server} {_device_label(d)}: {_gib(d.used_bytes)} / {_gib(d.capacity_bytes)}"
+    title = f"{server} {_device_label(d)}: {fmt_gib(d.used_bytes)} / {fmt_gib(d.capacity_bytes)}"
     out = ["```mermaid", "pie showData", f"    title {title}"]
     out += [f'    "{name}" : {b / GIB:.2f}' for name, b in parts if b / GIB >= 0.005]
     out.append("```")
@@ -198,7 +195,7 @@ def text_bar(d: DeviceView, width: int = BAR_WIDTH) -> str:
         cells += ch * max(0, n)
     cells += "." * (width - len(cells))
     over = "  OVER" if d.free_bytes < 0 else ""
-    return f"[{cells}] {_gib(d.used_bytes)} / {_gib(d.capacity_bytes)}{over}"
+    return f"[{cells}] {fmt_gib(d.used_bytes)} / {fmt_gib(d.capacity_bytes)}{over}"
 
 
 def _memory(server: str, devices: Sequence[DeviceView], lang: str) -> list[str]:
@@ -295,7 +292,7 @@ def _buy(r: Report, lang: str) -> list[str]:
 def _fmt_metric(name: str, v: float | None) -> str:
     if v is None:
         return "-"
-    return _gib(v) if name.endswith("_bytes") else f"{v:.1f}"
+    return fmt_gib(v) if name.endswith("_bytes") else f"{v:.1f}"
 
 
 def _bench(r: Report, lang: str) -> list[str]:
