@@ -35,3 +35,10 @@ def run(app: Callable[[], object]) -> None:
     except BrokenPipeError:
         # `agiplan ... | head`: the reader went away; not an error worth a traceback.
         sys.exit(141)
+    except OSError as exc:
+        # the file system said no (an --out under a file, a full disk, no permission): the user's to fix
+        if debug_enabled():
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"error: {error_text(OSError(f'{where}{exc.strerror or exc}'))}\n")
+        sys.exit(2)
