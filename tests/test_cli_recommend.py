@@ -197,3 +197,22 @@ def test_unknown_disk_is_named_not_replaced_by_a_default(tmp_path: Path) -> None
     res = runner.invoke(app, ["recommend", str(stack)])
     assert isinstance(res.exception, PlannerError), res.output
     assert "Unknown disk 'nvme-gen44'. Did you mean nvme-gen4" in str(res.exception)
+
+
+@pytest.mark.parametrize("flag", ["--out", "--report"])
+def test_unwritable_output_real_entry_point_one_line_exit_2(tmp_path: Path, flag: str) -> None:
+    """An output path the file system refuses (here: under a regular file) ends in one `error:` line naming
+    the path, exit 2 — it used to end in a FileExistsError traceback after the whole search."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    target = blocker / "plan.out"
+    proc = subprocess.run(
+        [sys.executable, "-c", "from planner.cli import main; main()", "recommend", "--preset", "ensemble", flag,
+         str(target)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {blocker}: ")
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1

@@ -16,10 +16,6 @@ from planner.cli._output import Format, print_json, stderr_console, stdout_conso
 from planner.cli.estimate_cmd import memory_bar
 from planner.units import fmt_gib
 
-# The seed conversation asks about a "second, not very expensive" server: without --budget, agiplan does not
-# shop beyond a mid-range desktop (CPU + 64 GiB + one RTX 4090-class card).
-DEFAULT_BUDGET_USD = 3000.0
-
 
 def register(app: typer.Typer) -> None:
     app.command("recommend")(recommend_command)
@@ -60,16 +56,10 @@ def recommend_command(
     """Place the stack's models on your server(s): serial, concurrent, a second server, or a split — side by side."""
     from planner.catalog import load_catalog
     from planner.errors import PlannerError
-    from planner.plan.recommend import recommend
+    from planner.plan.request import assemble_servers, plan_stack
     from planner.plan.schema import save_plan
-    from planner.plan.servers import (
-        DEFAULT_SERVER_NOTE,
-        DEFAULT_SERVER_SPEC,
-        parse_server_spec,
-        server_from_detect,
-    )
     from planner.plan.stack import load_preset, load_stack
-    from planner.plan.whatif import Scenario, _best_effort, apply_what_if, nearest_relaxations, run_what_ifs
+    from planner.plan.whatif import best_effort
 
     if (stack_file is None) == (preset is None):
         raise PlannerError("give a stack file or --preset deep|agents|ensemble (one of them).")
@@ -79,65 +69,24 @@ def recommend_command(
         check_lang(lang)  # before a search that may take a while
     stack = load_stack(stack_file) if stack_file is not None else load_preset(preset or "")
     cat = load_catalog()
-    assumptions: list[str] = []
-    if budget is None:
-        budget = DEFAULT_BUDGET_USD
-        assumptions.append(
-            f"no --budget given: new hardware capped at ${DEFAULT_BUDGET_USD:,.0f} (the seed's 'second, not very "
-            "expensive' server); pass --budget USD to change it"
-        )
-    servers = []
-    for i, spec in enumerate(server or []):
-        servers.append(parse_server_spec(spec, cat, default_name="main" if i == 0 else f"server{i + 1}"))
-    for f in server_file or []:
-        servers.append(server_from_detect(f, cat))
-    if not servers:
-        servers = [parse_server_spec(DEFAULT_SERVER_SPEC, cat)]
-        assumptions.append(DEFAULT_SERVER_NOTE)
-    names = [s.name for s in servers]
-    if len(set(names)) != len(names):
-        raise PlannerError(f"server names must differ: {', '.join(names)} (name them 'NAME: parts').")
-    for s in servers:
-        assumptions += [f"{s.name}: {n}" for n in s.notes]
-
-    base = Scenario(stack, tuple(servers), budget)
-    for w in what_if or []:
-        apply_what_if(w, base, cat)  # bad what-ifs fail before the solve
+    servers, notes = assemble_servers(cat, server or [], server_file or [])
     # large stacks search for tens of seconds: say what is being searched (a spinner on a terminal only)
     with stderr_console().status("searching", spinner="dots") as status:
-        rec = recommend(
+        plan = plan_stack(
             stack,
             servers,
             cat,
             budget_usd=budget,
             allow=allow,
-            assumptions=assumptions,
+            what_ifs=what_if or [],
             time_limit_s=time_limit,
+            assumptions=notes,
             progress=status.update,
-        )
-    plan = rec.plan
-    if what_if:
-        plan = plan.model_copy(
-            update={
-                "what_ifs": run_what_ifs(
-                    what_if, base, plan, cat, allow=allow, cache=rec.cache, time_limit_s=time_limit
-                )
-            }
-        )
-    if plan.recommended is None:
-        best = _best_effort(plan)
-        failing = best.failing_roles if best else [r.name for r in stack.roles]
-        plan = plan.model_copy(
-            update={
-                "relaxations": nearest_relaxations(
-                    base, failing, cat, allow=allow, cache=rec.cache, time_limit_s=time_limit
-                )
-            }
         )
     if out is not None:
         save_plan(plan, out)
     if report is not None:
-        from planner.deploy.write import write_text_atomic
+        from planner.io import write_text_atomic
         from planner.report import render_report
 
         write_text_atomic(report, render_report(plan, [], lang))
@@ -149,7 +98,7 @@ def recommend_command(
         render_table(data)
     if plan.recommended is None:
         err = stderr_console()
-        best = _best_effort(plan)
+        best = best_effort(plan)
         who = ", ".join(best.failing_roles) if best and best.failing_roles else "every role"
         err.print(f"nothing meets every target within the budget: {who} fail(s).")
         for r in plan.relaxations:

@@ -35,7 +35,8 @@ def report_command(
     Summary, options side by side, per-server roles and memory charts, what to buy, measured vs predicted,
     deployment commands, sources."""
     from planner.errors import PlannerError
-    from planner.plan.schema import load_plan, write_json_atomic
+    from planner.io import write_json_atomic, write_text_atomic
+    from planner.plan.schema import load_plan
     from planner.report import build_report, load_bench, render_markdown
     from planner.report.i18n import check_lang
 
@@ -45,22 +46,18 @@ def report_command(
     plan = load_plan(plan_file)
     bench_files = [load_bench(b) for b in bench or []]
     report = build_report(plan, bench_files, margins=margins)
-    if fmt is Format.json:
-        data = report.model_dump(mode="json")
-        if out is None:
-            print_json(data)
+    if out is None:
+        if fmt is Format.json:
+            print_json(report.model_dump(mode="json"))
         else:
-            write_json_atomic(out, data)
+            typer.echo(render_markdown(report, lang), nl=False)
     else:
-        text = render_markdown(report, lang)
-        if out is None:
-            typer.echo(text, nl=False)
-        else:
-            from planner.deploy.write import write_text_atomic
-
-            try:
-                write_text_atomic(out, text)
-            except OSError as e:
-                raise PlannerError(f"cannot write {out}: {e.strerror or e}.") from e
+        try:
+            if fmt is Format.json:
+                write_json_atomic(out, report.model_dump(mode="json"))
+            else:
+                write_text_atomic(out, render_markdown(report, lang))
+        except OSError as e:  # both formats: one line, no traceback
+            raise PlannerError(f"cannot write {out}: {e.strerror or e}.") from e
     if out is not None:
         typer.echo(f"wrote {out}", err=True)

@@ -8,13 +8,9 @@ from pathlib import Path
 
 from planner.deploy import Deployment
 from planner.errors import PlannerError
-from planner.io import write_text_atomic as _write_text_atomic
+from planner.io import write_text_atomic
 
 MANIFEST = "deploy.json"
-
-
-def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    _write_text_atomic(path, text, mode)
 
 
 def write_deployment(dep: Deployment, out_dir: Path) -> list[Path]:

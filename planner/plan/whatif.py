@@ -55,7 +55,7 @@ def _recommended(plan: Plan) -> PlanOption | None:
     return plan.options[plan.recommended] if plan.recommended is not None else None
 
 
-def _best_effort(plan: Plan) -> PlanOption | None:
+def best_effort(plan: Plan) -> PlanOption | None:
     """The recommended option, else the one with the fewest failing roles (then highest quality)."""
     rec = _recommended(plan)
     if rec is not None:
@@ -76,7 +76,7 @@ def _role_speeds(opt: PlanOption | None) -> dict[str, dict[str, Any]]:
 
 def plan_delta(label: str, base: Plan, other: Plan) -> dict[str, Any]:
     """What changes in the recommended answer: kind, cost, quality, per-role model / quant / tok/s."""
-    a, b = _best_effort(base), _best_effort(other)
+    a, b = best_effort(base), best_effort(other)
     ra, rb = _role_speeds(a), _role_speeds(b)
     roles: dict[str, Any] = {}
     for name in sorted(set(ra) | set(rb)):
