@@ -62,11 +62,12 @@ def main() -> int:
     from planner.measure.bench_llama import LlamaBenchConfig, run_llama_bench
     from planner.measure.host import detect_this_host, planning_devices
     from planner.sources.gguf_file import read_gguf
+    from planner.units import fmt_gib
 
     cat = load_catalog()
     info = detect_this_host(cat)
     gpus, host = planning_devices(cat, info)
-    print(f"host: {info.cpu.model_name}, {info.cpu.cores_physical} cores, {info.ram_total_bytes / 2**30:.1f} GiB; "
+    print(f"host: {info.cpu.model_name}, {info.cpu.cores_physical} cores, {fmt_gib(info.ram_total_bytes)}; "
           f"planning device {host.id} ({host.bandwidth_gbs:g} GB/s, {host.compute_tflops:g} TFLOPS); "
           f"{len(info.gpus)} GPU(s)")  # fmt: skip
     rows: list[dict[str, Any]] = []

@@ -30,8 +30,7 @@ from planner.measure.llama_runner import LlamaParams, measure_buffers
 from planner.measure.synthetic import write_synthetic_gguf
 from planner.model.arch import ModelArch, ModelSpec
 from planner.sources.gguf_file import read_gguf
-
-MIB = 2**20
+from planner.units import MIB
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,8 @@ from planner.estimate.placement import layer_table
 from planner.estimate.types import Device, DeviceUsage, Estimate, RunConfig
 from planner.model.arch import ModelArch, ModelSpec, Source
 from planner.sources.resolve import resolve_model
+from planner.units import GIB, MIB
 
-MIB = 2**20
-GIB = 2**30
 DATA_PATH = Path(__file__).with_name("data") / "public_logs.yaml"
 HOST_NAMES = ("CPU", "CPU_Mapped", "CUDA_Host")  # llama.cpp's names for host buffers
 

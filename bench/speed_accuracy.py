@@ -18,8 +18,7 @@ from planner.estimate.estimate import estimate
 from planner.estimate.types import Device, RunConfig
 from planner.model.arch import ModelArch, ModelSpec, Source
 from planner.sources.resolve import resolve_model
-
-GIB = 2**30
+from planner.units import GIB
 
 
 def _llama(name: str, layers: int, hidden: int, heads: int, ffn: int, vocab: int, ctx: int) -> ModelArch:
