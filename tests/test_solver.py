@@ -535,6 +535,88 @@ def test_time_limited_search_is_never_better_than_brute_force_and_its_bound_hold
     _assert_no_overflow(p, sol.assign)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    cost_step=st.sampled_from([-100, 0, 100]),
+    quality_step=st.sampled_from([-1, 0, 1]),
+)
+def test_search_against_another_sets_plan_settles(data: st.DataObject, cost_step: int, quality_step: int) -> None:
+    """`solve_two_server` hands each server set the best plan of the sets before it, which may cost less or
+    more and may miss targets. With the branch and bound stopped at once (1 node), the MILP must settle the
+    question either way: the set's optimum when it beats that plan (brute force), else None, never "stopped
+    without a plan" (it used to be when a set's best plan matched the bar's failures and quality at a higher
+    cost: the MILP found it, it was no better, and nothing proved that nothing was)."""
+    from dataclasses import replace
+
+    p = replace(_synthetic_problem(data), cost_cents=100)
+    key, _ = brute_force(p)
+    bar = (key[0], key[1] + quality_step, 100 + cost_step, key[3])
+    sol = solve(p, incumbent=bar, node_limit=1)
+    if key < bar:
+        assert sol is not None and sol.exact
+        assert sol.evaluation.key == key
+    else:
+        assert sol is None
+
+
+@pytest.mark.parametrize(
+    ("quality", "exact", "own_bound", "others", "expected"),
+    [
+        (900, True, None, [950], 950),  # a set not searched may reach 950
+        (900, True, None, [800], 900),  # the best plan's own set caps it
+        (900, False, 940, [920], 940),  # the best plan was itself unproven: its bound
+        (900, True, None, [None], None),  # a set whose bound is unknown: unknown
+        (900, False, None, [920], None),
+    ],
+)
+def test_unsettled_best_plan_keeps_a_bound_over_every_set(
+    quality: int, exact: bool, own_bound: int | None, others: list[int | None], expected: int | None
+) -> None:
+    from dataclasses import replace
+
+    from planner.plan.solver import Solution, _unsettled
+
+    p = make_problem(
+        _stack([{"name": "a", "models": ["mistral-7b"], "quants": ["Q4_K_M"]}]),
+        [_srv("main: rtx-4090")],
+        CAT,
+        CACHE,
+        mode="concurrent",
+    )
+    ev = replace(evaluate(p, [0]), quality=quality)
+    best = Solution(p, [0], ev, 1, exact, own_bound)
+    got = _unsettled(best, others)
+    assert got is not None and not got.exact
+    assert got.quality_bound == expected
+    assert _unsettled(None, others) is None
+
+
+def test_two_server_search_out_of_time_keeps_the_best_plan_found() -> None:
+    """The agents preset with a budget: many purchasable second servers, the branch and bound stopped at once
+    and 1 ms of MILP per option kind. The sets searched after the time ran out cannot settle; the option must
+    still be the best plan found (flagged not proven in the notes), not an error after the whole search (what
+    `agiplan recommend` did on a 12-role stack: "stopped after 50000 nodes and 49.2 s of MILP without a plan")."""
+    from planner.plan.stack import load_preset
+
+    main = _srv("main: 2x rtx-4090, ryzen-9-7950x, 128GiB")
+    kinds = ("two-server", "split")
+    rushed = recommend(
+        load_preset("agents"),
+        [main],
+        CAT,
+        cache=CACHE,
+        budget_usd=3000.0,
+        kinds=kinds,
+        node_limit=1,
+        time_limit_s=0.001,
+    )
+    for r in rushed.results:
+        assert r.solution is not None, r.why_not
+        assert not r.solution.exact
+        assert any(n.startswith(f"{r.kind}: best plan found, not proven optimal") for n in rushed.plan.assumptions)
+
+
 def test_two_server_pruning_equals_trying_every_set() -> None:
     """solve_two_server orders the purchasable second servers by a weight-size bound, stops once the
     incumbent is no worse, and skips candidates that cannot lift the quality: the answer must equal the best

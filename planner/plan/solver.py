@@ -964,11 +964,23 @@ def solve(
             # the MILP's optimum (a lower bound) is the best plan's own value: that plan is optimal
             return replace(sol, nodes=nodes, exact=True, quality_bound=None)
     if sol is None:
-        raise PlannerError(
-            f"the placement search stopped after {node_limit} nodes and {time_limit_s:g} s of MILP without a "
-            "plan; give fewer model candidates or quants per role, or a larger --time-limit."
+        what = "a plan better than the one in hand" if incumbent is not None else "a plan"
+        raise SearchLimitError(
+            f"the placement search stopped after {node_limit} nodes and {time_limit_s:g} s of MILP without {what}; "
+            "give fewer model candidates or quants per role, or a larger --time-limit.",
+            q_bound,
         )
     return replace(sol, nodes=nodes, exact=False, quality_bound=q_bound)
+
+
+class SearchLimitError(PlannerError):
+    """The node and time limits came before the search found a plan beating its bar (any plan, without one)
+    or proved there is none. `quality_bound`: no plan of that problem meeting every target scores more (None:
+    unknown)."""
+
+    def __init__(self, message: str, quality_bound: int | None) -> None:
+        super().__init__(message)
+        self.quality_bound = quality_bound
 
 
 def _lower(a: int | None, b: int | None) -> int | None:
@@ -1442,11 +1454,20 @@ def solve_two_server(
     bounds = [set_bound.key(s[1]) if len(s) == 2 else (0, 0, 0, 0) for s in sets]
     # best-first: sets in order of their bound (cheapest first among equals); once the incumbent is no worse
     # than the next set's bound, no later set can beat it
-    for bnd, servers in sorted(zip(bounds, sets, strict=True), key=lambda x: x[0]):
-        if split and not servers[1].gpus:
-            continue
+    ordered = [(bnd, servers) for bnd, servers in sorted(zip(bounds, sets, strict=True), key=lambda x: x[0])]
+    ordered = [(bnd, servers) for bnd, servers in ordered if not (split and not servers[1].gpus)]
+    why_limit = ""
+    for k, (bnd, servers) in enumerate(ordered):
         incumbent = best.evaluation.key if best else None
         if incumbent is not None and bnd >= incumbent:
+            break
+        if clock.exhausted():
+            # the time is spent: the sets not searched may hold a better plan (each at most its bound)
+            best = _unsettled(best, [-b[1] if len(srv) == 2 else None for b, srv in ordered[k:]])
+            why_limit = (
+                f"the search's {time_limit_s:g} s ran out with {len(ordered) - k} server set(s) not searched "
+                "(a larger --time-limit searches them)"
+            )
             break
         tried += 1
         if split:
@@ -1464,7 +1485,11 @@ def solve_two_server(
                 )
                 if not p.cands[ii]:
                     continue
-                sol = clock.solve(p, best.evaluation.key if best else None, node_limit)
+                try:
+                    sol = clock.solve(p, best.evaluation.key if best else None, node_limit)
+                except SearchLimitError as exc:
+                    best, why_limit = _unsettled(best, [exc.quality_bound]), str(exc)
+                    continue
                 if _better(sol, best):
                     best = sol
         else:
@@ -1477,13 +1502,33 @@ def solve_two_server(
                 require_server=1,
                 min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
             )
-            sol = clock.solve(p, incumbent, node_limit)
+            try:
+                sol = clock.solve(p, incumbent, node_limit)
+            except SearchLimitError as exc:
+                best, why_limit = _unsettled(best, [exc.quality_bound]), str(exc)
+                continue
             if _better(sol, best):
                 best = sol
         if progress:
             progress(tried)
-    why = "" if best else ("no second server with a GPU to split a model over" if split else "nothing fits")
-    return OptionResult(kind, best, why, tried)
+    if best is not None:
+        return OptionResult(kind, best, "", tried)
+    if why_limit:
+        return OptionResult(kind, None, why_limit, tried)
+    why = "no second server with a GPU to split a model over" if split else "nothing fits"
+    return OptionResult(kind, None, why, tried)
+
+
+def _unsettled(best: Solution | None, bounds: Sequence[int | None]) -> Solution | None:
+    """`best` stays the answer, but the limits stopped the search of server sets that may hold a better plan
+    (no plan there meeting every target scores more than their `bounds`; None: unknown): no longer proven
+    optimal, and its quality bound covers those sets too."""
+    if best is None:
+        return None
+    own = best.evaluation.quality if best.exact else best.quality_bound
+    known = [b for b in (own, *bounds) if b is not None]
+    bound = max(known) if len(known) == len(bounds) + 1 else None
+    return replace(best, exact=False, quality_bound=bound)
 
 
 class _Clock:
@@ -1493,6 +1538,9 @@ class _Clock:
     def __init__(self, time_limit_s: float) -> None:
         self.limit_s = time_limit_s
         self.used_s = 0.0
+
+    def exhausted(self) -> bool:
+        return self.used_s >= self.limit_s
 
     def solve(self, p: Problem, incumbent: tuple[int, int, int, int] | None, node_limit: int) -> Solution | None:
         t0 = time.monotonic()
