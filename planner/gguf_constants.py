@@ -6,7 +6,8 @@ package's own file is executed on its own (same file, same values: still one sou
 `gguf` is already imported, its `gguf.constants` is returned instead.
 
 Use it where only the tables are needed (bits per weight, type names, header parsing); writing or
-reading tensor data still imports gguf itself.
+reading tensor data still imports gguf itself. `ggml_block_sizes()` is the one place agiplan reads
+`GGML_QUANT_SIZES` for sizing (bits per weight, tensor bytes, KV cache rows).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 
 _STANDALONE_NAME = "planner._gguf_constants_standalone"
 
@@ -48,3 +50,11 @@ def gguf_constants() -> ModuleType:
 
         constants: ModuleType = gguf.constants
         return constants
+
+
+@functools.cache
+def ggml_block_sizes() -> Mapping[str, tuple[int, int]]:
+    """GGML tensor type name (F32, Q8_0, Q4_K ...) → (elements per block, bytes per block), from
+    `gguf.GGML_QUANT_SIZES` in gguf-py's order (Q4_K: (256, 144); ggml_row_size = n / block × bytes)."""
+    gguf = gguf_constants()
+    return MappingProxyType({t.name: (int(b), int(s)) for t, (b, s) in gguf.GGML_QUANT_SIZES.items()})

@@ -22,8 +22,11 @@ import yaml
 from planner.catalog import load as load_mod
 from planner.catalog import load_catalog, load_catalog_dir, tensor_type_bpw
 from planner.catalog.load import Catalog, catalog_dir
-from planner.errors import CatalogError, UnknownIdError
+from planner.errors import CatalogError, EstimateError, UnknownIdError
+from planner.estimate.kv import kv_row_bytes
+from planner.gguf_constants import ggml_block_sizes
 from planner.hardware.match import match_cpu, match_gpu
+from planner.model.quant_scheme import bits_per_weight
 from planner.units import MIB
 
 REPO_CATALOG = Path(__file__).resolve().parent.parent / "catalog"
@@ -305,6 +308,29 @@ def test_tensor_type_bpw_is_derived_from_gguf(type_name: str, bpw: float) -> Non
     assert tensor_type_bpw(type_name) == bpw
     block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]]
     assert tensor_type_bpw(type_name) == size * 8 / block
+
+
+# One size table for the catalog, the quantizer mirror and the KV cache; each keeps its own message.
+UNKNOWN_TENSOR_TYPE = [
+    # catalog: planner.catalog.tensor_type_bpw
+    (lambda: tensor_type_bpw("Q4_Z"), UnknownIdError, "Unknown GGUF tensor type 'Q4_Z'. Did you mean"),
+    # quantizer mirror: planner.model.quant_scheme.bits_per_weight
+    (lambda: bits_per_weight("Q4_Z"), UnknownIdError, "Unknown GGML tensor type 'Q4_Z'. Did you mean"),
+    # KV cache: only the engine's cache types, a hint naming them
+    (lambda: kv_row_bytes("q4_z", 128), EstimateError, "Unknown KV cache type 'q4_z'. Use one of: "),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "message"), UNKNOWN_TENSOR_TYPE)
+def test_unknown_tensor_type_messages(call: Callable[[], object], error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as e:
+        call()
+    assert str(e.value).startswith(message)
+
+
+def test_ggml_block_sizes_is_gguf_s_table() -> None:
+    assert dict(ggml_block_sizes()) == {t.name: tuple(v) for t, v in gguf.GGML_QUANT_SIZES.items()}
+    assert kv_row_bytes("q8_0", 4096) == 4096 // 32 * 34  # ggml_row_size(Q8_0, 4096)
 
 
 def test_tensor_type_entries_store_no_bpw(cat: Catalog) -> None:

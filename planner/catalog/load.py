@@ -30,7 +30,9 @@ from planner.catalog.schema import (
     RamPrice,
 )
 from planner.errors import CatalogError, UnknownIdError
+from planner.gguf_constants import ggml_block_sizes
 from planner.model.arch import ExpertSpec, ModelArch, Source
+from planner.model.quant_scheme import bits_per_weight
 
 ENV_DIR = "AGIPLAN_CATALOG_DIR"
 FILES = ("models.yaml", "quants.yaml", "hardware.yaml", "engines.yaml")
@@ -383,16 +385,10 @@ class Catalog:
 
 def tensor_type_bpw(ggml_type: str) -> float:
     """Bits per weight of a GGUF tensor type: type_size × 8 / block_size, from gguf.GGML_QUANT_SIZES."""
-    from planner.gguf_constants import gguf_constants
-
-    gguf = gguf_constants()
-
-    try:
-        qt = gguf.GGMLQuantizationType[ggml_type.upper()]
-    except KeyError:
-        raise UnknownIdError("GGUF tensor type", ggml_type, [t.name for t in gguf.GGMLQuantizationType], "") from None
-    block_size, type_size = gguf.GGML_QUANT_SIZES[qt]
-    return float(type_size * 8 / block_size)
+    sizes = ggml_block_sizes()
+    if ggml_type.upper() not in sizes:
+        raise UnknownIdError("GGUF tensor type", ggml_type, list(sizes), "")
+    return bits_per_weight(ggml_type)
 
 
 def _match(table: Mapping[str, Any], key: str) -> str | None:

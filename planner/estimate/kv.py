@@ -34,13 +34,11 @@ SWA_PAD = 256  # "the SWA cache is always padded to 256 for performance" (src/ll
 @functools.lru_cache(maxsize=1024)
 def kv_row_bytes(kv_type: str, n_values: int) -> int:
     """ggml_row_size(type, n): bytes of n values of a KV cache type, from gguf.GGML_QUANT_SIZES."""
-    from planner.gguf_constants import gguf_constants  # the tables only: no numpy at start-up
+    from planner.gguf_constants import ggml_block_sizes  # the tables only: no numpy at start-up
 
-    gg = gguf_constants()
-    name = kv_type.upper()
     if kv_type.lower() not in KV_TYPES:
         raise EstimateError(f"Unknown KV cache type '{kv_type}'. Use one of: {', '.join(KV_TYPES)}.")
-    block, type_size = (int(x) for x in gg.GGML_QUANT_SIZES[gg.GGMLQuantizationType[name]])
+    block, type_size = ggml_block_sizes()[kv_type.upper()]
     if n_values % block:
         raise EstimateError(
             f"KV cache type {kv_type} needs rows that are a multiple of {block} values; this model's "

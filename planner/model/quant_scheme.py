@@ -19,10 +19,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Literal
 
 from planner.errors import EstimateError, UnknownIdError
+from planner.gguf_constants import ggml_block_sizes  # the tables are loaded on first use, not on import
 from planner.model.arch import ModelArch, ModelWeights, Source, TensorInfo
 from planner.model.layout import Shape, is_known_layout, layout_family, tensor_shapes
 
@@ -31,17 +31,9 @@ from planner.model.layout import Shape, is_known_layout, layout_family, tensor_s
 # --------------------------------------------------------------------------------------------------
 
 
-@cache
-def _quant_sizes() -> dict[str, tuple[int, int]]:
-    from planner.gguf_constants import gguf_constants  # the tables only: no numpy at start-up
-
-    gguf = gguf_constants()
-    return {t.name: (int(b), int(s)) for t, (b, s) in gguf.GGML_QUANT_SIZES.items()}
-
-
 def ggml_types() -> tuple[str, ...]:
     """Every GGML tensor type name gguf-py knows (F32, F16, Q4_K, IQ4_XS ...)."""
-    return tuple(_quant_sizes())
+    return tuple(ggml_block_sizes())
 
 
 def block_size(ggml_type: str) -> int:
@@ -50,7 +42,7 @@ def block_size(ggml_type: str) -> int:
 
 
 def _sizes_of(ggml_type: str) -> tuple[int, int]:
-    sizes = _quant_sizes()
+    sizes = ggml_block_sizes()
     key = ggml_type.upper()
     if key not in sizes:
         hint = "See gguf.GGMLQuantizationType for the names."
