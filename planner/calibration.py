@@ -1,5 +1,8 @@
 """Per-machine calibration profile: measured ÷ predicted speed per device, saved by `agiplan bench`.
 
+The one home of calibration maths: the ratios a bench run gives (`calibrate_from_run`), their running
+mean per device (`update_profile`) and the ratios applied to later estimates (`calibration_for_devices`).
+
 Stored as JSON in $XDG_CONFIG_HOME/agiplan/calibration-<hostname>.json (default ~/.config). `estimate`
 applies it to devices of this host and marks such figures "calibrated"; `recommend` does not (the servers
 it plans are descriptions, not necessarily this machine).
@@ -13,12 +16,19 @@ import socket
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerError
 from planner.estimate.types import Device, DeviceCalibration
 from planner.io import safe_file_name, validation_message, write_text_atomic
+
+if TYPE_CHECKING:
+    from planner.catalog.load import Catalog
+    from planner.estimate.types import Estimate, RunConfig
+    from planner.measure.results import BenchRun, CalibrationUpdate
+    from planner.model.arch import ModelSpec
 
 SCHEMA_VERSION = 1
 
@@ -123,3 +133,57 @@ def calibration_for_devices(devices: Iterable[Device], path: Path | None = None)
         if e is not None:
             out[d.id] = DeviceCalibration(e.decode_ratio, e.prefill_ratio)
     return out
+
+
+def calibrate_from_run(
+    spec: ModelSpec,
+    cfg: RunConfig,
+    est: Estimate,
+    run: BenchRun,
+    gpus: list[Device],
+    host: Device,
+    cat: Catalog,
+    path: Path | None = None,
+) -> list[CalibrationUpdate]:
+    """measured ÷ predicted per device, for runs that sit on one device (CPU only, or all on one GPU),
+    folded into this host's profile; each update says how the run's estimate moves. A run split over
+    several devices is not calibrated (a note on `run` says so); one without both speeds gives nothing."""
+    from planner.estimate.devices import host_device
+    from planner.estimate.estimate import estimate
+    from planner.measure.results import CalibrationUpdate
+
+    m = run.measured
+    if m.decode_tok_s is None or m.prefill_tok_s is None:
+        return []
+    used = [d for d in est.devices if d.layers or d.holds_output]
+    if len(used) != 1:
+        run.notes.append("not calibrated: the model is split over several devices")
+        return []
+    targets = [(used[0].device, est)]
+    if used[0].device.kind == "cpu" and host.id != "cpu":
+        # `agiplan estimate` without --cpu plans with the generic host; calibrate that one too, against
+        # its own prediction, so both ways of asking get this machine's speed.
+        generic = host_device(cat, None, host.capacity_bytes / 2**30)
+        targets.append((generic, estimate(spec, cfg, gpus, generic)))
+    updates = []
+    for dev, e in targets:
+        dr = m.decode_tok_s / e.speed.decode_tok_s
+        pr = m.prefill_tok_s / e.speed.prefill_tok_s
+        prof = update_profile(dev.id, dr, pr, run.model, path)
+        h = dev if dev.kind == "cpu" and dev.id != host.id else host
+        after = estimate(spec, cfg, gpus, h, calibration=calibration_for_devices([*gpus, h], path))
+        entry = prof.entries[dev.id]
+        updates.append(
+            CalibrationUpdate(
+                device_id=dev.id,
+                decode_ratio=entry.decode_ratio,
+                prefill_ratio=entry.prefill_ratio,
+                profile_path=str(path or profile_path()),
+                samples=entry.samples,
+                decode_tok_s_before=round(e.speed.decode_tok_s, 3),
+                decode_tok_s_after=round(after.speed.decode_tok_s, 3),
+                prefill_tok_s_before=round(e.speed.prefill_tok_s, 3),
+                prefill_tok_s_after=round(after.speed.prefill_tok_s, 3),
+            )
+        )
+    return updates

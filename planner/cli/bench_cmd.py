@@ -5,7 +5,8 @@ random-weight GGUF of a catalog model, written to the cache, then benched), `--e
 NAME` (a running OpenAI-compatible server), `--plan plan.json --server NAME` (every role of that server
 alone, then all together as planned), `--show-calibration`.
 
-Presentation and orchestration only; measuring lives in planner.measure, predicting in planner.estimate.
+Presentation and orchestration only; measuring lives in planner.measure (bench records in
+planner.measure.records), predicting in planner.estimate, calibration maths in planner.calibration.
 Progress goes to stderr; data (table or JSON) to stdout. Ctrl-C stops, keeps what was measured (and
 writes it to --out), and exits 130.
 """
@@ -26,10 +27,9 @@ from planner.units import fmt_gib
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from planner.estimate.types import Device, Estimate, RunConfig
+    from planner.estimate.types import Device
     from planner.measure.bench_llama import LlamaBenchConfig
-    from planner.measure.results import BenchResult, BenchRun, CalibrationUpdate
-    from planner.model.arch import ModelSpec
+    from planner.measure.results import BenchResult, BenchRun
 
 
 def register(app: typer.Typer) -> None:
@@ -207,33 +207,6 @@ def _synthetic_path(model_id: str, quant: str) -> Path:
         return synthetic_for_catalog(model_id, quant, progress=step)
 
 
-def _run_config(lcfg: LlamaBenchConfig, gpu_layers: int | None, has_gpus: bool) -> RunConfig:
-    from planner.estimate.types import RunConfig
-
-    return RunConfig(
-        engine="llama.cpp",
-        ctx=lcfg.ctx,
-        parallel=lcfg.parallel,
-        kv_type_k=lcfg.kv_type_k,
-        kv_type_v=lcfg.kv_type_v,
-        flash_attn=lcfg.flash_attn,
-        n_ubatch=lcfg.n_ubatch,
-        n_batch=lcfg.n_batch,
-        gpu_layers=gpu_layers if gpu_layers is not None else (None if has_gpus else 0),
-        swa_full=lcfg.swa_full,
-        depth_tokens=lcfg.depth_tokens,
-    )
-
-
-def _predict(spec: ModelSpec, cfg: RunConfig, gpus: list[Device], host: Device) -> tuple[Estimate, Estimate | None]:
-    from planner.calibration import calibration_for_devices
-    from planner.estimate.estimate import estimate
-
-    est = estimate(spec, cfg, gpus, host)
-    cal = calibration_for_devices([*gpus, host])
-    return est, (estimate(spec, cfg, gpus, host, calibration=cal) if cal else None)
-
-
 def _run_progress(prog: Progress, label: str) -> Any:
     task = prog.add_task(label, total=None)
 
@@ -246,93 +219,27 @@ def _run_progress(prog: Progress, label: str) -> Any:
 def _bench_gguf(
     result: BenchResult, path: Path, lcfg: LlamaBenchConfig, gpu_layers: int | None, kind: str, calibrate: bool
 ) -> int:
-    from dataclasses import replace
-
+    from planner.calibration import calibrate_from_run
     from planner.measure.bench_llama import run_llama_bench
-    from planner.measure.results import BenchRun, predicted_from_estimate, residuals
+    from planner.measure.records import bench_config, finish_gguf_run, gguf_run, predict, run_config
     from planner.sources.gguf_file import read_gguf
 
     gpus: list[Device] = _HOST_CACHE["gpus"]
     host: Device = _HOST_CACHE["host"]
     spec = read_gguf(path)
-    cfg = _run_config(lcfg, gpu_layers, bool(gpus))
-    est, est_cal = _predict(spec, cfg, gpus, host)
-    lcfg = replace(lcfg, gpu_layers=gpu_layers if gpu_layers is not None else est.gpu_layers)
-    run = BenchRun(
-        model=spec.arch.name,
-        engine="llama.cpp",
-        kind="synthetic" if kind == "synthetic" else "model",
-        model_path=str(path),
-        quant=est.weights.file_type,
-        ctx=lcfg.ctx,
-        parallel=lcfg.parallel,
-        kv_type=lcfg.kv_type_k,
-        flash_attn=lcfg.flash_attn,
-        gpu_layers=lcfg.gpu_layers,
-        predicted=predicted_from_estimate(est, est_cal),
-        verdict="partial",
-    )
+    cfg = run_config(lcfg, gpu_layers, bool(gpus))
+    est, est_cal = predict(spec, cfg, gpus, host)
+    lcfg = bench_config(lcfg, gpu_layers, est)
+    run = gguf_run(spec, path, lcfg, kind, est, est_cal)
     result.runs.append(run)
     with _progress() as prog:
         res = run_llama_bench(path, lcfg, progress=_run_progress(prog, spec.arch.name))
-    run.measured = res.to_measured()
-    assert run.predicted is not None
-    run.residuals = residuals(run.predicted, run.measured)
+    finish_gguf_run(run, res.to_measured(), fits=est.fits, interrupted=res.interrupted)
     if res.interrupted:
-        run.notes.append("interrupted: fewer repetitions than asked")
         raise KeyboardInterrupt
-    run.verdict = "measured"
-    if not est.fits:
-        run.notes.append("the estimate said this does not fit, yet llama.cpp loaded it")
     if calibrate:
-        result.calibration.extend(_calibrate(spec, cfg, est, run))
+        result.calibration.extend(calibrate_from_run(spec, cfg, est, run, gpus, host, _HOST_CACHE["cat"]))
     return 0
-
-
-def _calibrate(spec: ModelSpec, cfg: RunConfig, est: Estimate, run: BenchRun) -> list[CalibrationUpdate]:
-    """measured ÷ predicted per device, for runs that sit on one device (CPU only, or all on one GPU)."""
-    from planner.calibration import calibration_for_devices, profile_path, update_profile
-    from planner.estimate.devices import host_device
-    from planner.estimate.estimate import estimate
-    from planner.measure.results import CalibrationUpdate
-
-    m = run.measured
-    if m.decode_tok_s is None or m.prefill_tok_s is None:
-        return []
-    used = [d for d in est.devices if d.layers or d.holds_output]
-    if len(used) != 1:
-        run.notes.append("not calibrated: the model is split over several devices")
-        return []
-    gpus: list[Device] = _HOST_CACHE["gpus"]
-    host: Device = _HOST_CACHE["host"]
-    targets = [(used[0].device, est)]
-    if used[0].device.kind == "cpu" and host.id != "cpu":
-        # `agiplan estimate` without --cpu plans with the generic host; calibrate that one too, against
-        # its own prediction, so both ways of asking get this machine's speed.
-        generic = host_device(_HOST_CACHE["cat"], None, host.capacity_bytes / 2**30)
-        targets.append((generic, estimate(spec, cfg, gpus, generic)))
-    updates = []
-    for dev, e in targets:
-        dr = m.decode_tok_s / e.speed.decode_tok_s
-        pr = m.prefill_tok_s / e.speed.prefill_tok_s
-        prof = update_profile(dev.id, dr, pr, run.model)
-        h = dev if dev.kind == "cpu" and dev.id != host.id else host
-        after = estimate(spec, cfg, gpus, h, calibration=calibration_for_devices([*gpus, h]))
-        entry = prof.entries[dev.id]
-        updates.append(
-            CalibrationUpdate(
-                device_id=dev.id,
-                decode_ratio=entry.decode_ratio,
-                prefill_ratio=entry.prefill_ratio,
-                profile_path=str(profile_path()),
-                samples=entry.samples,
-                decode_tok_s_before=round(e.speed.decode_tok_s, 3),
-                decode_tok_s_after=round(after.speed.decode_tok_s, 3),
-                prefill_tok_s_before=round(e.speed.prefill_tok_s, 3),
-                prefill_tok_s_after=round(after.speed.prefill_tok_s, 3),
-            )
-        )
-    return updates
 
 
 def _bench_endpoint(
@@ -346,7 +253,7 @@ def _bench_endpoint(
     api_key: str | None = None,
 ) -> int:
     from planner.measure.endpoint import EndpointConfig, bench_endpoint, is_ollama, ollama_ps, ollama_timings
-    from planner.measure.results import BenchRun, Measured
+    from planner.measure.records import add_ollama_figures, endpoint_run
 
     try:
         levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
@@ -362,141 +269,47 @@ def _bench_endpoint(
         measured = bench_endpoint(cfg, progress=lambda done, total: prog.update(task, completed=done))
     failed = False
     for lv in measured:
-        m = Measured(
-            ttft_s=_r(lv.ttft_s),
-            decode_tok_s=_r(lv.decode_tok_s),
-            decode_spread_tok_s=(_r2(lv.decode_spread_tok_s)),
-            aggregate_tok_s=_r(lv.aggregate_tok_s),
-            repetitions=len(lv.ok),
-            n_gen=n_gen,
-            requests_ok=len(lv.ok),
-            requests_failed=lv.failed,
-        )
-        bad = lv.failed > 0 or lv.interrupted
-        failed = failed or bad
-        run = BenchRun(
-            model=name,
-            engine="ollama" if ollama else "openai",
-            kind="endpoint",
-            ctx=0,
-            concurrency=lv.concurrency,
-            measured=m,
-            verdict="error" if bad else "measured",
-            error="; ".join(sorted(set(lv.errors)))[:500] or None,
-            notes=["no prediction: the endpoint's model file and settings are unknown here (not calibrated)"],
-        )
+        run = endpoint_run(lv, name, n_gen, ollama)
+        failed = failed or run.verdict == "error"
         result.runs.append(run)
         if lv.interrupted:
             raise KeyboardInterrupt
     if len(measured) < len(levels):
         failed = True
     if ollama and result.runs:
-        t = ollama_timings(cfg)
-        if t is not None:
-            result.runs[0].measured.llama_decode_tok_s = _r(t.eval_tok_s)
-            result.runs[0].measured.llama_prefill_tok_s = _r(t.prompt_tok_s)
-            result.runs[0].notes.append(f"Ollama's own timings: eval {t.eval_tokens} tokens, load {t.load_s:.2f} s")
-        ps = ollama_ps(url)
-        for entry in ps or []:
-            if entry.get("name") == name or entry.get("model") == name:
-                result.runs[0].measured.gpu_memory_bytes = int(entry.get("size_vram", 0))
-                result.runs[0].notes.append(f"Ollama /api/ps: size {entry.get('size')} bytes")
+        add_ollama_figures(result.runs[0], name, ollama_timings(cfg), ollama_ps(url))
     return 1 if failed else 0
 
 
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 3)
-
-
-def _r2(x: tuple[float, float] | None) -> tuple[float, float] | None:
-    return None if x is None else (round(x[0], 3), round(x[1], 3))
-
-
 def _bench_plan(result: BenchResult, plan_path: Path, server: str, option: int | None, lcfg: LlamaBenchConfig) -> int:
-    from dataclasses import replace
-
-    from planner.errors import UnknownIdError
     from planner.measure.bench_llama import WorkerJob, run_workers
-    from planner.measure.results import BenchRun, Measured, Predicted, residuals
+    from planner.measure.records import plan_job, plan_run, plan_server, vllm_plan_run
     from planner.plan.schema import load_plan
 
-    p = load_plan(plan_path)
-    idx = option if option is not None else (p.recommended if p.recommended is not None else 0)
-    if not 0 <= idx < len(p.options):
-        raise PlannerError(f"{plan_path}: option {idx} does not exist (the plan has {len(p.options)}).")
-    servers = {s.name: s for s in p.options[idx].servers}
-    if server not in servers:
-        raise UnknownIdError("server", server, list(servers), f"Servers of option {idx} in {plan_path}.")
-    srv = servers[server]
+    srv = plan_server(load_plan(plan_path), plan_path, server, option)
     jobs: list[WorkerJob] = []
     placements = {}
     for pl in srv.placements:
         if pl.engine == "vllm":
-            result.runs.append(
-                BenchRun(
-                    model=pl.model_name, engine="vllm", kind="plan-alone", role=pl.role, ctx=pl.ctx,
-                    parallel=pl.parallel, verdict="error",
-                    error="vLLM placements are benched through their endpoint: agiplan bench --endpoint URL",
-                )
-            )  # fmt: skip
+            result.runs.append(vllm_plan_run(pl))
             continue
         path = _model_path(pl.model) if Path(pl.model).expanduser().is_file() else _synthetic_path(pl.model, pl.quant)
-        cfg = replace(
-            lcfg,
-            ctx=pl.ctx,
-            parallel=pl.parallel,
-            kv_type_k=pl.kv_type,
-            kv_type_v=pl.kv_type,
-            flash_attn=pl.flash_attn,
-            gpu_layers=pl.gpu_layers,
-        )
-        try:
-            cfg.check()
-        except PlannerError as e:
-            raise PlannerError(f"role {pl.role} (ctx {pl.ctx}): {e}") from None
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in pl.gpu_indices)} if pl.gpu_indices else {}
-        jobs.append(WorkerJob(pl.role, path, cfg, env))
-        placements[pl.role] = pl
-
-    def make_run(role: str, kind: str, m: Measured | None, error: str | None) -> BenchRun:
-        pl = placements[role]
-        mem = pl.memory
-        pred = Predicted(
-            weights_bytes=mem.weights_bytes,
-            kv_cache_bytes=mem.kv_cache_bytes,
-            compute_bytes=mem.compute_bytes,
-            overhead_bytes=mem.overhead_bytes,
-            decode_tok_s=pl.decode_tok_s_alone if kind == "plan-alone" else pl.decode_tok_s,
-            prefill_tok_s=pl.prefill_tok_s,
-        )
-        run = BenchRun(
-            model=pl.model_name, engine=pl.engine, kind="plan-alone" if kind == "plan-alone" else "plan-together",
-            role=role, model_path=str(next(j.path for j in jobs if j.key == role)), quant=pl.quant, ctx=pl.ctx,
-            parallel=pl.parallel, kv_type=pl.kv_type, flash_attn=pl.flash_attn, gpu_layers=pl.gpu_layers,
-            predicted=pred, min_tok_s=pl.min_tok_s, error=error,
-        )  # fmt: skip
-        if m is not None:
-            run.measured = m
-            run.residuals = residuals(pred, m)
-        if error or m is None or m.decode_tok_s is None:
-            run.verdict = "error"
-        elif pl.min_tok_s is not None:
-            run.verdict = "pass" if m.decode_tok_s >= pl.min_tok_s else "fail"
-        else:
-            run.verdict = "measured"
-        return run
+        jobs.append(plan_job(pl, path, lcfg))
+        placements[pl.role] = (pl, path)
 
     with _progress() as prog:
         task = prog.add_task(f"{server}: roles one by one", total=len(jobs) + 1)
         for job in jobs:
             prog.update(task, description=f"{server}: {job.key} alone")
             (o,) = run_workers([job])
-            result.runs.append(make_run(job.key, "plan-alone", o.measured, o.error))
+            pl, path = placements[job.key]
+            result.runs.append(plan_run(pl, path, "plan-alone", o.measured, o.error))
             prog.advance(task)
         if len(jobs) > 1:
             prog.update(task, description=f"{server}: all {len(jobs)} roles together")
             for o in run_workers(jobs):
-                result.runs.append(make_run(o.key, "plan-together", o.measured, o.error))
+                pl, path = placements[o.key]
+                result.runs.append(plan_run(pl, path, "plan-together", o.measured, o.error))
         prog.advance(task)
     return 1 if result.failed else 0
 
@@ -608,4 +421,3 @@ def _pct(run: BenchRun, key: str) -> str:
 
 def _verdict_style(v: str) -> str:
     return {"pass": "bold green", "fail": "bold red", "error": "bold red", "partial": "yellow"}.get(v, "bold")
-
