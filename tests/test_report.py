@@ -22,7 +22,7 @@ from planner.errors import PlannerError
 from planner.plan.schema import save_plan
 from planner.report import build_report, load_bench, render_markdown, render_report
 from planner.report.i18n import EN, RU
-from planner.report.model import Headroom
+from planner.report.model import Headroom, headroom
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -233,6 +233,32 @@ def test_headroom_from_the_estimator() -> None:
     assert c.ctx_x2 == "fits" and c.slot_plus1 == "fits"  # on 128 GiB of RAM
     split = report.options[2].headroom[0]
     assert (split.ctx_x2, split.reason) == ("unknown", "split")
+
+
+def test_headroom_estimates_a_repeated_placement_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options repeat placements on the same hardware: one report estimates each once, with the same answers."""
+    import planner.estimate.estimate as estimate_mod
+
+    plan = agents_plan()
+    unmemoized = [headroom(s, p) for o in plan.options for s in o.servers for p in s.placements]
+    calls: list[int] = []
+    real = estimate_mod.estimate
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(estimate_mod, "estimate", counted)
+    report = build_report(plan, deployment=False)
+    assert [h for o in report.options for h in o.headroom] == unmemoized
+    estimated = {
+        (p.model, p.ctx, p.parallel, tuple(p.gpu_indices), tuple(s.gpus))
+        for o in plan.options
+        for s in o.servers
+        for p in s.placements
+        if not (p.shares_base_with or p.split_hosts or p.model.startswith("hf:"))
+    }
+    assert len(calls) == 3 * len(estimated)  # as planned, ctx×2, +1 slot
 
 
 def test_cli_report_markdown_json_and_file(tmp_path: Path, bench_path: Path) -> None:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerError
 from planner.io import validation_message
 from planner.plan.schema import Placement, Plan, PlanDevice, PlanOption, PlanServer, read_versioned_json
+
+if TYPE_CHECKING:
+    from planner.estimate.types import Estimate
 
 REPORT_SCHEMA_VERSION = 1
 REPORT_KIND = "agiplan-report"
@@ -312,46 +315,32 @@ def _parts(index: int, s: PlanServer) -> list[PartView]:
     return out
 
 
-def headroom(server: PlanServer, p: Placement) -> Headroom:
+# The estimator's inputs for one placement on one server -> its estimates (as planned, ctx×2, +1 slot).
+HeadroomMemo = dict[tuple[object, ...], tuple["Estimate", "Estimate", "Estimate"]]
+
+
+def headroom(server: PlanServer, p: Placement, memo: HeadroomMemo | None = None) -> Headroom:
     """Recompute `p` with the estimator at ctx×2 and at parallel+1 and check that what it adds fits in what
     the plan leaves free on each of its devices. Models that cannot be resolved offline (hf: refs, missing
-    files) or engines without a fixed footprint give "unknown"."""
-    from planner.estimate.types import RunConfig
-
+    files) or engines without a fixed footprint give "unknown". `memo` (one per report) keeps the estimates
+    of a placement that several options repeat on the same hardware, so they are computed once."""
     if p.shares_base_with:
         return Headroom(role=p.role, server=server.name, ctx_x2="unknown", slot_plus1="unknown", reason="shared")
     if p.model.startswith("hf:"):
         return Headroom(role=p.role, server=server.name, ctx_x2="unknown", slot_plus1="unknown", reason="hf")
     if p.split_hosts:
         return Headroom(role=p.role, server=server.name, ctx_x2="unknown", slot_plus1="unknown", reason="split")
+    key = (
+        p.model, p.quant, p.engine, p.ctx, p.parallel, p.kv_type, p.flash_attn, p.gpu_layers,
+        p.gpu_memory_utilization, tuple(p.gpu_indices), tuple(server.gpus), server.cpu, server.ram_bytes,
+    )  # fmt: skip
     try:
-        from planner.catalog import load_catalog
-        from planner.estimate.devices import gpu_device, host_device
-        from planner.estimate.estimate import estimate
-        from planner.sources.resolve import resolve_model
-
-        cat = load_catalog()
-        spec = resolve_model(p.model)
-        gpus = [gpu_device(cat, server.gpus[i]) for i in p.gpu_indices]
-        host = host_device(cat, server.cpu, server.ram_bytes / 2**30 if server.ram_bytes else None)
-        quant = None if p.model.endswith(".gguf") else p.quant
-
-        def run(ctx: int, parallel: int) -> Any:
-            cfg = RunConfig(
-                engine=p.engine,
-                ctx=ctx,
-                parallel=parallel,
-                kv_type_k=p.kv_type,
-                kv_type_v=p.kv_type,
-                flash_attn=p.flash_attn,
-                gpu_layers=p.gpu_layers if p.engine != "vllm" else None,
-                gpu_memory_utilization=p.gpu_memory_utilization or 0.9,
-            )
-            return estimate(spec, cfg, gpus, host, quant=quant, suggest=False)
-
-        base = run(p.ctx, p.parallel)
-        ctx2 = run(p.ctx * 2, p.parallel)
-        slot = run(p.ctx, p.parallel + 1)
+        if memo is not None and key in memo:
+            base, ctx2, slot = memo[key]
+        else:
+            base, ctx2, slot = _headroom_estimates(server, p)
+            if memo is not None:
+                memo[key] = (base, ctx2, slot)
     except (PlannerError, KeyError, IndexError, ValueError) as e:
         return Headroom(
             role=p.role, server=server.name, ctx_x2="unknown", slot_plus1="unknown", reason=str(e).split("\n")[0]
@@ -398,7 +387,39 @@ def headroom(server: PlanServer, p: Placement) -> Headroom:
     )
 
 
-def _option_view(i: int, opt: PlanOption, recommended: int | None, margins: bool) -> OptionView:
+def _headroom_estimates(server: PlanServer, p: Placement) -> tuple[Estimate, Estimate, Estimate]:
+    """`p` estimated as planned, at ctx×2 and at parallel+1 on `server`'s devices."""
+    from planner.catalog import load_catalog
+    from planner.estimate.devices import gpu_device, host_device
+    from planner.estimate.estimate import estimate
+    from planner.estimate.types import RunConfig
+    from planner.sources.resolve import resolve_model
+
+    cat = load_catalog()
+    spec = resolve_model(p.model)
+    gpus = [gpu_device(cat, server.gpus[i]) for i in p.gpu_indices]
+    host = host_device(cat, server.cpu, server.ram_bytes / 2**30 if server.ram_bytes else None)
+    quant = None if p.model.endswith(".gguf") else p.quant
+
+    def run(ctx: int, parallel: int) -> Estimate:
+        cfg = RunConfig(
+            engine=p.engine,
+            ctx=ctx,
+            parallel=parallel,
+            kv_type_k=p.kv_type,
+            kv_type_v=p.kv_type,
+            flash_attn=p.flash_attn,
+            gpu_layers=p.gpu_layers if p.engine != "vllm" else None,
+            gpu_memory_utilization=p.gpu_memory_utilization or 0.9,
+        )
+        return estimate(spec, cfg, gpus, host, quant=quant, suggest=False)
+
+    return run(p.ctx, p.parallel), run(p.ctx * 2, p.parallel), run(p.ctx, p.parallel + 1)
+
+
+def _option_view(
+    i: int, opt: PlanOption, recommended: int | None, margins: bool, memo: HeadroomMemo | None = None
+) -> OptionView:
     servers: list[ServerView] = []
     rooms: list[Headroom] = []
     best_free, best_dev = 0, ""
@@ -419,7 +440,7 @@ def _option_view(i: int, opt: PlanOption, recommended: int | None, margins: bool
             )
         )
         if margins:
-            rooms += [headroom(s, p) for p in s.placements]
+            rooms += [headroom(s, p, memo) for p in s.placements]
     return OptionView(
         index=i,
         kind=opt.kind,
@@ -542,7 +563,8 @@ def build_report(
     for opt in plan.options:
         for s in opt.servers:
             roles += [p.role for p in s.placements if p.role not in roles]
-    options = [_option_view(i, o, plan.recommended, margins) for i, o in enumerate(plan.options)]
+    memo: HeadroomMemo = {}  # per report: a placement repeated across options is estimated once
+    options = [_option_view(i, o, plan.recommended, margins, memo) for i, o in enumerate(plan.options)]
     return Report(
         stack_name=plan.stack_name,
         plan_created_at=plan.created_at,
