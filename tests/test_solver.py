@@ -540,19 +540,28 @@ def test_time_limited_search_is_never_better_than_brute_force_and_its_bound_hold
     data=st.data(),
     cost_step=st.sampled_from([-100, 0, 100]),
     quality_step=st.sampled_from([-1, 0, 1]),
+    screen=st.booleans(),
 )
-def test_search_against_another_sets_plan_settles(data: st.DataObject, cost_step: int, quality_step: int) -> None:
+def test_search_against_another_sets_plan_settles(
+    data: st.DataObject, cost_step: int, quality_step: int, screen: bool
+) -> None:
     """`solve_two_server` hands each server set the best plan of the sets before it, which may cost less or
     more and may miss targets. With the branch and bound stopped at once (1 node), the MILP must settle the
     question either way: the set's optimum when it beats that plan (brute force), else None, never "stopped
     without a plan" (it used to be when a set's best plan matched the bar's failures and quality at a higher
-    cost: the MILP found it, it was no better, and nothing proved that nothing was)."""
+    cost: the MILP found it, it was no better, and nothing proved that nothing was). With `screen`, every
+    problem counts as large: a bar meeting every target goes to the LP screen and the zero-failure search
+    without the branch and bound (LP_SCREEN_CANDIDATES, 300 candidates by default; these have a few)."""
     from dataclasses import replace
+
+    from planner.plan import solver
 
     p = replace(_synthetic_problem(data), cost_cents=100)
     key, _ = brute_force(p)
     bar = (key[0], key[1] + quality_step, 100 + cost_step, key[3])
-    sol = solve(p, incumbent=bar, node_limit=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(solver, "LP_SCREEN_CANDIDATES", 0 if screen else solver.LP_SCREEN_CANDIDATES)
+        sol = solve(p, incumbent=bar, node_limit=1)
     if key < bar:
         assert sol is not None and sol.exact
         assert sol.evaluation.key == key

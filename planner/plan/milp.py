@@ -81,7 +81,7 @@ class MilpAnswer:
         return math.floor(-self.bound / w_q + 1 - 1 / w_q + 1e-6)
 
 
-def _beating_value(weights: LexWeights, incumbent: tuple[int, int, int, int], p: Problem) -> int:
+def beating_value(weights: LexWeights, incumbent: tuple[int, int, int, int], p: Problem) -> int:
     """The largest weighted value (failures, −quality, devices) a plan of `p` can have and still beat
     `incumbent` (a key from this or another server set): a cheaper set may match its failures and quality,
     the same cost must also use fewer devices, a dearer set must score more. With devices < W_q and
@@ -136,10 +136,10 @@ def solve_milp(
     relax: bool = False,
 ) -> MilpAnswer:
     """Optimal assignment of the relaxation (see the module docstring), restricted to plans that could beat
-    `incumbent` (no more failures; with none, at least its quality; a weighted objective no worse than the
-    most a plan beating it can score, given this set's cost and the incumbent's) and to at most `max_failures`
-    missed targets. `status` "infeasible": no such plan. With `relax`, the linear relaxation only (every variable
-    continuous, ~0.05 s on the 12-role bench): its objective bounds the MILP's and `values` guide a search."""
+    `incumbent` (no more failures; with none, at least its quality) and to at most `max_failures` missed
+    targets: an optimum above `beating_value(incumbent)` proves that nothing here beats it. `status`
+    "infeasible": no such plan. With `relax`, the linear relaxation only (every variable continuous, ~0.05 s
+    on the 12-role bench): its objective bounds the MILP's and `values` guide a search."""
     import numpy as np
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_array
@@ -348,8 +348,6 @@ def solve_milp(
             # no failures allowed: the quality must reach the incumbent's (exceed it when this set costs more)
             need = -incumbent[1] + (1 if p.cost_cents > incumbent[2] else 0)
             rows.add(qual_terms, need, inf)
-        # and the weighted objective must not exceed the most a plan beating the incumbent can score here
-        rows.add({col: a for col, a in enumerate(obj) if a}, -inf, _beating_value(weights, incumbent, p) + 0.5)
 
     n_var = len(obj)
     a = coo_array((rows.v, (rows.r, rows.c)), shape=(len(rows.lb), n_var)).tocsr()
