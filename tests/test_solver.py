@@ -601,6 +601,42 @@ def test_unsettled_best_plan_keeps_a_bound_over_every_set(
     assert _unsettled(None, others) is None
 
 
+@pytest.mark.parametrize(
+    ("misses", "bound", "says", "never"),
+    [
+        (0, 950, ["scores more than 950 quality points", "this one scores 900"], ["misses"]),
+        (2, 950, ["this one misses 2 target(s)", "if there is one, scores at most 950"], ["this one scores"]),
+        (1, None, ["this one misses 1 target(s)"], ["at most", "scores more than"]),
+        (0, None, ["a larger --time-limit may prove it"], ["scores more than", "misses"]),
+    ],
+)
+def test_unproven_note_reads_right_for_plans_that_miss_targets(
+    misses: int, bound: int | None, says: list[str], never: list[str]
+) -> None:
+    """The bound counts plans that meet every target: for a plan that misses some, "no plan scores more than
+    8,081, this one scores 9,676" read as a contradiction (seen on a 12-role stack), so such a plan says what
+    it misses and the bound is what a plan meeting every target could reach."""
+    from dataclasses import replace
+
+    from planner.plan.solver import Solution, unproven_note
+
+    p = make_problem(
+        _stack([{"name": "a", "models": ["mistral-7b"], "quants": ["Q4_K_M"]}]),
+        [_srv("main: rtx-4090")],
+        CAT,
+        CACHE,
+        mode="concurrent",
+    )
+    ev = evaluate(p, [0])
+    ev = replace(ev, quality=900, key=(misses, -900, ev.key[2], ev.key[3]))
+    note = unproven_note("two-server", Solution(p, [0], ev, 7, False, bound), 5.0)
+    assert note.startswith("two-server: best plan found, not proven optimal: the search stopped at its limits")
+    for text in says:
+        assert text in note
+    for text in never:
+        assert text not in note
+
+
 def test_two_server_search_out_of_time_keeps_the_best_plan_found() -> None:
     """The agents preset with a budget: many purchasable second servers, the branch and bound stopped at once
     and 1 ms of MILP per option kind. The sets searched after the time ran out cannot settle; the option must

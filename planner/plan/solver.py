@@ -1607,10 +1607,16 @@ def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:
         f"{kind}: best plan found, not proven optimal: the search stopped at its limits ({sol.nodes} nodes, "
         f"{time_limit_s:g} s of search)"
     )
-    if sol.quality_bound is not None:
+    misses = sol.evaluation.key[0]
+    if misses:
+        text += f"; this one misses {misses} target(s)"
+        if sol.quality_bound is not None:
+            text += f"; a plan meeting every target, if there is one, scores at most {sol.quality_bound} quality points"
+    elif sol.quality_bound is not None:
         text += (
-            f"; no plan that meets every target scores more than {sol.quality_bound} quality points (bound of the "
-            f"MILP's relaxation), this one scores {sol.evaluation.quality}"
+            f"; no plan that meets every target scores more than {sol.quality_bound} quality points (a proven upper "
+            f"bound: the MILP's relaxation, weight sizes for server sets not searched), this one scores "
+            f"{sol.evaluation.quality}"
         )
     return text + "; a larger --time-limit may prove it (or give fewer model candidates or quants per role)"
 
