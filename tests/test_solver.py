@@ -59,6 +59,12 @@ def _srv(spec: str) -> Server:
     return parse_server_spec(spec, CAT)
 
 
+def _one_role_problem() -> Problem:
+    """Mistral 7B at Q4_K_M on one RTX 4090: a real problem with one plan, for the tests of its wording."""
+    stack = _stack([{"name": "a", "models": ["mistral-7b"], "quants": ["Q4_K_M"]}])
+    return make_problem(stack, [_srv("main: rtx-4090")], CAT, CACHE, mode="concurrent")
+
+
 def _size(p: Problem) -> int:
     n = 1
     for cs in p.cands:
@@ -586,13 +592,7 @@ def test_unsettled_best_plan_keeps_a_bound_over_every_set(
 
     from planner.plan.solver import Solution, _unsettled
 
-    p = make_problem(
-        _stack([{"name": "a", "models": ["mistral-7b"], "quants": ["Q4_K_M"]}]),
-        [_srv("main: rtx-4090")],
-        CAT,
-        CACHE,
-        mode="concurrent",
-    )
+    p = _one_role_problem()
     ev = replace(evaluate(p, [0]), quality=quality)
     best = Solution(p, [0], ev, 1, exact, own_bound)
     got = _unsettled(best, others)
@@ -620,13 +620,7 @@ def test_unproven_note_reads_right_for_plans_that_miss_targets(
 
     from planner.plan.solver import Solution, unproven_note
 
-    p = make_problem(
-        _stack([{"name": "a", "models": ["mistral-7b"], "quants": ["Q4_K_M"]}]),
-        [_srv("main: rtx-4090")],
-        CAT,
-        CACHE,
-        mode="concurrent",
-    )
+    p = _one_role_problem()
     ev = evaluate(p, [0])
     ev = replace(ev, quality=900, key=(misses, -900, ev.key[2], ev.key[3]))
     note = unproven_note("two-server", Solution(p, [0], ev, 7, False, bound), 5.0)
