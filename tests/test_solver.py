@@ -656,6 +656,70 @@ def test_two_server_search_out_of_time_keeps_the_best_plan_found() -> None:
         assert any(n.startswith(f"{r.kind}: best plan found, not proven optimal") for n in rushed.plan.assumptions)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    bar_failures=st.integers(0, 2),
+    bar_quality=st.integers(-200, 6000),
+    cost_step=st.sampled_from([-100, 0, 100]),
+    bar_devices=st.integers(0, 30),
+)
+def test_beating_value_bounds_every_plan_that_beats_the_bar(
+    data: st.DataObject, bar_failures: int, bar_quality: int, cost_step: int, bar_devices: int
+) -> None:
+    """`beating_value` (planner.plan.milp) is the most a plan of this problem can score, weighted, and still
+    beat a bar from any server set: every assignment brute force finds with a key below the bar must score
+    no more. Bars with failures and a quality far above this problem's range (a roomier set's) included:
+    there the weights stop ordering failures before quality, which the first version missed."""
+    from dataclasses import replace
+
+    from planner.plan.milp import beating_value, lex_weights
+
+    p = replace(_synthetic_problem(data), cost_cents=100)
+    weights = lex_weights(p)
+    bar = (bar_failures, -bar_quality, 100 + cost_step, bar_devices)
+    top = beating_value(weights, bar, p)
+    for combo in itertools.product(*[[*range(len(cs)), UNPLACED] for cs in p.cands]):
+        ev = evaluate(p, combo)
+        if ev.memory_ok and ev.key < bar:
+            assert weights.value(ev.key) <= top
+
+
+def test_two_server_answer_is_unproven_when_any_set_was_left_unsettled() -> None:
+    """A set the limits stop (SearchLimitError) while time is left — HiGHS giving up for another reason than
+    time, or its relaxation's answer scoring worse under evaluate() — may hold a better plan, so the option
+    stays unproven even when a later set's plan is proven best within its own set (it was flagged proven).
+    The only double in these tests: the first set's search is made to stop as if at its limits, since no
+    real input reliably makes HiGHS give up with time left; every other set is searched for real."""
+    from planner.plan import solver
+    from planner.plan.servers import new_server_candidates
+
+    stack = _stack(
+        [
+            {"name": "big", "models": ["qwen2.5-14b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 15},
+            {"name": "small", "models": ["mistral-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 20},
+        ]
+    )
+    main = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
+    options = new_server_candidates(CAT, allow=["ryzen-9-7950x", "rtx-4060-ti-16gb", "rtx-4090"])
+    real_solve = solver.solve
+    calls: list[int] = []
+
+    def first_set_stopped(p: Problem, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise solver.SearchLimitError("stopped at its limits (as if)", 1_000_000)
+        return real_solve(p, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(solver, "solve", first_set_stopped)
+        res = solver.solve_two_server(stack, [main], options, CAT, CACHE)
+    assert len(calls) >= 2  # later sets were searched
+    assert res.solution is not None
+    assert not res.solution.exact
+    assert res.solution.quality_bound == 1_000_000  # the stopped set's bound, the largest
+
+
 def test_two_server_pruning_equals_trying_every_set() -> None:
     """solve_two_server orders the purchasable second servers by a weight-size bound, stops once the
     incumbent is no worse, and skips candidates that cannot lift the quality: the answer must equal the best

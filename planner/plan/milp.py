@@ -83,15 +83,21 @@ class MilpAnswer:
 
 def beating_value(weights: LexWeights, incumbent: tuple[int, int, int, int], p: Problem) -> int:
     """The largest weighted value (failures, −quality, devices) a plan of `p` can have and still beat
-    `incumbent` (a key from this or another server set): a cheaper set may match its failures and quality,
-    the same cost must also use fewer devices, a dearer set must score more. With devices < W_q and
-    W_f = W_q × (quality range + 1), the weighted order of (failures, −quality) is the key's order."""
+    `incumbent` (a key from this or another server set). With its failures: a cheaper set may match its
+    quality, the same cost must also use fewer devices, a dearer set must score more. With fewer failures,
+    any quality `p` can score (down to its lowest): the bar's quality may lie outside `p`'s range (a roomier
+    set's), where the weights no longer order failures before quality."""
     fails, neg_quality, cost_cents, _ = incumbent
     w_f, w_q = weights.failure, weights.quality
+    n_dev = w_q - 1  # devices < W_q
     if p.cost_cents == cost_cents:
-        return weights.value(incumbent) - 1
-    top = w_f * fails + w_q * neg_quality + w_q - 1  # devices < W_q
-    return top if p.cost_cents < cost_cents else top - w_q
+        same = weights.value(incumbent) - 1
+    else:
+        same = w_f * fails + w_q * neg_quality + n_dev - (w_q if p.cost_cents > cost_cents else 0)
+    if fails == 0:
+        return same
+    lowest_quality = sum(min([0, *(c.quality for c in cs)]) for cs in p.cands)
+    return max(same, w_f * (fails - 1) - w_q * lowest_quality + n_dev)
 
 
 def lex_weights(p: Problem) -> LexWeights:

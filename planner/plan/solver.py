@@ -1504,14 +1504,32 @@ def solve_two_server(
         # (12-role stack with models named, $4,000: 10,573 unproven at the 60 s limit -> 11,291)
         first = max(range(len(ordered)), key=lambda k: (_raw_capacity(ordered[k][1][1], cat), -k))
         ordered.insert(0, ordered.pop(first))
+    # bounds of the sets the limits left unsettled (a better plan may hide there): the answer is not proven
+    open_bounds: list[int | None] = []
     why_limit = ""
+
+    def attempt(p: Problem, incumbent: tuple[int, int, int, int] | None) -> Solution | None:
+        nonlocal why_limit
+        try:
+            sol = clock.solve(p, incumbent, node_limit)
+        except SearchLimitError as exc:
+            open_bounds.append(exc.quality_bound)
+            why_limit = (
+                f"the search stopped at its limits ({node_limit} nodes and --time-limit {time_limit_s:g} s for this "
+                "option kind) without a plan; a larger --time-limit may find one"
+            )
+            return None
+        if sol is not None and not sol.exact:
+            open_bounds.append(sol.quality_bound)
+        return sol
+
     for k, (bnd, servers) in enumerate(ordered):
         incumbent = best.evaluation.key if best else None
         if incumbent is not None and bnd >= incumbent:
             break
         if clock.exhausted():
             # the time is spent: the sets not searched may hold a better plan (each at most its bound)
-            best = _unsettled(best, [-b[1] if len(srv) == 2 else None for b, srv in ordered[k:]])
+            open_bounds += [-b[1] if len(srv) == 2 else None for b, srv in ordered[k:]]
             why_limit = (
                 f"the search's {time_limit_s:g} s ran out with {len(ordered) - k} server set(s) not searched "
                 "(a larger --time-limit searches them)"
@@ -1533,11 +1551,7 @@ def solve_two_server(
                 )
                 if not p.cands[ii]:
                     continue
-                try:
-                    sol = clock.solve(p, best.evaluation.key if best else None, node_limit)
-                except SearchLimitError as exc:
-                    best, why_limit = _unsettled(best, [exc.quality_bound]), str(exc)
-                    continue
+                sol = attempt(p, best.evaluation.key if best else None)
                 if _better(sol, best):
                     best = sol
         else:
@@ -1550,17 +1564,16 @@ def solve_two_server(
                 require_server=1,
                 min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
             )
-            try:
-                sol = clock.solve(p, incumbent, node_limit)
-            except SearchLimitError as exc:
-                best, why_limit = _unsettled(best, [exc.quality_bound]), str(exc)
-                continue
+            sol = attempt(p, incumbent)
             if _better(sol, best):
                 best = sol
         if progress:
             progress(tried)
+    if best is not None and best.evaluation.key[0] == 0:
+        # a set whose plans meeting every target score less than the best plan's cannot beat it
+        open_bounds = [b for b in open_bounds if b is None or b >= best.evaluation.quality]
     if best is not None:
-        return OptionResult(kind, best, "", tried)
+        return OptionResult(kind, _unsettled(best, open_bounds) if open_bounds else best, "", tried)
     if why_limit:
         return OptionResult(kind, None, why_limit, tried)
     why = "no second server with a GPU to split a model over" if split else "nothing fits"
@@ -1569,8 +1582,8 @@ def solve_two_server(
 
 def _unsettled(best: Solution | None, bounds: Sequence[int | None]) -> Solution | None:
     """`best` stays the answer, but the limits stopped the search of server sets that may hold a better plan
-    (no plan there meeting every target scores more than their `bounds`; None: unknown): no longer proven
-    optimal, and its quality bound covers those sets too."""
+    (no plan there meeting every target scores more than their `bounds`; None: unknown; the set of an
+    unproven `best` is among them): no longer proven optimal, and its quality bound covers those sets too."""
     if best is None:
         return None
     own = best.evaluation.quality if best.exact else best.quality_bound
