@@ -19,10 +19,11 @@ import argparse
 import time
 
 from planner.catalog import load_catalog
+from planner.plan.problem import EstimateCache, make_problem
 from planner.plan.recommend import recommend
 from planner.plan.schema import OPTION_KINDS
 from planner.plan.servers import DEFAULT_SERVER_SPEC, new_server_candidates, parse_server_spec
-from planner.plan.solver import EstimateCache, make_problem, solve
+from planner.plan.solver import solve
 from planner.plan.stack import load_preset, parse_stack
 
 TASKS = [

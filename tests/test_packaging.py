@@ -18,10 +18,12 @@ VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["
 
 # Imported only inside the commands that need them (gguf pulls numpy; the catalog pulls pydantic and yaml).
 HEAVY = ("gguf", "numpy", "huggingface_hub", "llama_cpp", "pynvml", "psutil", "pydantic", "yaml", "rich",
-         "planner.catalog.load", "planner.catalog.schema", "planner.estimate.estimate", "planner.plan.solver",
-         "planner.sources.huggingface", "planner.measure.endpoint")  # fmt: skip
+         "planner.catalog.load", "planner.catalog.schema", "planner.estimate.estimate", "planner.plan.problem",
+         "planner.plan.solver", "planner.sources.huggingface", "planner.measure.endpoint")  # fmt: skip
 # Never needed to estimate a catalog model (the GGUF tables come from planner.gguf_constants).
-NOT_FOR_ESTIMATE = ("gguf", "numpy", "huggingface_hub", "llama_cpp", "pynvml", "planner.plan.solver")
+NOT_FOR_ESTIMATE = (
+    "gguf", "numpy", "huggingface_hub", "llama_cpp", "pynvml", "planner.plan.problem", "planner.plan.solver"
+)  # fmt: skip
 
 
 def _modules_after(code: str, env: dict[str, str] | None = None) -> set[str]:

@@ -15,18 +15,11 @@ from planner.errors import PlannerError
 from planner.estimate.estimate import estimate
 from planner.estimate.types import RunConfig
 from planner.plan.contention import page_cache_gbs, step_profile
+from planner.plan.options import fit_sentence
+from planner.plan.problem import PENDING, UNPLACED, EstimateCache, Problem, evaluate, make_problem
 from planner.plan.recommend import recommend
 from planner.plan.servers import Server, parse_server_spec
-from planner.plan.solver import (
-    PENDING,
-    UNPLACED,
-    EstimateCache,
-    Problem,
-    evaluate,
-    fit_sentence,
-    make_problem,
-    solve,
-)
+from planner.plan.solver import solve
 from planner.plan.stack import Stack, parse_stack
 from planner.sources.resolve import resolve_model
 from planner.units import GIB
@@ -373,7 +366,7 @@ def test_presets_on_the_seed_server() -> None:
 
 
 def _synthetic_problem(data: st.DataObject) -> Problem:
-    from planner.plan.solver import Candidate, DevSlot, Item
+    from planner.plan.problem import Candidate, DevSlot, Item
     from planner.plan.stack import RoleSpec, ServiceSpec
 
     srv = _srv("main: 2x rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
@@ -590,7 +583,8 @@ def test_unsettled_best_plan_keeps_a_bound_over_every_set(
 ) -> None:
     from dataclasses import replace
 
-    from planner.plan.solver import Solution, _unsettled
+    from planner.plan.options import _unsettled
+    from planner.plan.solver import Solution
 
     p = _one_role_problem()
     ev = replace(evaluate(p, [0]), quality=quality)
@@ -618,7 +612,8 @@ def test_unproven_note_reads_right_for_plans_that_miss_targets(
     it misses and the bound is what a plan meeting every target could reach."""
     from dataclasses import replace
 
-    from planner.plan.solver import Solution, unproven_note
+    from planner.plan.options import unproven_note
+    from planner.plan.solver import Solution
 
     p = _one_role_problem()
     ev = evaluate(p, [0])
@@ -691,7 +686,7 @@ def test_two_server_answer_is_unproven_when_any_set_was_left_unsettled() -> None
     stays unproven even when a later set's plan is proven best within its own set (it was flagged proven).
     The only double in these tests: the first set's search is made to stop as if at its limits, since no
     real input reliably makes HiGHS give up with time left; every other set is searched for real."""
-    from planner.plan import solver
+    from planner.plan import options, solver
     from planner.plan.servers import new_server_candidates
 
     stack = _stack(
@@ -701,7 +696,7 @@ def test_two_server_answer_is_unproven_when_any_set_was_left_unsettled() -> None
         ]
     )
     main = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
-    options = new_server_candidates(CAT, allow=["ryzen-9-7950x", "rtx-4060-ti-16gb", "rtx-4090"])
+    offers = new_server_candidates(CAT, allow=["ryzen-9-7950x", "rtx-4060-ti-16gb", "rtx-4090"])
     real_solve = solver.solve
     calls: list[int] = []
 
@@ -712,8 +707,8 @@ def test_two_server_answer_is_unproven_when_any_set_was_left_unsettled() -> None
         return real_solve(p, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(solver, "solve", first_set_stopped)
-        res = solver.solve_two_server(stack, [main], options, CAT, CACHE)
+        mp.setattr(options, "solve", first_set_stopped)
+        res = options.solve_two_server(stack, [main], offers, CAT, CACHE)
     assert len(calls) >= 2  # later sets were searched
     assert res.solution is not None
     assert not res.solution.exact
@@ -724,8 +719,8 @@ def test_two_server_pruning_equals_trying_every_set() -> None:
     """solve_two_server orders the purchasable second servers by a weight-size bound, stops once the
     incumbent is no worse, and skips candidates that cannot lift the quality: the answer must equal the best
     over every set solved on its own."""
+    from planner.plan.options import solve_two_server
     from planner.plan.servers import new_server_candidates
-    from planner.plan.solver import solve_two_server
 
     stack = _stack(
         [

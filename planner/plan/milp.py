@@ -1,5 +1,5 @@
 """The placement problem as a mixed-integer linear program (scipy.optimize.milp, HiGHS): a relaxation of
-`planner.plan.solver.evaluate` whose optimum, when evaluate() scores the MILP's assignment the same, is a
+`planner.plan.problem.evaluate` whose optimum, when evaluate() scores the MILP's assignment the same, is a
 proof of optimality.
 
 Variables: x[c] ∈ {0, 1} per candidate c of each item, u[i] ∈ [0, 1] (item unplaced; Σ_c x[c] + u[i] = 1);
@@ -41,7 +41,7 @@ from planner.plan.contention import page_cache_gbs
 from planner.units import GIB
 
 if TYPE_CHECKING:
-    from planner.plan.solver import Candidate, Problem
+    from planner.plan.problem import Candidate, Problem
 
 _DISP = False
 TARGET_SLACK = 1e-7  # relative: the MILP's targets are this much looser than evaluate()'s (relaxation)
@@ -101,7 +101,7 @@ def beating_value(weights: LexWeights, incumbent: tuple[int, int, int, int], p: 
 
 
 def lex_weights(p: Problem) -> LexWeights:
-    from planner.plan.solver import HOST_DEVICE_WEIGHT  # a host holding layers counts this many devices
+    from planner.plan.problem import HOST_DEVICE_WEIGHT  # a host holding layers counts this many devices
 
     n_dev = sum(1 if sl.is_gpu else HOST_DEVICE_WEIGHT for sl in p.slots)
     q_range = 0
@@ -150,7 +150,7 @@ def solve_milp(
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_array
 
-    from planner.plan.solver import HOST_DEVICE_WEIGHT, UNPLACED
+    from planner.plan.problem import HOST_DEVICE_WEIGHT, UNPLACED
 
     weights = lex_weights(p)
     n_items = len(p.items)

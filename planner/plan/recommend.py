@@ -18,6 +18,8 @@ from planner import __version__
 from planner.catalog import Catalog
 from planner.errors import PlannerError
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
+from planner.plan.options import OptionResult, option_why, quality_score, solve_two_server, unproven_note
+from planner.plan.problem import EstimateCache, Mode, make_problem
 from planner.plan.schema import (
     OPTION_KINDS,
     PLAN_SCHEMA_VERSION,
@@ -31,20 +33,7 @@ from planner.plan.schema import (
     PlanService,
 )
 from planner.plan.servers import BASE_PLATFORM_NOTE, Server, new_server_candidates
-from planner.plan.solver import (
-    DEFAULT_NODE_LIMIT,
-    MILP_TIME_LIMIT_S,
-    EstimateCache,
-    Mode,
-    OptionResult,
-    Solution,
-    make_problem,
-    option_why,
-    quality_score,
-    solve,
-    solve_two_server,
-    unproven_note,
-)
+from planner.plan.solver import DEFAULT_NODE_LIMIT, MILP_TIME_LIMIT_S, Solution, solve
 from planner.plan.stack import Stack
 
 MODEL_ASSUMPTIONS: tuple[str, ...] = (
@@ -277,7 +266,7 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
 
 
 def _placements(sol: Solution, ii: int, c: object) -> list[Placement]:
-    from planner.plan.solver import Candidate
+    from planner.plan.problem import Candidate
 
     assert isinstance(c, Candidate) and c.est is not None
     p = sol.problem

@@ -12,10 +12,11 @@ from typing import Any
 
 from planner.catalog import Catalog
 from planner.errors import PlannerError
+from planner.plan.problem import EstimateCache
 from planner.plan.recommend import recommend
 from planner.plan.schema import OPTION_KINDS, OptionKind, Plan, PlanOption
 from planner.plan.servers import Server
-from planner.plan.solver import MILP_TIME_LIMIT_S, EstimateCache
+from planner.plan.solver import MILP_TIME_LIMIT_S
 from planner.plan.stack import Stack, apply_override
 
 _ADD_GPU_RE = re.compile(r"^\s*\+\s*(\d+)\s*[x×]?\s*([A-Za-z0-9][A-Za-z0-9.\-]*)\s*$")

@@ -1,0 +1,326 @@
+"""The option kinds over server sets: the two-server and split kinds try the main server with each
+purchasable second server (the roomiest first, then best-first by a weight-size bound, `_SetBound`), sharing
+one time limit; and the sentences that explain an option (why it fits, why not, what was not proven).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import cast
+
+from planner.catalog import Catalog
+from planner.plan.problem import MODEL_POINTS, EstimateCache, Problem, item_combos, make_problem, stack_items
+from planner.plan.schema import OptionKind
+from planner.plan.servers import Server
+from planner.plan.solver import DEFAULT_NODE_LIMIT, MILP_TIME_LIMIT_S, SearchLimitError, Solution, solve
+from planner.plan.stack import Stack
+from planner.units import fmt_gib
+
+
+@dataclass
+class OptionResult:
+    kind: OptionKind
+    solution: Solution | None
+    why_not: str = ""
+    considered: int = 0  # server sets tried
+
+
+def _better(a: Solution | None, b: Solution | None) -> bool:
+    return a is not None and (b is None or a.evaluation.key < b.evaluation.key)
+
+
+def solve_two_server(
+    stack: Stack,
+    existing: Sequence[Server],
+    new_options: Sequence[Server],
+    cat: Catalog,
+    cache: EstimateCache,
+    *,
+    split: bool = False,
+    progress: Callable[[int], None] | None = None,
+    time_limit_s: float = MILP_TIME_LIMIT_S,
+    node_limit: int = DEFAULT_NODE_LIMIT,
+) -> OptionResult:
+    """Best plan over server sets: all existing servers when there are two or more, else the main
+    server plus each purchasable new server (cheapest first, pruned by the incumbent). With `split`,
+    one role's layers must span two servers (llama.cpp RPC)."""
+    kind: OptionKind = "split" if split else "two-server"
+    sets: list[list[Server]] = [list(existing[:3])] if len(existing) >= 2 else [[existing[0], s] for s in new_options]
+    if not sets:
+        return OptionResult(kind, None, "no second server within the budget (see --budget / --allow)")
+    best: Solution | None = None
+    tried = 0
+    clock = _Clock(time_limit_s)
+    split_ii = _split_items(stack) if split else []
+    set_bound = _SetBound(stack, existing[0], cat, cache, split_ii[0] if split_ii else None)
+    bounds = [set_bound.key(s[1]) if len(s) == 2 else (0, 0, 0, 0) for s in sets]
+    # best-first: sets in order of their bound (cheapest first among equals); once the incumbent is no worse
+    # than the next set's bound, no later set can beat it
+    ordered = [(bnd, servers) for bnd, servers in sorted(zip(bounds, sets, strict=True), key=lambda x: x[0])]
+    ordered = [(bnd, servers) for bnd, servers in ordered if not (split and not servers[1].gpus)]
+    if len(ordered) > 1 and len(ordered[0][1]) == 2:
+        # the roomiest second server first: its plan is most likely to meet every target with the best
+        # quality, and such a bar lets the relaxation dismiss most other sets in a fraction of a second
+        # (12-role stack with models named, $4,000: 10,573 unproven at the 60 s limit -> 11,291)
+        first = max(range(len(ordered)), key=lambda k: (_raw_capacity(ordered[k][1][1], cat), -k))
+        ordered.insert(0, ordered.pop(first))
+    # bounds of the sets the limits left unsettled (a better plan may hide there): the answer is not proven
+    open_bounds: list[int | None] = []
+    why_limit = ""
+
+    def attempt(p: Problem, incumbent: tuple[int, int, int, int] | None) -> Solution | None:
+        nonlocal why_limit
+        try:
+            sol = clock.solve(p, incumbent, node_limit)
+        except SearchLimitError as exc:
+            open_bounds.append(exc.quality_bound)
+            why_limit = (
+                f"the search stopped at its limits ({node_limit} nodes and --time-limit {time_limit_s:g} s for this "
+                "option kind) without a plan; a larger --time-limit may find one"
+            )
+            return None
+        if sol is not None and not sol.exact:
+            open_bounds.append(sol.quality_bound)
+        return sol
+
+    for k, (bnd, servers) in enumerate(ordered):
+        incumbent = best.evaluation.key if best else None
+        if incumbent is not None and bnd >= incumbent:
+            break
+        if clock.exhausted():
+            # the time is spent: the sets not searched may hold a better plan (each at most its bound)
+            open_bounds += [-b[1] if len(srv) == 2 else None for b, srv in ordered[k:]]
+            why_limit = (
+                f"the search's {time_limit_s:g} s ran out with {len(ordered) - k} server set(s) not searched "
+                "(a larger --time-limit searches them)"
+            )
+            break
+        tried += 1
+        if split:
+            for ii in split_ii:
+                p = make_problem(
+                    stack,
+                    servers,
+                    cat,
+                    cache,
+                    mode="concurrent",
+                    split_item=ii,
+                    split_pair=(0, 1),
+                    require_server=1,
+                    min_quality=set_bound.min_quality(servers[1], best.evaluation.key if best else None),
+                )
+                if not p.cands[ii]:
+                    continue
+                sol = attempt(p, best.evaluation.key if best else None)
+                if _better(sol, best):
+                    best = sol
+        else:
+            p = make_problem(
+                stack,
+                servers,
+                cat,
+                cache,
+                mode="concurrent",
+                require_server=1,
+                min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
+            )
+            sol = attempt(p, incumbent)
+            if _better(sol, best):
+                best = sol
+        if progress:
+            progress(tried)
+    if best is not None and best.evaluation.key[0] == 0:
+        # a set whose plans meeting every target score less than the best plan's cannot beat it
+        open_bounds = [b for b in open_bounds if b is None or b >= best.evaluation.quality]
+    if best is not None:
+        return OptionResult(kind, _unsettled(best, open_bounds) if open_bounds else best, "", tried)
+    if why_limit:
+        return OptionResult(kind, None, why_limit, tried)
+    why = "no second server with a GPU to split a model over" if split else "nothing fits"
+    return OptionResult(kind, None, why, tried)
+
+
+def _unsettled(best: Solution | None, bounds: Sequence[int | None]) -> Solution | None:
+    """`best` stays the answer, but the limits stopped the search of server sets that may hold a better plan
+    (no plan there meeting every target scores more than their `bounds`; None: unknown; the set of an
+    unproven `best` is among them): no longer proven optimal, and its quality bound covers those sets too."""
+    if best is None:
+        return None
+    own = best.evaluation.quality if best.exact else best.quality_bound
+    known = [b for b in (own, *bounds) if b is not None]
+    bound = max(known) if len(known) == len(bounds) + 1 else None
+    return replace(best, exact=False, quality_bound=bound)
+
+
+class _Clock:
+    """`time_limit_s` shared by the searches of one option kind: only time inside `solve` counts (building the
+    candidates of the next server set does not use it up)."""
+
+    def __init__(self, time_limit_s: float) -> None:
+        self.limit_s = time_limit_s
+        self.used_s = 0.0
+
+    def exhausted(self) -> bool:
+        return self.used_s >= self.limit_s
+
+    def solve(self, p: Problem, incumbent: tuple[int, int, int, int] | None, node_limit: int) -> Solution | None:
+        t0 = time.monotonic()
+        try:
+            return solve(
+                p, incumbent=incumbent, node_limit=node_limit, time_limit_s=max(0.0, self.limit_s - self.used_s)
+            )
+        finally:
+            self.used_s += time.monotonic() - t0
+
+
+def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:
+    """The plan's note for an option whose optimality was not proven: what stopped the search, and how far
+    from the optimum the plan can be."""
+    text = (
+        f"{kind}: best plan found, not proven optimal: the search stopped at its limits ({sol.nodes} nodes, "
+        f"{time_limit_s:g} s of search)"
+    )
+    misses = sol.evaluation.key[0]
+    if misses:
+        text += f"; this one misses {misses} target(s)"
+        if sol.quality_bound is not None:
+            text += f"; a plan meeting every target, if there is one, scores at most {sol.quality_bound} quality points"
+    elif sol.quality_bound is not None:
+        text += (
+            f"; no plan that meets every target scores more than {sol.quality_bound} quality points (a proven upper "
+            f"bound: the MILP's relaxation, weight sizes for server sets not searched), this one scores "
+            f"{sol.evaluation.quality}"
+        )
+    return text + "; a larger --time-limit may prove it (or give fewer model candidates or quants per role)"
+
+
+class _SetBound:
+    """A lower bound on the key of any plan on {main, second}, from weight sizes alone (no estimate on the
+    second server): no failures, each model item at most the better of its best candidate on the main
+    server and its best (model, quant) whose weights fit the second server's GPU memory + RAM at all (the
+    split item: main + second), the set's cost, no devices."""
+
+    def __init__(self, stack: Stack, main: Server, cat: Catalog, cache: EstimateCache, split_item: int | None) -> None:
+        self.cat = cat
+        self.items = stack_items(stack)
+        self.split_item = split_item
+        main_p = make_problem(stack, [main], cat, cache, mode="concurrent")
+        self.main_q: list[int | None] = [
+            max((c.quality for c in cs), default=None) if ii != split_item else None
+            for ii, cs in enumerate(main_p.cands)
+        ]
+        self.main_cap = _raw_capacity(main, cat)
+        self.main_cost = main.cost_usd
+        self.combos = [
+            [(q[4], int(cast(int, q[5]["quality"]))) for q in item_combos(ii, it, cat, cache, stack)]
+            if it.is_model
+            else []
+            for ii, it in enumerate(self.items)
+        ]
+
+    def item_bounds(self, second: Server) -> list[int]:
+        """Per item: the most quality points it can score on {main, second} (unplaced scores 0)."""
+        cap = _raw_capacity(second, self.cat)
+        out: list[int] = []
+        for ii, it in enumerate(self.items):
+            if not it.is_model:
+                out.append(0)
+                continue
+            room = cap + self.main_cap if ii == self.split_item else cap
+            q = max([self.main_q[ii] or 0, *(qq for b, qq in self.combos[ii] if b <= room)])
+            out.append(max(q, 0))
+        return out
+
+    def key(self, second: Server) -> tuple[int, int, int, int]:
+        return (0, -sum(self.item_bounds(second)), round((self.main_cost + second.cost_usd) * 100), 0)
+
+    def min_quality(self, second: Server, incumbent: tuple[int, int, int, int] | None) -> list[int] | None:
+        """With an incumbent that meets every target (quality Q), a better plan needs quality >= Q, so a
+        candidate of item i scoring less than Q − Σ_{j≠i} (bound of j) is in no better plan."""
+        if incumbent is None or incumbent[0] != 0:
+            return None
+        ub = self.item_bounds(second)
+        total = sum(ub)
+        return [-incumbent[1] - (total - u) for u in ub]
+
+
+def _raw_capacity(server: Server, cat: Catalog) -> int:
+    """GPU memory not reserved + host RAM: no candidate on the server has more weight bytes."""
+    return sum(d.capacity_bytes - d.reserved_bytes for d in server.gpu_devices(cat)) + server.host(cat).capacity_bytes
+
+
+def _split_items(stack: Stack) -> list[int]:
+    """The role tried as the split one: the first role that stays loaded, in stack order (the presets and the
+    README put the big reasoner first)."""
+    items = stack_items(stack)
+    scored = []
+    for i, it in enumerate(items):
+        if it.role is None or it.role.residency != "always":
+            continue
+        scored.append((i, it))
+    return [i for i, _ in scored[:1]] if scored else []
+
+
+def fit_sentence(sol: Solution, ii: int) -> str:
+    """'the 70B at Q4_K_M with 16k context needs 46.1 GiB; two 4090s give 48 GiB of which 2 GiB must stay
+    free: fits with 0.1 GiB to spare' for item `ii` of a solution."""
+    p = sol.problem
+    ci = sol.assign[ii]
+    it = p.items[ii]
+    if ci < 0:
+        return f"{it.name}: nothing fits"
+    c = p.cands[ii][ci]
+    if not it.is_model:
+        return f"{it.name}: {fmt_gib(c.total_bytes)} RAM on {p.servers[c.server].name}"
+    gpu_ids = [p.slots[s].device.id for s in c.gpu_slots]
+    counts: dict[str, int] = {}
+    for g in gpu_ids:
+        counts[g] = counts.get(g, 0) + 1
+    where = " + ".join(f"{n}x {g}" if n > 1 else g for g, n in counts.items()) or "the CPU"
+    cap = sum(p.slots[s].capacity_bytes for s in c.gpu_slots)
+    marg = sum(m for _, m in c.margin)
+    on_gpus = sum(b for s, b in c.mem if p.slots[s].is_gpu)
+    ctx_k = f"{it.ctx // 1024}k" if it.ctx % 1024 == 0 else str(it.ctx)
+    head = f"{it.name}: {c.model_ref} at {c.quant} with {ctx_k} context × {it.parallel} needs {fmt_gib(c.total_bytes)}"
+    if not c.gpu_slots:
+        return head + " of RAM (CPU only)"
+    spare = sum(
+        p.slots[s].capacity_bytes - sol.evaluation.used_bytes[s] - sol.evaluation.margin_bytes[s] for s in c.gpu_slots
+    )
+    off = f", {fmt_gib(c.total_bytes - on_gpus)} offloaded to RAM" if c.uses_cpu else ""
+    return (
+        f"{head}; {where} give {fmt_gib(cap)} of which {fmt_gib(marg)} must stay free{off}: fits with "
+        f"{fmt_gib(max(0, spare))} to spare" + (" (shared)" if spare < cap - marg - on_gpus - 1 else "")
+    )
+
+
+def option_why(sol: Solution | None, kind: str, why_not: str = "") -> str:
+    if sol is None:
+        return f"{kind}: {why_not or 'no plan'}"
+    ev = sol.evaluation
+    p = sol.problem
+    parts: list[str] = []
+    model_items = [i for i, it in enumerate(p.items) if it.is_model]
+    biggest = max(
+        model_items, key=lambda i: p.cands[i][sol.assign[i]].total_bytes if sol.assign[i] >= 0 else -1, default=None
+    )
+    if biggest is not None:
+        parts.append(fit_sentence(sol, biggest))
+    for ii, rr in ev.roles.items():
+        if rr.failures:
+            parts.append(f"{p.items[ii].name} fails: {'; '.join(rr.failures)}")
+    if ev.failing:
+        parts.insert(0, f"misses targets for {', '.join(ev.failing)}")
+    else:
+        parts.insert(0, "meets every target")
+    cost = p.cost_cents / 100
+    if cost:
+        parts.append(f"buys ${cost:,.0f} of hardware")
+    return "; ".join(parts) + "."
+
+
+def quality_score(sol: Solution) -> float:
+    n = sum(1 for it in sol.problem.items if it.is_model)
+    return round(sol.evaluation.quality / (MODEL_POINTS * max(1, n)), 4)

@@ -1,0 +1,746 @@
+"""The placement problem: what is placed (items), where it can go (candidates), and how a plan scores.
+
+Candidates: role × model candidate × quant × server × GPU subset (CPU offload where llama.cpp's fit
+puts it; CPU-only as a subset of its own) × engine, every number from `planner.estimate.estimate()`
+(memoized). Dominated candidates (same devices, no better quality, no less memory / bandwidth time /
+step time / file size) are dropped.
+
+Feasibility per device: GPU d holds Σ(always-resident usage) + max(on-demand usage) + one margin (the
+largest margin of the engines on it, not one per model); the host RAM holds the same plus services
+and the host margin; services' cores fit the CPU. On-demand roles need to fit only when swapped in.
+
+Objective (`evaluate`; lexicographic, smaller is better): (targets missed, −quality points, cost in cents,
+devices holding model layers: each GPU 1, a host 10 — CPU decoding is an order of magnitude slower, so
+an idle GPU is preferred to CPU layers). Targets: decode tok/s per slot under the planned concurrent load
+(planner.plan.contention), swap-in time of on-demand roles, and "stays loaded" for always roles in the
+serial kind. The search is planner.plan.solver; the option kinds over server sets planner.plan.options.
+
+Quality points per role: 1000 − 100 × (position of the model in the role's candidate list) −
+round(1000 × quant mean KLD vs FP16) (catalog quants.yaml `quality_loss`). Unplaced role: 0 points.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, cast
+
+from planner.catalog import Catalog
+from planner.errors import EstimateError, PlannerError
+from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
+from planner.estimate.types import Device, Estimate, RunConfig
+from planner.model.arch import ModelSpec, ModelWeights
+from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step_profile
+from planner.plan.servers import Server
+from planner.plan.stack import RoleSpec, ServiceSpec, Stack
+from planner.units import GIB, MIB
+
+Mode = Literal["serial", "concurrent"]
+UNPLACED = -1
+PENDING = -2
+
+VLLM_QUANTS: tuple[str, ...] = ("BF16", "FP8", "AWQ-INT4", "GPTQ-INT4")
+# Quants the catalog gives no KLD for: the nearest GGUF quant's figure (an assumption, stated in the plan).
+ASSUMED_KLD: dict[str, str] = {"AWQ-INT4": "Q4_K_M", "GPTQ-INT4": "Q4_K_M", "FP8": "Q8_0"}
+RPC_SERVER_HOST_BYTES = 150 * MIB  # rpc-server process on the remote node (gguf-parser-go RAM footprint)
+MODEL_POINTS = 1000
+PREFERENCE_STEP = 100
+MAX_SUBSET_GPUS = 4  # all GPU subsets up to this many cards; contiguous ranges beyond
+HOST_DEVICE_WEIGHT = 10
+
+
+# ------------------------------------------------------------------------------------------ items
+
+
+@dataclass(frozen=True)
+class Item:
+    """What the solver places: a role (with the roles sharing its model merged in) or a service."""
+
+    name: str
+    role: RoleSpec | None = None
+    service: ServiceSpec | None = None
+    members: tuple[RoleSpec, ...] = ()  # roles served as extra slots of this role's model
+    ctx: int = 0
+    parallel: int = 0
+    min_tok_s: float | None = None
+
+    @property
+    def is_model(self) -> bool:
+        return self.role is not None
+
+
+def stack_items(stack: Stack) -> list[Item]:
+    items: list[Item] = []
+    for r in stack.roles:
+        if r.share_with is not None:
+            continue
+        members = tuple(m for m in stack.roles if m.share_with == r.name)
+        targets = [x.min_tok_s for x in (r, *members) if x.min_tok_s is not None]
+        items.append(
+            Item(
+                name=r.name,
+                role=r,
+                members=members,
+                ctx=max([r.ctx, *(m.ctx for m in members)]),
+                parallel=r.parallel + sum(m.parallel for m in members),
+                min_tok_s=max(targets) if targets else None,
+            )
+        )
+    items += [Item(name=s.name, service=s) for s in stack.services]
+    return items
+
+
+# ------------------------------------------------------------------------------------------ candidates
+
+
+@dataclass(frozen=True)
+class DevSlot:
+    """A memory pool of the problem: GPU `gpu` of server `server`, or its host (gpu = -1)."""
+
+    server: int
+    gpu: int
+    device: Device
+    capacity_bytes: int  # available: total − already reserved
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpu >= 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    item: int
+    model_ref: str
+    model_name: str
+    quant: str
+    engine: str
+    server: int
+    gpu_slots: tuple[int, ...]  # DevSlot indices of the GPUs used (index order)
+    uses_cpu: bool  # layers on the host
+    quality: int
+    mem: tuple[tuple[int, int], ...]  # (DevSlot index, bytes)
+    margin: tuple[tuple[int, int], ...]  # (GPU DevSlot index, bytes that must stay free)
+    tau: tuple[tuple[int, float], ...]  # (DevSlot index, seconds of this model's decode step there)
+    step_s: float  # per-slot decode step alone
+    file_bytes: int
+    est: Estimate | None = None
+    resident: bool = True
+    split_servers: tuple[int, ...] = ()
+    cores: float = 0.0
+    parts: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()  # (DevSlot, (weights, KV, compute, overhead))
+
+    @property
+    def alone_tok_s(self) -> float:
+        return 1.0 / self.step_s if self.step_s > 0 else 0.0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(b for _, b in self.mem)
+
+
+class EstimateCache:
+    """Memoized `estimate()` and weights: many candidates repeat (same model, quant, GPUs on other servers)."""
+
+    def __init__(self, cat: Catalog) -> None:
+        self.cat = cat
+        self._specs: dict[str, ModelSpec] = {}
+        self._weights: dict[tuple[str, str | None, str], ModelWeights] = {}
+        self._sizes: dict[int, tuple[int, int, int]] = {}  # id(weights) -> (total, file, token_embd) bytes
+        self._est: dict[tuple[object, ...], Estimate | None] = {}
+        self.calls = 0
+        self.hits = 0
+        self.server_cands: dict[tuple[object, ...], list[Candidate]] = {}
+        self.combos: dict[tuple[object, ...], list[Combo]] = {}
+
+    def spec(self, ref: str) -> ModelSpec:
+        if ref not in self._specs:
+            from planner.sources.resolve import resolve_model
+
+            self._specs[ref] = resolve_model(ref)
+        return self._specs[ref]
+
+    def weights(self, ref: str, quant: str | None, engine: str) -> ModelWeights:
+        key = (ref, quant, engine)
+        if key not in self._weights:
+            w = resolve_weights(self.spec(ref), quant, engine)
+            self._weights[key] = w
+            self._sizes[id(w)] = (w.total_bytes, w.file_bytes or w.total_bytes, w.token_embedding_bytes)
+        return self._weights[key]
+
+    def sizes(self, w: ModelWeights) -> tuple[int, int, int]:
+        """(total, file, token_embd) bytes of weights returned by `weights`."""
+        return self._sizes[id(w)]
+
+    def estimate(
+        self, ref: str, quant: str | None, cfg: RunConfig, gpus: Sequence[Device], host: Device
+    ) -> Estimate | None:
+        """estimate() for these inputs, or None when the estimator refuses the combination."""
+        # With every layer on the GPUs, the host only holds token_embd and runtime buffers: the numbers do
+        # not depend on which CPU it is, so such estimates are shared across hosts.
+        gpu_key: tuple[object, ...] = (ref, quant, cfg, tuple(gpus), None, None)
+        if gpus and gpu_key in self._est:
+            self.hits += 1
+            return self._est[gpu_key]
+        key: tuple[object, ...] = (ref, quant, cfg, tuple(gpus), host.id, host.bandwidth_gbs)
+        if key in self._est:
+            self.hits += 1
+            return self._est[key]
+        self.calls += 1
+        try:
+            w = self.weights(ref, quant, cfg.engine)
+            spec = replace(self.spec(ref), weights=w)
+            est: Estimate | None = estimate(spec, cfg, gpus, host, quant=w.file_type, suggest=False)
+        except EstimateError:
+            est = None
+        if gpus and est is not None and not est.devices[-1].layers and not est.devices[-1].holds_output:
+            key = gpu_key
+        self._est[key] = est
+        return est
+
+
+def quant_kld(cat: Catalog, quant: str) -> float:
+    q = ASSUMED_KLD.get(quant.upper(), quant)
+    entry = cat.quants.get(q)
+    if entry is None or entry.quality_loss is None:
+        return 0.0 if quant.upper() in ("F16", "BF16", "F32") else 0.1
+    return float(entry.quality_loss)
+
+
+def role_models(cat: Catalog, role: RoleSpec) -> list[str]:
+    """Candidate model refs, preferred first: the stack's list, or catalog models tagged with the task
+    ordered by catalog quality score (unscored last, larger first)."""
+    if role.models:
+        return list(role.models)
+    assert role.task is not None
+    tagged = [m for m in cat.models.values() if role.task in m.roles]
+    tagged.sort(
+        key=lambda m: (
+            m.quality is None,
+            -(m.quality.score if m.quality else 0.0),
+            -(cat.base_model(m.id).params or 0),
+            m.id,
+        )
+    )
+    return [m.id for m in tagged]
+
+
+def role_quants(cat: Catalog, role: RoleSpec, floor_kld: float) -> list[str]:
+    if role.quants:
+        return [cat.quant(q).id for q in role.quants]
+    return [q for q in QUANT_LADDER if quant_kld(cat, q) <= floor_kld]
+
+
+def gpu_subsets(n: int) -> list[tuple[int, ...]]:
+    """GPU index subsets a model may use: all non-empty subsets up to 4 cards, contiguous ranges beyond."""
+    if n <= MAX_SUBSET_GPUS:
+        return [c for k in range(1, n + 1) for c in itertools.combinations(range(n), k)]
+    return [tuple(range(i, j)) for i in range(n) for j in range(i + 1, n + 1)]
+
+
+@dataclass
+class Problem:
+    """One option's search space: items, memory pools, candidates per item, cost of the server set."""
+
+    items: list[Item]
+    servers: list[Server]
+    slots: list[DevSlot]
+    cands: list[list[Candidate]]
+    mode: Mode
+    cost_cents: int
+    host_margin_bytes: list[int]
+    cores: list[float]
+    disk_gbs: list[float]
+    host_slot: list[int]
+    require_server: int | None = None  # two-server kinds: this server must host something
+
+
+def _slots(servers: Sequence[Server], cat: Catalog) -> tuple[list[DevSlot], list[int]]:
+    slots: list[DevSlot] = []
+    host_slot: list[int] = []
+    for si, s in enumerate(servers):
+        for gi, d in enumerate(s.gpu_devices(cat)):
+            slots.append(DevSlot(si, gi, d, d.capacity_bytes - d.reserved_bytes))
+        h = s.host(cat)
+        host_slot.append(len(slots))
+        slots.append(DevSlot(si, -1, h, h.capacity_bytes))
+    return slots, host_slot
+
+
+def _candidate_from_estimate(
+    est: Estimate,
+    *,
+    item_index: int,
+    item: Item,
+    ref: str,
+    quant: str,
+    engine: str,
+    server: int,
+    slot_map: Sequence[int],  # est.devices index -> DevSlot index
+    quality: int,
+    extra_step_s: float = 0.0,
+    split_servers: tuple[int, ...] = (),
+    extra_host: tuple[int, int] | None = None,
+    sizes: tuple[int, int, int],
+) -> Candidate:
+    prof: StepProfile = step_profile(est, extra_step_s, embedding_bytes=sizes[2])
+    mem: dict[int, int] = {}
+    parts: dict[int, tuple[int, int, int, int]] = {}
+    margin: list[tuple[int, int]] = []
+    tau: list[tuple[int, float]] = []
+    gpu_slots: list[int] = []
+    uses_cpu = False
+    for u, si, t in zip(est.devices, slot_map, prof.device_s, strict=True):
+        if u.device.is_gpu:
+            gpu_slots.append(si)
+            margin.append((si, u.margin_bytes))
+        elif u.layers or not any(x.device.is_gpu for x in est.devices):
+            uses_cpu = True
+        mem[si] = mem.get(si, 0) + u.used_bytes
+        m = u.memory
+        w, k, cc, o = parts.get(si, (0, 0, 0, 0))
+        parts[si] = (w + m.weights_bytes, k + m.kv_cache_bytes, cc + m.compute_bytes, o + m.overhead_bytes)
+        if t > 0:
+            tau.append((si, t))
+    if extra_host is not None:
+        mem[extra_host[0]] = mem.get(extra_host[0], 0) + extra_host[1]
+        w, k, cc, o = parts.get(extra_host[0], (0, 0, 0, 0))
+        parts[extra_host[0]] = (w, k, cc, o + extra_host[1])
+    file_bytes = sizes[1]
+    return Candidate(
+        item=item_index,
+        model_ref=ref,
+        model_name=est.arch.name,
+        quant=est.weights.file_type or quant,
+        engine=engine,
+        server=server,
+        gpu_slots=tuple(gpu_slots),
+        uses_cpu=uses_cpu,
+        quality=quality,
+        mem=tuple(sorted(mem.items())),
+        margin=tuple(margin),
+        tau=tuple(tau),
+        step_s=prof.step_s,
+        file_bytes=file_bytes,
+        est=est,
+        split_servers=split_servers,
+        parts=tuple(sorted(parts.items())),
+    )
+
+
+def _alone_fits(c: Candidate, slots: Sequence[DevSlot], host_margin: Sequence[int]) -> bool:
+    marg = dict(c.margin)
+    for si, b in c.mem:
+        s = slots[si]
+        extra = marg.get(si, 0) if s.is_gpu else host_margin[s.server]
+        if b + extra > s.capacity_bytes:
+            return False
+    return True
+
+
+Combo = tuple[str, str | None, str, RunConfig, int, dict[str, object]]  # ref, quant, engine, cfg, weight bytes, kw
+
+
+def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: Stack) -> list[Combo]:
+    """(model, quant, engine) choices of a model item with their run config, weight bytes and quality
+    (memoized on the cache: every server set of a recommendation shares them)."""
+    role = it.role
+    assert role is not None
+    key = ("combos", role.model_dump_json(), it.ctx, it.parallel, stack.quality_floor_kld, ii)
+    hit = cache.combos.get(key)
+    if hit is not None:
+        return hit
+    combos: list[Combo] = []
+    for pref, ref in enumerate(role_models(cat, role)):
+        spec = cache.spec(ref)
+        fixed_file = spec.weights is not None and spec.weights.exact
+        quants: list[str | None] = [None] if fixed_file else list(role_quants(cat, role, stack.quality_floor_kld))
+        engines = list(role.engines or ["llama.cpp", "vllm"])
+        for quant in quants:
+            q_up = (quant or (spec.weights.file_type if spec.weights else "") or "").upper()
+            is_vllm_q = q_up in VLLM_QUANTS
+            for engine in engines:
+                if engine == "vllm" and (not is_vllm_q or fixed_file):
+                    continue
+                if engine == "llama.cpp" and is_vllm_q and q_up not in ("BF16",):
+                    continue
+                kld = quant_kld(cat, q_up) if q_up else 0.0
+                quality = MODEL_POINTS - PREFERENCE_STEP * pref - round(1000 * kld)
+                cfg = RunConfig(
+                    engine="vllm" if engine == "vllm" else "llama.cpp",
+                    ctx=it.ctx,
+                    parallel=it.parallel,
+                    kv_type_k=role.kv_type,
+                    kv_type_v=role.kv_type,
+                    flash_attn=True,
+                )
+                try:
+                    w = cache.weights(ref, quant, cfg.engine)
+                except (EstimateError, PlannerError):
+                    continue
+                sizes = cache.sizes(w)
+                common: dict[str, object] = dict(
+                    item_index=ii,
+                    item=it,
+                    ref=ref,
+                    quant=q_up,
+                    engine=cfg.engine,
+                    quality=quality,
+                    sizes=sizes,
+                )
+                combos.append((ref, quant, engine, cfg, sizes[0], common))
+    cache.combos[key] = combos
+    return combos
+
+
+def build_candidates(
+    items: Sequence[Item],
+    servers: Sequence[Server],
+    cat: Catalog,
+    cache: EstimateCache,
+    stack: Stack,
+    *,
+    split_item: int | None = None,
+    split_pair: tuple[int, int] | None = None,
+    min_quality: Sequence[int] | None = None,
+) -> tuple[list[DevSlot], list[int], list[list[Candidate]]]:
+    """Every feasible-alone, non-dominated candidate of each item on `servers`. With `split_item`, that
+    item gets only llama.cpp RPC candidates spanning `split_pair` = (host server, remote server)."""
+    from planner.estimate.engines import rules_for
+
+    slots, host_slot = _slots(servers, cat)
+    host_margin = [rules_for("llama.cpp").host_margin_bytes for _ in servers]
+    hosts = [s.host(cat) for s in servers]
+    gpus = [s.gpu_devices(cat) for s in servers]
+    gpu_slot_index = {(sl.server, sl.gpu): i for i, sl in enumerate(slots)}
+    out: list[list[Candidate]] = []
+    for ii, it in enumerate(items):
+        cands: list[Candidate] = []
+        if it.service is not None:
+            for si, _s in enumerate(servers):
+                c = Candidate(
+                    item=ii,
+                    model_ref="",
+                    model_name=it.name,
+                    quant="",
+                    engine="",
+                    server=si,
+                    gpu_slots=(),
+                    uses_cpu=False,
+                    quality=0,
+                    mem=((host_slot[si], int(it.service.ram_gib * GIB)),),
+                    margin=(),
+                    tau=(),
+                    step_s=0.0,
+                    file_bytes=0,
+                    cores=it.service.cpu_cores,
+                    parts=((host_slot[si], (0, 0, 0, int(it.service.ram_gib * GIB))),),
+                )
+                if _alone_fits(c, slots, host_margin):
+                    cands.append(c)
+            out.append(cands)
+            continue
+        role = it.role
+        assert role is not None
+        combos = item_combos(ii, it, cat, cache, stack)
+        floor_q = min_quality[ii] if min_quality is not None else None
+        if floor_q is not None:
+            combos = [cb for cb in combos if cast(int, cb[5]["quality"]) >= floor_q]
+        if split_item == ii:
+            assert split_pair is not None
+            a, b = split_pair
+            for ref, quant, engine, cfg, lower_bytes, common in combos:
+                if engine == "vllm" or not gpus[b]:
+                    continue
+                devs = [*gpus[a], *gpus[b]]
+                if lower_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
+                    continue
+                est = cache.estimate(ref, quant, cfg, devs, hosts[a])
+                if est is None:
+                    continue
+                smap = [gpu_slot_index[(a, g)] for g in range(len(gpus[a]))]
+                smap += [gpu_slot_index[(b, g)] for g in range(len(gpus[b]))]
+                smap.append(host_slot[a])
+                c = _candidate_from_estimate(
+                    est,
+                    server=a,
+                    slot_map=smap,
+                    extra_step_s=rpc_hop_s(est.arch.hidden_size),
+                    split_servers=(a, b),
+                    extra_host=(host_slot[b], RPC_SERVER_HOST_BYTES),
+                    **common,  # type: ignore[arg-type]
+                )
+                if _alone_fits(c, slots, host_margin):
+                    cands.append(c)
+        for si in range(len(servers) if split_item != ii else 0):
+            # the first server's candidates are memoized whole: with a quality floor, filter them instead of
+            # re-building them from the floor-filtered combos
+            filter_here = si == 0 and floor_q is not None
+            built = _server_candidates(
+                ii,
+                it,
+                si,
+                servers,
+                slots,
+                host_slot,
+                gpus,
+                hosts,
+                host_margin,
+                gpu_slot_index,
+                cache,
+                item_combos(ii, it, cat, cache, stack) if filter_here else combos,
+                stack.quality_floor_kld,
+            )
+            cands += [c for c in built if c.quality >= cast(int, floor_q)] if filter_here else built
+        out.append(prune_dominated(cands))
+    return slots, host_slot, out
+
+
+def _server_candidates(
+    ii: int,
+    it: Item,
+    si: int,
+    servers: Sequence[Server],
+    slots: Sequence[DevSlot],
+    host_slot: Sequence[int],
+    gpus: Sequence[Sequence[Device]],
+    hosts: Sequence[Device],
+    host_margin: Sequence[int],
+    gpu_slot_index: dict[tuple[int, int], int],
+    cache: EstimateCache,
+    combos: Sequence[Combo],
+    floor: float,
+) -> list[Candidate]:
+    """Candidates of item `ii` on server `si` (memoized: the main server's are the same for every
+    second server tried)."""
+    assert it.role is not None
+    srv = servers[si]
+    key = (
+        it.role.model_dump_json(),
+        it.ctx,
+        it.parallel,
+        floor,
+        ii,
+        si,
+        host_slot[si],
+        srv.cpu,
+        srv.gpus,
+        srv.ram_gib,
+        srv.gpu_reserved_bytes,
+        len(combos),  # a quality-filtered list is a prefix-by-threshold of the same combos: its size names it
+    )
+    hit = cache.server_cands.get(key)
+    if hit is not None:
+        return hit
+    out: list[Candidate] = []
+    cap_host = slots[host_slot[si]].capacity_bytes
+    for ref, quant, engine, cfg, lower_bytes, common in combos:
+        subsets: list[tuple[int, ...]] = gpu_subsets(len(gpus[si]))
+        if engine == "llama.cpp":
+            subsets = [*subsets, ()]
+        for sub in subsets:
+            devs = [gpus[si][g] for g in sub]
+            if engine == "vllm" and (not devs or any(d.vendor not in ("nvidia", "amd") for d in devs)):
+                continue
+            if lower_bytes > sum(d.capacity_bytes - d.reserved_bytes for d in devs) + cap_host:
+                continue
+            est = cache.estimate(ref, quant, cfg, devs, hosts[si])
+            if est is None:
+                continue
+            smap = [gpu_slot_index[(si, g)] for g in sub] + [host_slot[si]]
+            c = _candidate_from_estimate(est, server=si, slot_map=smap, **common)  # type: ignore[arg-type]
+            if _alone_fits(c, slots, host_margin):
+                out.append(c)
+    cache.server_cands[key] = out
+    return out
+
+
+def _dominates(b: Candidate, a: Candidate) -> bool:
+    """b is at least as good as a in every respect the objective and the constraints see."""
+    if b.quality < a.quality or b.step_s > a.step_s or b.file_bytes > a.file_bytes:
+        return False
+    if set(b.gpu_slots) - set(a.gpu_slots):
+        return False
+    am, bm = dict(a.mem), dict(b.mem)
+    if any(v > am.get(k, 0) for k, v in bm.items()):
+        return False
+    ag, bg = dict(a.margin), dict(b.margin)
+    if any(v > ag.get(k, 0) for k, v in bg.items()):
+        return False
+    at, bt = dict(a.tau), dict(b.tau)
+    return not any(v > at.get(k, 0.0) for k, v in bt.items())
+
+
+def prune_dominated(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Drop candidates another one of the same item and devices dominates (keep the first of equals)."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, c in enumerate(cands):
+        groups.setdefault((c.server, c.gpu_slots, c.uses_cpu, c.split_servers), []).append(i)
+    keep: list[Candidate] = []
+    for idx in groups.values():
+        for i in idx:
+            a = cands[i]
+            if any(j != i and _dominates(cands[j], a) and (not _dominates(a, cands[j]) or j < i) for j in idx):
+                continue
+            keep.append(a)
+    keep.sort(key=lambda c: (-c.quality, len(c.gpu_slots), c.total_bytes, c.step_s))
+    return keep
+
+
+def make_problem(
+    stack: Stack,
+    servers: Sequence[Server],
+    cat: Catalog,
+    cache: EstimateCache,
+    *,
+    mode: Mode,
+    split_item: int | None = None,
+    split_pair: tuple[int, int] | None = None,
+    require_server: int | None = None,
+    min_quality: Sequence[int] | None = None,
+) -> Problem:
+    """One option's problem. `min_quality` (per item) leaves out candidates scoring less: the caller knows
+    they are in no plan better than its incumbent, so they are not estimated on servers after the first."""
+    from planner.estimate.engines import rules_for
+
+    items = stack_items(stack)
+    slots, host_slot, cands = build_candidates(
+        items, servers, cat, cache, stack, split_item=split_item, split_pair=split_pair, min_quality=min_quality
+    )
+    n_models = sum(1 for it in items if it.is_model)
+    fixed: list[list[Candidate]] = []
+    for it, cs in zip(items, cands, strict=True):
+        resident = it.service is not None or (
+            it.role is not None and (it.role.residency == "always" if mode == "concurrent" else n_models == 1)
+        )
+        fixed.append([replace(c, resident=resident) for c in cs])
+    disk_gbs = cat.disk(stack.disk).read_gbs
+    return Problem(
+        items=items,
+        servers=list(servers),
+        slots=slots,
+        cands=fixed,
+        mode=mode,
+        cost_cents=round(sum(s.cost_usd for s in servers) * 100),
+        host_margin_bytes=[rules_for("llama.cpp").host_margin_bytes for _ in servers],
+        cores=[float(s.cores(cat)) for s in servers],
+        disk_gbs=[s.disk_read_gbs or disk_gbs for s in servers],
+        host_slot=host_slot,
+        require_server=require_server,
+    )
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+@dataclass
+class RoleResult:
+    decode_tok_s: float
+    swap_in_s: float | None
+    failures: list[str]
+
+
+@dataclass
+class Evaluation:
+    memory_ok: bool
+    key: tuple[int, int, int, int]  # (failures, -quality, cost in cents, GPUs used): smaller is better
+    failing: list[str]
+    quality: int
+    n_gpus: int  # devices holding model layers: GPUs 1 each, a host HOST_DEVICE_WEIGHT
+    used_bytes: list[int]  # per DevSlot: resident + largest on-demand (+ services on hosts)
+    margin_bytes: list[int]
+    roles: dict[int, RoleResult]
+    overflow: list[str]
+
+
+def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
+    """Score an assignment (candidate index per item; UNPLACED; PENDING for items not decided yet)."""
+    n = len(p.slots)
+    res_mem = [0] * n
+    od_mem = [0] * n
+    margin = [0] * n
+    res_tau = [0.0] * n
+    od_tau = [0.0] * n
+    cores = [0.0] * len(p.servers)
+    od_files = [0] * len(p.servers)
+    used_gpus: set[int] = set()
+    chosen: list[tuple[int, Candidate]] = []
+    failing: list[str] = []
+    n_failures = 0
+    roles: dict[int, RoleResult] = {}
+    quality = 0
+    for ii, ci in enumerate(assign):
+        if ci == PENDING:
+            continue
+        if ci == UNPLACED:
+            failing.append(p.items[ii].name)
+            n_failures += 1
+            roles[ii] = RoleResult(0.0, None, ["nothing fits"])
+            continue
+        c = p.cands[ii][ci]
+        chosen.append((ii, c))
+        quality += c.quality
+        cores[c.server] += c.cores
+        used_gpus.update(c.gpu_slots)
+        if c.uses_cpu:
+            used_gpus.add(p.host_slot[c.server])
+        for si, b in c.mem:
+            if c.resident:
+                res_mem[si] += b
+            else:
+                od_mem[si] = max(od_mem[si], b)
+        for si, m in c.margin:
+            margin[si] = max(margin[si], m)
+        for si, t in c.tau:
+            if c.resident:
+                res_tau[si] += t
+            else:
+                od_tau[si] = max(od_tau[si], t)
+        if not c.resident and p.items[ii].is_model:
+            od_files[c.server] += c.file_bytes
+    used = [res_mem[i] + od_mem[i] for i in range(n)]
+    overflow: list[str] = []
+    for i, sl in enumerate(p.slots):
+        extra = margin[i] if sl.is_gpu else p.host_margin_bytes[sl.server]
+        if used[i] + extra > sl.capacity_bytes:
+            overflow.append(f"{p.servers[sl.server].name}/{'gpu' + str(sl.gpu) if sl.is_gpu else 'cpu'}")
+    for s in range(len(p.servers)):
+        if cores[s] > p.cores[s]:
+            overflow.append(f"{p.servers[s].name}/cores")
+    req = p.require_server
+    req_used = req is None or PENDING in assign or any(c.server == req or req in c.split_servers for _, c in chosen)
+    if not req_used:
+        overflow.append(f"{p.servers[req or 0].name} unused")
+    memory_ok = not overflow
+    for ii, c in chosen:
+        it = p.items[ii]
+        if not it.is_model:
+            roles[ii] = RoleResult(0.0, None, [])
+            continue
+        others = 0.0
+        for si, t in c.tau:
+            others += (res_tau[si] - t + od_tau[si]) if c.resident else res_tau[si]
+        tok_s = 1.0 / (c.step_s + others) if c.step_s + others > 0 else 0.0
+        fails: list[str] = []
+        if it.min_tok_s is not None and tok_s < it.min_tok_s * (1 - 1e-9):
+            fails.append(f"{tok_s:.1f} tok/s < target {it.min_tok_s:g}")
+        swap: float | None = None
+        assert it.role is not None
+        if not c.resident:
+            hs = p.host_slot[c.server]
+            free = p.slots[hs].capacity_bytes - used[hs] - p.host_margin_bytes[c.server]
+            rate = p.disk_gbs[c.server]
+            if free >= od_files[c.server]:
+                rate = page_cache_gbs(p.slots[hs].device.bandwidth_gbs, bool(c.gpu_slots))
+            swap = c.file_bytes / (rate * 1e9)
+            if it.role.residency == "always":
+                fails.append("must stay loaded (residency: always) but the serial plan loads one model at a time")
+            elif it.role.max_swap_in_s is not None and swap > it.role.max_swap_in_s * (1 + 1e-9):
+                fails.append(f"swap-in {swap:.1f} s > {it.role.max_swap_in_s:g} s")
+        roles[ii] = RoleResult(tok_s, swap, fails)
+        if fails:
+            failing.append(it.name)
+            n_failures += len(fails)
+    n_dev = sum(1 if p.slots[si].is_gpu else HOST_DEVICE_WEIGHT for si in used_gpus)
+    key = (n_failures, -quality, p.cost_cents, n_dev)
+    return Evaluation(memory_ok, key, failing, quality, n_dev, used, margin, roles, overflow)
