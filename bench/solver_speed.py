@@ -8,7 +8,8 @@ Prints the candidate-generation time (estimate() calls, memoized), the search ti
 optimal, and the answer's key; what 1 s and 3 s of MILP time give; then `recommend()` on each preset
 (deep, agents with a $3,000 budget, ensemble) with a fresh estimate cache, all four option kinds. With
 --named: the same 12 roles with two or three named models each, as users write them, `recommend()` kind by
-kind on the main server with a $4,000 budget (every purchasable second server).
+kind on the main server with a $4,000 budget (every purchasable second server), then all four kinds in one
+`recommend()` side by side (threads, the default) and one after another.
 The issue's target: under 1 s for the search on this machine (not met for the 12-role case: see the
 closing notes of issue 3 for the figures and what was tried).
 """
@@ -110,6 +111,19 @@ def named_case(time_limit_s: float) -> None:
         if sol is not None and not sol.exact:
             got += f", quality bound {sol.quality_bound}"
         print(f"  {kind}: {dt:.1f} s, {r.considered} set(s) searched, {got}")
+    for side_by_side in (True, False):
+        t0 = time.perf_counter()
+        recommend(
+            stack,
+            [main_server],
+            cat,
+            budget_usd=NAMED_BUDGET_USD,
+            cache=cache,
+            time_limit_s=time_limit_s,
+            side_by_side=side_by_side,
+        )
+        how = "side by side (threads)" if side_by_side else "one after another"
+        print(f"  all four kinds in one recommend(), {how}, estimates memoized: {time.perf_counter() - t0:.1f} s")
 
 
 def main() -> None:

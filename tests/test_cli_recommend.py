@@ -216,3 +216,57 @@ def test_unwritable_output_real_entry_point_one_line_exit_2(tmp_path: Path, flag
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"error: {blocker}: ")
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+# 12 roles with two or three named models each (bench/solver_speed.py --named): its two-server and split kinds
+# search for about a minute each, in threads, mostly inside HiGHS
+_BIG = {
+    "reasoner": "[llama-3.3-70b, qwen2.5-72b, qwen2.5-32b]",
+    "coder": "[deepseek-coder-6.7b, qwen2.5-coder-7b]",
+    "chat": "[saiga-llama3-8b, saiga-mistral-7b, qwen2.5-14b]",
+    "summarizer": "[mistral-7b, qwen2.5-7b]",
+    "embedding": "[bge-m3]",
+    "vision": "[gemma-3-27b]",
+}
+_TASKS = ["reasoner", "coder", "chat", "chat", "summarizer", "embedding"] * 2
+
+
+def test_ctrl_c_during_a_long_search_ends_at_once_with_130(tmp_path: Path) -> None:
+    """Ctrl-C while the option kinds search side by side: exit 130 within seconds, no abort. Before, the
+    process waited for the running MILP's time limit (11.9 s here), and with search threads inside HiGHS at
+    exit it could die with "terminate called without an active exception" (SIGABRT, 1 in 3 tries). A real
+    child process and a real SIGINT; SIGINT is set back to its default in the child (a background job
+    inherits it ignored)."""
+    import signal
+    import time
+
+    roles = "".join(
+        f"  - {{name: r{i}, models: {_BIG[task]}, ctx: 8192, parallel: {1 + i % 3}"
+        + (", min_tok_s: 15" if task not in ("embedding",) else "")
+        + (", residency: on-demand}" if i >= 8 else "}")
+        + "\n"
+        for i, task in enumerate(_TASKS)
+    )
+    stack = tmp_path / "big.yaml"
+    stack.write_text(f"name: big\nroles:\n{roles}")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from planner.cli import main; main()", "recommend", str(stack), "--budget", "4000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        time.sleep(12)  # candidates built, the kinds searching
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        waited_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "terminate called" not in err
+    assert waited_s < 5.0  # the search alone would go on for about two minutes

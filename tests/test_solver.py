@@ -742,22 +742,38 @@ def test_two_server_pruning_equals_trying_every_set() -> None:
     assert res.considered < len(options)  # the bound saved work
 
 
-def test_c_level_stdout_noise_during_the_milp_is_silenced() -> None:
+# one MILP; two MILPs in threads (option kinds side by side) whose guards overlap and end in the other order
+_NOISE_ONE = """
+with silenced_stdout_fd():
+    os.write(1, b'HighsMipSolverData noise\\n')
+"""
+_NOISE_TWO = """
+import threading, time
+both_in = threading.Barrier(2)
+def milp(seconds):
+    with silenced_stdout_fd():
+        both_in.wait()
+        os.write(1, b'HighsMipSolverData noise\\n')
+        time.sleep(seconds)
+threads = [threading.Thread(target=milp, args=(s,)) for s in (0.05, 0.3)]
+for t in threads: t.start()
+for t in threads: t.join()
+"""
+
+
+@pytest.mark.parametrize("noise", [_NOISE_ONE, _NOISE_TWO], ids=["one", "two-threads"])
+def test_c_level_stdout_noise_during_the_milp_is_silenced(noise: str) -> None:
     """HiGHS (scipy 1.17) writes debug lines straight to file descriptor 1 on large problems (seen on the
     12-role bench: "HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();" ×12 before the
     JSON). The guard around the MILP call drops writes to fd 1 and leaves Python's stdout working; checked in
-    a real child process writing to fd 1 the way C code does."""
+    a real child process writing to fd 1 the way C code does. With two guards in threads, the first to end
+    must not give fd 1 back while the other runs, nor the last leave it on /dev/null (each saving and
+    restoring its own copy did: "after" was lost)."""
     import subprocess
     import sys
 
-    code = (
-        "import os\n"
-        "from planner.plan.milp import silenced_stdout_fd\n"
-        "print('before', flush=True)\n"
-        "with silenced_stdout_fd():\n"
-        "    os.write(1, b'HighsMipSolverData noise\\n')\n"
-        "print('after')\n"
-    )
+    code = "import os\nfrom planner.plan.milp import silenced_stdout_fd\nprint('before', flush=True)\n"
+    code += noise + "print('after')\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout == "before\nafter\n"
 
@@ -790,17 +806,50 @@ def test_unproven_options_are_flagged_and_the_lp_bound_holds_on_a_preset() -> No
     assert concurrent.evaluation.quality <= zero.quality_bound
 
 
-def test_recommend_reports_progress_kind_by_kind() -> None:
-    """Large stacks search for tens of seconds; the CLI shows what is being searched from these messages: each
-    option kind in order, and the two-server kinds' count of server sets solved."""
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_recommend_reports_progress_kind_by_kind(side_by_side: bool) -> None:
+    """Large stacks search for tens of seconds; the CLI shows what is being searched from these messages: the
+    option kinds still running (one at a time, or several side by side) and the two-server kinds' count of
+    server sets solved."""
+    import re
+
     from planner.plan.stack import load_preset
 
     said: list[str] = []
     main = _srv("main: 2x rtx-4090, ryzen-9-7950x, 128GiB")
-    recommend(load_preset("ensemble"), [main], CAT, cache=CACHE, budget_usd=3000.0, progress=said.append)
-    kinds = [m for m in said if ":" not in m]
-    assert kinds == [f"searching {k}" for k in ("one-server-serial", "one-server-concurrent", "two-server", "split")]
-    assert any(m.startswith("searching two-server: ") and m.endswith(" server set(s) solved") for m in said)
+    stack = load_preset("ensemble")
+    recommend(stack, [main], CAT, cache=CACHE, budget_usd=3000.0, progress=said.append, side_by_side=side_by_side)
+    kinds = ("one-server-serial", "one-server-concurrent", "two-server", "split")
+    part_re = re.compile(r"(one-server-serial|one-server-concurrent|two-server|split)(: \d+ server set\(s\) solved)?")
+    for m in said:
+        assert m.startswith("searching ")
+        for part in m.removeprefix("searching ").split(", "):
+            assert part_re.fullmatch(part), m
+    for k in kinds:
+        assert any(k in m.removeprefix("searching ").split(", ") or f"{k}: " in m for m in said)
+    assert any(re.search(r"two-server: \d+ server set\(s\) solved", m) for m in said)
+    if not side_by_side:  # one after another: each kind announced alone, in order
+        alone = [m for m in said if ":" not in m and "," not in m]
+        assert alone == [f"searching {k}" for k in kinds]
+
+
+def test_option_kinds_side_by_side_give_the_same_answers() -> None:
+    """The kinds run in threads by default (HiGHS releases the GIL, so the long MILPs overlap): each keeps its
+    own search and clock, only the memoized estimates are shared, so the answers must equal those found one
+    after another — the agents preset with a budget, every kind proven."""
+    from planner.plan.stack import load_preset
+
+    main = _srv("main: 2x rtx-4090, ryzen-9-7950x, 128GiB")
+    stack = load_preset("agents")
+    apart = recommend(stack, [main], CAT, cache=EstimateCache(CAT), budget_usd=3000.0, side_by_side=False)
+    together = recommend(stack, [main], CAT, cache=EstimateCache(CAT), budget_usd=3000.0)
+    for a, b in zip(apart.results, together.results, strict=True):
+        assert a.kind == b.kind
+        assert a.solution is not None and b.solution is not None
+        assert a.solution.exact and b.solution.exact
+        assert a.solution.evaluation.key == b.solution.evaluation.key
+    assert apart.plan.recommended == together.plan.recommended
+    assert apart.plan.model_dump(exclude={"created_at"}) == together.plan.model_dump(exclude={"created_at"})
 
 
 def test_what_if_gpu_keeps_what_detect_measured() -> None:

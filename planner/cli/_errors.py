@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable
 
 from planner.errors import PlannerError, shown
@@ -21,6 +23,19 @@ def error_text(exc: BaseException) -> str:
     return "\n".join(shown(line, limit=4000) for line in lines)
 
 
+def _leave_if_searching(code: int) -> None:
+    """Exit at once when a search thread is still running (Ctrl-C during `recommend`): it may be inside HiGHS
+    (C++), and finalizing the interpreter around it aborts the process ("terminate called without an active
+    exception", SIGABRT, seen 1 in 3 times). A search writes no files, so there is nothing to clean up."""
+    from planner.plan import SEARCH_THREAD_PREFIX
+
+    if any(t.name.startswith(SEARCH_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()):
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+            sys.stdout.flush()
+        os._exit(code)
+
+
 def run(app: Callable[[], object]) -> None:
     try:
         app()
@@ -31,7 +46,11 @@ def run(app: Callable[[], object]) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
+        _leave_if_searching(130)
         sys.exit(130)
+    except SystemExit as exc:  # typer turns Ctrl-C into a silent Exit(130)
+        _leave_if_searching(exc.code if isinstance(exc.code, int) else 1)
+        raise
     except BrokenPipeError:
         # `agiplan ... | head`: the reader went away; not an error worth a traceback.
         sys.exit(141)

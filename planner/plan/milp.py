@@ -33,6 +33,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -384,6 +385,15 @@ def solve_milp(
     return MilpAnswer(status, assign, float(res.fun), weights, nodes, bound=bound)
 
 
+class _SilencedFd:
+    """Who holds fd 1 silenced: option kinds solve in threads (planner.plan.recommend), so the first MILP to
+    start redirects it and the last to finish restores it."""
+
+    lock = threading.Lock()
+    depth = 0
+    saved = -1
+
+
 @contextlib.contextmanager
 def silenced_stdout_fd() -> Iterator[None]:
     """Send what C code writes to file descriptor 1 to /dev/null for the duration.
@@ -391,21 +401,28 @@ def silenced_stdout_fd() -> Iterator[None]:
     HiGHS (scipy 1.17) prints debug lines such as "HighsMipSolverData::transformNewIntegerFeasibleSolution
     tmpSolver.run();" straight to the process's stdout on large problems, whatever `disp` says; on the
     12-role bench that put 12 such lines in front of `agiplan recommend --format json`. Python's own
-    sys.stdout is flushed first and keeps working afterwards."""
+    sys.stdout is flushed first and keeps working afterwards. Nested and concurrent uses (threads) share one
+    redirect; stdout comes back when the last one ends."""
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):  # no real stdout (captured, closed): nothing to protect
         yield
         return
-    sys.stdout.flush()
-    saved = os.dup(fd)
+    with _SilencedFd.lock:
+        if _SilencedFd.depth == 0:
+            sys.stdout.flush()
+            _SilencedFd.saved = os.dup(fd)
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), fd)
+        _SilencedFd.depth += 1
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), fd)
         yield
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+        with _SilencedFd.lock:
+            _SilencedFd.depth -= 1
+            if _SilencedFd.depth == 0:
+                os.dup2(_SilencedFd.saved, fd)
+                os.close(_SilencedFd.saved)
 
 
 def _swap_fails(p: Problem, ii: int, c: Candidate, *, page_cache: bool) -> bool:

@@ -22,6 +22,7 @@ round(1000 × quant mean KLD vs FP16) (catalog quants.yaml `quality_loss`). Unpl
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, cast
@@ -152,21 +153,26 @@ class EstimateCache:
         self.hits = 0
         self.server_cands: dict[tuple[object, ...], list[Candidate]] = {}
         self.combos: dict[tuple[object, ...], list[Combo]] = {}
+        # option kinds search side by side in threads (planner.plan.recommend): one memo fill at a time, so a
+        # ModelWeights is made once per key and its `_sizes` entry (by id) stays its own
+        self._lock = threading.RLock()
 
     def spec(self, ref: str) -> ModelSpec:
-        if ref not in self._specs:
-            from planner.sources.resolve import resolve_model
+        with self._lock:
+            if ref not in self._specs:
+                from planner.sources.resolve import resolve_model
 
-            self._specs[ref] = resolve_model(ref)
-        return self._specs[ref]
+                self._specs[ref] = resolve_model(ref)
+            return self._specs[ref]
 
     def weights(self, ref: str, quant: str | None, engine: str) -> ModelWeights:
         key = (ref, quant, engine)
-        if key not in self._weights:
-            w = resolve_weights(self.spec(ref), quant, engine)
-            self._weights[key] = w
-            self._sizes[id(w)] = (w.total_bytes, w.file_bytes or w.total_bytes, w.token_embedding_bytes)
-        return self._weights[key]
+        with self._lock:
+            if key not in self._weights:
+                w = resolve_weights(self.spec(ref), quant, engine)
+                self._weights[key] = w
+                self._sizes[id(w)] = (w.total_bytes, w.file_bytes or w.total_bytes, w.token_embedding_bytes)
+            return self._weights[key]
 
     def sizes(self, w: ModelWeights) -> tuple[int, int, int]:
         """(total, file, token_embd) bytes of weights returned by `weights`."""
@@ -176,6 +182,12 @@ class EstimateCache:
         self, ref: str, quant: str | None, cfg: RunConfig, gpus: Sequence[Device], host: Device
     ) -> Estimate | None:
         """estimate() for these inputs, or None when the estimator refuses the combination."""
+        with self._lock:
+            return self._estimate(ref, quant, cfg, gpus, host)
+
+    def _estimate(
+        self, ref: str, quant: str | None, cfg: RunConfig, gpus: Sequence[Device], host: Device
+    ) -> Estimate | None:
         # With every layer on the GPUs, the host only holds token_embd and runtime buffers: the numbers do
         # not depend on which CPU it is, so such estimates are shared across hosts.
         gpu_key: tuple[object, ...] = (ref, quant, cfg, tuple(gpus), None, None)

@@ -10,13 +10,17 @@ those that meet every target; None when none does.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar, cast
 
 from planner import __version__
 from planner.catalog import Catalog
 from planner.errors import PlannerError
+from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
 from planner.plan.options import OptionResult, option_why, quality_score, solve_two_server, unproven_note
 from planner.plan.problem import EstimateCache, Mode, make_problem
@@ -65,21 +69,24 @@ def recommend(
     time_limit_s: float = MILP_TIME_LIMIT_S,
     node_limit: int = DEFAULT_NODE_LIMIT,
     progress: Callable[[str], None] | None = None,
+    side_by_side: bool = True,
 ) -> Recommendation:
     """The best plan of each option kind, side by side, and the recommended one. Each kind's searches that
     outgrow the branch and bound's node limit share `time_limit_s` of search (see `solver.solve`); past it, the
-    option is the best plan found, flagged not proven optimal in the notes, with its bound."""
+    option is the best plan found, flagged not proven optimal in the notes, with its bound. The kinds are
+    searched `side_by_side` in threads (same answers as one after another: each kind has its own search and
+    clock; only the memoized estimates are shared)."""
     if budget_usd is not None and not budget_usd >= 0:
         raise PlannerError(f"--budget must be >= 0 USD, got {budget_usd:g}.")
     if not 0 < time_limit_s < float("inf"):
         raise PlannerError(f"--time-limit must be a positive number of seconds, got {time_limit_s:g}.")
     cache = cache or EstimateCache(cat)
     main = existing[0]
-    results: list[OptionResult] = []
     new_options = new_server_candidates(cat, budget_usd=budget_usd, allow=allow) if len(existing) < 2 else []
-    for kind in kinds:
-        if progress is not None:
-            progress(f"searching {kind}")
+    board = _Progress(progress)
+
+    def search(kind: OptionKind) -> OptionResult:
+        board.report(kind, "")
         if kind in ("one-server-serial", "one-server-concurrent"):
             mode: Mode = "serial" if kind == "one-server-serial" else "concurrent"
             sol = solve(
@@ -87,21 +94,26 @@ def recommend(
                 time_limit_s=time_limit_s,
                 node_limit=node_limit,
             )
-            results.append(OptionResult(kind, sol, "" if sol else "nothing fits", 1))
+            result = OptionResult(kind, sol, "" if sol else "nothing fits", 1)
         else:
-            results.append(
-                solve_two_server(
-                    stack,
-                    existing,
-                    new_options,
-                    cat,
-                    cache,
-                    split=kind == "split",
-                    time_limit_s=time_limit_s,
-                    node_limit=node_limit,
-                    progress=None if progress is None else _sets_progress(progress, kind),
-                )
+            result = solve_two_server(
+                stack,
+                existing,
+                new_options,
+                cat,
+                cache,
+                split=kind == "split",
+                time_limit_s=time_limit_s,
+                node_limit=node_limit,
+                progress=lambda tried: board.report(kind, f"{tried} server set(s) solved"),
             )
+        board.done(kind)
+        return result
+
+    if side_by_side and len(kinds) > 1:
+        results = _side_by_side([functools.partial(search, kind) for kind in kinds])
+    else:
+        results = [search(kind) for kind in kinds]
     options = [_option(r, cat) for r in results]
     recommended = _pick(results, len(stack.roles))
     notes = list(assumptions) + list(MODEL_ASSUMPTIONS)
@@ -138,8 +150,62 @@ def recommend(
     return Recommendation(plan, results, cache)
 
 
-def _sets_progress(progress: Callable[[str], None], kind: str) -> Callable[[int], None]:
-    return lambda tried: progress(f"searching {kind}: {tried} server set(s) solved")
+class _Progress:
+    """What is being searched, for `progress`: the option kinds still running (several at once when they run
+    side by side), each with its count of server sets solved: "searching two-server: 12 server set(s) solved,
+    split: 3 server set(s) solved"."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.running: dict[str, str] = {}
+
+    def report(self, kind: str, status: str) -> None:
+        with self.lock:
+            self.running[kind] = status
+            self._say()
+
+    def done(self, kind: str) -> None:
+        with self.lock:
+            self.running.pop(kind, None)
+            if self.running:
+                self._say()
+
+    def _say(self) -> None:
+        if self.progress is not None:
+            self.progress("searching " + ", ".join(f"{k}: {st}" if st else k for k, st in self.running.items()))
+
+
+T = TypeVar("T")
+
+
+def _side_by_side(tasks: Sequence[Callable[[], T]]) -> list[T]:
+    """Run `tasks` in threads and return their results in order (the first error, if any, is raised). The
+    option kinds spend their long searches in HiGHS, which releases the GIL: on the 12-role bench with named
+    models the two-server and split kinds overlap (see bench/solver_speed.py --named). Daemon threads, so a
+    Ctrl-C ends the process at once rather than waiting for a MILP's time limit."""
+    results: list[T | None] = [None] * len(tasks)
+    errors: list[BaseException | None] = [None] * len(tasks)
+
+    def work(i: int) -> None:
+        try:
+            results[i] = tasks[i]()
+        except BaseException as exc:  # handed to the caller's thread below
+            errors[i] = exc
+
+    threads = [
+        threading.Thread(target=work, args=(i,), daemon=True, name=f"{SEARCH_THREAD_PREFIX}-{i}")
+        for i in range(len(tasks))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.1)  # a join with a timeout lets Ctrl-C through; a plain one waits for the thread
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return [cast(T, r) for r in results]
 
 
 # Options whose quality is within this many points per role of the best one count as equally good, and the
