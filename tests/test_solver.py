@@ -834,7 +834,7 @@ def test_recommend_reports_progress_kind_by_kind(side_by_side: bool) -> None:
 
 
 def test_option_kinds_side_by_side_give_the_same_answers() -> None:
-    """The kinds run in threads by default (HiGHS releases the GIL, so the long MILPs overlap): each keeps its
+    """The kinds of large stacks run in threads (HiGHS releases the GIL, so the long MILPs overlap): each keeps its
     own search and clock, only the memoized estimates are shared, so the answers must equal those found one
     after another — the agents preset with a budget, every kind proven."""
     from planner.plan.stack import load_preset
@@ -842,7 +842,7 @@ def test_option_kinds_side_by_side_give_the_same_answers() -> None:
     main = _srv("main: 2x rtx-4090, ryzen-9-7950x, 128GiB")
     stack = load_preset("agents")
     apart = recommend(stack, [main], CAT, cache=EstimateCache(CAT), budget_usd=3000.0, side_by_side=False)
-    together = recommend(stack, [main], CAT, cache=EstimateCache(CAT), budget_usd=3000.0)
+    together = recommend(stack, [main], CAT, cache=EstimateCache(CAT), budget_usd=3000.0, side_by_side=True)
     for a, b in zip(apart.results, together.results, strict=True):
         assert a.kind == b.kind
         assert a.solution is not None and b.solution is not None

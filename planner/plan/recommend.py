@@ -69,13 +69,14 @@ def recommend(
     time_limit_s: float = MILP_TIME_LIMIT_S,
     node_limit: int = DEFAULT_NODE_LIMIT,
     progress: Callable[[str], None] | None = None,
-    side_by_side: bool = True,
+    side_by_side: bool | None = None,
 ) -> Recommendation:
     """The best plan of each option kind, side by side, and the recommended one. Each kind's searches that
     outgrow the branch and bound's node limit share `time_limit_s` of search (see `solver.solve`); past it, the
     option is the best plan found, flagged not proven optimal in the notes, with its bound. The kinds are
     searched `side_by_side` in threads (same answers as one after another: each kind has its own search and
-    clock; only the memoized estimates are shared)."""
+    clock; only the memoized estimates are shared); by default when the stack has SIDE_BY_SIDE_MIN_ROLES
+    roles or more."""
     if budget_usd is not None and not budget_usd >= 0:
         raise PlannerError(f"--budget must be >= 0 USD, got {budget_usd:g}.")
     if not 0 < time_limit_s < float("inf"):
@@ -110,6 +111,8 @@ def recommend(
         board.done(kind)
         return result
 
+    if side_by_side is None:
+        side_by_side = len(stack.roles) >= SIDE_BY_SIDE_MIN_ROLES
     if side_by_side and len(kinds) > 1:
         results = _side_by_side([functools.partial(search, kind) for kind in kinds])
     else:
@@ -148,6 +151,13 @@ def recommend(
         assumptions=notes,
     )
     return Recommendation(plan, results, cache)
+
+
+# Stacks this large search their option kinds side by side. Smaller ones (every preset) settle in the branch
+# and bound, in Python, where threads only contend for the GIL: deep / agents / ensemble took 0.84 / 2.15 /
+# 0.27 s side by side against 0.77 / 1.98 / 0.19 s one after another. The 12-role bench with named models
+# spends its time in HiGHS: 121.5 s one after another, 61.6 s side by side (bench/solver_speed.py --named).
+SIDE_BY_SIDE_MIN_ROLES = 8
 
 
 class _Progress:
