@@ -98,35 +98,22 @@ def solve_two_server(
             )
             break
         tried += 1
-        if split:
-            for ii in split_ii:
-                p = make_problem(
-                    stack,
-                    servers,
-                    cat,
-                    cache,
-                    mode="concurrent",
-                    split_item=ii,
-                    split_pair=(0, 1),
-                    require_server=1,
-                    min_quality=set_bound.min_quality(servers[1], best.evaluation.key if best else None),
-                )
-                if not p.cands[ii]:
-                    continue
-                sol = attempt(p, best.evaluation.key if best else None)
-                if _better(sol, best):
-                    best = sol
-        else:
+        for ii in split_ii if split else [None]:
+            bar = best.evaluation.key if best else None
             p = make_problem(
                 stack,
                 servers,
                 cat,
                 cache,
                 mode="concurrent",
+                split_item=ii,
+                split_pair=(0, 1) if ii is not None else None,
                 require_server=1,
-                min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
+                min_quality=set_bound.min_quality(servers[1], bar) if len(servers) == 2 else None,
             )
-            sol = attempt(p, incumbent)
+            if ii is not None and not p.cands[ii]:
+                continue
+            sol = attempt(p, bar)
             if _better(sol, best):
                 best = sol
         if progress:
