@@ -715,6 +715,33 @@ def test_two_server_answer_is_unproven_when_any_set_was_left_unsettled() -> None
     assert res.solution.quality_bound == 1_000_000  # the stopped set's bound, the largest
 
 
+def test_split_over_three_existing_servers_equals_its_problem_solved_whole() -> None:
+    """With three existing servers the split kind searches one set, {main, second, third}, with the first
+    role's layers over main and second: its answer must be that problem's own optimum (the weight-size bound
+    that prunes candidates is for a main + second pair, and must not be applied to three servers)."""
+    from planner.plan.options import solve_two_server
+
+    stack = _stack(
+        [
+            {"name": "big", "models": ["qwen2.5-14b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 10},
+            {"name": "small", "models": ["mistral-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 20},
+        ]
+    )
+    servers = [
+        _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB"),
+        _srv("second: rtx-4060-ti-16gb, ryzen-9-9950x, 32GiB"),
+        _srv("third: rtx-4090, ryzen-9-9950x, 64GiB"),
+    ]
+    whole = solve(
+        make_problem(stack, servers, CAT, CACHE, mode="concurrent", split_item=0, split_pair=(0, 1), require_server=1)
+    )
+    res = solve_two_server(stack, servers, [], CAT, CACHE, split=True)
+    assert whole is not None and whole.exact
+    assert res.solution is not None and res.solution.exact
+    assert res.solution.evaluation.key == whole.evaluation.key
+    assert any(c.split_servers for c in (res.solution.problem.cands[0][res.solution.assign[0]],))
+
+
 def test_two_server_pruning_equals_trying_every_set() -> None:
     """solve_two_server orders the purchasable second servers by a weight-size bound, stops once the
     incumbent is no worse, and skips candidates that cannot lift the quality: the answer must equal the best
