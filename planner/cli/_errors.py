@@ -23,17 +23,22 @@ def error_text(exc: BaseException) -> str:
     return "\n".join(shown(line, limit=4000) for line in lines)
 
 
-def _leave_if_searching(code: int) -> None:
-    """Exit at once when a search thread is still running (Ctrl-C during `recommend`): it may be inside HiGHS
-    (C++), and finalizing the interpreter around it aborts the process ("terminate called without an active
-    exception", SIGABRT, seen 1 in 3 times). A search writes no files, so there is nothing to clean up."""
+def _searching() -> bool:
+    """A search thread is still running (Ctrl-C during `recommend`): it may be inside HiGHS (C++), and
+    finalizing the interpreter around it aborts the process ("terminate called without an active
+    exception", SIGABRT, seen 1 in 3 times)."""
     from planner.plan import SEARCH_THREAD_PREFIX
 
-    if any(t.name.startswith(SEARCH_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()):
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.flush()
-            sys.stdout.flush()
-        os._exit(code)
+    return any(t.name.startswith(SEARCH_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate())
+
+
+def _leave_now(code: int) -> None:
+    """Exit without finalizing the interpreter (see `_searching`). A search writes no files (--out and
+    --report are written after every search thread has ended), so there is nothing to clean up."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+        sys.stdout.flush()
+    os._exit(code)
 
 
 def run(app: Callable[[], object]) -> None:
@@ -46,10 +51,14 @@ def run(app: Callable[[], object]) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        _leave_if_searching(130)
+        if _searching():
+            _leave_now(130)
         sys.exit(130)
     except SystemExit as exc:  # typer turns Ctrl-C into a silent Exit(130)
-        _leave_if_searching(exc.code if isinstance(exc.code, int) else 1)
+        if _searching():
+            if not (exc.code is None or isinstance(exc.code, int)):  # sys.exit("message"): Python would print it
+                sys.stderr.write(f"{exc.code}\n")
+            _leave_now(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
         raise
     except BrokenPipeError:
         # `agiplan ... | head`: the reader went away; not an error worth a traceback.

@@ -391,7 +391,8 @@ class _SilencedFd:
 
     lock = threading.Lock()
     depth = 0
-    saved = -1
+    fd = -1  # the descriptor silenced (stdout's when the first guard began)
+    saved = -1  # its original, restored by the last guard to end
 
 
 @contextlib.contextmanager
@@ -411,9 +412,14 @@ def silenced_stdout_fd() -> Iterator[None]:
     with _SilencedFd.lock:
         if _SilencedFd.depth == 0:
             sys.stdout.flush()
-            _SilencedFd.saved = os.dup(fd)
-            with open(os.devnull, "wb") as null:
-                os.dup2(null.fileno(), fd)
+            saved = os.dup(fd)
+            try:
+                with open(os.devnull, "wb") as null:
+                    os.dup2(null.fileno(), fd)
+            except OSError:
+                os.close(saved)
+                raise
+            _SilencedFd.fd, _SilencedFd.saved = fd, saved
         _SilencedFd.depth += 1
     try:
         yield
@@ -421,8 +427,10 @@ def silenced_stdout_fd() -> Iterator[None]:
         with _SilencedFd.lock:
             _SilencedFd.depth -= 1
             if _SilencedFd.depth == 0:
-                os.dup2(_SilencedFd.saved, fd)
-                os.close(_SilencedFd.saved)
+                try:
+                    os.dup2(_SilencedFd.saved, _SilencedFd.fd)
+                finally:
+                    os.close(_SilencedFd.saved)
 
 
 def _swap_fails(p: Problem, ii: int, c: Candidate, *, page_cache: bool) -> bool:

@@ -74,9 +74,11 @@ def recommend(
     """The best plan of each option kind, side by side, and the recommended one. Each kind's searches that
     outgrow the branch and bound's node limit share `time_limit_s` of search (see `solver.solve`); past it, the
     option is the best plan found, flagged not proven optimal in the notes, with its bound. The kinds are
-    searched `side_by_side` in threads (same answers as one after another: each kind has its own search and
-    clock; only the memoized estimates are shared); by default when the stack has SIDE_BY_SIDE_MIN_ROLES
-    roles or more."""
+    searched `side_by_side` in threads, by default when the stack has SIDE_BY_SIDE_MIN_ROLES roles or more:
+    each kind has its own search and clock, only the memoized estimates are shared, so the answers are those
+    found one after another whenever each kind settles within its limit. Where a limit binds, a kind gets
+    less CPU per second side by side than alone (threads share the cores and the GIL), so its unproven plan
+    may differ."""
     if budget_usd is not None and not budget_usd >= 0:
         raise PlannerError(f"--budget must be >= 0 USD, got {budget_usd:g}.")
     if not 0 < time_limit_s < float("inf"):
@@ -88,6 +90,12 @@ def recommend(
 
     def search(kind: OptionKind) -> OptionResult:
         board.report(kind, "")
+        try:
+            return search_kind(kind)
+        finally:
+            board.done(kind)
+
+    def search_kind(kind: OptionKind) -> OptionResult:
         if kind in ("one-server-serial", "one-server-concurrent"):
             mode: Mode = "serial" if kind == "one-server-serial" else "concurrent"
             sol = solve(
@@ -108,7 +116,6 @@ def recommend(
                 node_limit=node_limit,
                 progress=lambda tried: board.report(kind, f"{tried} server set(s) solved"),
             )
-        board.done(kind)
         return result
 
     if side_by_side is None:
@@ -156,7 +163,9 @@ def recommend(
 # Stacks this large search their option kinds side by side. Smaller ones (every preset) settle in the branch
 # and bound, in Python, where threads only contend for the GIL: deep / agents / ensemble took 0.84 / 2.15 /
 # 0.27 s side by side against 0.77 / 1.98 / 0.19 s one after another. The 12-role bench with named models
-# spends its time in HiGHS: 121.5 s one after another, 61.6 s side by side (bench/solver_speed.py --named).
+# spends its time in HiGHS: 121.5 s one after another, 61.6 s side by side (bench/solver_speed.py --named);
+# its two-server kind hits the 60 s limit either way, and side by side its unproven plan was the same
+# quality at $3,571 instead of $3,379 (less CPU per second of the limit).
 SIDE_BY_SIDE_MIN_ROLES = 8
 
 
