@@ -44,8 +44,10 @@ def solve_two_server(
     node_limit: int = DEFAULT_NODE_LIMIT,
 ) -> OptionResult:
     """Best plan over server sets: all existing servers when there are two or more, else the main
-    server plus each purchasable new server (cheapest first, pruned by the incumbent). With `split`,
-    one role's layers must span two servers (llama.cpp RPC)."""
+    server plus each purchasable new server (the roomiest first, then best-first by a weight-size bound,
+    pruned by the incumbent), sharing `time_limit_s`; sets the limits leave unsettled leave the answer
+    unproven, with a quality bound over them. With `split`, one role's layers must span two servers
+    (llama.cpp RPC)."""
     kind: OptionKind = "split" if split else "two-server"
     sets: list[list[Server]] = [list(existing[:3])] if len(existing) >= 2 else [[existing[0], s] for s in new_options]
     if not sets:
