@@ -301,3 +301,22 @@ def test_decode_speed_bands(cat) -> None:  # type: ignore[no-untyped-def]
     assert multi.decode_tok_s_per_slot < multi.decode_tok_s
     assert multi.aggregate_tok_s > multi.decode_tok_s
     assert q4.decode_low_tok_s < q4.decode_tok_s < q4.decode_high_tok_s
+
+
+def test_a_placement_with_experts_on_the_cpu_replays_as_planned(cat) -> None:  # type: ignore[no-untyped-def]
+    """Mixtral 8x7B Q4_K_M, 8k context, one RTX 4090: the fit puts the routed experts of 7 layers on the CPU
+    (--n-cpu-moe 7) with all 33 layers' attention on the GPU. A plan replays that placement (report headroom:
+    gpu_layers and n_cpu_moe from the plan); given only gpu_layers=33 it put every expert on the GPU, did not
+    fit, and the report called a fitting plan full. With cpu_moe_layers the replay is the same estimate."""
+    spec = _spec("mixtral-8x7b")
+    gpus = gpu_devices(cat, ["rtx-4090"])
+    host = host_device(cat, None, None)
+    auto = estimate(spec, RunConfig(ctx=8192), gpus, host, quant="Q4_K_M")
+    assert (auto.fits, auto.gpu_layers, auto.cpu_moe_layers) == (True, 33, 7)
+    replay = estimate(
+        spec, RunConfig(ctx=8192, gpu_layers=33, cpu_moe_layers=auto.cpu_moe_layers), gpus, host, quant="Q4_K_M"
+    )
+    assert replay.fits and replay.cpu_moe_layers == 7
+    assert replay.devices == auto.devices
+    all_on_gpu = estimate(spec, RunConfig(ctx=8192, gpu_layers=33), gpus, host, quant="Q4_K_M")
+    assert not all_on_gpu.fits and all_on_gpu.cpu_moe_layers == 0

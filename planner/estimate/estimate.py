@@ -104,7 +104,8 @@ def _llama_cpp_place(
     rules: EngineRules,
 ) -> tuple[Placement, tuple[DeviceUsage, ...], list[str]]:
     """Choose n_gpu_layers (and expert offload for MoE) the way `--fit` would: the most on the GPUs
-    that fits within every GPU's margin. An explicit cfg.gpu_layers is used as given."""
+    that fits within every GPU's margin. An explicit cfg.gpu_layers (with cfg.cpu_moe_layers: a plan's
+    placement replayed) is used as given."""
     split = _split_weights(gpus, rules)
     notes: list[str] = []
     n_total = arch.n_layers + 1
@@ -119,7 +120,8 @@ def _llama_cpp_place(
         p, u = usage(0)
         return p, u, notes
     if cfg.gpu_layers is not None:
-        p, u = usage(min(cfg.gpu_layers, n_total))
+        cpu_moe = min(cfg.cpu_moe_layers, arch.n_layers) if arch.is_moe else 0
+        p, u = usage(min(cfg.gpu_layers, n_total), cpu_moe)
         return p, u, notes
 
     def gpus_fit(u: tuple[DeviceUsage, ...]) -> bool:

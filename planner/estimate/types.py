@@ -66,6 +66,7 @@ class RunConfig:
     n_ubatch: int = 512
     n_batch: int = 2048
     gpu_layers: int | None = None  # None: as many as fit (llama.cpp --fit / Ollama's scheduler)
+    cpu_moe_layers: int = 0  # with gpu_layers: MoE layers whose routed experts stay on the CPU (--n-cpu-moe N)
     swa_full: bool = False  # llama-server default; llama-cpp-python's Llama() uses the C default (True)
     kv_unified: bool = False
     gpu_memory_utilization: float = 0.9  # vLLM: fraction of TOTAL memory per instance

@@ -19,7 +19,7 @@ from planner.io import validation_message
 from planner.plan.schema import Placement, Plan, PlanDevice, PlanOption, PlanServer, read_versioned_json
 
 if TYPE_CHECKING:
-    from planner.estimate.types import Estimate
+    from planner.estimate.types import Estimate, RunConfig
 
 REPORT_SCHEMA_VERSION = 1
 REPORT_KIND = "agiplan-report"
@@ -316,7 +316,7 @@ def _parts(index: int, s: PlanServer) -> list[PartView]:
 
 
 # The estimator's inputs for one placement on one server -> its estimates (as planned, ctx×2, +1 slot).
-HeadroomMemo = dict[tuple[object, ...], tuple["Estimate", "Estimate", "Estimate"]]
+HeadroomMemo = dict["HeadroomInputs", tuple["Estimate", "Estimate", "Estimate"]]
 
 
 def headroom(server: PlanServer, p: Placement, memo: HeadroomMemo | None = None) -> Headroom:
@@ -330,15 +330,12 @@ def headroom(server: PlanServer, p: Placement, memo: HeadroomMemo | None = None)
         return Headroom(role=p.role, server=server.name, ctx_x2="unknown", slot_plus1="unknown", reason="hf")
     if p.split_hosts:
         return Headroom(role=p.role, server=server.name, ctx_x2="unknown", slot_plus1="unknown", reason="split")
-    key = (
-        p.model, p.quant, p.engine, p.ctx, p.parallel, p.kv_type, p.flash_attn, p.gpu_layers,
-        p.gpu_memory_utilization, tuple(p.gpu_indices), tuple(server.gpus), server.cpu, server.ram_bytes,
-    )  # fmt: skip
     try:
+        key = _headroom_inputs(server, p)
         if memo is not None and key in memo:
             base, ctx2, slot = memo[key]
         else:
-            base, ctx2, slot = _headroom_estimates(server, p)
+            base, ctx2, slot = _headroom_estimates(key)
             if memo is not None:
                 memo[key] = (base, ctx2, slot)
     except (PlannerError, KeyError, IndexError, ValueError) as e:
@@ -387,34 +384,48 @@ def headroom(server: PlanServer, p: Placement, memo: HeadroomMemo | None = None)
     )
 
 
-def _headroom_estimates(server: PlanServer, p: Placement) -> tuple[Estimate, Estimate, Estimate]:
-    """`p` estimated as planned, at ctx×2 and at parallel+1 on `server`'s devices."""
+# What the estimator needs to recompute a placement: model ref, quant (None: a GGUF file's own), the run
+# config as planned, the GPU ids it uses, the server's CPU id and RAM bytes. Also the report's memo key.
+HeadroomInputs = tuple[str, "str | None", "RunConfig", tuple[str, ...], "str | None", "int | None"]
+
+
+def _headroom_inputs(server: PlanServer, p: Placement) -> HeadroomInputs:
+    from planner.estimate.types import RunConfig
+
+    cfg = RunConfig(
+        engine=p.engine,
+        ctx=p.ctx,
+        parallel=p.parallel,
+        kv_type_k=p.kv_type,
+        kv_type_v=p.kv_type,
+        flash_attn=p.flash_attn,
+        gpu_layers=p.gpu_layers if p.engine != "vllm" else None,
+        cpu_moe_layers=p.n_cpu_moe,
+        gpu_memory_utilization=p.gpu_memory_utilization or 0.9,
+    )
+    quant = None if p.model.endswith(".gguf") else p.quant
+    return p.model, quant, cfg, tuple(server.gpus[i] for i in p.gpu_indices), server.cpu, server.ram_bytes
+
+
+def _headroom_estimates(inputs: HeadroomInputs) -> tuple[Estimate, Estimate, Estimate]:
+    """The placement estimated as planned, at ctx×2 and at parallel+1 on its server's devices."""
+    from dataclasses import replace
+
     from planner.catalog import load_catalog
     from planner.estimate.devices import gpu_device, host_device
     from planner.estimate.estimate import estimate
-    from planner.estimate.types import RunConfig
     from planner.sources.resolve import resolve_model
 
+    model, quant, cfg, gpu_ids, cpu, ram_bytes = inputs
     cat = load_catalog()
-    spec = resolve_model(p.model)
-    gpus = [gpu_device(cat, server.gpus[i]) for i in p.gpu_indices]
-    host = host_device(cat, server.cpu, server.ram_bytes / 2**30 if server.ram_bytes else None)
-    quant = None if p.model.endswith(".gguf") else p.quant
+    spec = resolve_model(model)
+    gpus = [gpu_device(cat, g) for g in gpu_ids]
+    host = host_device(cat, cpu, ram_bytes / 2**30 if ram_bytes else None)
 
     def run(ctx: int, parallel: int) -> Estimate:
-        cfg = RunConfig(
-            engine=p.engine,
-            ctx=ctx,
-            parallel=parallel,
-            kv_type_k=p.kv_type,
-            kv_type_v=p.kv_type,
-            flash_attn=p.flash_attn,
-            gpu_layers=p.gpu_layers if p.engine != "vllm" else None,
-            gpu_memory_utilization=p.gpu_memory_utilization or 0.9,
-        )
-        return estimate(spec, cfg, gpus, host, quant=quant, suggest=False)
+        return estimate(spec, replace(cfg, ctx=ctx, parallel=parallel), gpus, host, quant=quant, suggest=False)
 
-    return run(p.ctx, p.parallel), run(p.ctx * 2, p.parallel), run(p.ctx, p.parallel + 1)
+    return run(cfg.ctx, cfg.parallel), run(cfg.ctx * 2, cfg.parallel), run(cfg.ctx, cfg.parallel + 1)
 
 
 def _option_view(
