@@ -24,7 +24,7 @@ from planner.measure.records import (
     plan_server,
     predict,
     run_config,
-    vllm_plan_run,
+    unbenchable_plan_run,
 )
 from planner.measure.results import BenchRun, Measured
 from planner.plan.schema import MemoryBreakdown, Placement, Plan, PlanOption, PlanServer
@@ -78,9 +78,22 @@ def test_plan_run_without_measurement_is_an_error() -> None:
     assert run.verdict == "error" and run.residuals == {}
 
 
-def test_vllm_placement_points_to_the_endpoint_mode() -> None:
-    run = vllm_plan_run(_placement(engine="vllm"))
-    assert run.verdict == "error" and run.engine == "vllm" and "--endpoint URL" in (run.error or "")
+@pytest.mark.parametrize(
+    ("engine", "n_cpu_moe", "says"),
+    [
+        ("vllm", 0, "vLLM placements are benched through their endpoint"),
+        # llama-cpp-python has no --n-cpu-moe: run as given, every expert would go to the GPUs
+        ("llama.cpp", 7, "routed experts of 7 layers on the CPU (llama-server --n-cpu-moe 7)"),
+    ],
+)
+def test_placements_the_in_process_bench_cannot_run_point_to_the_endpoint_mode(
+    engine: str, n_cpu_moe: int, says: str
+) -> None:
+    run = unbenchable_plan_run(_placement(engine=engine, n_cpu_moe=n_cpu_moe))
+    assert run is not None
+    assert run.verdict == "error" and run.engine == engine
+    assert says in (run.error or "") and "agiplan bench --endpoint URL" in (run.error or "")
+    assert unbenchable_plan_run(_placement()) is None
 
 
 def _plan() -> Plan:
@@ -110,12 +123,19 @@ def test_plan_server_errors(server: str, option: int | None, error: type[Excepti
 
 
 def test_plan_job_takes_the_placement_settings_and_gpus() -> None:
-    assert plan_server(_plan(), Path("p.json"), "box", None).name == "box"
-    job = plan_job(_placement(gpu_indices=[0, 2], kv_type="q8_0"), Path("/m.gguf"), LlamaBenchConfig(n_gen=8))
+    srv = plan_server(_plan(), Path("p.json"), "box", None)
+    assert srv.name == "box"
+    nvidia = srv.model_copy(update={"gpus": ["rtx-4090", "rtx-4090", "rtx-4090"]})
+    job = plan_job(_placement(gpu_indices=[0, 2], kv_type="q8_0"), Path("/m.gguf"), LlamaBenchConfig(n_gen=8), nvidia)
     assert (job.key, job.cfg.ctx, job.cfg.kv_type_v, job.cfg.n_gen) == ("chat", 256, "q8_0", 8)
     assert job.env == {"CUDA_VISIBLE_DEVICES": "0,2"}
+    # AMD cards are pinned with ROCm's variable (it was CUDA_VISIBLE_DEVICES whatever the vendor)
+    amd = srv.model_copy(update={"gpus": ["rx-7900-xtx", "rx-7900-xtx"]})
+    assert plan_job(_placement(gpu_indices=[1]), Path("/m.gguf"), LlamaBenchConfig(), amd).env == {
+        "ROCR_VISIBLE_DEVICES": "1"
+    }
     with pytest.raises(PlannerError, match=r"^role chat \(ctx 256\): depth 0 \+ prompt 300"):
-        plan_job(_placement(), Path("/m.gguf"), LlamaBenchConfig(n_prompt=300))
+        plan_job(_placement(), Path("/m.gguf"), LlamaBenchConfig(n_prompt=300), srv)
 
 
 # -------------------------------------------------------------------------------------------- endpoints

@@ -283,18 +283,19 @@ def _bench_endpoint(
 
 def _bench_plan(result: BenchResult, plan_path: Path, server: str, option: int | None, lcfg: LlamaBenchConfig) -> int:
     from planner.measure.bench_llama import WorkerJob, run_workers
-    from planner.measure.records import plan_job, plan_run, plan_server, vllm_plan_run
+    from planner.measure.records import plan_job, plan_run, plan_server, unbenchable_plan_run
     from planner.plan.schema import load_plan
 
     srv = plan_server(load_plan(plan_path), plan_path, server, option)
     jobs: list[WorkerJob] = []
     placements = {}
     for pl in srv.placements:
-        if pl.engine == "vllm":
-            result.runs.append(vllm_plan_run(pl))
+        skipped = unbenchable_plan_run(pl)
+        if skipped is not None:
+            result.runs.append(skipped)
             continue
         path = _model_path(pl.model) if Path(pl.model).expanduser().is_file() else _synthetic_path(pl.model, pl.quant)
-        jobs.append(plan_job(pl, path, lcfg))
+        jobs.append(plan_job(pl, path, lcfg, srv))
         placements[pl.role] = (pl, path)
 
     with _progress() as prog:

@@ -160,17 +160,31 @@ def plan_server(plan: Plan, plan_path: Path, server: str, option: int | None) ->
     return servers[server]
 
 
-def vllm_plan_run(pl: Placement) -> BenchRun:
-    """A vLLM placement is not benched in process: an error record pointing at `--endpoint`."""
+def unbenchable_plan_run(pl: Placement) -> BenchRun | None:
+    """An error record for a placement the in-process bench (llama-cpp-python) cannot run as planned, else
+    None: vLLM placements, and llama.cpp ones keeping routed experts on the CPU (--n-cpu-moe N has no
+    llama-cpp-python equivalent: run as given, every expert would go to the GPUs instead). Both are benched
+    through their server's endpoint."""
+    if pl.engine == "vllm":
+        why = "vLLM placements are benched through their endpoint: agiplan bench --endpoint URL"
+    elif pl.n_cpu_moe:
+        why = (
+            f"the plan keeps the routed experts of {pl.n_cpu_moe} layers on the CPU (llama-server --n-cpu-moe "
+            f"{pl.n_cpu_moe}), which llama-cpp-python cannot do: start llama-server as `agiplan deploy` writes it "
+            "and bench it with agiplan bench --endpoint URL"
+        )
+    else:
+        return None
     return BenchRun(
-        model=pl.model_name, engine="vllm", kind="plan-alone", role=pl.role, ctx=pl.ctx,
-        parallel=pl.parallel, verdict="error",
-        error="vLLM placements are benched through their endpoint: agiplan bench --endpoint URL",
+        model=pl.model_name, engine=pl.engine, kind="plan-alone", role=pl.role, ctx=pl.ctx,
+        parallel=pl.parallel, verdict="error", error=why,
     )  # fmt: skip
 
 
-def plan_job(pl: Placement, path: Path, lcfg: LlamaBenchConfig) -> WorkerJob:
-    """The worker that benches placement `pl` as planned (its context, slots, KV type, layers and GPUs)."""
+def plan_job(pl: Placement, path: Path, lcfg: LlamaBenchConfig, server: PlanServer) -> WorkerJob:
+    """The worker that benches placement `pl` of `server` as planned (its context, slots, KV type, layers
+    and GPUs, pinned with the vendor's visible-devices variable)."""
+    from planner.deploy import placement_vendor, visible_devices_env
     from planner.measure.bench_llama import WorkerJob
 
     cfg = replace(
@@ -186,7 +200,7 @@ def plan_job(pl: Placement, path: Path, lcfg: LlamaBenchConfig) -> WorkerJob:
         cfg.check()
     except PlannerError as e:
         raise PlannerError(f"role {pl.role} (ctx {pl.ctx}): {e}") from None
-    env = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in pl.gpu_indices)} if pl.gpu_indices else {}
+    env = visible_devices_env(placement_vendor(server, pl), pl.gpu_indices, "llama.cpp")
     return WorkerJob(pl.role, path, cfg, env)
 
 
