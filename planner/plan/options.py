@@ -55,8 +55,10 @@ def solve_two_server(
     best: Solution | None = None
     tried = 0
     clock = _Clock(time_limit_s)
-    split_ii = _split_items(stack) if split else []
-    set_bound = _SetBound(stack, existing[0], cat, cache, split_ii[0] if split_ii else None)
+    split_ii = _split_item(stack) if split else None
+    if split and split_ii is None:
+        return OptionResult(kind, None, "no role stays loaded to split over two servers")
+    set_bound = _SetBound(stack, existing[0], cat, cache, split_ii)
     bounds = [set_bound.key(s[1]) if len(s) == 2 else (0, 0, 0, 0) for s in sets]
     # best-first: sets in order of their bound (cheapest first among equals); once the incumbent is no worse
     # than the next set's bound, no later set can beat it
@@ -100,22 +102,19 @@ def solve_two_server(
             )
             break
         tried += 1
-        for ii in split_ii if split else [None]:
-            bar = best.evaluation.key if best else None
-            p = make_problem(
-                stack,
-                servers,
-                cat,
-                cache,
-                mode="concurrent",
-                split_item=ii,
-                split_pair=(0, 1) if ii is not None else None,
-                require_server=1,
-                min_quality=set_bound.min_quality(servers[1], bar) if len(servers) == 2 else None,
-            )
-            if ii is not None and not p.cands[ii]:
-                continue
-            sol = attempt(p, bar)
+        p = make_problem(
+            stack,
+            servers,
+            cat,
+            cache,
+            mode="concurrent",
+            split_item=split_ii,
+            split_pair=(0, 1) if split_ii is not None else None,
+            require_server=1,
+            min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
+        )
+        if split_ii is None or p.cands[split_ii]:
+            sol = attempt(p, incumbent)
             if _better(sol, best):
                 best = sol
         if progress:
@@ -240,16 +239,11 @@ def _raw_capacity(server: Server, cat: Catalog) -> int:
     return sum(d.capacity_bytes - d.reserved_bytes for d in server.gpu_devices(cat)) + server.host(cat).capacity_bytes
 
 
-def _split_items(stack: Stack) -> list[int]:
+def _split_item(stack: Stack) -> int | None:
     """The role tried as the split one: the first role that stays loaded, in stack order (the presets and the
     README put the big reasoner first)."""
     items = stack_items(stack)
-    scored = []
-    for i, it in enumerate(items):
-        if it.role is None or it.role.residency != "always":
-            continue
-        scored.append((i, it))
-    return [i for i, _ in scored[:1]] if scored else []
+    return next((i for i, it in enumerate(items) if it.role is not None and it.role.residency == "always"), None)
 
 
 def fit_sentence(sol: Solution, ii: int) -> str:

@@ -3,7 +3,7 @@
 Option kinds (planner.plan.schema.OPTION_KINDS): `one-server-serial` (one model loaded at a time on the
 main server, the others swapped in on demand), `one-server-concurrent` (all always-resident roles
 loaded together on the main server), `two-server` (the main server plus a bought one — or the given
-existing servers), `split` (as two-server, with the largest always-resident role's layers spread over
+existing servers), `split` (as two-server, with the first always-resident role's layers spread over
 both servers by llama.cpp RPC). The recommended option is the best by the solver's objective among
 those that meet every target; None when none does.
 """
