@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from planner.catalog import load_catalog
+from planner.catalog import Catalog, load_catalog
 from planner.plan.problem import EstimateCache, make_problem
 from planner.plan.recommend import recommend
 from planner.plan.schema import OPTION_KINDS
 from planner.plan.servers import DEFAULT_SERVER_SPEC, new_server_candidates, parse_server_spec
-from planner.plan.solver import solve
+from planner.plan.solver import MILP_TIME_LIMIT_S, solve
 from planner.plan.stack import load_preset, parse_stack
 
 TASKS = [
@@ -85,9 +85,8 @@ def stack_12_named() -> dict[str, object]:
     return stack
 
 
-def named_case(time_limit_s: float) -> None:
+def named_case(cat: Catalog, time_limit_s: float) -> None:
     """recommend() kind by kind on the named-model stack: main server + budget (every purchasable set)."""
-    cat = load_catalog()
     stack = parse_stack(stack_12_named(), "bench")
     main_server = parse_server_spec(SERVERS[0], cat)
     n_sets = len(new_server_candidates(cat, budget_usd=NAMED_BUDGET_USD))
@@ -133,7 +132,9 @@ def main() -> None:
     ap.add_argument(
         "--named", action="store_true", help="also the 12 roles with named models on main + budget (~2-3 min)"
     )
-    ap.add_argument("--time-limit", type=float, default=60.0, help="recommend's --time-limit for --named")
+    ap.add_argument(
+        "--time-limit", type=float, default=MILP_TIME_LIMIT_S, help="recommend's --time-limit for --named"
+    )
     args = ap.parse_args()
     cat = load_catalog()
     stack = parse_stack(stack_12_roles(), "bench")
@@ -172,7 +173,7 @@ def main() -> None:
             f"{quick.exact}, LP quality bound {quick.quality_bound}"
         )
     if args.named:
-        named_case(args.time_limit)
+        named_case(cat, args.time_limit)
     if args.no_presets:
         return
     main_server = parse_server_spec(DEFAULT_SERVER_SPEC, cat)

@@ -36,13 +36,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from planner.plan.contention import page_cache_gbs
+from planner.plan.problem import HOST_DEVICE_WEIGHT, UNPLACED, Candidate, Problem
 from planner.units import GIB
-
-if TYPE_CHECKING:
-    from planner.plan.problem import Candidate, Problem
 
 _DISP = False
 TARGET_SLACK = 1e-7  # relative: the MILP's targets are this much looser than evaluate()'s (relaxation)
@@ -102,8 +100,6 @@ def beating_value(weights: LexWeights, incumbent: tuple[int, int, int, int], p: 
 
 
 def lex_weights(p: Problem) -> LexWeights:
-    from planner.plan.problem import HOST_DEVICE_WEIGHT  # a host holding layers counts this many devices
-
     n_dev = sum(1 if sl.is_gpu else HOST_DEVICE_WEIGHT for sl in p.slots)
     q_range = 0
     for cs in p.cands:
@@ -151,7 +147,6 @@ def solve_milp(
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_array
 
-    from planner.plan.problem import HOST_DEVICE_WEIGHT, UNPLACED
 
     weights = lex_weights(p)
     n_items = len(p.items)

@@ -23,7 +23,7 @@ from planner.errors import PlannerError
 from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
 from planner.plan.options import OptionResult, option_why, quality_score, solve_two_server, unproven_note
-from planner.plan.problem import EstimateCache, Mode, make_problem
+from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem
 from planner.plan.schema import (
     OPTION_KINDS,
     PLAN_SCHEMA_VERSION,
@@ -350,10 +350,8 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
     )
 
 
-def _placements(sol: Solution, ii: int, c: object) -> list[Placement]:
-    from planner.plan.problem import Candidate
-
-    assert isinstance(c, Candidate) and c.est is not None
+def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
+    assert c.est is not None
     p = sol.problem
     it = p.items[ii]
     assert it.role is not None
