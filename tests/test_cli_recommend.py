@@ -270,3 +270,20 @@ def test_ctrl_c_during_a_long_search_ends_at_once_with_130(tmp_path: Path) -> No
     assert proc.returncode == 130, err
     assert "terminate called" not in err
     assert waited_s < 5.0  # the search alone would go on for about two minutes
+
+
+def test_embedding_roles_are_flagged_in_the_plan(tmp_path: Path) -> None:
+    """The plan marks the placement of an embedding model (catalog bge-m3: roles [embedding]) so that deploy
+    starts it for embeddings; the chat model's is not marked."""
+    stack = tmp_path / "s.yaml"
+    stack.write_text(
+        "name: rag\nroles:\n  - {name: rag, models: [bge-m3], ctx: 512}\n"
+        "  - {name: chat, models: [qwen2.5-7b], ctx: 2048}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(app, ["recommend", str(stack), "-s", "box: ryzen-9-7950x, 64GiB", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    plan = load_plan(out)
+    flags = {p.role: p.embedding for s in plan.options[plan.recommended].servers for p in s.placements}
+    assert flags == {"rag": True, "chat": False}

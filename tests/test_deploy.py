@@ -246,3 +246,40 @@ def test_gemma_settings_load_and_run_in_llama_cpp(gemma_gguf_path: Path) -> None
     assert "n_ctx_seq             = 512" in text
     assert "K (q8_0)" in text and "V (q8_0)" in text
     assert "flash_attn            = enabled" in text
+
+
+@pytest.mark.parametrize("engine", ["llama.cpp", "ollama"])
+def test_embedding_role_is_served_for_embeddings(engine: str) -> None:
+    """An embedding model's llama-server gets --embeddings: without it /v1/embeddings answers 501 "This server
+    does not support embeddings. Start it with `--embeddings`" (llama.cpp tools/server). Its router entry says
+    mode: embedding, which LiteLLM's health check needs (docs.litellm.ai/docs/proxy/health); chat roles get
+    neither."""
+    import yaml
+    from test_report_fixtures import main_server, placement
+
+    from planner.plan.schema import PlanOption
+
+    plan = agents_plan()
+    rag = placement(
+        "rag", "bge-m3", "BGE-M3", engine=engine, devices=["cpu"], gpu_indices=[], gpu_layers=0, min_tok_s=None,
+        embedding=True,
+    )  # fmt: skip
+    chat = placement("chat", "llama-3-8b", "Llama 3 8B", engine=engine)
+    option = PlanOption(
+        kind="one-server-concurrent",
+        servers=[main_server([chat], [rag])],
+        total_cost_usd=0.0,
+        meets_targets=True,
+        quality_score=1.0,
+        why="test",
+    )
+    dep = build_deployment(plan.model_copy(update={"options": [option], "recommended": 0}), "main", 0)
+    if engine == "llama.cpp":
+        assert "--embeddings" in proc_named(dep.processes, "llama-server-rag").argv
+        assert "--embeddings" not in proc_named(dep.processes, "llama-server-chat").argv
+        assert "-ub" in proc_named(dep.processes, "llama-server-rag").comment  # inputs over 512 tokens need it
+    modes = {
+        m["model_name"]: m["model_info"].get("mode")
+        for m in yaml.safe_load(dep.files["router/litellm-config.yaml"])["model_list"]
+    }
+    assert modes == {"chat": None, "rag": "embedding"}

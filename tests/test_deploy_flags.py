@@ -28,6 +28,7 @@ LLAMA_SERVER_FLAGS = {
     "-dev", "--device",  # | `-dev, --device <dev1,dev2,..>` | (none = don't offload)
     "--rpc",  # | `--rpc SERVERS` | comma-separated list of RPC servers (host:port)
     "--lora",  # | `--lora FNAME` |
+    "--embedding", "--embeddings",  # | `--embedding, --embeddings` | restrict to only support embedding use case
     "--host",  # | `--host HOST` |
     "--port",  # | `--port PORT` |
 }  # fmt: skip

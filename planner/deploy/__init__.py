@@ -58,6 +58,7 @@ class Endpoint:
     host: str
     port: int
     model_name: str  # what the engine answers to: llama-server --alias, vLLM --served-model-name, ollama model
+    embedding: bool = False  # served for /v1/embeddings, not chat
 
     @property
     def base_url(self) -> str:
@@ -274,7 +275,7 @@ def _server_processes(
             procs.append(proc)
         else:
             procs += vllm.serve_process(s, p, port, util)
-        by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role)
+        by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role, p.embedding)
     o_procs, o_eps, o_notes = ollama.instances(s, host, models_dir)
     procs += o_procs
     notes += o_notes
@@ -290,7 +291,7 @@ def _server_processes(
                     f"server {s.name}."
                 )
             name = p.role if (p.adapters and p.engine == "vllm") else base.model_name
-            by_role[p.role] = Endpoint(p.role, s.name, base.engine, base.host, base.port, name)
+            by_role[p.role] = Endpoint(p.role, s.name, base.engine, base.host, base.port, name, base.embedding)
     eps = [by_role[p.role] for p in s.placements]
     return procs, eps, notes
 

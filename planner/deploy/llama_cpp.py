@@ -9,6 +9,8 @@ Flags (llama.cpp tools/server/README.md; tools/rpc/README.md and rpc-server.cpp 
   -ts N0,N1   proportions per visible GPU (only with two or more GPUs)
   -ctk/-ctv   KV cache types; -fa on|off   flash attention
   -dev none   CPU only (no offload); --rpc host:port,...   remote ggml-rpc-server devices
+  --embeddings  embedding models: without it llama-server answers /v1/embeddings with 501 "This server does
+              not support embeddings. Start it with `--embeddings`"
   --host/--port
 """
 
@@ -57,6 +59,8 @@ def server_argv(
         argv += ["--rpc", ",".join(rpc)]
     if p.adapters:
         argv += ["--lora", ",".join(p.adapters)]
+    if p.embedding:
+        argv.append("--embeddings")
     argv += ["--host", "0.0.0.0", "--port", str(port)]
     return tuple(argv)
 
@@ -70,6 +74,11 @@ def server_process(
         f"{p.model_name} {p.quant}: ctx {p.ctx} per conversation × {p.parallel} slot(s) = -c {p.ctx * p.parallel}; "
         f"planned {p.memory_bytes / 2**30:.2f} GiB, {p.decode_tok_s:.1f} tok/s per slot."
     )
+    if p.embedding:
+        comment += (
+            f"\nEmbedding model: one input must fit one micro-batch (non-causal attention; -ub, default 512 tokens). "
+            f"For inputs up to {p.ctx} tokens add -b {p.ctx} -ub {p.ctx}; the compute buffer grows with -ub."
+        )
     if rpc:
         comment += (
             f"\nSplit across servers: start {RPC_SERVER} on {', '.join(h for h in p.split_hosts if h != server.name)}"

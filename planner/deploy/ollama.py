@@ -92,7 +92,7 @@ def instances(server: PlanServer, host: str, models_dir: str) -> tuple[list[Proc
                 ),
             )
         )
-        eps += [Endpoint(p.role, server.name, "ollama", host, port, p.role) for p in ps]
+        eps += [Endpoint(p.role, server.name, "ollama", host, port, p.role, p.embedding) for p in ps]
     return procs, eps, notes
 
 

@@ -25,7 +25,8 @@ def litellm_entries(endpoints: Sequence[Endpoint]) -> list[dict[str, Any]]:
         {
             "model_name": e.role,
             "litellm_params": {"model": f"openai/{e.model_name}", "api_base": e.base_url, "api_key": "none"},
-            "model_info": {"server": e.server, "engine": e.engine},
+            # LiteLLM health-checks a model as chat unless model_info.mode says "embedding" (docs/proxy/health)
+            "model_info": {"server": e.server, "engine": e.engine, **({"mode": "embedding"} if e.embedding else {})},
         }
         for e in endpoints
     ]

@@ -402,6 +402,7 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
         tensor_parallel=len(c.gpu_slots) if c.engine == "vllm" else 1,
         adapters=list(it.role.adapters),
         split_hosts=[p.servers[s].name for s in c.split_servers],
+        embedding=est.arch.is_embedding,
         note="; ".join(rr.failures),
     )
     out = [base]

@@ -92,6 +92,7 @@ class Placement(_Closed):
     adapters: list[str] = Field(default_factory=list)
     shares_base_with: str | None = None  # role whose loaded model this role reuses (LoRA / slots)
     split_hosts: list[str] = Field(default_factory=list)  # split kind: servers the layers span
+    embedding: bool = False  # an embedding model: served for /v1/embeddings (llama-server needs --embeddings)
     note: str = ""
 
 
