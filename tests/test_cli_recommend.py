@@ -287,3 +287,23 @@ def test_embedding_roles_are_flagged_in_the_plan(tmp_path: Path) -> None:
     plan = load_plan(out)
     flags = {p.role: p.embedding for s in plan.options[plan.recommended].servers for p in s.placements}
     assert flags == {"rag": True, "chat": False}
+
+
+def test_markdown_format_prints_the_report() -> None:
+    """`recommend -f markdown` prints the Markdown report (it printed the terminal table before)."""
+    res = CliRunner().invoke(app, ["recommend", "--preset", "deep", "-f", "markdown"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("# ")  # a Markdown title, not the table's "stack deep: 4 options"
+    assert "stack deep: 4 options" not in res.output
+    assert "llama-server" in res.output  # the report's deployment commands
+
+
+def test_bench_refuses_markdown_in_one_line() -> None:
+    """bench has no Markdown of its own (it printed a table for -f markdown): one line on stderr, exit 2."""
+    code = "from planner.cli import main; main()"
+    argv = ["bench", "--show-calibration", "-f", "markdown"]
+    res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=False)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "agiplan report" in lines[0], res.stderr
+    assert res.stdout == ""

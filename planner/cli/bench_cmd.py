@@ -97,6 +97,11 @@ def bench_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the result (JSON) here.")] = None,
 ) -> None:
     """Measure memory and speed on this machine, compare with the estimate, and calibrate it."""
+    if fmt is Format.markdown:
+        raise PlannerError(
+            "bench prints a table or json; for Markdown, save the result with --out and run "
+            "'agiplan report PLAN.json RESULT.json'."
+        )
     modes = [x for x in (model, synthetic, endpoint, plan) if x is not None] + ([1] if show_calibration else [])
     if len(modes) != 1:
         raise PlannerError(

@@ -7,6 +7,7 @@ Exit codes: 0 a plan meets every target; 1 nothing meets them within the budget;
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,7 +39,10 @@ def recommend_command(
     what_if: Annotated[
         list[str] | None, typer.Option("--what-if", help='"+1 rtx-4090", "reasoner.ctx=32768", "budget=3000".')
     ] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+    fmt: Annotated[
+        Format,
+        typer.Option("--format", "-f", help="table, json, or markdown (the report 'agiplan report' writes)."),
+    ] = Format.table,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the plan (JSON) for bench / report.")] = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Also write the Markdown report (see 'agiplan report').")
@@ -63,7 +67,7 @@ def recommend_command(
 
     if (stack_file is None) == (preset is None):
         raise PlannerError("give a stack file or --preset deep|agents|ensemble (one of them).")
-    if report is not None:
+    if report is not None or fmt is Format.markdown:
         from planner.report.i18n import check_lang
 
         check_lang(lang)  # before a search that may take a while
@@ -94,6 +98,11 @@ def recommend_command(
     data = plan.model_dump(mode="json")
     if fmt is Format.json:
         print_json(data)
+    elif fmt is Format.markdown:
+        from planner.report import render_report
+
+        sys.stdout.write(render_report(plan, [], lang))
+        sys.stdout.flush()
     else:
         render_table(data)
     if plan.recommended is None:
