@@ -277,7 +277,10 @@ def test_embedding_role_is_served_for_embeddings(engine: str) -> None:
     if engine == "llama.cpp":
         assert "--embeddings" in proc_named(dep.processes, "llama-server-rag").argv
         assert "--embeddings" not in proc_named(dep.processes, "llama-server-chat").argv
-        assert "-ub" in proc_named(dep.processes, "llama-server-rag").comment  # inputs over 512 tokens need it
+        # one input must fit one micro-batch (non-causal): -b = -ub = ctx, as the estimate sizes the compute buffer
+        rag_proc = proc_named(dep.processes, "llama-server-rag")
+        assert (arg(rag_proc, "-b"), arg(rag_proc, "-ub")) == ("8192", "8192")  # fixture ctx 8192
+        assert "-ub" not in proc_named(dep.processes, "llama-server-chat").argv
     modes = {
         m["model_name"]: m["model_info"].get("mode")
         for m in yaml.safe_load(dep.files["router/litellm-config.yaml"])["model_list"]

@@ -18,6 +18,8 @@ LLAMA_SERVER_FLAGS = {
     "-hf", "-hfr", "--hf-repo",  # | `-hf, -hfr, --hf-repo <user>/<model>[:quant]` |
     "-a", "--alias",  # | `-a, --alias STRING` | set model name aliases (to be used by API)
     "-c", "--ctx-size",  # | `-c, --ctx-size N` | size of the prompt context
+    "-b", "--batch-size",  # | `-b, --batch-size N` | logical maximum batch size (default: 2048)
+    "-ub", "--ubatch-size",  # | `-ub, --ubatch-size N` | physical maximum batch size (default: 512)
     "-np", "--parallel",  # | `-np, --parallel N` | number of server slots
     "-ngl", "--gpu-layers", "--n-gpu-layers",  # | `-ngl, --gpu-layers, --n-gpu-layers N` |
     "-ncmoe", "--n-cpu-moe",  # | `-ncmoe, --n-cpu-moe N` | keep the MoE weights of the first N layers in the CPU

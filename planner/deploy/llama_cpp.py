@@ -11,6 +11,9 @@ Flags (llama.cpp tools/server/README.md; tools/rpc/README.md and rpc-server.cpp 
   -dev none   CPU only (no offload); --rpc host:port,...   remote ggml-rpc-server devices
   --embeddings  embedding models: without it llama-server answers /v1/embeddings with 501 "This server does
               not support embeddings. Start it with `--embeddings`"
+  -b N -ub N  embedding models: one input must fit one micro-batch (non-causal attention; default 512 tokens,
+              longer inputs get "input is too large to process"): N = ctx, as the estimate assumes
+              (planner.estimate.estimate.embedding_batch)
   --host/--port
 """
 
@@ -60,7 +63,7 @@ def server_argv(
     if p.adapters:
         argv += ["--lora", ",".join(p.adapters)]
     if p.embedding:
-        argv.append("--embeddings")
+        argv += ["--embeddings", "-b", str(p.ctx), "-ub", str(p.ctx)]
     argv += ["--host", "0.0.0.0", "--port", str(port)]
     return tuple(argv)
 
@@ -76,8 +79,8 @@ def server_process(
     )
     if p.embedding:
         comment += (
-            f"\nEmbedding model: one input must fit one micro-batch (non-causal attention; -ub, default 512 tokens). "
-            f"For inputs up to {p.ctx} tokens add -b {p.ctx} -ub {p.ctx}; the compute buffer grows with -ub."
+            f"\nEmbedding model: -b/-ub {p.ctx} so that one input of up to {p.ctx} tokens fits one micro-batch "
+            "(non-causal attention); the planned compute buffer is sized for it."
         )
     if rpc:
         comment += (

@@ -7,7 +7,9 @@ ggml-alloc reuses memory of dead tensors, so the buffer is the peak of what is a
 - attention without flash attention: the KQ matrix n_kv × n_ubatch × n_head × 4 B, which grows with
   the context (n_kv = the layer's KV cells: full for global layers, the window for SWA layers);
 - attention with flash attention: Q, K, V projections and the output, independent of the context;
-- FFN: gate and up activations n_ff × n_ubatch × 4 B each (MoE: per active expert).
+- FFN: gate and up activations n_ff × n_ubatch × 4 B each (MoE: per active expert); BERT-style encoders
+  (no gate: up, GELU in place, down) one n_ff × n_ubatch buffer next to 3 hidden-size ones.
+- embedding models (encoders) have no output head: no logits in the compute buffer.
 - the KQ masks (n_kv × n_ubatch, f16 with flash attention, f32 without), alive across all layers.
 The constants (how many hidden-size buffers are alive next to the big one) were fitted to llama.cpp's
 own "compute buffer size" log lines; bench/llama_alloc_accuracy.py re-measures them.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from planner.estimate.kv import KvLayout
 from planner.estimate.types import RunConfig
 from planner.model.arch import ModelArch
+from planner.model.layout import layout_family
 
 F32 = 4
 
@@ -62,9 +65,14 @@ def attention_peak_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, laye
 
 def ffn_peak_bytes(arch: ModelArch, layer: int, g: GraphShape) -> int:
     """Gate, up and their product alive together (3 × n_ff × n_tokens × 4 B) next to 4 hidden-size buffers;
-    MoE: the same per active expert (ggml_mul_mat_id output [n_ff, n_used, n_tokens]) plus router logits."""
+    MoE: the same per active expert (ggml_mul_mat_id output [n_ff, n_used, n_tokens]) plus router logits.
+    BERT-style (ungated) FFN: n_ff × n_tokens × 4 B next to 3 hidden-size buffers (llama.cpp's CPU compute
+    buffer of a synthetic 1024-wide, 4096-FFN encoder with flash attention: 14.51 MiB at ubatch 512, 64.02 MiB
+    at 2048, the KQ mask included; tests/test_embedding_memory.py)."""
     t = g.n_tokens
     hidden = arch.hidden_size * t * F32
+    if layout_family(arch) == "bert":
+        return 3 * hidden + arch.ffn_size * t * F32
     ex = arch.experts
     if ex is not None and layer >= arch.n_dense_leading:
         routed = 3 * ex.active * ex.ffn_size * t * F32
@@ -75,8 +83,9 @@ def ffn_peak_bytes(arch: ModelArch, layer: int, g: GraphShape) -> int:
 
 
 def output_peak_bytes(arch: ModelArch, g: GraphShape) -> int:
-    """Logits (n_vocab × n_outputs × 4 B) and the normed hidden state; the masks are dead by then."""
-    logits = arch.vocab_size * g.n_outputs * F32
+    """Logits (n_vocab × n_outputs × 4 B) and the normed hidden state; the masks are dead by then. An
+    embedding model has no output head: its graph ends with the (pooled) hidden states."""
+    logits = 0 if arch.is_embedding else arch.vocab_size * g.n_outputs * F32
     return logits + 2 * arch.hidden_size * g.n_outputs * F32
 
 

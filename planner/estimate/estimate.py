@@ -60,6 +60,7 @@ def estimate(
     suggest: bool = True,
 ) -> Estimate:
     """Estimate memory on each device and speed for `spec` run as `cfg` on `gpus` + `host`."""
+    cfg = embedding_batch(spec.arch, cfg)
     weights = resolve_weights(spec, quant, cfg.engine)
     rules = rules_for(cfg.engine)
     if cfg.engine == "vllm":
@@ -69,6 +70,22 @@ def estimate(
     if suggest and not est.fits:
         est = replace(est, suggestions=tuple(_suggestions(spec, weights, cfg, gpus, host, quant, est)))
     return est
+
+
+def embedding_batch(arch: ModelArch, cfg: RunConfig) -> RunConfig:
+    """The batch llama.cpp needs for an embedding model: its attention is not causal, so llama-server runs each
+    input as one micro-batch and rejects a longer one ("input (N tokens) is too large to process. increase the
+    physical batch size"). agiplan deploys it with -b = -ub = ctx per conversation (planner.deploy.llama_cpp),
+    and its compute buffer grows with that micro-batch. A config whose batch sizes are llama.cpp's defaults gets
+    that batch; explicit sizes (a bench run replayed) are kept. Ollama and vLLM choose their own."""
+    defaults = RunConfig()
+    if (
+        not arch.is_embedding
+        or cfg.engine != "llama.cpp"
+        or (cfg.n_ubatch, cfg.n_batch) != (defaults.n_ubatch, defaults.n_batch)
+    ):
+        return cfg
+    return replace(cfg, n_ubatch=cfg.ctx, n_batch=max(cfg.ctx, defaults.n_batch))
 
 
 # ------------------------------------------------------------------------------------------ llama.cpp

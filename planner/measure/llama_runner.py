@@ -63,6 +63,7 @@ class LlamaParams:
     kv_unified: bool = False
     n_threads: int | None = None
     no_perf: bool = True  # llama.cpp's default; False makes llama_perf_context() report timings
+    embeddings: bool = False  # llama-server --embeddings: the context outputs embeddings (encoders)
 
 
 def ggml_type_id(name: str) -> int:
@@ -102,6 +103,7 @@ def loaded_context(path: str | Path, p: LlamaParams) -> Iterator[tuple[Any, Any,
             cparams.swa_full = p.swa_full
             cparams.kv_unified = p.kv_unified
             cparams.no_perf = p.no_perf
+            cparams.embeddings = p.embeddings
             if p.n_threads:
                 cparams.n_threads = p.n_threads
                 cparams.n_threads_batch = p.n_threads

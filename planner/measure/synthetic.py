@@ -51,10 +51,14 @@ SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 ProgressFn = Callable[[int, int], None]  # (bytes written, total bytes)
 
 
-def supports(arch: ModelArch) -> bool:
+def supports(arch: ModelArch, *, encoders: bool = False) -> bool:
+    """Decoders with a known layout (what `bench --synthetic` can run); with `encoders`, BERT-style embedding
+    models too (llama.cpp loads them and sizes their buffers; they do not decode)."""
     from planner.model.layout import is_known_layout, layout_family
 
-    return is_known_layout(arch) and layout_family(arch) != "bert" and not arch.is_embedding
+    if layout_family(arch) == "bert" or arch.is_embedding:
+        return encoders and layout_family(arch) == "bert"
+    return is_known_layout(arch)
 
 
 def vocabulary(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
@@ -84,7 +88,34 @@ def _file_type_id(quant: str) -> int | None:
     return int(LlamaFileType[key]) if key in LlamaFileType.__members__ else None
 
 
+def _add_bert_metadata(w: Any, arch: ModelArch) -> None:
+    """The keys llama.cpp reads for `bert` (src/llama-model.cpp: layer_norm_epsilon, causal, pooling type) and a
+    WordPiece vocabulary ([PAD] [UNK] [CLS] [SEP] [MASK], then word pieces) of the model's size."""
+    from gguf import PoolingType, TokenType
+
+    w.add_layer_norm_eps(1e-5)
+    w.add_causal_attention(False)
+    w.add_pooling_type(PoolingType.CLS)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    if arch.vocab_size <= len(specials):
+        raise PlannerError(f"a vocabulary needs more than {len(specials)} tokens, got {arch.vocab_size}.")
+    w.add_tokenizer_model("bert")
+    w.add_token_list(specials + [f"▁t{i}" for i in range(arch.vocab_size - len(specials))])
+    w.add_token_types([int(TokenType.CONTROL)] * len(specials) + [int(TokenType.NORMAL)] * (arch.vocab_size - 5))
+    w.add_token_type_count(2)
+    w.add_pad_token_id(0)
+    w.add_unk_token_id(1)
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(3)
+    w.add_sep_token_id(3)
+    w.add_mask_token_id(4)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(True)
+
+
 def _add_metadata(w: Any, arch: ModelArch, weights: ModelWeights, name: str) -> None:
+    from planner.model.layout import layout_family
+
     w.add_name(name)
     w.add_string("general.type", "model")
     w.add_context_length(arch.context_trained)
@@ -92,6 +123,13 @@ def _add_metadata(w: Any, arch: ModelArch, weights: ModelWeights, name: str) -> 
     w.add_block_count(arch.n_layers)
     w.add_feed_forward_length(arch.ffn_size)
     w.add_head_count(arch.n_heads)
+    if layout_family(arch) == "bert":
+        ft = _file_type_id(weights.file_type or "")
+        if ft is not None:
+            w.add_file_type(ft)
+        w.add_quantization_version(2)
+        _add_bert_metadata(w, arch)
+        return
     if arch.kv_heads_per_layer is not None:
         w.add_head_count_kv(list(arch.kv_heads_per_layer))
     else:
@@ -163,14 +201,16 @@ def write_synthetic_gguf(
     name: str | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    encoders: bool = False,
 ) -> Path:
-    """Write `arch` at `quant` with random weights to `path` (atomically: temp file, then rename)."""
+    """Write `arch` at `quant` with random weights to `path` (atomically: temp file, then rename). With
+    `encoders`, BERT-style embedding models too (for memory measurements: they load, but do not decode)."""
     import numpy as np
     from gguf import GGMLQuantizationType, GGUFWriter
 
     from planner.model.quant_scheme import weights_for
 
-    if not supports(arch):
+    if not supports(arch, encoders=encoders):
         raise PlannerError(
             f"synthetic GGUFs are written for decoder models with a known layout; '{arch.name}' "
             f"({arch.architecture}) is not one. Bench the real file with --model PATH."
