@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
 
 from planner.catalog import Catalog
 from planner.plan.problem import MODEL_POINTS, EstimateCache, Problem, item_combos, make_problem, stack_items
@@ -202,7 +201,7 @@ class _SetBound:
         self.main_cap = _raw_capacity(main, cat)
         self.main_cost = main.cost_usd
         self.combos = [
-            [(q[4], int(cast(int, q[5]["quality"]))) for q in item_combos(ii, it, cat, cache, stack)]
+            [(q.weight_bytes, q.quality) for q in item_combos(ii, it, cat, cache, stack)]
             if it.is_model
             else []
             for ii, it in enumerate(self.items)

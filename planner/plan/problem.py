@@ -25,7 +25,7 @@ import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, cast
+from typing import Literal
 
 from planner.catalog import Catalog
 from planner.errors import EstimateError, PlannerError
@@ -350,7 +350,51 @@ def _alone_fits(c: Candidate, slots: Sequence[DevSlot], host_margin: Sequence[in
     return True
 
 
-Combo = tuple[str, str | None, str, RunConfig, int, dict[str, object]]  # ref, quant, engine, cfg, weight bytes, kw
+@dataclass(frozen=True)
+class Combo:
+    """One (model, quant, engine) choice of a model item, before any device is chosen."""
+
+    ref: str
+    quant: str | None  # asked of resolve_weights (None: the file's own quantization)
+    label: str  # the quant as the candidate shows it (upper case; the file's type for a fixed file)
+    engine: str  # the role's engine name ("ollama" runs llama.cpp's estimate: `cfg.engine`)
+    cfg: RunConfig
+    quality: int
+    sizes: tuple[int, int, int]  # weights: (total, file, token_embd) bytes
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.sizes[0]
+
+    def candidate(
+        self,
+        est: Estimate,
+        ii: int,
+        it: Item,
+        *,
+        server: int,
+        slot_map: Sequence[int],
+        extra_step_s: float = 0.0,
+        split_servers: tuple[int, ...] = (),
+        extra_host: tuple[int, int] | None = None,
+    ) -> Candidate:
+        """The candidate of this choice for item `ii` with estimate `est` on `server` (see
+        `_candidate_from_estimate`)."""
+        return _candidate_from_estimate(
+            est,
+            item_index=ii,
+            item=it,
+            ref=self.ref,
+            quant=self.label,
+            engine=self.cfg.engine,
+            server=server,
+            slot_map=slot_map,
+            quality=self.quality,
+            extra_step_s=extra_step_s,
+            split_servers=split_servers,
+            extra_host=extra_host,
+            sizes=self.sizes,
+        )
 
 
 def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: Stack) -> list[Combo]:
@@ -390,17 +434,7 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
                     w = cache.weights(ref, quant, cfg.engine)
                 except (EstimateError, PlannerError):
                     continue
-                sizes = cache.sizes(w)
-                common: dict[str, object] = dict(
-                    item_index=ii,
-                    item=it,
-                    ref=ref,
-                    quant=q_up,
-                    engine=cfg.engine,
-                    quality=quality,
-                    sizes=sizes,
-                )
-                combos.append((ref, quant, engine, cfg, sizes[0], common))
+                combos.append(Combo(ref, quant, q_up, engine, cfg, quality, cache.sizes(w)))
     cache.combos[key] = combos
     return combos
 
@@ -457,30 +491,31 @@ def build_candidates(
         combos = item_combos(ii, it, cat, cache, stack)
         floor_q = min_quality[ii] if min_quality is not None else None
         if floor_q is not None:
-            combos = [cb for cb in combos if cast(int, cb[5]["quality"]) >= floor_q]
+            combos = [cb for cb in combos if cb.quality >= floor_q]
         if split_item == ii:
             assert split_pair is not None
             a, b = split_pair
-            for ref, quant, engine, cfg, lower_bytes, common in combos:
-                if engine == "vllm" or not gpus[b]:
+            for cb in combos:
+                if cb.engine == "vllm" or not gpus[b]:
                     continue
                 devs = [*gpus[a], *gpus[b]]
-                if lower_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
+                if cb.weight_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
                     continue
-                est = cache.estimate(ref, quant, cfg, devs, hosts[a])
+                est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[a])
                 if est is None:
                     continue
                 smap = [gpu_slot_index[(a, g)] for g in range(len(gpus[a]))]
                 smap += [gpu_slot_index[(b, g)] for g in range(len(gpus[b]))]
                 smap.append(host_slot[a])
-                c = _candidate_from_estimate(
+                c = cb.candidate(
                     est,
+                    ii,
+                    it,
                     server=a,
                     slot_map=smap,
                     extra_step_s=rpc_hop_s(est.arch.hidden_size),
                     split_servers=(a, b),
                     extra_host=(host_slot[b], RPC_SERVER_HOST_BYTES),
-                    **common,  # type: ignore[arg-type]
                 )
                 if _alone_fits(c, slots, host_margin):
                     cands.append(c)
@@ -503,7 +538,7 @@ def build_candidates(
                 item_combos(ii, it, cat, cache, stack) if filter_here else combos,
                 stack.quality_floor_kld,
             )
-            cands += [c for c in built if c.quality >= cast(int, floor_q)] if filter_here else built
+            cands += [c for c in built if floor_q is None or c.quality >= floor_q] if filter_here else built
         out.append(prune_dominated(cands))
     return slots, host_slot, out
 
@@ -546,21 +581,21 @@ def _server_candidates(
         return hit
     out: list[Candidate] = []
     cap_host = slots[host_slot[si]].capacity_bytes
-    for ref, quant, engine, cfg, lower_bytes, common in combos:
+    for cb in combos:
         subsets: list[tuple[int, ...]] = gpu_subsets(len(gpus[si]))
-        if engine == "llama.cpp":
+        if cb.engine == "llama.cpp":
             subsets = [*subsets, ()]
         for sub in subsets:
             devs = [gpus[si][g] for g in sub]
-            if engine == "vllm" and (not devs or any(d.vendor not in ("nvidia", "amd") for d in devs)):
+            if cb.engine == "vllm" and (not devs or any(d.vendor not in ("nvidia", "amd") for d in devs)):
                 continue
-            if lower_bytes > sum(d.capacity_bytes - d.reserved_bytes for d in devs) + cap_host:
+            if cb.weight_bytes > sum(d.capacity_bytes - d.reserved_bytes for d in devs) + cap_host:
                 continue
-            est = cache.estimate(ref, quant, cfg, devs, hosts[si])
+            est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[si])
             if est is None:
                 continue
             smap = [gpu_slot_index[(si, g)] for g in sub] + [host_slot[si]]
-            c = _candidate_from_estimate(est, server=si, slot_map=smap, **common)  # type: ignore[arg-type]
+            c = cb.candidate(est, ii, it, server=si, slot_map=smap)
             if _alone_fits(c, slots, host_margin):
                 out.append(c)
     cache.server_cands[key] = out
