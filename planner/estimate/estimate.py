@@ -106,7 +106,7 @@ def _weights_for_cached(arch: ModelArch, quant: str, safetensors: bool) -> Model
 
 def _split_weights(gpus: Sequence[Device], rules: EngineRules) -> list[float]:
     return [
-        max(0.0, float(g.capacity_bytes - g.reserved_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes))
+        max(0.0, float(g.free_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes))
         for g in gpus
     ]
 

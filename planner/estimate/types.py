@@ -43,6 +43,11 @@ class Device:
     arch: str = ""  # GPU generation as the catalog names it, e.g. "Ada Lovelace (AD102, sm_89)"
 
     @property
+    def free_bytes(self) -> int:
+        """Memory not already taken: capacity − reserved."""
+        return self.capacity_bytes - self.reserved_bytes
+
+    @property
     def is_gpu(self) -> bool:
         return self.kind == "gpu"
 
@@ -121,7 +126,7 @@ class DeviceUsage:
 
     @property
     def available_bytes(self) -> int:
-        return self.device.capacity_bytes - self.device.reserved_bytes
+        return self.device.free_bytes
 
     @property
     def free_bytes(self) -> int:

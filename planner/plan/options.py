@@ -235,7 +235,7 @@ class _SetBound:
 
 def _raw_capacity(server: Server, cat: Catalog) -> int:
     """GPU memory not reserved + host RAM: no candidate on the server has more weight bytes."""
-    return sum(d.capacity_bytes - d.reserved_bytes for d in server.gpu_devices(cat)) + server.host(cat).capacity_bytes
+    return sum(d.free_bytes for d in server.gpu_devices(cat)) + server.host(cat).capacity_bytes
 
 
 def _split_item(stack: Stack) -> int | None:

@@ -272,7 +272,7 @@ def _slots(servers: Sequence[Server], cat: Catalog) -> tuple[list[DevSlot], list
     host_slot: list[int] = []
     for si, s in enumerate(servers):
         for gi, d in enumerate(s.gpu_devices(cat)):
-            slots.append(DevSlot(si, gi, d, d.capacity_bytes - d.reserved_bytes))
+            slots.append(DevSlot(si, gi, d, d.free_bytes))
         h = s.host(cat)
         host_slot.append(len(slots))
         slots.append(DevSlot(si, -1, h, h.capacity_bytes))
@@ -589,7 +589,7 @@ def _server_candidates(
             devs = [gpus[si][g] for g in sub]
             if cb.engine == "vllm" and (not devs or any(d.vendor not in ("nvidia", "amd") for d in devs)):
                 continue
-            if cb.weight_bytes > sum(d.capacity_bytes - d.reserved_bytes for d in devs) + cap_host:
+            if cb.weight_bytes > sum(d.free_bytes for d in devs) + cap_host:
                 continue
             est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[si])
             if est is None:
