@@ -287,6 +287,11 @@ def test_embedding_roles_are_flagged_in_the_plan(tmp_path: Path) -> None:
     plan = load_plan(out)
     flags = {p.role: p.embedding for s in plan.options[plan.recommended].servers for p in s.placements}
     assert flags == {"rag": True, "chat": False}
+    rag = next(p for s in plan.options[plan.recommended].servers for p in s.placements if p.role == "rag")
+    # the table shows what an embedder does: tokens embedded per second (its prefill rate), on its row only
+    assert f"embeds {rag.prefill_tok_s:,.0f} tok/s" in res.output
+    embedders = sum(1 for o in plan.options for s in o.servers for p in s.placements if p.embedding)
+    assert res.output.count("embeds ") == embedders
 
 
 def test_markdown_format_prints_the_report() -> None:

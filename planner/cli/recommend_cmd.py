@@ -178,6 +178,9 @@ def render_table(data: dict[str, Any]) -> None:
                         extra = f" slots of {p['shares_base_with']}"
                     if p["split_hosts"]:
                         extra = f" split {'+'.join(p['split_hosts'])}"
+                    if p.get("embedding"):
+                        # an embedder's work is prefill (one pass per input); its decode rate says little
+                        extra += f" embeds {p['prefill_tok_s']:,.0f} tok/s"
                     r.add_row(
                         f"  {p['role']}",
                         p["model"],
