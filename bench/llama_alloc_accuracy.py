@@ -9,6 +9,8 @@ B. Synthetic GGUFs (planner.measure.synthetic: the real architecture and llama.c
    (weights per layer, KV per layer, the compute graph of one layer) is the full model's; only the layer
    count differs. Covers GQA, MHA, QKV biases, MoE, sliding windows and big vocabularies, with and
    without flash attention (the KQ matrix that grows with context).
+C. A synthetic BGE-M3 (BERT-style encoder, cut to 2 layers) loaded with embeddings on, as llama-server
+   --embeddings -b ctx -ub ctx runs it: one input per micro-batch, no logits.
 
 Each line compares weights (CPU_Mapped + CPU_REPACK model buffers), KV, compute and their total with
 llama.cpp's "buffer size" lines (printed in MiB with two decimals).
@@ -42,6 +44,7 @@ class Case:
     fa: bool = True
     swa_full: bool = False
     ubatch: int = 512
+    embeddings: bool = False  # an encoder as llama-server --embeddings -b ubatch -ub ubatch runs it
 
 
 GEMMA_CASES = [
@@ -63,6 +66,10 @@ SYNTHETIC = [
     ("qwen2.5-7b", 3, "Q4_K_M", [Case("ctx 8192 (biases, 152k vocab)", 8192), Case("ctx 8192, no FA", 8192, fa=False)]),
     ("mixtral-8x7b", 1, "Q4_K_M", [Case("ctx 8192 (MoE)", 8192), Case("ctx 8192, no FA", 8192, fa=False)]),
     ("gemma-3-27b", 6, "Q4_K_M", [Case("ctx 32768 (SWA 5:1)", 32768), Case("ctx 8192, no FA", 8192, fa=False)]),
+    ("bge-m3", 2, "Q8_0", [Case("emb. ctx 512", 512, ubatch=512, embeddings=True),
+                           Case("emb. ctx 512, no FA", 512, fa=False, ubatch=512, embeddings=True),
+                           Case("emb. ctx 8192", 8192, ubatch=8192, embeddings=True),
+                           Case("emb. ctx 2048, no FA", 2048, fa=False, ubatch=2048, embeddings=True)]),
     # phi-3-mini is left out: llama.cpp's phi3 vocabulary loader needs special tokens our synthetic vocabulary
     # does not have ("error loading model vocabulary: unordered_map::at").
 ]
@@ -87,6 +94,8 @@ def compare(path: Path, spec: ModelSpec, case: Case) -> dict[str, tuple[int, int
         flash_attn=case.fa,
         swa_full=case.swa_full,
         n_ubatch=case.ubatch,
+        n_batch=case.ubatch if case.embeddings else LlamaParams.n_batch,
+        embeddings=case.embeddings,
     )
     measured, _log = measure_buffers(path, params)
     cfg = RunConfig(
@@ -97,6 +106,7 @@ def compare(path: Path, spec: ModelSpec, case: Case) -> dict[str, tuple[int, int
         flash_attn=case.fa,
         swa_full=case.swa_full,
         n_ubatch=case.ubatch,
+        n_batch=case.ubatch if case.embeddings else RunConfig.n_batch,
     )
     est = estimate(spec, cfg, [], host_device(load_catalog(), None, 256), suggest=False)
     host = est.devices[-1].memory
@@ -131,7 +141,7 @@ def main() -> None:
         arch = cut_layers(cat.arch(model_id), layers)
         path = folder / f"{model_id}-{layers}L-{quant}.gguf"
         if not path.exists():
-            write_synthetic_gguf(arch, quant, path)
+            write_synthetic_gguf(arch, quant, path, encoders=True)
         spec = read_gguf(path)
         for case in cases:
             rows.append((f"{model_id} ({layers} layers, synthetic)", case.label, compare(path, spec, case)))
