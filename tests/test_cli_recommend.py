@@ -285,8 +285,9 @@ def test_embedding_roles_are_flagged_in_the_plan(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["recommend", str(stack), "-s", "box: ryzen-9-7950x, 64GiB", "-o", str(out)])
     assert res.exit_code == 0, res.output
     plan = load_plan(out)
-    flags = {p.role: p.embedding for s in plan.options[plan.recommended].servers for p in s.placements}
-    assert flags == {"rag": True, "chat": False}
+    flags = {p.role: (p.embedding, p.n_ubatch) for s in plan.options[plan.recommended].servers for p in s.placements}
+    # the encoder's micro-batch is its context (512 here), as deploy starts it; the chat model keeps the default
+    assert flags == {"rag": (True, 512), "chat": (False, None)}
     rag = next(p for s in plan.options[plan.recommended].servers for p in s.placements if p.role == "rag")
     # the table shows what an embedder does: tokens embedded per second (its prefill rate), on its row only
     assert f"embeds {rag.prefill_tok_s:,.0f} tok/s" in res.output

@@ -262,9 +262,9 @@ def test_embedding_role_is_served_for_embeddings(engine: str) -> None:
     plan = agents_plan()
     rag = placement(
         "rag", "bge-m3", "BGE-M3", engine=engine, devices=["cpu"], gpu_indices=[], gpu_layers=0, min_tok_s=None,
-        embedding=True,
+        embedding=True, n_ubatch=8192,
     )  # fmt: skip
-    chat = placement("chat", "llama-3-8b", "Llama 3 8B", engine=engine)
+    chat = placement("chat", "llama-3-8b", "Llama 3 8B", engine=engine, embedding=False)
     option = PlanOption(
         kind="one-server-concurrent",
         servers=[main_server([chat], [rag])],
@@ -277,12 +277,40 @@ def test_embedding_role_is_served_for_embeddings(engine: str) -> None:
     if engine == "llama.cpp":
         assert "--embeddings" in proc_named(dep.processes, "llama-server-rag").argv
         assert "--embeddings" not in proc_named(dep.processes, "llama-server-chat").argv
-        # one input must fit one micro-batch (non-causal): -b = -ub = ctx, as the estimate sizes the compute buffer
+        # one input must fit one micro-batch (non-causal): -b = -ub = the plan's n_ubatch (the estimate's)
         rag_proc = proc_named(dep.processes, "llama-server-rag")
-        assert (arg(rag_proc, "-b"), arg(rag_proc, "-ub")) == ("8192", "8192")  # fixture ctx 8192
+        assert (arg(rag_proc, "-b"), arg(rag_proc, "-ub")) == ("8192", "8192")
         assert "-ub" not in proc_named(dep.processes, "llama-server-chat").argv
     modes = {
         m["model_name"]: m["model_info"].get("mode")
         for m in yaml.safe_load(dep.files["router/litellm-config.yaml"])["model_list"]
     }
     assert modes == {"chat": None, "rag": "embedding"}
+
+
+def test_plans_written_before_the_embedding_flag_still_start_embedders_for_embeddings() -> None:
+    """A plan saved before placements recorded `embedding` (the field is absent: None) gets the model looked
+    up: catalog bge-m3 has roles [embedding], llama-3-8b does not."""
+    from test_report_fixtures import main_server, placement
+
+    from planner.deploy.llama_cpp import server_argv
+
+    rag = placement("rag", "bge-m3", "BGE-M3", devices=["cpu"], gpu_indices=[], gpu_layers=0)
+    chat = placement("chat", "llama-3-8b", "Llama 3 8B")
+    assert rag.embedding is None and chat.embedding is None
+    server = main_server([chat], [rag])
+    assert "--embeddings" in server_argv(server, rag, 8080, "/models")
+    assert "--embeddings" not in server_argv(server, chat, 8081, "/models")
+    assert "-ub" not in server_argv(server, rag, 8080, "/models")  # its memory was planned at the default batch
+
+
+def test_bench_plan_leaves_encoders_to_their_endpoint() -> None:
+    """The in-process bench measures decoding, which an encoder does not do: an error record that says so."""
+    from test_report_fixtures import placement
+
+    from planner.measure.records import unbenchable_plan_run
+
+    rag = placement("rag", "bge-m3", "BGE-M3", devices=["cpu"], gpu_indices=[], embedding=True, n_ubatch=8192)
+    run = unbenchable_plan_run(rag)
+    assert run is not None and run.verdict == "error" and "encoder" in (run.error or "")
+    assert unbenchable_plan_run(placement("chat", "llama-3-8b", "Llama 3 8B", embedding=False)) is None

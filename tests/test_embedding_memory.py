@@ -34,20 +34,32 @@ def small_bge_gguf(small_bge: ModelSpec, tmp_path_factory: pytest.TempPathFactor
     return write_synthetic_gguf(small_bge.arch, "F16", tmp_path_factory.mktemp("bert") / "bge.gguf", encoders=True)
 
 
-@pytest.mark.parametrize(("ubatch", "flash_attn"), [(512, True), (512, False), (2048, True), (2048, False)])
+@pytest.mark.parametrize(
+    ("ctx", "parallel", "ubatch", "flash_attn"),
+    [
+        (512, 1, 512, True),
+        (512, 1, 512, False),
+        (2048, 1, 2048, True),
+        (2048, 1, 2048, False),
+        (4096, 1, 512, True),  # a context longer than the micro-batch: attention stays within the micro-batch
+        (4096, 1, 512, False),
+        (2048, 4, 1024, False),
+    ],
+)
 def test_encoder_compute_buffer_matches_llama_cpp(
-    small_bge: ModelSpec, small_bge_gguf: Path, ubatch: int, flash_attn: bool
+    small_bge: ModelSpec, small_bge_gguf: Path, ctx: int, parallel: int, ubatch: int, flash_attn: bool
 ) -> None:
     """llama.cpp's CPU compute buffer for one micro-batch of `ubatch` tokens (measured: 14.51 / 29.01 MiB at
-    512, 64.02 / 320.02 MiB at 2048, with / without flash attention); the estimate (14.50 / 31.00, 64.00 /
-    328.00 MiB) is at most 1 % below and 8 % above. Before this change the estimate counted logits an encoder
-    does not have (62.59 MiB at 512)."""
+    512, 64.02 / 320.02 MiB at 2048, with / without flash attention; the same 14.5 / 29 MiB at ctx 4096 with
+    ubatch 512: an encoder has no cache, its KQ and mask are ubatch × ubatch); the estimate (14.50 / 31.00,
+    64.00 / 328.00 MiB) is at most 1 % below and 8 % above. Before this change the estimate counted logits an
+    encoder does not have (62.59 MiB at 512) and sized KQ by the context (150 MiB at ctx 4096, ubatch 512)."""
     from planner.measure.llama_log import parse_buffer_sizes
     from planner.measure.llama_runner import LlamaParams, loaded_context
 
     params = LlamaParams(
-        n_ctx=ubatch, n_seq_max=1, flash_attn=flash_attn, n_gpu_layers=0, n_ubatch=ubatch, n_batch=ubatch,
-        embeddings=True,
+        n_ctx=ctx * parallel, n_seq_max=parallel, flash_attn=flash_attn, n_gpu_layers=0, n_ubatch=ubatch,
+        n_batch=ubatch, embeddings=True,
     )  # fmt: skip
     with loaded_context(small_bge_gguf, params) as (_model, _ctx, log):
         measured = parse_buffer_sizes("".join(log))
@@ -55,7 +67,7 @@ def test_encoder_compute_buffer_matches_llama_cpp(
     assert measured_compute > 0
     cat = load_catalog()
     host = parse_server_spec("box: ryzen-9-7950x, 64GiB", cat).host(cat)
-    cfg = RunConfig(ctx=ubatch, n_ubatch=ubatch, n_batch=ubatch, flash_attn=flash_attn)
+    cfg = RunConfig(ctx=ctx, parallel=parallel, n_ubatch=ubatch, n_batch=ubatch, flash_attn=flash_attn)
     est = estimate(small_bge, cfg, [], host, quant="F16", suggest=False)
     assert 0.99 * measured_compute <= est.memory.compute_bytes <= 1.08 * measured_compute, (
         est.memory.compute_bytes / MIB,
@@ -73,13 +85,50 @@ def test_embedding_models_are_planned_with_one_input_per_micro_batch() -> None:
     llama = resolve_model("llama-3-8b").arch
     cfg = RunConfig(ctx=8192)
     assert (embedding_batch(bge, cfg).n_ubatch, embedding_batch(bge, cfg).n_batch) == (8192, 8192)
-    assert embedding_batch(bge, RunConfig(ctx=1024)).n_batch == 2048  # n_batch never below llama.cpp's default
     assert embedding_batch(llama, cfg) == cfg
-    explicit = RunConfig(ctx=8192, n_ubatch=1024)
-    assert embedding_batch(bge, explicit) == explicit
+    # set sizes are kept, llama.cpp's defaults included (a bench run at -b 2048 -ub 512 replayed)
+    for explicit in (RunConfig(ctx=8192, n_ubatch=1024), RunConfig(ctx=8192, n_ubatch=512, n_batch=2048)):
+        assert embedding_batch(bge, explicit) == explicit
+    # a decoder turned into an embedding model (a pooling GGUF of a decoder) is no encoder: causal, with a cache
+    assert embedding_batch(dataclasses.replace(llama, is_embedding=True), cfg) == cfg
     cat = load_catalog()
     host = parse_server_spec("box: ryzen-9-7950x, 64GiB", cat).host(cat)
     est = estimate(resolve_model("bge-m3"), cfg, [], host, quant="Q8_0", suggest=False)
     assert est.config.n_ubatch == 8192
     # flash attention at 8192 tokens: f16 mask 8192² × 2 B + FFN 4096 × 8192 × 4 B + 3 × 1024 × 8192 × 4 B
     assert est.memory.compute_bytes == 8192 * 8192 * 2 + 4096 * 8192 * 4 + 3 * 1024 * 8192 * 4
+
+
+def test_decoder_embedding_models_keep_logits_and_kv() -> None:
+    """Only encoders drop the logits and the KV cache: llama.cpp computes logits for a decoder-based embedding
+    model with embeddings on (a synthetic 2-layer Llama 3.2 3B at ubatch 2048 measured 1,050 MiB of compute),
+    and keeps its KV cache."""
+    cat = load_catalog()
+    host = parse_server_spec("box: ryzen-9-7950x, 64GiB", cat).host(cat)
+    spec = resolve_model("llama-3-8b")
+    as_embedder = dataclasses.replace(spec, arch=dataclasses.replace(spec.arch, is_embedding=True))
+    cfg = RunConfig(ctx=4096)
+    plain = estimate(spec, cfg, [], host, quant="Q4_K_M", suggest=False).memory
+    emb = estimate(as_embedder, cfg, [], host, quant="Q4_K_M", suggest=False).memory
+    assert (emb.compute_bytes, emb.kv_cache_bytes) == (plain.compute_bytes, plain.kv_cache_bytes)
+    assert emb.kv_cache_bytes > 0 and emb.compute_bytes >= spec.arch.vocab_size * 512 * 4  # logits of a micro-batch
+
+
+def test_context_suggestion_for_an_encoder_fits_when_estimated_afresh() -> None:
+    """The largest context suggested for an encoder that does not fit is searched with each context's own
+    micro-batch (-ub = ctx), so estimating the suggestion afresh fits (it was searched at the first context's
+    micro-batch: 1,792 suggested where 4,096 fits, with 4 slots, no flash attention, 4 GiB of RAM)."""
+    from planner.estimate.types import Device
+
+    cat = load_catalog()
+    host = parse_server_spec("box: ryzen-9-7950x, 64GiB", cat).host(cat)
+    small = Device(**{**host.__dict__, "capacity_bytes": 4 * 2**30})
+    spec = resolve_model("bge-m3")
+    cfg = RunConfig(ctx=8192, parallel=4, flash_attn=False)
+    est = estimate(spec, cfg, [], small, quant="Q8_0")
+    assert not est.fits
+    ctx = int(next(s.value for s in est.suggestions if s.kind == "ctx"))
+    assert estimate(spec, dataclasses.replace(cfg, ctx=ctx), [], small, quant="Q8_0", suggest=False).fits
+    bigger = dataclasses.replace(cfg, ctx=ctx + 256)
+    assert not estimate(spec, bigger, [], small, quant="Q8_0", suggest=False).fits
+    assert all(s.kind != "kv_type" for s in est.suggestions)  # an encoder has no KV cache to quantize

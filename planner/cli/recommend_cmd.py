@@ -89,19 +89,21 @@ def recommend_command(
         )
     if out is not None:
         save_plan(plan, out)
-    if report is not None:
-        from planner.io import write_text_atomic
+    markdown = None
+    if report is not None or fmt is Format.markdown:
         from planner.report import render_report
 
-        write_text_atomic(report, render_report(plan, [], lang))
+        markdown = render_report(plan, [], lang)
+    if report is not None and markdown is not None:
+        from planner.io import write_text_atomic
+
+        write_text_atomic(report, markdown)
         stderr_console().print(f"wrote {report}")
     data = plan.model_dump(mode="json")
     if fmt is Format.json:
         print_json(data)
-    elif fmt is Format.markdown:
-        from planner.report import render_report
-
-        sys.stdout.write(render_report(plan, [], lang))
+    elif fmt is Format.markdown and markdown is not None:
+        sys.stdout.write(markdown)
         sys.stdout.flush()
     else:
         render_table(data)

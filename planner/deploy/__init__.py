@@ -153,6 +153,20 @@ def vendor_of(gpu_ids: Iterable[str]) -> str:
     return vendors.pop() if len(vendors) == 1 else "mixed"
 
 
+def serves_embeddings(p: Placement) -> bool:
+    """Is `p` an embedding model? As the plan records it; a plan written before agiplan recorded it gets the
+    model looked up (catalog, GGUF header, cached Hub metadata), and False when that fails."""
+    if p.embedding is not None:
+        return p.embedding
+    from planner.errors import PlannerError
+    from planner.sources.resolve import resolve_model
+
+    try:
+        return resolve_model(p.model).arch.is_embedding
+    except (PlannerError, OSError):
+        return False
+
+
 def placement_vendor(server: PlanServer, p: Placement) -> str:
     return vendor_of(server.gpus[i] for i in p.gpu_indices if 0 <= i < len(server.gpus))
 
@@ -275,7 +289,7 @@ def _server_processes(
             procs.append(proc)
         else:
             procs += vllm.serve_process(s, p, port, util)
-        by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role, p.embedding)
+        by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role, serves_embeddings(p))
     o_procs, o_eps, o_notes = ollama.instances(s, host, models_dir)
     procs += o_procs
     notes += o_notes

@@ -11,9 +11,9 @@ Flags (llama.cpp tools/server/README.md; tools/rpc/README.md and rpc-server.cpp 
   -dev none   CPU only (no offload); --rpc host:port,...   remote ggml-rpc-server devices
   --embeddings  embedding models: without it llama-server answers /v1/embeddings with 501 "This server does
               not support embeddings. Start it with `--embeddings`"
-  -b N -ub N  embedding models: one input must fit one micro-batch (non-causal attention; default 512 tokens,
-              longer inputs get "input is too large to process"): N = ctx, as the estimate assumes
-              (planner.estimate.estimate.embedding_batch)
+  -b N -ub N  the micro-batch the plan's memory was sized for, when not llama.cpp's default: encoders (BERT,
+              BGE-M3) run each input as one micro-batch (non-causal attention; longer inputs get "input is too
+              large to process"), so N = ctx (planner.estimate.estimate.embedding_batch)
   --host/--port
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from planner.deploy import Process, model_file, placement_vendor, vendor_of, visible_devices_env
+from planner.deploy import Process, model_file, placement_vendor, serves_embeddings, vendor_of, visible_devices_env
 from planner.plan.schema import Placement, PlanServer
 
 RPC_PORT = 50052  # ggml-rpc-server's default port (tools/rpc/README.md)
@@ -62,8 +62,10 @@ def server_argv(
         argv += ["--rpc", ",".join(rpc)]
     if p.adapters:
         argv += ["--lora", ",".join(p.adapters)]
-    if p.embedding:
-        argv += ["--embeddings", "-b", str(p.ctx), "-ub", str(p.ctx)]
+    if serves_embeddings(p):
+        argv.append("--embeddings")
+    if p.n_ubatch is not None:
+        argv += ["-b", str(p.n_ubatch), "-ub", str(p.n_ubatch)]
     argv += ["--host", "0.0.0.0", "--port", str(port)]
     return tuple(argv)
 
@@ -77,10 +79,10 @@ def server_process(
         f"{p.model_name} {p.quant}: ctx {p.ctx} per conversation × {p.parallel} slot(s) = -c {p.ctx * p.parallel}; "
         f"planned {p.memory_bytes / 2**30:.2f} GiB, {p.decode_tok_s:.1f} tok/s per slot."
     )
-    if p.embedding:
+    if p.n_ubatch is not None and serves_embeddings(p):
         comment += (
-            f"\nEmbedding model: -b/-ub {p.ctx} so that one input of up to {p.ctx} tokens fits one micro-batch "
-            "(non-causal attention); the planned compute buffer is sized for it."
+            f"\nEmbedding model: -b/-ub {p.n_ubatch} so that one input of up to {p.n_ubatch} tokens fits one "
+            "micro-batch (non-causal attention); the planned compute buffer is sized for it."
         )
     if rpc:
         comment += (

@@ -17,6 +17,7 @@ from planner.deploy import (
     gpu_vendor,
     model_file,
     placement_vendor,
+    serves_embeddings,
     visible_devices_env,
 )
 from planner.plan.schema import Placement, PlanServer
@@ -92,7 +93,7 @@ def instances(server: PlanServer, host: str, models_dir: str) -> tuple[list[Proc
                 ),
             )
         )
-        eps += [Endpoint(p.role, server.name, "ollama", host, port, p.role, p.embedding) for p in ps]
+        eps += [Endpoint(p.role, server.name, "ollama", host, port, p.role, serves_embeddings(p)) for p in ps]
     return procs, eps, notes
 
 

@@ -9,7 +9,8 @@ ggml-alloc reuses memory of dead tensors, so the buffer is the peak of what is a
 - attention with flash attention: Q, K, V projections and the output, independent of the context;
 - FFN: gate and up activations n_ff × n_ubatch × 4 B each (MoE: per active expert); BERT-style encoders
   (no gate: up, GELU in place, down) one n_ff × n_ubatch buffer next to 3 hidden-size ones.
-- embedding models (encoders) have no output head: no logits in the compute buffer.
+- encoders (BERT-style embedding models) have no output head (no logits) and no KV cache: their attention
+  and mask are n_ubatch × n_ubatch.
 - the KQ masks (n_kv × n_ubatch, f16 with flash attention, f32 without), alive across all layers.
 The constants (how many hidden-size buffers are alive next to the big one) were fitted to llama.cpp's
 own "compute buffer size" log lines; bench/llama_alloc_accuracy.py re-measures them.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from planner.estimate.kv import KvLayout
 from planner.estimate.types import RunConfig
 from planner.model.arch import ModelArch
-from planner.model.layout import layout_family
+from planner.model.layout import is_encoder, layout_family
 
 F32 = 4
 
@@ -36,14 +37,20 @@ class GraphShape:
 
 def graph_shape(layout: KvLayout, cfg: RunConfig) -> GraphShape:
     n_tokens = layout.n_ubatch
-    return GraphShape(n_tokens=n_tokens, n_outputs=min(n_tokens, cfg.n_batch))
+    return GraphShape(n_tokens=n_tokens, n_outputs=min(n_tokens, cfg.batch_sizes()[0]))
+
+
+def _kq_cells(arch: ModelArch, layout: KvLayout, layer: int, g: GraphShape) -> int:
+    """Keys one query attends to: the layer's KV cells; an encoder has no cache and attends within its
+    micro-batch (n_tokens × n_tokens)."""
+    return g.n_tokens if is_encoder(arch) else layout.cells(arch, layer)
 
 
 def mask_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, g: GraphShape) -> int:
     """The KQ masks, inputs alive from the first layer's attention to the last: n_kv × n_tokens, f16 with
     flash attention, f32 without; one mask per attention kind (global and sliding-window)."""
     elem = 2 if cfg.flash_attn else F32
-    kinds = {layout.cells(arch, i) for i in range(arch.n_layers)}
+    kinds = {_kq_cells(arch, layout, i, g) for i in range(arch.n_layers)}
     return sum(cells * g.n_tokens * elem for cells in kinds)
 
 
@@ -59,7 +66,7 @@ def attention_peak_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, laye
     out = arch.n_heads * arch.head_dim_v * t * F32
     if cfg.flash_attn:
         return 2 * hidden + q + k + v + out
-    kq = layout.cells(arch, layer) * t * arch.n_heads * F32
+    kq = _kq_cells(arch, layout, layer, g) * t * arch.n_heads * F32
     return 3 * hidden + q + k + v + kq + out
 
 
@@ -84,8 +91,9 @@ def ffn_peak_bytes(arch: ModelArch, layer: int, g: GraphShape) -> int:
 
 def output_peak_bytes(arch: ModelArch, g: GraphShape) -> int:
     """Logits (n_vocab × n_outputs × 4 B) and the normed hidden state; the masks are dead by then. An
-    embedding model has no output head: its graph ends with the (pooled) hidden states."""
-    logits = 0 if arch.is_embedding else arch.vocab_size * g.n_outputs * F32
+    encoder has no output head: its graph ends with the (pooled) hidden states. A decoder-based embedding
+    model still computes its logits."""
+    logits = 0 if is_encoder(arch) else arch.vocab_size * g.n_outputs * F32
     return logits + 2 * arch.hidden_size * g.n_outputs * F32
 
 

@@ -26,6 +26,7 @@ from planner.estimate.placement import LayerTable, Placement, device_usages, lay
 from planner.estimate.speed import DeviceLoad, estimate_speed, weight_family
 from planner.estimate.types import Device, DeviceCalibration, DeviceUsage, Estimate, MemoryParts, RunConfig, Suggestion
 from planner.model.arch import ModelArch, ModelSpec, ModelWeights, Source
+from planner.model.layout import is_encoder
 
 # Quants tried, best first, when suggesting one that fits (llama.cpp file types).
 QUANT_LADDER: tuple[str, ...] = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "IQ3_M", "Q2_K")
@@ -60,6 +61,7 @@ def estimate(
     suggest: bool = True,
 ) -> Estimate:
     """Estimate memory on each device and speed for `spec` run as `cfg` on `gpus` + `host`."""
+    asked = cfg
     cfg = embedding_batch(spec.arch, cfg)
     weights = resolve_weights(spec, quant, cfg.engine)
     rules = rules_for(cfg.engine)
@@ -68,24 +70,21 @@ def estimate(
     else:
         est = _estimate_llama_cpp(spec, weights, cfg, gpus, host, rules, calibration)
     if suggest and not est.fits:
-        est = replace(est, suggestions=tuple(_suggestions(spec, weights, cfg, gpus, host, quant, est)))
+        # from the config as asked: a shorter context gets its own batch (embedding_batch), not this one's
+        est = replace(est, suggestions=tuple(_suggestions(spec, weights, asked, gpus, host, quant, est)))
     return est
 
 
 def embedding_batch(arch: ModelArch, cfg: RunConfig) -> RunConfig:
-    """The batch llama.cpp needs for an embedding model: its attention is not causal, so llama-server runs each
-    input as one micro-batch and rejects a longer one ("input (N tokens) is too large to process. increase the
-    physical batch size"). agiplan deploys it with -b = -ub = ctx per conversation (planner.deploy.llama_cpp),
-    and its compute buffer grows with that micro-batch. A config whose batch sizes are llama.cpp's defaults gets
-    that batch; explicit sizes (a bench run replayed) are kept. Ollama and vLLM choose their own."""
-    defaults = RunConfig()
-    if (
-        not arch.is_embedding
-        or cfg.engine != "llama.cpp"
-        or (cfg.n_ubatch, cfg.n_batch) != (defaults.n_ubatch, defaults.n_batch)
-    ):
+    """The batch llama.cpp needs for an encoder (BERT-style embedding model): its attention is not causal, so
+    llama-server runs each input as one micro-batch and rejects a longer one ("input (N tokens) is too large to
+    process. increase the physical batch size"). agiplan deploys it with -b = -ub = ctx per conversation (the
+    plan's n_ubatch, planner.deploy.llama_cpp), and its compute buffer grows with that micro-batch. Only a
+    config that leaves both sizes unset gets that batch; set sizes (a bench run replayed) are kept. Ollama and
+    vLLM choose their own."""
+    if not is_encoder(arch) or cfg.engine != "llama.cpp" or cfg.n_ubatch is not None or cfg.n_batch is not None:
         return cfg
-    return replace(cfg, n_ubatch=cfg.ctx, n_batch=max(cfg.ctx, defaults.n_batch))
+    return replace(cfg, n_ubatch=cfg.ctx, n_batch=cfg.ctx)
 
 
 # ------------------------------------------------------------------------------------------ llama.cpp
@@ -105,10 +104,7 @@ def _weights_for_cached(arch: ModelArch, quant: str, safetensors: bool) -> Model
 
 
 def _split_weights(gpus: Sequence[Device], rules: EngineRules) -> list[float]:
-    return [
-        max(0.0, float(g.free_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes))
-        for g in gpus
-    ]
+    return [max(0.0, float(g.available_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes)) for g in gpus]
 
 
 def _llama_cpp_place(
@@ -472,7 +468,7 @@ def _suggestions(
                 hi = mid - 1
         out.append(Suggestion("ctx", str(lo * 256), f"largest context that fits: {lo * 256} tokens"))
     # quantized KV cache
-    if cfg.engine != "vllm" and cfg.kv_type_k == "f16":
+    if cfg.engine != "vllm" and cfg.kv_type_k == "f16" and est.memory.kv_cache_bytes > 0:  # encoders keep none
         c8 = replace(cfg, kv_type_k="q8_0", kv_type_v="q8_0", flash_attn=True)
         if fits(c8, quant):
             out.append(Suggestion("kv_type", "q8_0", "q8_0 KV cache (-ctk q8_0 -ctv q8_0 -fa on) fits"))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from planner.errors import EstimateError
 from planner.estimate.types import KV_TYPES, RunConfig
 from planner.model.arch import ModelArch
+from planner.model.layout import is_encoder
 from planner.units import pad
 
 # Architectures whose llama.cpp graph really uses sliding-window attention (src/models/*.cpp set
@@ -78,8 +79,9 @@ def llama_cpp_layout(arch: ModelArch, cfg: RunConfig) -> KvLayout:
         n_ctx_seq = pad(n_ctx // n_seq, LLAMA_CPP_CTX_PAD)
         n_ctx = n_ctx_seq * n_seq
         n_stream = n_seq
-    n_batch = min(n_ctx, cfg.n_batch)
-    n_ubatch = min(n_batch, cfg.n_ubatch)
+    want_batch, want_ubatch = cfg.batch_sizes()
+    n_batch = min(n_ctx, want_batch)
+    n_ubatch = min(n_batch, want_ubatch)
     cells_full = n_ctx_seq if not cfg.kv_unified else n_ctx
     swa_applies = arch.architecture in LLAMA_CPP_SWA_ARCHS
     if arch.sliding_window and swa_applies and not cfg.swa_full:
@@ -91,8 +93,8 @@ def llama_cpp_layout(arch: ModelArch, cfg: RunConfig) -> KvLayout:
 
 
 def layer_kv_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, layer: int) -> int:
-    """K + V bytes of one layer in llama.cpp."""
-    if arch.is_embedding:
+    """K + V bytes of one layer in llama.cpp (an encoder keeps none)."""
+    if is_encoder(arch):
         return 0
     kv_heads = arch.kv_heads(layer)
     cells = layout.cells(arch, layer) * layout.n_stream
@@ -109,7 +111,7 @@ def llama_cpp_kv_bytes(arch: ModelArch, cfg: RunConfig) -> dict[int, int]:
 
 def kv_bytes_per_token(arch: ModelArch, kv_type_k: str = "f16", kv_type_v: str = "f16") -> int:
     """KV bytes one token of context costs across all layers (full-attention accounting)."""
-    if arch.is_embedding:
+    if is_encoder(arch):
         return 0
     return sum(
         kv_row_bytes(kv_type_k, arch.kv_heads(i) * arch.head_dim_k)

@@ -71,7 +71,7 @@ def estimate_dict(e: Estimate) -> dict[str, Any]:
             "kv_type_k": c.kv_type_k,
             "kv_type_v": c.kv_type_v,
             "flash_attn": c.flash_attn,
-            "n_ubatch": c.n_ubatch,
+            "n_ubatch": c.batch_sizes()[1],
             "gpu_layers": c.gpu_layers,
             "gpu_memory_utilization": c.gpu_memory_utilization if c.engine == "vllm" else None,
             "depth_tokens": c.depth_tokens,

@@ -43,13 +43,17 @@ class Device:
     arch: str = ""  # GPU generation as the catalog names it, e.g. "Ada Lovelace (AD102, sm_89)"
 
     @property
-    def free_bytes(self) -> int:
-        """Memory not already taken: capacity − reserved."""
+    def available_bytes(self) -> int:
+        """Memory not already taken: capacity − reserved (DeviceUsage.available_bytes of an empty device)."""
         return self.capacity_bytes - self.reserved_bytes
 
     @property
     def is_gpu(self) -> bool:
         return self.kind == "gpu"
+
+
+LLAMA_CPP_N_BATCH = 2048  # llama.cpp common/common.h defaults: -b 2048, -ub 512
+LLAMA_CPP_N_UBATCH = 512
 
 
 @dataclass(frozen=True)
@@ -68,14 +72,21 @@ class RunConfig:
     kv_type_k: str = "f16"
     kv_type_v: str = "f16"
     flash_attn: bool = True
-    n_ubatch: int = 512
-    n_batch: int = 2048
+    n_ubatch: int | None = None  # llama.cpp -ub; None: its default 512 (an encoder: ctx, estimate.embedding_batch)
+    n_batch: int | None = None  # llama.cpp -b; None: its default 2048
     gpu_layers: int | None = None  # None: as many as fit (llama.cpp --fit / Ollama's scheduler)
     cpu_moe_layers: int = 0  # with gpu_layers: MoE layers whose routed experts stay on the CPU (--n-cpu-moe N)
     swa_full: bool = False  # llama-server default; llama-cpp-python's Llama() uses the C default (True)
     kv_unified: bool = False
     gpu_memory_utilization: float = 0.9  # vLLM: fraction of TOTAL memory per instance
     depth_tokens: int = 0  # context already in the KV cache when decode speed is quoted (tg128 ~ 0)
+
+    def batch_sizes(self) -> tuple[int, int]:
+        """(n_batch, n_ubatch) as set, llama.cpp's defaults where not."""
+        return (
+            self.n_batch if self.n_batch is not None else LLAMA_CPP_N_BATCH,
+            self.n_ubatch if self.n_ubatch is not None else LLAMA_CPP_N_UBATCH,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,7 @@ class DeviceUsage:
 
     @property
     def available_bytes(self) -> int:
-        return self.device.free_bytes
+        return self.device.available_bytes
 
     @property
     def free_bytes(self) -> int:

@@ -167,6 +167,11 @@ def unbenchable_plan_run(pl: Placement) -> BenchRun | None:
     through their server's endpoint."""
     if pl.engine == "vllm":
         why = "vLLM placements are benched through their endpoint: agiplan bench --endpoint URL"
+    elif pl.embedding and pl.n_ubatch is not None:
+        why = (
+            f"{pl.model_name} is an encoder (embedding model): the in-process bench measures decoding, which it "
+            "does not do; start llama-server as `agiplan deploy` writes it (--embeddings) and measure it there"
+        )
     elif pl.n_cpu_moe:
         why = (
             f"the plan keeps the routed experts of {pl.n_cpu_moe} layers on the CPU (llama-server --n-cpu-moe "

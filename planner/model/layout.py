@@ -52,6 +52,12 @@ def layout_family(arch: ModelArch) -> str:
     return _ALIASES.get(arch.architecture.lower(), "llama")
 
 
+def is_encoder(arch: ModelArch) -> bool:
+    """A BERT-style encoder (BERT, XLM-RoBERTa such as BGE-M3): attention is not causal, there is no KV cache
+    and no output head. Decoder-based embedding models (a pooling GGUF of a decoder) are not encoders."""
+    return layout_family(arch) == "bert"
+
+
 def is_known_layout(arch: ModelArch) -> bool:
     return arch.architecture.lower() in _ALIASES
 

@@ -201,9 +201,7 @@ class _SetBound:
         self.main_cap = _raw_capacity(main, cat)
         self.main_cost = main.cost_usd
         self.combos = [
-            [(q.weight_bytes, q.quality) for q in item_combos(ii, it, cat, cache, stack)]
-            if it.is_model
-            else []
+            [(q.weight_bytes, q.quality) for q in item_combos(ii, it, cat, cache, stack)] if it.is_model else []
             for ii, it in enumerate(self.items)
         ]
 
@@ -235,7 +233,7 @@ class _SetBound:
 
 def _raw_capacity(server: Server, cat: Catalog) -> int:
     """GPU memory not reserved + host RAM: no candidate on the server has more weight bytes."""
-    return sum(d.free_bytes for d in server.gpu_devices(cat)) + server.host(cat).capacity_bytes
+    return sum(d.available_bytes for d in server.gpu_devices(cat)) + server.host(cat).capacity_bytes
 
 
 def _split_item(stack: Stack) -> int | None:

@@ -272,7 +272,7 @@ def _slots(servers: Sequence[Server], cat: Catalog) -> tuple[list[DevSlot], list
     host_slot: list[int] = []
     for si, s in enumerate(servers):
         for gi, d in enumerate(s.gpu_devices(cat)):
-            slots.append(DevSlot(si, gi, d, d.free_bytes))
+            slots.append(DevSlot(si, gi, d, d.available_bytes))
         h = s.host(cat)
         host_slot.append(len(slots))
         slots.append(DevSlot(si, -1, h, h.capacity_bytes))
@@ -357,7 +357,7 @@ class Combo:
     ref: str
     quant: str | None  # asked of resolve_weights (None: the file's own quantization)
     label: str  # the quant as the candidate shows it (upper case; the file's type for a fixed file)
-    engine: str  # the role's engine name ("ollama" runs llama.cpp's estimate: `cfg.engine`)
+    engine: str  # the role's engine name (llama.cpp or vllm; `cfg.engine` is the estimator's)
     cfg: RunConfig
     quality: int
     sizes: tuple[int, int, int]  # weights: (total, file, token_embd) bytes
@@ -589,7 +589,7 @@ def _server_candidates(
             devs = [gpus[si][g] for g in sub]
             if cb.engine == "vllm" and (not devs or any(d.vendor not in ("nvidia", "amd") for d in devs)):
                 continue
-            if cb.weight_bytes > sum(d.free_bytes for d in devs) + cap_host:
+            if cb.weight_bytes > sum(d.available_bytes for d in devs) + cap_host:
                 continue
             est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[si])
             if est is None:

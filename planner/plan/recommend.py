@@ -403,6 +403,7 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
         adapters=list(it.role.adapters),
         split_hosts=[p.servers[s].name for s in c.split_servers],
         embedding=est.arch.is_embedding,
+        n_ubatch=est.config.n_ubatch if c.engine == "llama.cpp" else None,
         note="; ".join(rr.failures),
     )
     out = [base]

@@ -92,7 +92,10 @@ class Placement(_Closed):
     adapters: list[str] = Field(default_factory=list)
     shares_base_with: str | None = None  # role whose loaded model this role reuses (LoRA / slots)
     split_hosts: list[str] = Field(default_factory=list)  # split kind: servers the layers span
-    embedding: bool = False  # an embedding model: served for /v1/embeddings (llama-server needs --embeddings)
+    # an embedding model, served for /v1/embeddings (llama-server --embeddings); None: a plan written before
+    # agiplan recorded it (deploy looks the model up)
+    embedding: bool | None = None
+    n_ubatch: int | None = None  # llama.cpp -b / -ub the memory was planned for (encoders: ctx); None: defaults
     note: str = ""
 
 
