@@ -890,3 +890,73 @@ def test_what_if_gpu_keeps_what_detect_measured() -> None:
     assert more.gpus == ("rtx-4090", "rtx-4090")
     assert (more.ram_bandwidth_gbs, more.detected_cores) == (61.5, 12)
     assert replace(more, gpus=base.gpus) == base
+
+
+def _cpu_twin_offers() -> list[Server]:
+    from planner.plan.servers import new_server_candidates
+
+    # the same GPUs and RAM with either CPU: the Core i9-14900K ($589, 24 cores) and the Ryzen 9 9950X ($649,
+    # 16 cores) have the same catalog DDR5 bandwidth (89.6 GB/s)
+    return new_server_candidates(CAT, allow=["core-i9-14900k", "ryzen-9-9950x", "rtx-4060-ti-16gb", "rtx-4090"])
+
+
+def test_a_set_with_a_dearer_cpu_of_no_more_bandwidth_or_cores_is_covered_by_its_twin() -> None:
+    from planner.plan.options import _covers
+
+    stack = _stack(
+        [{"name": "chat", "models": ["mistral-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 20}],
+        [{"name": "db", "cpu_cores": 4, "ram_gib": 8}],
+    )
+    main = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
+    offers = _cpu_twin_offers()
+    by_cpu = {
+        s.cpu: s for s in offers if s.gpus == ("rtx-4090",) and s.ram_gib == 64
+    }  # the two twins of one GPU and RAM
+    intel, amd = (
+        make_problem(stack, [main, by_cpu[cpu]], CAT, CACHE, mode="concurrent", require_server=1)
+        for cpu in ("core-i9-14900k", "ryzen-9-9950x")
+    )
+    assert intel.cost_cents < amd.cost_cents
+    assert _covers(intel, amd)
+    assert not _covers(amd, intel)  # dearer, and fewer cores
+    other_gpu = next(s for s in offers if s.gpus == ("rtx-4060-ti-16gb",) and s.cpu == "ryzen-9-9950x")
+    assert not _covers(intel, make_problem(stack, [main, other_gpu], CAT, CACHE, mode="concurrent", require_server=1))
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["two-server", "split"])
+def test_skipping_covered_sets_keeps_the_answer(split: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sets covered by one searched to the end (`_covers`) are not searched: the answer equals the search of
+    every set (two-server: also the best over every set solved on its own), and covered sets were skipped."""
+    from planner.plan import options
+
+    stack = _stack(
+        [
+            {"name": "big", "models": ["qwen2.5-14b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 15},
+            {"name": "small", "models": ["mistral-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 20},
+        ],
+        [{"name": "db", "cpu_cores": 4, "ram_gib": 8}],
+    )
+    main = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
+    offers = _cpu_twin_offers()
+    real = options._covers
+    covered: list[bool] = []
+
+    def counting(a: Problem, b: Problem) -> bool:
+        covered.append(real(a, b))
+        return covered[-1]
+
+    monkeypatch.setattr(options, "_covers", counting)
+    res = options.solve_two_server(stack, [main], offers, CAT, CACHE, split=split)
+    monkeypatch.setattr(options, "_covers", lambda a, b: False)
+    every_set = options.solve_two_server(stack, [main], offers, CAT, CACHE, split=split)
+    assert res.solution is not None and every_set.solution is not None
+    assert res.solution.exact and every_set.solution.exact
+    assert res.solution.evaluation.key == every_set.solution.evaluation.key
+    assert any(covered)
+    if not split:
+        alone = [
+            sol.evaluation.key
+            for s in offers
+            if (sol := solve(make_problem(stack, [main, s], CAT, CACHE, mode="concurrent", require_server=1)))
+        ]
+        assert res.solution.evaluation.key == min(alone)

@@ -10,7 +10,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from planner.catalog import Catalog
-from planner.plan.problem import MODEL_POINTS, EstimateCache, Problem, item_combos, make_problem, stack_items
+from planner.plan.problem import (
+    MODEL_POINTS,
+    Candidate,
+    EstimateCache,
+    Problem,
+    dominates,
+    item_combos,
+    make_problem,
+    stack_items,
+)
 from planner.plan.schema import OptionKind
 from planner.plan.servers import Server
 from planner.plan.solver import DEFAULT_NODE_LIMIT, MILP_TIME_LIMIT_S, SearchLimitError, Solution, solve
@@ -73,6 +82,10 @@ def solve_two_server(
     open_bounds: list[int | None] = []
     why_limit = ""
 
+    # sets searched to the end: a later set each of whose plans has an at-least-as-good twin in one of them
+    # (`_covers`) cannot beat the best plan, and is not searched
+    settled: list[Problem] = []
+
     def attempt(p: Problem, incumbent: tuple[int, int, int, int] | None) -> Solution | None:
         nonlocal why_limit
         try:
@@ -86,6 +99,8 @@ def solve_two_server(
             return None
         if sol is not None and not sol.exact:
             open_bounds.append(sol.quality_bound)
+        else:
+            settled.append(p)
         return sol
 
     for k, (bnd, servers) in enumerate(ordered):
@@ -112,7 +127,9 @@ def solve_two_server(
             require_server=1,
             min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
         )
-        if split_ii is None or p.cands[split_ii]:
+        if any(_covers(done, p) for done in settled):
+            pass  # e.g. the same GPUs and RAM with a dearer CPU of no more bandwidth or cores
+        elif split_ii is None or p.cands[split_ii]:
             sol = attempt(p, incumbent)
             if _better(sol, best):
                 best = sol
@@ -127,6 +144,39 @@ def solve_two_server(
         return OptionResult(kind, None, why_limit, tried)
     why = "no second server with a GPU to split a model over" if split else "nothing fits"
     return OptionResult(kind, None, why, tried)
+
+
+def _covers(a: Problem, b: Problem) -> bool:
+    """Every plan of `b` has a twin in `a` that is at least as good: `a` costs no more; has the same memory pools
+    (servers, GPUs by index), each as large, hosts as fast (the page cache), as many cores and as fast a disk;
+    and each candidate of `b` is dominated (`dominates`: quality, memory, margins, decode times, file size) by
+    one of `a` for the same item, server, GPUs, CPU offload and split, with no more cores. So no plan of `b`
+    beats the best plan of `a`, and once `a` is searched to the end, `b` need not be searched."""
+    if a.cost_cents > b.cost_cents or a.mode != b.mode or a.require_server != b.require_server:
+        return False
+    if len(a.slots) != len(b.slots) or len(a.servers) != len(b.servers) or len(a.cands) != len(b.cands):
+        return False
+    for sa, sb in zip(a.slots, b.slots, strict=True):
+        if (sa.server, sa.gpu) != (sb.server, sb.gpu) or sa.capacity_bytes < sb.capacity_bytes:
+            return False
+        if not sa.is_gpu and sa.device.bandwidth_gbs < sb.device.bandwidth_gbs:
+            return False
+    pools = zip(a.cores, b.cores, a.disk_gbs, b.disk_gbs, a.host_margin_bytes, b.host_margin_bytes, strict=True)
+    if any(ca < cb or da < db or ma > mb for ca, cb, da, db, ma, mb in pools):
+        return False
+    for cands_a, cands_b in zip(a.cands, b.cands, strict=True):
+        groups: dict[tuple[object, ...], list[Candidate]] = {}
+        for c in cands_a:
+            groups.setdefault(_placement_group(c), []).append(c)
+        for cb in cands_b:
+            twins = groups.get(_placement_group(cb), [])
+            if not any(ca.cores <= cb.cores and dominates(ca, cb) for ca in twins):
+                return False
+    return True
+
+
+def _placement_group(c: Candidate) -> tuple[object, ...]:
+    return (c.server, c.gpu_slots, c.uses_cpu, c.split_servers, c.resident)
 
 
 def _unsettled(best: Solution | None, bounds: Sequence[int | None]) -> Solution | None:

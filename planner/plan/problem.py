@@ -602,7 +602,7 @@ def _server_candidates(
     return out
 
 
-def _dominates(b: Candidate, a: Candidate) -> bool:
+def dominates(b: Candidate, a: Candidate) -> bool:
     """b is at least as good as a in every respect the objective and the constraints see."""
     if b.quality < a.quality or b.step_s > a.step_s or b.file_bytes > a.file_bytes:
         return False
@@ -627,7 +627,7 @@ def prune_dominated(cands: Sequence[Candidate]) -> list[Candidate]:
     for idx in groups.values():
         for i in idx:
             a = cands[i]
-            if any(j != i and _dominates(cands[j], a) and (not _dominates(a, cands[j]) or j < i) for j in idx):
+            if any(j != i and dominates(cands[j], a) and (not dominates(a, cands[j]) or j < i) for j in idx):
                 continue
             keep.append(a)
     keep.sort(key=lambda c: (-c.quality, len(c.gpu_slots), c.total_bytes, c.step_s))
