@@ -132,3 +132,19 @@ def test_context_suggestion_for_an_encoder_fits_when_estimated_afresh() -> None:
     bigger = dataclasses.replace(cfg, ctx=ctx + 256)
     assert not estimate(spec, bigger, [], small, quant="Q8_0", suggest=False).fits
     assert all(s.kind != "kv_type" for s in est.suggestions)  # an encoder has no KV cache to quantize
+
+
+@pytest.mark.parametrize("architecture", ["nomic-bert", "jina-bert-v2", "modern-bert", "gemma-embedding"])
+def test_every_cacheless_llama_cpp_architecture_is_an_encoder(architecture: str) -> None:
+    """llama.cpp runs these without a KV cache and never splits an input (src/llama-model.cpp create_memory): like
+    BERT they are planned with no KV cache and -ub = ctx, whatever their layout."""
+    from planner.model.layout import is_encoder
+
+    cat = load_catalog()
+    host = parse_server_spec("box: ryzen-9-7950x, 64GiB", cat).host(cat)
+    spec = resolve_model("bge-m3")
+    relabelled = dataclasses.replace(spec, arch=dataclasses.replace(spec.arch, architecture=architecture))
+    assert is_encoder(relabelled.arch)
+    est = estimate(relabelled, RunConfig(ctx=8192), [], host, quant="Q8_0", suggest=False)
+    assert est.memory.kv_cache_bytes == 0
+    assert est.config.batch_sizes() == (8192, 8192)

@@ -12,6 +12,7 @@ multiplies them itself), vLLM `--max-model-len ctx --max-num-seqs parallel`.
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -156,14 +157,17 @@ def vendor_of(gpu_ids: Iterable[str]) -> str:
 def serves_embeddings(p: Placement) -> bool:
     """Is `p` an embedding model? As the plan records it; a plan written before agiplan recorded it gets the
     model looked up (catalog, GGUF header, cached Hub metadata), and False when that fails."""
-    if p.embedding is not None:
-        return p.embedding
+    return p.embedding if p.embedding is not None else _is_embedding_model(p.model)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_embedding_model(ref: str) -> bool:
     from planner.errors import PlannerError
     from planner.sources.resolve import resolve_model
 
     try:
-        return resolve_model(p.model).arch.is_embedding
-    except (PlannerError, OSError):
+        return resolve_model(ref).arch.is_embedding
+    except (PlannerError, OSError, ValueError):
         return False
 
 

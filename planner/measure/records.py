@@ -165,12 +165,14 @@ def unbenchable_plan_run(pl: Placement) -> BenchRun | None:
     None: vLLM placements, and llama.cpp ones keeping routed experts on the CPU (--n-cpu-moe N has no
     llama-cpp-python equivalent: run as given, every expert would go to the GPUs instead). Both are benched
     through their server's endpoint."""
+    from planner.deploy import serves_embeddings
+
     if pl.engine == "vllm":
         why = "vLLM placements are benched through their endpoint: agiplan bench --endpoint URL"
-    elif pl.embedding and pl.n_ubatch is not None:
+    elif serves_embeddings(pl):
         why = (
-            f"{pl.model_name} is an encoder (embedding model): the in-process bench measures decoding, which it "
-            "does not do; start llama-server as `agiplan deploy` writes it (--embeddings) and measure it there"
+            f"{pl.model_name} is an embedding model: the in-process bench measures decoding, which is not its job; "
+            "start llama-server as `agiplan deploy` writes it (--embeddings) and measure it there"
         )
     elif pl.n_cpu_moe:
         why = (

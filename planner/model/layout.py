@@ -52,10 +52,19 @@ def layout_family(arch: ModelArch) -> str:
     return _ALIASES.get(arch.architecture.lower(), "llama")
 
 
+# Architectures llama.cpp runs as encoders: no KV cache (src/llama-model.cpp create_memory returns none), attention
+# not causal, no output head, and an input never split across micro-batches.
+ENCODER_ARCHS = frozenset(
+    {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert",
+     "t5encoder", "gemma-embedding"}
+)  # fmt: skip
+
+
 def is_encoder(arch: ModelArch) -> bool:
-    """A BERT-style encoder (BERT, XLM-RoBERTa such as BGE-M3): attention is not causal, there is no KV cache
-    and no output head. Decoder-based embedding models (a pooling GGUF of a decoder) are not encoders."""
-    return layout_family(arch) == "bert"
+    """An encoder (BERT, XLM-RoBERTa such as BGE-M3, Nomic / Jina BERT, EmbeddingGemma...): no KV cache, no
+    output head, each input in one micro-batch. A decoder turned into an embedding model (a pooling GGUF of a
+    decoder) is not one."""
+    return arch.architecture.lower() in ENCODER_ARCHS or layout_family(arch) == "bert"
 
 
 def is_known_layout(arch: ModelArch) -> bool:

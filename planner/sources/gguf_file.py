@@ -32,6 +32,7 @@ from typing import Any
 
 from planner.errors import ModelSourceError, shown
 from planner.model.arch import ExpertSpec, ModelArch, ModelSpec, ModelWeights, Source, TensorInfo
+from planner.model.layout import ENCODER_ARCHS
 
 GGML_MAX_DIMS = 4  # ggml.h: GGML_MAX_DIMS
 _INT64_MAX = 2**63 - 1  # gguf.cpp rejects shapes whose element count overflows int64
@@ -60,11 +61,6 @@ _SCALAR_FMT = {
 _ARCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # llama, gemma3, qwen2moe, gpt-oss, jina-bert-v2
 _SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
-# Architectures llama.cpp runs as encoders / pooled embedding models (no KV cache across requests).
-_EMBEDDING_ARCHS = frozenset(
-    {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert",
-     "t5encoder", "gemma-embedding"}
-)
 # llama.cpp `llama_hparams::set_swa_pattern(n)`: layer il uses SWA iff il % n < n - 1 (n = 0: all layers).
 # Periods hard-coded per architecture in src/llama-model.cpp (load_hparams): gemma2 alternates (2),
 # gemma3 / gemma-embedding are 5 local : 1 global (6), cohere2 3 : 1 (4).
@@ -539,7 +535,7 @@ def spec_from_header(
         experts=experts,
         n_dense_leading=_int(kv.get(p + "leading_dense_block_count")) or 0,
         tied_embeddings="output.weight" not in by_name,
-        is_embedding=(p + "pooling_type") in kv or arch in _EMBEDDING_ARCHS,
+        is_embedding=(p + "pooling_type") in kv or arch in ENCODER_ARCHS,
         params_total=sum(t.n_elements for t in tensors),
     )
     weights = ModelWeights(
