@@ -925,8 +925,9 @@ def test_a_set_with_a_dearer_cpu_of_no_more_bandwidth_or_cores_is_covered_by_its
 
 @pytest.mark.parametrize("split", [False, True], ids=["two-server", "split"])
 def test_skipping_covered_sets_keeps_the_answer(split: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sets covered by one searched to the end (`_covers`) are not searched: the answer equals the search of
-    every set (two-server: also the best over every set solved on its own), and covered sets were skipped."""
+    """Sets covered by one searched to the end (`_covers`) are not searched, and a cheaper set covered but for
+    the cost takes over the optimal plan of the covering set when it scores the same there (`_take_over`): the
+    answer equals the search of every set (two-server: also the best over every set solved on its own)."""
     from planner.plan import options
 
     stack = _stack(
@@ -938,16 +939,23 @@ def test_skipping_covered_sets_keeps_the_answer(split: bool, monkeypatch: pytest
     )
     main = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
     offers = _cpu_twin_offers()
-    real = options._covers
+    real_covers, real_take_over = options._covers, options._take_over
     covered: list[bool] = []
+    taken: list[bool] = []
 
-    def counting(a: Problem, b: Problem) -> bool:
-        covered.append(real(a, b))
+    def counting_covers(a: Problem, b: Problem, *, cost: bool = True) -> bool:
+        covered.append(real_covers(a, b, cost=cost))
         return covered[-1]
 
-    monkeypatch.setattr(options, "_covers", counting)
+    def counting_take_over(opt: Any, b: Problem) -> Any:
+        t = real_take_over(opt, b)
+        taken.append(t is not None)
+        return t
+
+    monkeypatch.setattr(options, "_covers", counting_covers)
+    monkeypatch.setattr(options, "_take_over", counting_take_over)
     res = options.solve_two_server(stack, [main], offers, CAT, CACHE, split=split)
-    monkeypatch.setattr(options, "_covers", lambda a, b: False)
+    monkeypatch.setattr(options, "_covers", lambda a, b, cost=True: False)
     every_set = options.solve_two_server(stack, [main], offers, CAT, CACHE, split=split)
     assert res.solution is not None and every_set.solution is not None
     assert res.solution.exact and every_set.solution.exact
@@ -960,3 +968,31 @@ def test_skipping_covered_sets_keeps_the_answer(split: bool, monkeypatch: pytest
             if (sol := solve(make_problem(stack, [main, s], CAT, CACHE, mode="concurrent", require_server=1)))
         ]
         assert res.solution.evaluation.key == min(alone)
+
+
+def test_the_optimal_plan_of_a_roomier_set_is_taken_over_only_when_it_scores_the_same() -> None:
+    """The 128 GiB set's optimal plan becomes the 64 GiB twin's when it fits there with the same failures,
+    quality and devices (no plan of the smaller set can do better: each has a twin in the roomier one); a plan
+    that needs the RAM is not taken over. Checked against the smaller set's own search."""
+    from planner.plan.options import _take_over
+
+    main = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
+    offers = {(s.gpus, s.cpu, s.ram_gib): s for s in _cpu_twin_offers()}
+    roomy = offers[(("rtx-4090",), "core-i9-14900k", 128.0)]
+    small = offers[(("rtx-4090",), "core-i9-14900k", 64.0)]
+    for ram_gib, expect in ((8, True), (60, False)):  # a service that fits 64 GiB beside the models, or not
+        stack = _stack(
+            [{"name": "chat", "models": ["mistral-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 20}],
+            [{"name": "db", "cpu_cores": 4, "ram_gib": ram_gib}, {"name": "idx", "cpu_cores": 2, "ram_gib": 40}],
+        )
+        pa, pb = (
+            make_problem(stack, [main, s], CAT, CACHE, mode="concurrent", require_server=1) for s in (roomy, small)
+        )
+        opt = solve(pa)
+        assert opt is not None and opt.exact
+        taken = _take_over(opt, pb)
+        assert (taken is not None) == expect
+        own = solve(pb)
+        if taken is not None:
+            assert own is not None and taken.evaluation.key == own.evaluation.key  # the smaller set's optimum
+            assert taken.evaluation.key[2] == pb.cost_cents < opt.evaluation.key[2]

@@ -1,6 +1,8 @@
 """The option kinds over server sets: the two-server and split kinds try the main server with each
 purchasable second server (the roomiest first, then best-first by a weight-size bound, `_SetBound`), sharing
-one time limit; and the sentences that explain an option (why it fits, why not, what was not proven).
+one time limit, skipping sets that a set searched to the end covers (`_covers`) and taking over its optimal plan
+for a cheaper set it covers but for the cost (`_take_over`); and the sentences that explain an option (why it
+fits, why not, what was not proven).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from planner.plan.problem import (
     EstimateCache,
     Problem,
     dominates,
+    evaluate,
     item_combos,
     make_problem,
     stack_items,
@@ -53,8 +56,9 @@ def solve_two_server(
 ) -> OptionResult:
     """Best plan over server sets: all existing servers when there are two or more, else the main
     server plus each purchasable new server (the roomiest first, then best-first by a weight-size bound,
-    pruned by the incumbent), sharing `time_limit_s`; sets the limits leave unsettled leave the answer
-    unproven, with a quality bound over them. With `split`, one role's layers must span two servers
+    pruned by the incumbent, by covering sets searched to the end, and settled by taking over their optimal
+    plans), sharing `time_limit_s`; sets the limits leave unsettled leave the answer unproven, with a quality
+    bound over them. With `split`, one role's layers must span two servers
     (llama.cpp RPC)."""
     kind: OptionKind = "split" if split else "two-server"
     sets: list[list[Server]] = [list(existing[:3])] if len(existing) >= 2 else [[existing[0], s] for s in new_options]
@@ -83,8 +87,10 @@ def solve_two_server(
     why_limit = ""
 
     # sets searched to the end: a later set each of whose plans has an at-least-as-good twin in one of them
-    # (`_covers`) cannot beat the best plan, and is not searched
+    # (`_covers`) cannot beat the best plan, and is not searched; and their optimal plans, which a cheaper set
+    # they cover may take over as its own optimum (`_take_over`)
     settled: list[Problem] = []
+    optima: list[Solution] = []
 
     def attempt(p: Problem, incumbent: tuple[int, int, int, int] | None) -> Solution | None:
         nonlocal why_limit
@@ -101,6 +107,8 @@ def solve_two_server(
             open_bounds.append(sol.quality_bound)
         else:
             settled.append(p)
+            if sol is not None:
+                optima.append(sol)
         return sol
 
     for k, (bnd, servers) in enumerate(ordered):
@@ -127,8 +135,15 @@ def solve_two_server(
             require_server=1,
             min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
         )
+        taken = next((t for t in (_take_over(o, p) for o in optima) if t is not None), None)
         if any(_covers(done, p) for done in settled):
             pass  # e.g. the same GPUs and RAM with a dearer CPU of no more bandwidth or cores
+        elif taken is not None:
+            # e.g. the same GPUs with less RAM that the optimal plan of the roomier set did not need
+            settled.append(p)
+            optima.append(taken)
+            if _better(taken, best):
+                best = taken
         elif split_ii is None or p.cands[split_ii]:
             sol = attempt(p, incumbent)
             if _better(sol, best):
@@ -146,13 +161,14 @@ def solve_two_server(
     return OptionResult(kind, None, why, tried)
 
 
-def _covers(a: Problem, b: Problem) -> bool:
-    """Every plan of `b` has a twin in `a` that is at least as good: `a` costs no more; has the same memory pools
-    (servers, GPUs by index), each as large, hosts as fast (the page cache), as many cores and as fast a disk;
-    and each candidate of `b` is dominated (`dominates`: quality, memory, margins, decode times, file size) by
-    one of `a` for the same item, server, GPUs, CPU offload and split, with no more cores. So no plan of `b`
-    beats the best plan of `a`, and once `a` is searched to the end, `b` need not be searched."""
-    if a.cost_cents > b.cost_cents or a.mode != b.mode or a.require_server != b.require_server:
+def _covers(a: Problem, b: Problem, *, cost: bool = True) -> bool:
+    """Every plan of `b` has a twin in `a` that is at least as good: `a` costs no more (unless `cost` is False);
+    has the same memory pools (servers, GPUs by index), each as large, hosts as fast (the page cache), as many
+    cores and as fast a disk; and each candidate of `b` is dominated (`dominates`: quality, memory, margins,
+    decode times, file size) by one of `a` for the same item, server, GPUs, CPU offload and split, with no more
+    cores. So no plan of `b` beats the best plan of `a`, and once `a` is searched to the end, `b` need not be
+    searched."""
+    if (cost and a.cost_cents > b.cost_cents) or a.mode != b.mode or a.require_server != b.require_server:
         return False
     if len(a.slots) != len(b.slots) or len(a.servers) != len(b.servers) or len(a.cands) != len(b.cands):
         return False
@@ -173,6 +189,32 @@ def _covers(a: Problem, b: Problem) -> bool:
             if not any(ca.cores <= cb.cores and dominates(ca, cb) for ca in twins):
                 return False
     return True
+
+
+def _take_over(opt: Solution, b: Problem) -> Solution | None:
+    """`opt` (the optimal plan of a set searched to the end) as the optimal plan of `b`, when that set covers `b`
+    but for the cost and the same placements, found among `b`'s candidates, score the same failures, quality and
+    devices on `b`: no plan of `b` does better on those (each has an at-least-as-good twin in the covering set,
+    where `opt` is optimal), and `b`'s cost is fixed. None otherwise."""
+    a = opt.problem
+    if not _covers(a, b, cost=False):
+        return None
+    assign: list[int] = []
+    for ii, ci in enumerate(opt.assign):
+        if ci < 0:
+            assign.append(ci)
+            continue
+        want = a.cands[ii][ci]
+        same = (want.model_ref, want.quant, want.engine, *_placement_group(want))
+        found = [k for k, c in enumerate(b.cands[ii]) if (c.model_ref, c.quant, c.engine, *_placement_group(c)) == same]
+        if not found:
+            return None
+        assign.append(found[0])
+    ev = evaluate(b, assign)
+    k_a, k_b = opt.evaluation.key, ev.key
+    if not ev.memory_ok or (k_b[0], k_b[1], k_b[3]) != (k_a[0], k_a[1], k_a[3]):
+        return None
+    return Solution(b, assign, ev, 0, True)
 
 
 def _placement_group(c: Candidate) -> tuple[object, ...]:
