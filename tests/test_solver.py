@@ -396,9 +396,12 @@ def _synthetic_problem(data: st.DataObject) -> Problem:
             host_gib = data.draw(st.integers(1, 12), label="host_gib")
             tau_ms = data.draw(st.integers(5, 40), label="tau_ms")
             file_gib = data.draw(st.integers(1, 8), label="file_gib")
+            # llama.cpp's layer split puts different bytes on each card (the output layer on the last): a model over
+            # both twins has no mirror image, so the twins are not interchangeable for a model on one of them
+            skew = data.draw(st.integers(-2, 2), label="skew_gib") * GIB if gpus == (0, 1) else 0
             twins = [gpus, (1,)] if gpus == (0,) else [gpus]  # make_problem has every GPU subset: {0} and {1}
             for g in twins:
-                per = [(s, gpu_gib * GIB // len(g)) for s in g]
+                per = [(s, gpu_gib * GIB // len(g) + (skew if k == 0 else -skew)) for k, s in enumerate(g)]
                 row.append(
                     Candidate(
                         item=r,
@@ -996,3 +999,64 @@ def test_the_optimal_plan_of_a_roomier_set_is_taken_over_only_when_it_scores_the
         if taken is not None:
             assert own is not None and taken.evaluation.key == own.evaluation.key  # the smaller set's optimum
             assert taken.evaluation.key[2] == pb.cost_cents < opt.evaluation.key[2]
+
+
+def test_split_kind_does_not_take_over_a_plan_for_a_set_with_no_split_candidate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A set whose second server cannot hold its part of the split role (here: its RAM leaves no room for the
+    rpc-server) is not a split option at all; taking over the covering set's plan, which leaves the role
+    unplaced, made it the (cheaper) answer. The answer equals the search of every set. (Found by a randomized
+    comparison of the shortcuts against the full search.)"""
+    from planner.plan import options
+    from planner.plan.servers import new_server_candidates
+
+    offers = {
+        (s.gpus, s.ram_gib): s
+        for s in new_server_candidates(CAT, allow=["core-i9-14900k", "rtx-4060-ti-16gb", "rtx-4090"], max_gpus=1)
+    }
+    roomy, cheap = offers[(("rtx-4090",), 64.0)], offers[(("rtx-4060-ti-16gb",), 64.0)]
+    main = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 16GiB")
+    one_role = _stack([{"name": "x", "models": ["mistral-7b"]}])
+    probe = make_problem(one_role, [main, cheap], CAT, CACHE, mode="concurrent")
+    host = probe.slots[probe.host_slot[1]]
+    room_gib = (host.capacity_bytes - probe.host_margin_bytes[1]) / GIB
+    stack = _stack(
+        [{"name": "x", "models": ["llama-3.3-70b"], "quants": ["Q4_K_M"], "ctx": 4096, "min_tok_s": 1000}],
+        # leaves less than the rpc-server's 150 MiB on the second host, and does not fit the 16 GiB main host
+        [{"name": "db", "cpu_cores": 1, "ram_gib": round(room_gib - 0.05, 3)}],
+    )
+    split_cands = [
+        len(make_problem(stack, [main, s], CAT, CACHE, mode="concurrent", split_item=0, split_pair=(0, 1))
+            .cands[0])
+        for s in (roomy, cheap)
+    ]  # fmt: skip
+    assert split_cands[0] > 0 and split_cands[1] == 0
+    res = options.solve_two_server(stack, [main], [cheap, roomy], CAT, CACHE, split=True)
+    monkeypatch.setattr(options, "_covers", lambda a, b, cost=True: False)
+    every_set = options.solve_two_server(stack, [main], [cheap, roomy], CAT, CACHE, split=True)
+    assert res.solution is not None and every_set.solution is not None
+    assert res.solution.evaluation.key == every_set.solution.evaluation.key
+    assert res.solution.problem.servers[1] == roomy
+
+
+def test_swap_in_takes_the_faster_of_disk_and_page_cache() -> None:
+    """A model loaded to a GPU from the page cache is capped by PCIe (~25 GB/s); a measured disk may be faster.
+    evaluate() takes the faster, as the branch and bound and the MILP do, so more free RAM never slows a swap-in
+    (which the server-set shortcuts rely on)."""
+    from dataclasses import replace as dc_replace
+
+    from planner.plan.contention import page_cache_gbs
+
+    stack = _stack(
+        [{"name": "chat", "models": ["mistral-7b"], "quants": ["Q4_K_M"], "ctx": 4096, "residency": "on-demand"}]
+    )
+    for disk in (7.45, 40.0):
+        srv = dc_replace(_srv("main: rtx-4090, ryzen-9-7950x, 64GiB"), disk_read_gbs=disk)
+        p = make_problem(stack, [srv], CAT, CACHE, mode="concurrent")
+        ci = next(k for k, c in enumerate(p.cands[0]) if c.gpu_slots and not c.uses_cpu)
+        c = p.cands[0][ci]
+        swap = evaluate(p, [ci]).roles[0].swap_in_s
+        rate = max(disk, page_cache_gbs(p.slots[p.host_slot[0]].device.bandwidth_gbs, True))  # free RAM holds it
+        assert swap == pytest.approx(c.file_bytes / (rate * 1e9))
+        assert rate == (40.0 if disk == 40.0 else page_cache_gbs(p.slots[p.host_slot[0]].device.bandwidth_gbs, True))

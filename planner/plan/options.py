@@ -135,7 +135,8 @@ def solve_two_server(
             require_server=1,
             min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
         )
-        taken = next((t for t in (_take_over(o, p) for o in optima) if t is not None), None)
+        searchable = split_ii is None or bool(p.cands[split_ii])  # a split needs a split candidate
+        taken = next((t for t in (_take_over(o, p) for o in optima) if t is not None), None) if searchable else None
         if any(_covers(done, p) for done in settled):
             pass  # e.g. the same GPUs and RAM with a dearer CPU of no more bandwidth or cores
         elif taken is not None:
@@ -144,7 +145,7 @@ def solve_two_server(
             optima.append(taken)
             if _better(taken, best):
                 best = taken
-        elif split_ii is None or p.cands[split_ii]:
+        elif searchable:
             sol = attempt(p, incumbent)
             if _better(sol, best):
                 best = sol

@@ -778,7 +778,9 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
             free = p.slots[hs].capacity_bytes - used[hs] - p.host_margin_bytes[c.server]
             rate = p.disk_gbs[c.server]
             if free >= od_files[c.server]:
-                rate = page_cache_gbs(p.slots[hs].device.bandwidth_gbs, bool(c.gpu_slots))
+                # the faster of the two, as the branch and bound and the MILP take it (a measured disk may beat
+                # the page cache's PCIe cap): more free RAM never makes a swap-in slower
+                rate = max(rate, page_cache_gbs(p.slots[hs].device.bandwidth_gbs, bool(c.gpu_slots)))
             swap = c.file_bytes / (rate * 1e9)
             if it.role.residency == "always":
                 fails.append("must stay loaded (residency: always) but the serial plan loads one model at a time")

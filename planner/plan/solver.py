@@ -14,9 +14,11 @@ quality, and the plan says so.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from planner.errors import PlannerError
 from planner.plan.contention import page_cache_gbs
@@ -126,6 +128,13 @@ def _twins(
         group[si] = g
         members[g] = members.get(g, 0) + 1
     group = [g if g >= 0 and members[g] > 1 else -1 for g in group]
+    # twins are interchangeable only if swapping them maps the candidates onto candidates: a model split over
+    # both cards usually puts different bytes on each (llama.cpp's layer split, the output layer on the last),
+    # and its mirror image does not exist, so a small model on the lower card is not the same as on the other
+    for g in set(group) - {-1}:
+        slots = [si for si, gg in enumerate(group) if gg == g]
+        if not all(_swap_closed(p, a, b) for a, b in itertools.pairwise(slots)):
+            group = [-1 if gg == g else gg for gg in group]
     lookup: dict[tuple[object, ...], int] = {}
     if all(g < 0 for g in group):
         return group, lookup, []
@@ -134,6 +143,39 @@ def _twins(
         for ci, c in enumerate(cs):
             lookup[(ii, sigs[ii][ci], c.gpu_slots)] = ci
     return group, lookup, sigs
+
+
+def _swap_closed(p: Problem, a: int, b: int) -> bool:
+    """Does swapping GPU slots `a` and `b` map every candidate of every item onto a candidate of that item?"""
+    swap = {a: b, b: a}
+
+    def sig(c: Candidate, m: dict[int, int]) -> tuple[object, ...]:
+        def moved(pairs: tuple[tuple[int, Any], ...]) -> tuple[tuple[int, Any], ...]:
+            return tuple(sorted((m.get(si, si), v) for si, v in pairs))
+
+        return (
+            c.model_ref,
+            c.quant,
+            c.engine,
+            c.server,
+            c.uses_cpu,
+            c.split_servers,
+            c.resident,
+            c.quality,
+            c.step_s,
+            c.file_bytes,
+            c.cores,
+            tuple(sorted(m.get(si, si) for si in c.gpu_slots)),
+            moved(c.mem),
+            moved(c.margin),
+            moved(c.tau),
+        )
+
+    for cs in p.cands:
+        have = {sig(c, {}) for c in cs}
+        if any(sig(c, swap) not in have for c in cs if a in c.gpu_slots or b in c.gpu_slots):
+            return False
+    return True
 
 
 def _twin_sig(p: Problem, c: Candidate, group: Sequence[int]) -> tuple[object, ...]:
