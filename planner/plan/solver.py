@@ -172,8 +172,15 @@ def _swap_closed(p: Problem, a: int, b: int) -> bool:
         )
 
     for cs in p.cands:
-        have = {sig(c, {}) for c in cs}
-        if any(sig(c, swap) not in have for c in cs if a in c.gpu_slots or b in c.gpu_slots):
+        touching = [c for c in cs if a in c.gpu_slots or b in c.gpu_slots]
+        for c in touching:  # the usual way out first: a model on both cards with unequal parts is its own mirror
+            if a in c.gpu_slots and b in c.gpu_slots:
+                for pairs in (c.mem, c.margin, c.tau):
+                    on = dict(pairs)
+                    if on.get(a) != on.get(b):
+                        return False
+        have = {sig(c, {}) for c in touching}
+        if any(sig(c, swap) not in have for c in touching):
             return False
     return True
 
