@@ -281,21 +281,17 @@ def _slots(servers: Sequence[Server], cat: Catalog) -> tuple[list[DevSlot], list
 
 def _candidate_from_estimate(
     est: Estimate,
-    *,
+    cb: Combo,
     item_index: int,
-    item: Item,
-    ref: str,
-    quant: str,
-    engine: str,
+    *,
     server: int,
     slot_map: Sequence[int],  # est.devices index -> DevSlot index
-    quality: int,
     extra_step_s: float = 0.0,
     split_servers: tuple[int, ...] = (),
     extra_host: tuple[int, int] | None = None,
-    sizes: tuple[int, int, int],
 ) -> Candidate:
-    prof: StepProfile = step_profile(est, extra_step_s, embedding_bytes=sizes[2])
+    """The candidate of choice `cb` for item `item_index` with estimate `est` on `server`."""
+    prof: StepProfile = step_profile(est, extra_step_s, embedding_bytes=cb.sizes[2])
     mem: dict[int, int] = {}
     parts: dict[int, tuple[int, int, int, int]] = {}
     margin: list[tuple[int, int]] = []
@@ -318,22 +314,21 @@ def _candidate_from_estimate(
         mem[extra_host[0]] = mem.get(extra_host[0], 0) + extra_host[1]
         w, k, cc, o = parts.get(extra_host[0], (0, 0, 0, 0))
         parts[extra_host[0]] = (w, k, cc, o + extra_host[1])
-    file_bytes = sizes[1]
     return Candidate(
         item=item_index,
-        model_ref=ref,
+        model_ref=cb.ref,
         model_name=est.arch.name,
-        quant=est.weights.file_type or quant,
-        engine=engine,
+        quant=est.weights.file_type or cb.label,
+        engine=cb.cfg.engine,
         server=server,
         gpu_slots=tuple(gpu_slots),
         uses_cpu=uses_cpu,
-        quality=quality,
+        quality=cb.quality,
         mem=tuple(sorted(mem.items())),
         margin=tuple(margin),
         tau=tuple(tau),
         step_s=prof.step_s,
-        file_bytes=file_bytes,
+        file_bytes=cb.sizes[1],
         est=est,
         split_servers=split_servers,
         parts=tuple(sorted(parts.items())),
@@ -365,36 +360,6 @@ class Combo:
     @property
     def weight_bytes(self) -> int:
         return self.sizes[0]
-
-    def candidate(
-        self,
-        est: Estimate,
-        ii: int,
-        it: Item,
-        *,
-        server: int,
-        slot_map: Sequence[int],
-        extra_step_s: float = 0.0,
-        split_servers: tuple[int, ...] = (),
-        extra_host: tuple[int, int] | None = None,
-    ) -> Candidate:
-        """The candidate of this choice for item `ii` with estimate `est` on `server` (see
-        `_candidate_from_estimate`)."""
-        return _candidate_from_estimate(
-            est,
-            item_index=ii,
-            item=it,
-            ref=self.ref,
-            quant=self.label,
-            engine=self.cfg.engine,
-            server=server,
-            slot_map=slot_map,
-            quality=self.quality,
-            extra_step_s=extra_step_s,
-            split_servers=split_servers,
-            extra_host=extra_host,
-            sizes=self.sizes,
-        )
 
 
 def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: Stack) -> list[Combo]:
@@ -507,10 +472,10 @@ def build_candidates(
                 smap = [gpu_slot_index[(a, g)] for g in range(len(gpus[a]))]
                 smap += [gpu_slot_index[(b, g)] for g in range(len(gpus[b]))]
                 smap.append(host_slot[a])
-                c = cb.candidate(
+                c = _candidate_from_estimate(
                     est,
+                    cb,
                     ii,
-                    it,
                     server=a,
                     slot_map=smap,
                     extra_step_s=rpc_hop_s(est.arch.hidden_size),
@@ -595,7 +560,7 @@ def _server_candidates(
             if est is None:
                 continue
             smap = [gpu_slot_index[(si, g)] for g in sub] + [host_slot[si]]
-            c = cb.candidate(est, ii, it, server=si, slot_map=smap)
+            c = _candidate_from_estimate(est, cb, ii, server=si, slot_map=smap)
             if _alone_fits(c, slots, host_margin):
                 out.append(c)
     cache.server_cands[key] = out

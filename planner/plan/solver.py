@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from planner.errors import PlannerError
 from planner.plan.contention import page_cache_gbs
@@ -150,26 +149,7 @@ def _swap_closed(p: Problem, a: int, b: int) -> bool:
     swap = {a: b, b: a}
 
     def sig(c: Candidate, m: dict[int, int]) -> tuple[object, ...]:
-        def moved(pairs: tuple[tuple[int, Any], ...]) -> tuple[tuple[int, Any], ...]:
-            return tuple(sorted((m.get(si, si), v) for si, v in pairs))
-
-        return (
-            c.model_ref,
-            c.quant,
-            c.engine,
-            c.server,
-            c.uses_cpu,
-            c.split_servers,
-            c.resident,
-            c.quality,
-            c.step_s,
-            c.file_bytes,
-            c.cores,
-            tuple(sorted(m.get(si, si) for si in c.gpu_slots)),
-            moved(c.mem),
-            moved(c.margin),
-            moved(c.tau),
-        )
+        return (*_search_sig(c, lambda si: m.get(si, si)), tuple(sorted(m.get(si, si) for si in c.gpu_slots)))
 
     for cs in p.cands:
         touching = [c for c in cs if a in c.gpu_slots or b in c.gpu_slots]
@@ -187,9 +167,14 @@ def _swap_closed(p: Problem, a: int, b: int) -> bool:
 
 def _twin_sig(p: Problem, c: Candidate, group: Sequence[int]) -> tuple[object, ...]:
     """Everything the search sees of `c` with its twin GPU slots replaced by their group."""
+    return _search_sig(c, lambda si: ("g", group[si]) if group[si] >= 0 else si)
 
-    def g(si: int) -> object:
-        return ("g", group[si]) if group[si] >= 0 else si
+
+def _search_sig(c: Candidate, slot: Callable[[int], object]) -> tuple[object, ...]:
+    """Everything the search sees of `c` but its GPU slots, with memory pools renamed by `slot`."""
+
+    def renamed(pairs: Sequence[tuple[int, object]]) -> tuple[tuple[object, object], ...]:
+        return tuple(sorted(((slot(si), v) for si, v in pairs), key=repr))
 
     return (
         c.model_ref,
@@ -203,9 +188,9 @@ def _twin_sig(p: Problem, c: Candidate, group: Sequence[int]) -> tuple[object, .
         c.step_s,
         c.file_bytes,
         c.cores,
-        tuple(sorted(((g(si), b) for si, b in c.mem), key=repr)),
-        tuple(sorted(((g(si), m) for si, m in c.margin), key=repr)),
-        tuple(sorted(((g(si), t) for si, t in c.tau), key=repr)),
+        renamed(c.mem),
+        renamed(c.margin),
+        renamed(c.tau),
     )
 
 
