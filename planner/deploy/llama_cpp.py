@@ -11,7 +11,7 @@ Flags (llama.cpp tools/server/README.md; tools/rpc/README.md and rpc-server.cpp 
   -dev none   CPU only (no offload); --rpc host:port,...   remote ggml-rpc-server devices
   --embeddings  embedding models: without it llama-server answers /v1/embeddings with 501 "This server does
               not support embeddings. Start it with `--embeddings`"
-  -b N -ub N  the micro-batch the plan's memory was sized for, when not llama.cpp's default: encoders (BERT,
+  -b N -ub N  the micro-batch the plan's memory was sized for, where the plan records one: encoders (BERT,
               BGE-M3) run each input as one micro-batch (non-causal attention; longer inputs get "input is too
               large to process"), so N = ctx (planner.estimate.estimate.embedding_batch)
   --host/--port

@@ -101,7 +101,8 @@ def _add_bert_metadata(w: Any, arch: ModelArch) -> None:
         raise PlannerError(f"a vocabulary needs more than {len(specials)} tokens, got {arch.vocab_size}.")
     w.add_tokenizer_model("bert")
     w.add_token_list(specials + [f"▁t{i}" for i in range(arch.vocab_size - len(specials))])
-    w.add_token_types([int(TokenType.CONTROL)] * len(specials) + [int(TokenType.NORMAL)] * (arch.vocab_size - 5))
+    n_pieces = arch.vocab_size - len(specials)
+    w.add_token_types([int(TokenType.CONTROL)] * len(specials) + [int(TokenType.NORMAL)] * n_pieces)
     w.add_token_type_count(2)
     w.add_pad_token_id(0)
     w.add_unk_token_id(1)
@@ -123,13 +124,18 @@ def _add_metadata(w: Any, arch: ModelArch, weights: ModelWeights, name: str) -> 
     w.add_block_count(arch.n_layers)
     w.add_feed_forward_length(arch.ffn_size)
     w.add_head_count(arch.n_heads)
+    ft = _file_type_id(weights.file_type or "")
+    if ft is not None:
+        w.add_file_type(ft)
+    w.add_quantization_version(2)
     if layout_family(arch) == "bert":
-        ft = _file_type_id(weights.file_type or "")
-        if ft is not None:
-            w.add_file_type(ft)
-        w.add_quantization_version(2)
         _add_bert_metadata(w, arch)
-        return
+    else:
+        _add_decoder_metadata(w, arch)
+
+
+def _add_decoder_metadata(w: Any, arch: ModelArch) -> None:
+    """Attention, RoPE, window and expert keys, and a SentencePiece-style vocabulary (`vocabulary`)."""
     if arch.kv_heads_per_layer is not None:
         w.add_head_count_kv(list(arch.kv_heads_per_layer))
     else:
@@ -152,10 +158,6 @@ def _add_metadata(w: Any, arch: ModelArch, weights: ModelWeights, name: str) -> 
             w.add_expert_shared_feed_forward_length(e.shared_ffn_size or e.ffn_size)
         if arch.n_dense_leading:
             w.add_leading_dense_block_count(arch.n_dense_leading)
-    ft = _file_type_id(weights.file_type or "")
-    if ft is not None:
-        w.add_file_type(ft)
-    w.add_quantization_version(2)
     tokens, scores, types = vocabulary(arch.vocab_size)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
