@@ -74,6 +74,7 @@ def test_endpoint_down_saves_partial_result_and_exits_1(tmp_path: Path) -> None:
 
 
 @pytest.mark.llama
+@pytest.mark.slow
 def test_model_run_predicts_memory_and_calibrates_estimate(gemma_gguf_path: Path, tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     out = tmp_path / "bench.json"
@@ -174,6 +175,7 @@ def _wait_rss(pid: int, min_bytes: int, timeout_s: float) -> None:
 
 
 @pytest.mark.llama
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["model", "plan"])
 def test_ctrl_c_keeps_partial_result_and_leaves_no_child(gemma_gguf_path: Path, tmp_path: Path, mode: str) -> None:
     pytest.importorskip("llama_cpp")

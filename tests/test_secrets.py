@@ -132,6 +132,7 @@ def test_endpoint_key_never_shown_or_saved(env: dict[str, str], tmp_path: Path) 
     assert _assert_tree_clean(tmp_path) >= 4
 
 
+@pytest.mark.slow
 def test_other_commands_with_secrets_in_the_environment(env: dict[str, str], tmp_path: Path) -> None:
     """recommend --out, deploy --out (compose, router config), report --format json, catalog, detect and an
     error path: nothing they print or write contains the planted values."""
