@@ -176,8 +176,17 @@ def _wait_rss(pid: int, min_bytes: int, timeout_s: float) -> None:
 
 @pytest.mark.llama
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["model", "plan"])
-def test_ctrl_c_keeps_partial_result_and_leaves_no_child(gemma_gguf_path: Path, tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "sig", "code"),
+    [
+        ("model", signal.SIGINT, 130),
+        ("plan", signal.SIGINT, 130),
+        ("plan", signal.SIGTERM, 143),  # issue 15: SIGTERM runs the Ctrl-C path (no worker left, result saved)
+    ],
+)
+def test_ctrl_c_keeps_partial_result_and_leaves_no_child(
+    gemma_gguf_path: Path, tmp_path: Path, mode: str, sig: signal.Signals, code: int
+) -> None:
     pytest.importorskip("llama_cpp")
     import psutil
 
@@ -203,13 +212,13 @@ def test_ctrl_c_keeps_partial_result_and_leaves_no_child(gemma_gguf_path: Path, 
     try:
         _wait_rss(proc.pid, 200 * 2**20, 120)
         time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _stdout, _stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, _stderr
+    assert proc.returncode == code, _stderr
     saved = json.loads(out.read_text())
     assert saved["complete"] is False
     if mode == "model":

@@ -141,9 +141,11 @@ def bench_command(
             path = _model_path(model) if model else _synthetic_path(synthetic or "", quant or "Q4_K_M")
             code = _bench_gguf(result, path, lcfg, gpu_layers, "synthetic" if synthetic else "model", calibrate)
         result.complete = code == 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (planner/cli/_errors.py turns it into this)
+        from planner.cli._errors import interrupted_exit_code
+
         stderr_console().print("interrupted: keeping what was measured", style="yellow")
-        code = 130
+        code = interrupted_exit_code()
     finally:
         if out is not None:
             from planner.measure.results import save_result
