@@ -138,6 +138,11 @@ def bench_command(
         lcfg.check()
     if endpoint is not None and not model_name:
         raise PlannerError("--endpoint needs --model-name NAME (the model the server serves).")
+    if endpoint is not None and api_key is not None:
+        from planner.redact import header_value, register_secret
+
+        register_secret(api_key)  # masked everywhere from here on, even if it is refused just below
+        api_key = header_value(api_key, "--api-key (or $OPENAI_API_KEY)")
     if plan is not None and not server:
         raise PlannerError("--plan needs --server NAME (one of the plan's servers).")
     # checked before anything is spent (written, loaded, started); refusals save no --out
@@ -285,6 +290,7 @@ def _bench_endpoint(
 ) -> int:
     from planner.measure.endpoint import EndpointConfig, bench_endpoint, is_ollama, ollama_ps, ollama_timings
     from planner.measure.records import add_ollama_figures, endpoint_run
+    from planner.redact import redact
 
     try:
         levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
@@ -296,7 +302,7 @@ def _bench_endpoint(
     cfg.check()
     ollama = is_ollama(url, timeout_s=min(timeout, 5.0))
     with _progress() as prog:
-        task = prog.add_task(f"{name} at {url}", total=len(levels))
+        task = prog.add_task(f"{name} at {redact(url)}", total=len(levels))
         measured = bench_endpoint(cfg, progress=lambda done, total: prog.update(task, completed=done))
     failed = False
     for lv in measured:
