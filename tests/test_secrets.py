@@ -247,3 +247,17 @@ def test_url_credentials_never_reach_the_terminal(tmp_path: Path) -> None:
     for secret in ("pa55word-7f3a", "s3cret-query-9c1e", "alice"):
         assert secret not in shown and secret not in out.read_text()
 
+
+def test_control_characters_from_files_never_reach_the_terminal(tmp_path: Path) -> None:
+    """Issue 15: ANSI escapes in a server file's hostname reached the terminal through `recommend`. Every line
+    the CLI's consoles write escapes them (planner/cli/_output.py): the hostname shows as text."""
+    server = json.loads(_cli("detect", "--format", "json", env={}).stdout)
+    server["hostname"] = "evil\x1b[2J\x1b]0;pwned\x07box"
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps(server))
+    stack = tmp_path / "stack.yaml"
+    stack.write_text("roles:\n  - name: a\n    models: [gemma-3-270m]\n    quants: [Q8_0]\n    ctx: 2048\n")
+    proc = _cli("recommend", str(stack), "--server-file", str(path), env={})
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr
+    assert "evil\\x1b[2J\\x1b]0;pwned" in proc.stdout  # shown, escaped
