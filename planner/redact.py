@@ -3,8 +3,9 @@
 Known secrets are the values of the token variables below (read at call time) plus whatever the code
 registers (`register_secret(api_key)` for `--api-key`); token-shaped strings (`hf_...`, `sk-...`,
 `Bearer ...`) are masked too, since a server may echo a key we never saw, and so are the credentials a
-URL carries: its user info (`http://user:password@host`) and the value of every query parameter
-(`?key=...`, `?token=...`). The CLI error handler, every terminal line (planner/cli/_output.py), the
+URL carries: its user info (`http://user:password@host`) and the value of every query parameter whose
+name says it holds one (`?key=...`, `?api_key=`, `?token=`, `?sig=`, `?password=`; a source's `?p=136649`
+stays readable). The CLI error handler, every terminal line (planner/cli/_output.py), the
 endpoint bench's error texts and everything written by `agiplan bench --out` pass through `redact`.
 `header_value` checks a key before it goes into an HTTP header, without showing it.
 """
@@ -27,6 +28,7 @@ _PATTERNS = (
 )
 # scheme://[userinfo@]rest[?query][#fragment]; a URL ends at white space or a quote
 _URL = re.compile(r"""(?i)\b([a-z][a-z0-9+.\-]*://)([^\s/?#@'"<>]*@)?([^\s?#'"<>]*)(\?[^\s#'"<>]*)?""")
+_SECRET_PARAM = re.compile(r"(?i)key|token|secret|pass|pwd|auth|sig|cred|session|code")
 _registered: set[str] = set()
 
 
@@ -53,12 +55,13 @@ def redact(text: str) -> str:
 
 
 def _masked_url(m: re.Match[str]) -> str:
-    """A URL with its user info and its query values masked: `http://***@host/p?key=***&q=***`."""
+    """A URL with its user info and secret-named query values masked: `http://***@host/p?key=***&q=1`."""
     scheme, userinfo, rest, query = m.group(1), m.group(2), m.group(3), m.group(4)
     out = scheme + (f"{MASK}@" if userinfo else "") + rest
     if query:
         params = [
-            name + (f"={MASK}" if sep else "") for name, sep, _value in (p.partition("=") for p in query[1:].split("&"))
+            f"{name}={MASK}" if sep and _SECRET_PARAM.search(name) else f"{name}{sep}{value}"
+            for name, sep, value in (p.partition("=") for p in query[1:].split("&"))
         ]
         out += "?" + "&".join(params)
     return out
