@@ -302,6 +302,7 @@ def test_plan_gpus_missing_here_are_refused_before_anything_runs(gemma_gguf_path
 
 
 @pytest.mark.llama
+@pytest.mark.slow  # 24.7 s in the full suite here: a worker process loads the model
 def test_on_this_host_benches_the_plan_here_and_says_so(gemma_gguf_path: Path, tmp_path: Path) -> None:
     """--on-this-host runs the roles on what is here (this CPU); every run notes the GPUs the plan wanted."""
     pytest.importorskip("llama_cpp")
