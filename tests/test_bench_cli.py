@@ -74,6 +74,7 @@ def test_endpoint_down_saves_partial_result_and_exits_1(tmp_path: Path) -> None:
 
 
 @pytest.mark.llama
+@pytest.mark.slow
 def test_model_run_predicts_memory_and_calibrates_estimate(gemma_gguf_path: Path, tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     out = tmp_path / "bench.json"
@@ -105,7 +106,15 @@ def test_model_run_predicts_memory_and_calibrates_estimate(gemma_gguf_path: Path
     assert entries["cpu"]["samples"] == 1 and entries["cpu"]["model"] == "Gemma 3 270m"
 
 
-def _plan(tmp_path: Path, gguf: Path, ctx: int = 256) -> Path:
+def _plan(
+    tmp_path: Path,
+    gguf: Path | str,
+    ctx: int = 256,
+    gpus: tuple[str, ...] = (),
+    roles: tuple[str, ...] = ("chat", "coder"),
+) -> Path:
+    """A one-server plan whose roles run `gguf` (a file, or a catalog id: benched as a synthetic GGUF), each
+    placed on every GPU of `gpus` (catalog ids, index order) or on the CPU."""
     from planner.plan.schema import MemoryBreakdown, Placement, Plan, PlanOption, PlanServer, save_plan
 
     mem = MemoryBreakdown(
@@ -115,14 +124,16 @@ def _plan(tmp_path: Path, gguf: Path, ctx: int = 256) -> Path:
     def placement(role: str, min_tok_s: float) -> Placement:
         return Placement(
             role=role, model=str(gguf), model_name="Gemma 3 270m", quant="Q4_K_M", ctx=ctx, parallel=1,
-            engine="llama.cpp", devices=["cpu"], gpu_layers=0, n_layers=18, memory_bytes=mem.weights_bytes,
+            engine="llama.cpp", devices=[f"gpu{i}" for i in range(len(gpus))] or ["cpu"],
+            gpu_indices=list(range(len(gpus))), gpu_layers=19 if gpus else 0, n_layers=18,
+            memory_bytes=mem.weights_bytes,
             memory=mem, kv_capacity_tokens=256, decode_tok_s=40.0, decode_tok_s_alone=50.0, prefill_tok_s=300.0,
             min_tok_s=min_tok_s, meets_target=True,
         )  # fmt: skip
 
     server = PlanServer(
-        name="box", new=False, cost_usd=0, hardware="this host", cpu=None, gpus=[], ram_bytes=24 * 2**30,
-        devices=[], placements=[placement("chat", 0.01), placement("coder", 1e6)],
+        name="box", new=False, cost_usd=0, hardware="this host", cpu=None, gpus=list(gpus), ram_bytes=24 * 2**30,
+        devices=[], placements=[placement(r, t) for r, t in zip(roles, (0.01, 1e6), strict=False)],
     )  # fmt: skip
     option = PlanOption(kind="one-server-concurrent", servers=[server], total_cost_usd=0, meets_targets=True, why="t")
     plan = Plan(
@@ -174,8 +185,18 @@ def _wait_rss(pid: int, min_bytes: int, timeout_s: float) -> None:
 
 
 @pytest.mark.llama
-@pytest.mark.parametrize("mode", ["model", "plan"])
-def test_ctrl_c_keeps_partial_result_and_leaves_no_child(gemma_gguf_path: Path, tmp_path: Path, mode: str) -> None:
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mode", "sig", "code"),
+    [
+        ("model", signal.SIGINT, 130),
+        ("plan", signal.SIGINT, 130),
+        ("plan", signal.SIGTERM, 143),  # issue 15: SIGTERM runs the Ctrl-C path (no worker left, result saved)
+    ],
+)
+def test_ctrl_c_keeps_partial_result_and_leaves_no_child(
+    gemma_gguf_path: Path, tmp_path: Path, mode: str, sig: signal.Signals, code: int
+) -> None:
     pytest.importorskip("llama_cpp")
     import psutil
 
@@ -201,13 +222,13 @@ def test_ctrl_c_keeps_partial_result_and_leaves_no_child(gemma_gguf_path: Path, 
     try:
         _wait_rss(proc.pid, 200 * 2**20, 120)
         time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _stdout, _stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, _stderr
+    assert proc.returncode == code, _stderr
     saved = json.loads(out.read_text())
     assert saved["complete"] is False
     if mode == "model":
@@ -216,3 +237,90 @@ def test_ctrl_c_keeps_partial_result_and_leaves_no_child(gemma_gguf_path: Path, 
     time.sleep(0.5)
     left = [p for p in psutil.process_iter(["cmdline"]) if str(gguf) in " ".join(p.info["cmdline"] or [])]
     assert left == []
+
+
+# ---------------------------------------------------------------------------- check before you spend (issue 15)
+
+
+def _files(root: Path) -> list[str]:
+    """Files under `root` (none when it does not exist)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def _agiplan(
+    args: list[str], tmp_path: Path, *, hide_llama: bool = False, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m planner ARGS` in a subprocess with its cache and config under `tmp_path`. `hide_llama`: a
+    `llama_cpp` package that raises ImportError comes first on PYTHONPATH, so the run sees what a host
+    without the [llama] extra sees (uninstalling llama-cpp-python from the shared environment is not an option)."""
+    env = {**os.environ, "AGIPLAN_CACHE_DIR": str(tmp_path / "cache"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    env.pop("AGIPLAN_DEBUG", None)
+    env.update(env_extra or {})
+    if hide_llama:
+        fake = tmp_path / "no-llama" / "llama_cpp"
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text('raise ImportError("llama_cpp hidden by the test")\n')
+        env["PYTHONPATH"] = os.pathsep.join([str(fake.parent), str(Path(__file__).parent.parent)])
+    return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["synthetic", "plan"])
+def test_missing_engine_is_refused_before_any_file_is_written(tmp_path: Path, mode: str) -> None:
+    """Issue 15: `bench --synthetic llama-3-8b` wrote 4.9 GB and `bench --plan` 42.5 GB of synthetic GGUFs before
+    saying llama-cpp-python is not installed. Here gemma-3-270m (a 0.25 GB file) with the engine hidden: one
+    line, exit 2, no file in the cache and no --out (nothing was measured)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    if mode == "synthetic":
+        target = ["--synthetic", "gemma-3-270m", "--quant", "Q4_K_M"]
+    else:
+        target = ["--plan", str(_plan(work, "gemma-3-270m")), "--server", "box"]
+    res = _agiplan(["bench", *target, *TINY, "--out", str(work / "bench.json")], tmp_path, hide_llama=True)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.splitlines() == [
+        "error: llama-cpp-python is not installed: pip install 'agiplan[llama]' (it compiles llama.cpp, ~11 min)."
+    ]
+    assert _files(tmp_path / "cache" / "synthetic") == []
+    assert _files(work) == ([] if mode == "synthetic" else ["plan.json"])
+
+
+@pytest.mark.llama
+def test_plan_gpus_missing_here_are_refused_before_anything_runs(gemma_gguf_path: Path, tmp_path: Path) -> None:
+    """Issue 15: a plan's roles on 2 × RTX 4090 were benched on a host with no GPU without a word. The check
+    compares the plan's GPU indices with the GPUs detected here (none on the CI machine; an H100 here would
+    not be an rtx-4090 either): one line naming what is missing, exit 2, nothing saved."""
+    pytest.importorskip("llama_cpp")
+    plan = _plan(tmp_path, "gemma-3-270m", gpus=("rtx-4090", "rtx-4090"))
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--plan", str(plan), "--server", "box", *TINY, "--out", str(out)])
+    assert isinstance(result.exception, PlannerError), result.output
+    msg = str(result.exception)
+    assert msg.startswith("server 'box' of the plan places roles on GPU 0 (rtx-4090), GPU 1 (rtx-4090)")
+    assert "--on-this-host" in msg and "\n" not in msg
+    assert not out.exists() and _files(tmp_path / "cache" / "synthetic") == []  # no synthetic file written
+
+
+@pytest.mark.llama
+@pytest.mark.slow  # 24.7 s in the full suite here: a worker process loads the model
+def test_on_this_host_benches_the_plan_here_and_says_so(gemma_gguf_path: Path, tmp_path: Path) -> None:
+    """--on-this-host runs the roles on what is here (this CPU); every run notes the GPUs the plan wanted."""
+    pytest.importorskip("llama_cpp")
+    plan = _plan(tmp_path, gemma_gguf_path, gpus=("rtx-4090",), roles=("chat",))
+    args = ["bench", "--plan", str(plan), "--server", "box", "--on-this-host", *TINY, "--format", "json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (run,) = json.loads(result.stdout)["runs"]
+    assert run["verdict"] == "pass" and run["measured"]["decode_tok_s"] > 0
+    assert [n for n in run["notes"] if n.startswith("benched on this host, which lacks GPU 0 (rtx-4090")]
+
+
+@pytest.mark.llama
+def test_synthetic_over_the_cache_cap_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    args = ["bench", "--synthetic", "gemma-3-270m", *TINY, "--out", str(tmp_path / "b.json")]
+    res = _agiplan(args, tmp_path, env_extra={"AGIPLAN_SYNTHETIC_CACHE_GIB": "0.001"})
+    assert res.returncode == 2
+    (line,) = res.stderr.splitlines()
+    assert line.startswith("error: the synthetic cache ") and line.endswith("raise AGIPLAN_SYNTHETIC_CACHE_GIB.")
+    assert _files(tmp_path / "cache" / "synthetic") == [] and not (tmp_path / "b.json").exists()

@@ -85,6 +85,7 @@ def test_nothing_listening_is_an_error_and_stops() -> None:
 
 
 @pytest.mark.llama
+@pytest.mark.slow
 def test_real_server_streams_tokens(server_url: str) -> None:
     r = stream_chat(EndpointConfig(url=server_url, model_name="gemma", max_tokens=8))
     assert r.ok, r.error

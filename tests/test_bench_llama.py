@@ -37,6 +37,7 @@ def test_config_errors(cfg: LlamaBenchConfig, message: str) -> None:
         (2, "q8_0", 64),  # two slots (n_seq_max 2, ctx × 2 cells), quantized KV, decode after 64 tokens
     ],
 )
+@pytest.mark.slow
 def test_gemma_run_matches_estimate(gemma_gguf_path: Path, parallel: int, kv: str, depth: int) -> None:
     pytest.importorskip("llama_cpp")
     from planner.catalog import load_catalog

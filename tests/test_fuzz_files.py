@@ -142,6 +142,7 @@ def _use_plan(path: Path) -> None:
             assert name in str(e) or "option" in str(e), str(e)
 
 
+@pytest.mark.slow
 def test_fuzz_plan_files(plan_doc: dict[str, Any], tmp_path: Path) -> None:
     """800 mutated plans through load → report → deploy."""
     out = _run_cases(

@@ -213,6 +213,7 @@ def mutate(rng: random.Random, seed: bytes, fields: list[int]) -> tuple[bytes, l
 N_MUTATED = 3000
 
 
+@pytest.mark.slow
 def test_fuzz_mutated_files(seeds: dict[str, bytes], case_file: Path) -> None:
     """3,000 mutated real files through read_gguf: ModelSourceError (one line, names the file) or a spec.
     A seeded generator (reproducible: the failing case's index and mutations are in the message)."""
@@ -448,6 +449,7 @@ def _cli_sample(seeds: dict[str, bytes]) -> Iterator[tuple[str, bytes]]:
         yield label, data
 
 
+@pytest.mark.slow
 def test_cli_sample_exits_2_with_one_line(seeds: dict[str, bytes], tmp_path: Path) -> None:
     """A sample through `python -m planner estimate FILE` (2 GiB address-space limit): exit 2,
     exactly one line `error: <file>: ...` on stderr, nothing on stdout, no traceback."""

@@ -276,3 +276,53 @@ def test_cli_report_markdown_json_and_file(tmp_path: Path, bench_path: Path) -> 
     assert data["options"][1]["servers"][1]["roles"][0]["role"] == "coder"
     res = runner.invoke(app, ["report", str(plan_path), "--lang", "de"])
     assert isinstance(res.exception, PlannerError) and "--lang 'de'" in str(res.exception)  # main() exits 2
+
+
+def _hostile_plan() -> Any:
+    """The agents plan with the strings a plan file can carry made hostile (issue 15): raw HTML, a new
+    heading, a fence-closing model name, backticks in a server name, control characters."""
+    from planner.plan.schema import Plan
+
+    doc = agents_plan().model_dump(mode="json")
+    doc["stack_name"] = "<script>alert(1)</script>"
+    opt = doc["options"][0]
+    opt["why"] = "fine\n# Injected heading\n<img src=x onerror=alert(1)>"
+    srv = opt["servers"][0]
+    srv["hardware"] = "2x rtx-4090 ```\n## Injected too"
+    srv["name"] = "ma`in"
+    pl = srv["placements"][0]
+    pl["model_name"] = "evil\n```\n<img src=y onerror=alert(2)> [link](javascript:alert(3)) **bold** \x1b[31m"
+    pl["role"] = "- a list? # and a heading?"
+    return Plan.model_validate(doc)
+
+
+def _blocks(text: str) -> tuple[list[str], list[str], list[str]]:
+    """(heading texts, fence infos, html token types) of `text` as markdown-it-py parses it (CommonMark +
+    tables, raw HTML allowed as GitHub allows some)."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    headings = [tokens[i + 1].content for i, tok in enumerate(tokens) if tok.type == "heading_open"]
+    fences = [tok.info.strip() for tok in tokens if tok.type == "fence"]
+    html = [t.type for tok in tokens for t in [tok, *(tok.children or [])] if t.type.startswith("html")]
+    return headings, fences, html
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_plan_strings_are_inert_in_markdown(lang: str, bench_path: Path) -> None:
+    """Issue 15: raw Markdown / HTML from plan fields reached reports (a new heading, `<img onerror>`, a
+    fence-closing model name). Every plan string is escaped: the hostile plan's report has no HTML token,
+    the same headings and fences as the clean one, and still shows the hostile text (as text)."""
+    from markdown_it import MarkdownIt
+
+    clean_heads, clean_fences, clean_html = _blocks(render_report(agents_plan(), [load_bench(bench_path)], lang))
+    text = render_report(_hostile_plan(), [load_bench(bench_path)], lang)
+    heads, fences, html = _blocks(text)
+    assert html == [] == clean_html
+    assert fences == clean_fences
+    assert len(heads) == len(clean_heads) and not [h for h in heads if "Injected" in h and h.startswith("Inj")]
+    assert heads[0].endswith("&lt;script&gt;alert(1)&lt;/script&gt;")  # shown as text in the title
+    rendered = MarkdownIt("commonmark").enable("table").render(text)
+    assert "<img" not in rendered and "<script" not in rendered and "<a href" not in rendered
+    assert "&lt;img src=y onerror=alert(2)&gt;" in rendered and "**bold**" in rendered
+    assert "\x1b" not in text

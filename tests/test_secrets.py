@@ -132,6 +132,7 @@ def test_endpoint_key_never_shown_or_saved(env: dict[str, str], tmp_path: Path) 
     assert _assert_tree_clean(tmp_path) >= 4
 
 
+@pytest.mark.slow
 def test_other_commands_with_secrets_in_the_environment(env: dict[str, str], tmp_path: Path) -> None:
     """recommend --out, deploy --out (compose, router config), report --format json, catalog, detect and an
     error path: nothing they print or write contains the planted values."""
@@ -164,3 +165,103 @@ def test_other_commands_with_secrets_in_the_environment(env: dict[str, str], tmp
         _assert_clean(f"{args} stderr", proc.stderr)
     assert (work / "deploy").is_dir() and (work / "report.json").is_file()
     assert _assert_tree_clean(tmp_path) >= 3
+
+
+# ------------------------------------------------------------------------------- issue 15: inert output
+
+
+def test_redact_masks_url_credentials() -> None:
+    """User info and the values of secret-named query parameters of a URL, wherever it stands in a text;
+    the rest stays readable (a catalog source such as https://incpak.com/?p=136649 keeps its query)."""
+    text = (
+        "GET http://user:pa55word@127.0.0.1:8080/v1/chat?key=s3cret&model=m&X-Amz-Signature=abc&access_token=t "
+        "failed; see https://incpak.com/?p=136649"
+    )
+    assert redact(text) == (
+        f"GET http://{MASK}@127.0.0.1:8080/v1/chat?key={MASK}&model=m&X-Amz-Signature={MASK}&access_token={MASK} "
+        "failed; see https://incpak.com/?p=136649"
+    )
+    assert redact(redact(text)) == redact(text)  # masking twice changes nothing
+
+
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [
+        ("planted-key-123\nX-Injected: 1", "a line break at position 16"),
+        ("planted-key-123\x1b[2J", "character U+001B at position 16"),
+        ("planted key-123", "a space at position 8"),
+    ],
+)
+def test_api_key_that_no_header_can_carry_is_refused_unseen(tmp_path: Path, key: str, what: str) -> None:
+    """Issue 15: an API key with a newline was echoed into stderr and the --out JSON (http.client's error
+    quotes the header). Now it is refused before any request, in one line naming the position, never the key."""
+    out = tmp_path / "bench.json"
+    for via_env in (False, True):
+        args = ["bench", "--endpoint", "http://127.0.0.1:9", "--model-name", "m", "--out", str(out)]
+        env = {"OPENAI_API_KEY": key} if via_env else {}
+        proc = _cli(*args, *([] if via_env else ["--api-key", key]), env={"XDG_CONFIG_HOME": str(tmp_path), **env})
+        assert proc.returncode == 2
+        assert proc.stderr == (
+            f"error: --api-key (or $OPENAI_API_KEY) holds {what}, which an HTTP header cannot carry (not shown).\n"
+        )
+        assert "planted" not in proc.stdout + proc.stderr and not out.exists()
+
+
+def _run_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """`python -m planner ARGS` with stdout and stderr on a pseudo-terminal (rich draws its progress bar only
+    on a terminal); returns (exit code, everything it wrote there)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    full = {**os.environ, **env, "TERM": "xterm-256color", "COLUMNS": "250"}
+    full.pop("AGIPLAN_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "planner", *args], stdout=slave, stderr=slave, env=full, cwd=REPO)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        code = proc.wait(timeout=60)
+    return code, b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def test_url_credentials_never_reach_the_terminal(tmp_path: Path) -> None:
+    """Issue 15: an endpoint URL with `?key=...` or `user:password@` was shown whole in bench's progress bar
+    on a terminal. Through a pseudo-terminal against a real loopback server: the bar shows the URL masked."""
+    with OpenAIServer("ok") as srv:
+        url = srv.url.replace("http://", "http://alice:pa55word-7f3a@") + "/?key=s3cret-query-9c1e"
+        out = tmp_path / "bench.json"
+        args = ["bench", "--endpoint", url, "--model-name", "m", "--gen", "4", "--timeout", "5", "--out", str(out)]
+        code, shown = _run_on_a_terminal(args, {"XDG_CONFIG_HOME": str(tmp_path)})
+        assert srv.n_requests >= 1  # the request went out with the URL as given
+    assert code in (0, 1), shown
+    assert f"m at http://{MASK}@127.0.0.1" in shown  # the progress bar was drawn
+    for secret in ("pa55word-7f3a", "s3cret-query-9c1e", "alice"):
+        assert secret not in shown and secret not in out.read_text()
+
+
+def test_control_characters_from_files_never_reach_the_terminal(tmp_path: Path) -> None:
+    """Issue 15: ANSI escapes in a server file's hostname reached the terminal through `recommend`. Every line
+    the CLI's consoles write escapes them (planner/cli/_output.py): the hostname shows as text."""
+    server = json.loads(_cli("detect", "--format", "json", env={}).stdout)
+    server["hostname"] = "evil\x1b[2J\x1b]0;pwned\x07box"
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps(server))
+    stack = tmp_path / "stack.yaml"
+    stack.write_text("roles:\n  - name: a\n    models: [gemma-3-270m]\n    quants: [Q8_0]\n    ctx: 2048\n")
+    proc = _cli("recommend", str(stack), "--server-file", str(path), env={})
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr
+    assert "evil\\x1b[2J\\x1b]0;pwned" in proc.stdout  # shown, escaped

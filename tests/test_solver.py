@@ -863,6 +863,7 @@ def test_recommend_reports_progress_kind_by_kind(side_by_side: bool) -> None:
         assert alone == [f"searching {k}" for k in kinds]
 
 
+@pytest.mark.slow
 def test_option_kinds_side_by_side_give_the_same_answers() -> None:
     """The kinds of large stacks run in threads (HiGHS releases the GIL, so the long MILPs overlap): each keeps its
     own search and clock, only the memoized estimates are shared, so where every kind settles within its

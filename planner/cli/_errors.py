@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 
 from planner.errors import PlannerError, shown
 from planner.redact import redact
@@ -41,7 +43,26 @@ def _leave_now(code: int) -> None:
     os._exit(code)
 
 
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # 143, what a shell reports for a process ended by SIGTERM
+_terminated = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (systemd stop, `kill`, a CI timeout) ends agiplan the way Ctrl-C does: as KeyboardInterrupt,
+    so every cleanup that Ctrl-C runs (temp files removed, worker processes ended, partial results saved)
+    runs for it too; the exit code is 143 instead of 130."""
+    _terminated.set()
+    raise KeyboardInterrupt
+
+
+def interrupted_exit_code() -> int:
+    """130 after Ctrl-C, 143 after SIGTERM."""
+    return SIGTERM_EXIT_CODE if _terminated.is_set() else 130
+
+
 def run(app: Callable[[], object]) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except PlannerError as exc:
@@ -52,13 +73,16 @@ def run(app: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         if _searching():
-            _leave_now(130)
-        sys.exit(130)
+            _leave_now(interrupted_exit_code())
+        sys.exit(interrupted_exit_code())
     except SystemExit as exc:  # typer turns Ctrl-C into a silent Exit(130)
+        code = SIGTERM_EXIT_CODE if exc.code == 130 and _terminated.is_set() else exc.code
         if _searching():
-            if not (exc.code is None or isinstance(exc.code, int)):  # sys.exit("message"): Python would print it
-                sys.stderr.write(f"{exc.code}\n")
-            _leave_now(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
+            if not (code is None or isinstance(code, int)):  # sys.exit("message"): Python would print it
+                sys.stderr.write(f"{code}\n")
+            _leave_now(code if isinstance(code, int) else 0 if code is None else 1)
+        if code != exc.code:
+            raise SystemExit(code) from None
         raise
     except BrokenPipeError:
         # `agiplan ... | head`: the reader went away; not an error worth a traceback.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from planner.estimate.types import Device
-    from planner.measure.bench_llama import LlamaBenchConfig
+    from planner.measure.bench_llama import LlamaBenchConfig, WorkerJob
     from planner.measure.results import BenchResult, BenchRun
+    from planner.measure.synthetic import SyntheticFile
+    from planner.plan.schema import Placement
 
 
 def register(app: typer.Typer) -> None:
@@ -87,6 +90,13 @@ def bench_command(
         str | None,
         typer.Option("--api-key", envvar="OPENAI_API_KEY", help="Endpoint: bearer token; never printed or saved."),
     ] = None,
+    on_this_host: Annotated[
+        bool,
+        typer.Option(
+            "--on-this-host",
+            help="Plan: bench the roles on this host's devices even where it lacks the plan's GPUs (noted per run).",
+        ),
+    ] = False,
     calibrate: Annotated[
         bool, typer.Option("--calibrate/--no-calibrate", help="Save measured ÷ predicted in the profile.")
     ] = True,
@@ -126,24 +136,42 @@ def bench_command(
     )
     if endpoint is None:
         lcfg.check()
+    if endpoint is not None and not model_name:
+        raise PlannerError("--endpoint needs --model-name NAME (the model the server serves).")
+    if endpoint is not None and api_key is not None:
+        from planner.redact import header_value, register_secret
+
+        register_secret(api_key)  # masked everywhere from here on, even if it is refused just below
+        api_key = header_value(api_key, "--api-key (or $OPENAI_API_KEY)")
+    if plan is not None and not server:
+        raise PlannerError("--plan needs --server NAME (one of the plan's servers).")
+    # checked before anything is spent (written, loaded, started); refusals save no --out
+    to_write: SyntheticFile | None = None
+    if model is not None or synthetic is not None:
+        from planner.measure.llama_runner import require_llama_cpp
+        from planner.measure.synthetic import check_room_for, synthetic_file
+
+        require_llama_cpp()
+        if synthetic is not None:
+            to_write = synthetic_file(synthetic, quant or "Q4_K_M")
+            check_room_for([to_write])
     result = _new_result(measure_host, Path(model) if model else None)
+    planned = _prepare_plan(result, plan, server or "", option, lcfg, on_this_host) if plan is not None else None
     code = 0
     try:
         if endpoint is not None:
-            if not model_name:
-                raise PlannerError("--endpoint needs --model-name NAME (the model the server serves).")
-            code = _bench_endpoint(result, endpoint, model_name, concurrency, n_gen, timeout, ctx, api_key)
-        elif plan is not None:
-            if not server:
-                raise PlannerError("--plan needs --server NAME (one of the plan's servers).")
-            code = _bench_plan(result, plan, server, option, lcfg)
+            code = _bench_endpoint(result, endpoint, model_name or "", concurrency, n_gen, timeout, ctx, api_key)
+        elif planned is not None:
+            code = _bench_plan(result, planned)
         else:
-            path = _model_path(model) if model else _synthetic_path(synthetic or "", quant or "Q4_K_M")
+            path = _write_synthetic(to_write) if to_write is not None else _model_path(model or "")
             code = _bench_gguf(result, path, lcfg, gpu_layers, "synthetic" if synthetic else "model", calibrate)
         result.complete = code == 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (planner/cli/_errors.py turns it into this)
+        from planner.cli._errors import interrupted_exit_code
+
         stderr_console().print("interrupted: keeping what was measured", style="yellow")
-        code = 130
+        code = interrupted_exit_code()
     finally:
         if out is not None:
             from planner.measure.results import save_result
@@ -200,16 +228,19 @@ def _model_path(ref: str) -> Path:
     )
 
 
-def _synthetic_path(model_id: str, quant: str) -> Path:
+def _write_synthetic(f: SyntheticFile) -> Path:
+    """The synthetic GGUF of `f`, written now unless it is cached (disk room was checked before)."""
     from planner.measure.synthetic import synthetic_for_catalog
 
+    if f.cached:
+        return f.path
     with _progress() as prog:
-        task = prog.add_task(f"writing synthetic {model_id} {quant}", total=None)
+        task = prog.add_task(f"writing synthetic {f.model_id} {f.quant}", total=None)
 
         def step(done: int, total: int) -> None:
             prog.update(task, completed=done, total=total)
 
-        return synthetic_for_catalog(model_id, quant, progress=step)
+        return synthetic_for_catalog(f.model_id, f.quant, out_dir=f.path.parent, progress=step)
 
 
 def _run_progress(prog: Progress, label: str) -> Any:
@@ -259,6 +290,7 @@ def _bench_endpoint(
 ) -> int:
     from planner.measure.endpoint import EndpointConfig, bench_endpoint, is_ollama, ollama_ps, ollama_timings
     from planner.measure.records import add_ollama_figures, endpoint_run
+    from planner.redact import redact
 
     try:
         levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
@@ -270,7 +302,7 @@ def _bench_endpoint(
     cfg.check()
     ollama = is_ollama(url, timeout_s=min(timeout, 5.0))
     with _progress() as prog:
-        task = prog.add_task(f"{name} at {url}", total=len(levels))
+        task = prog.add_task(f"{name} at {redact(url)}", total=len(levels))
         measured = bench_endpoint(cfg, progress=lambda done, total: prog.update(task, completed=done))
     failed = False
     for lv in measured:
@@ -286,22 +318,76 @@ def _bench_endpoint(
     return 1 if failed else 0
 
 
-def _bench_plan(result: BenchResult, plan_path: Path, server: str, option: int | None, lcfg: LlamaBenchConfig) -> int:
-    from planner.measure.bench_llama import WorkerJob, run_workers
-    from planner.measure.records import plan_job, plan_run, plan_server, unbenchable_plan_run
+@dataclass(frozen=True)
+class _PlanBench:
+    """A plan's server ready to bench: every check passed, the synthetic files still to write, one worker
+    job per benchable role, and what this host lacks of the plan's GPUs (with --on-this-host)."""
+
+    server: str
+    jobs: list[WorkerJob]
+    placements: dict[str, tuple[Placement, Path]]
+    to_write: list[SyntheticFile]
+    gpu_gap: str | None
+
+
+def _prepare_plan(
+    result: BenchResult, plan_path: Path, server: str, option: int | None, lcfg: LlamaBenchConfig, on_this_host: bool
+) -> _PlanBench:
+    """Check before anything is spent, in this order: the engine (llama-cpp-python), this host's GPUs against
+    the plan's, each role's settings, then disk room and cache cap for every synthetic file at once.
+    Placements the in-process bench cannot run go into `result` as error records."""
+    from planner.measure.host import plan_gpu_gap
+    from planner.measure.llama_runner import require_llama_cpp
+    from planner.measure.records import plan_job, plan_server, unbenchable_plan_run
+    from planner.measure.synthetic import check_room_for, synthetic_file
     from planner.plan.schema import load_plan
 
     srv = plan_server(load_plan(plan_path), plan_path, server, option)
-    jobs: list[WorkerJob] = []
-    placements = {}
+    benched = []
     for pl in srv.placements:
         skipped = unbenchable_plan_run(pl)
         if skipped is not None:
             result.runs.append(skipped)
-            continue
-        path = _model_path(pl.model) if Path(pl.model).expanduser().is_file() else _synthetic_path(pl.model, pl.quant)
+        else:
+            benched.append(pl)
+    if benched:
+        require_llama_cpp()
+    gap = plan_gpu_gap(srv, benched, _HOST_CACHE["info"])
+    if gap is not None and not on_this_host:
+        raise PlannerError(
+            f"server {srv.name!r} of the plan places roles on {gap}. Bench on that server, or add --on-this-host "
+            "to run the roles on this host's devices (the figures then do not check the plan)."
+        )
+    jobs: list[WorkerJob] = []
+    placements: dict[str, tuple[Placement, Path]] = {}
+    to_write: dict[Path, SyntheticFile] = {}
+    for pl in benched:
+        if Path(pl.model).expanduser().is_file():
+            path = _model_path(pl.model)
+        else:
+            f = synthetic_file(pl.model, pl.quant)
+            path = f.path
+            if not f.cached:
+                to_write[f.path] = f
         jobs.append(plan_job(pl, path, lcfg, srv))
         placements[pl.role] = (pl, path)
+    check_room_for(list(to_write.values()))
+    return _PlanBench(server, jobs, placements, list(to_write.values()), gap)
+
+
+def _bench_plan(result: BenchResult, planned: _PlanBench) -> int:
+    """Write the synthetic files, then bench every role alone, then all together."""
+    from planner.measure.bench_llama import run_workers
+    from planner.measure.records import plan_run
+
+    for f in planned.to_write:
+        _write_synthetic(f)
+    jobs, placements, server = planned.jobs, planned.placements, planned.server
+
+    def record(run: BenchRun) -> None:
+        if planned.gpu_gap is not None:
+            run.notes.append(f"benched on this host, which lacks {planned.gpu_gap}: not the plan's devices")
+        result.runs.append(run)
 
     with _progress() as prog:
         task = prog.add_task(f"{server}: roles one by one", total=len(jobs) + 1)
@@ -309,13 +395,13 @@ def _bench_plan(result: BenchResult, plan_path: Path, server: str, option: int |
             prog.update(task, description=f"{server}: {job.key} alone")
             (o,) = run_workers([job])
             pl, path = placements[job.key]
-            result.runs.append(plan_run(pl, path, "plan-alone", o.measured, o.error))
+            record(plan_run(pl, path, "plan-alone", o.measured, o.error))
             prog.advance(task)
         if len(jobs) > 1:
             prog.update(task, description=f"{server}: all {len(jobs)} roles together")
             for o in run_workers(jobs):
                 pl, path = placements[o.key]
-                result.runs.append(plan_run(pl, path, "plan-together", o.measured, o.error))
+                record(plan_run(pl, path, "plan-together", o.measured, o.error))
         prog.advance(task)
     return 1 if result.failed else 0
 

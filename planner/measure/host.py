@@ -20,6 +20,7 @@ from planner.catalog import Catalog
 from planner.estimate.types import Device
 from planner.hardware.detect import HostInfo
 from planner.measure.results import GpuSummary, HostSummary
+from planner.plan.schema import Placement, PlanServer
 
 
 def detect_this_host(
@@ -70,6 +71,25 @@ def host_summary(info: HostInfo, host: Device) -> HostSummary:
         device_id=host.id,
         notes=list(info.notes),
     )
+
+
+def plan_gpu_gap(server: PlanServer, placements: list[Placement], info: HostInfo) -> str | None:
+    """What this host lacks of the GPUs `placements` of `server` are placed on, in plain words ("GPU 0
+    (rtx-4090), GPU 1 (rtx-4090); this host has no GPU"), or None when each of those GPU indices is here
+    and is the planned card (matched to the catalog by name, as `agiplan detect` does)."""
+    here = {g.index: g for g in info.gpus}
+    missing = []
+    for i in sorted({i for pl in placements for i in pl.gpu_indices}):
+        planned = server.gpus[i] if i < len(server.gpus) else "a GPU"
+        have = here.get(i)
+        if have is None:
+            missing.append(f"GPU {i} ({planned})")
+        elif have.catalog_id != planned:
+            missing.append(f"GPU {i} ({planned}, here a {have.name})")
+    if not missing:
+        return None
+    found = ", ".join(f"GPU {g.index} {g.name}" for g in info.gpus) if info.gpus else "no GPU"
+    return f"{', '.join(missing)}; this host has {found}"
 
 
 # ------------------------------------------------------------------------------------ process memory

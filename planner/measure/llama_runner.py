@@ -29,6 +29,12 @@ def _llama_cpp() -> Any:
     return llama_cpp
 
 
+def require_llama_cpp() -> None:
+    """Fail now, in one line, when llama-cpp-python cannot be imported: bench asks before it writes a
+    synthetic file or starts a worker, not after."""
+    _llama_cpp()
+
+
 @contextlib.contextmanager
 def captured_llama_log() -> Iterator[list[str]]:
     """Collect llama.cpp / ggml log text while the block runs (restores llama-cpp-python's logger after)."""
@@ -96,9 +102,7 @@ def loaded_context(path: str | Path, p: LlamaParams) -> Iterator[tuple[Any, Any,
             cparams.type_k = ggml_type_id(p.type_k)
             cparams.type_v = ggml_type_id(p.type_v)
             cparams.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-                if p.flash_attn
-                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if p.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
             cparams.swa_full = p.swa_full
             cparams.kv_unified = p.kv_unified

@@ -8,15 +8,23 @@ for the architecture (src/models/<arch>.cpp `load_arch_hparams`; `src/llama-mode
 SentencePiece-style vocabulary (<unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, then filler
 pieces) of the model's vocabulary size, so llama.cpp loads it like a real file.
 
-Quantized blocks are random bytes whose f16 scale fields (ggml-common.h `block_q4_K` etc.: `d`, `dmin`)
-are set to small finite values, so every weight is finite; float tensors are N(0, 0.02). A random
-pool of blocks is tiled over each tensor (writing a 40 GB file costs disk time, not random numbers).
+The tensor data are written sparse by default: holes up to the file's size, read as zeros (a zero scale
+makes every quantized weight 0), so a 40 GB model takes the disk room and the write time of its header
+where the filesystem keeps holes (ext4, xfs, btrfs, tmpfs; elsewhere the zeros are written). Dense files
+(`sparse=False`) hold random blocks whose f16 scale fields (ggml-common.h `block_q4_K` etc.: `d`, `dmin`)
+are set to small finite values, so every weight is finite; float tensors are N(0, 0.02); a random pool of
+blocks is tiled over each tensor. llama.cpp allocates the same buffers for both and decodes both at the
+same speed (tests/test_synthetic.py measures it).
+
+Before writing, `check_room` refuses what would leave less than 1 GiB free on the disk or take the cache
+over its cap ($AGIPLAN_SYNTHETIC_CACHE_GIB, 64 GiB), and temp files of writers that died are removed.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -204,12 +212,28 @@ def write_synthetic_gguf(
     seed: int = 0,
     progress: ProgressFn | None = None,
     encoders: bool = False,
+    sparse: bool = True,
 ) -> Path:
-    """Write `arch` at `quant` with random weights to `path` (atomically: temp file, then rename). With
-    `encoders`, BERT-style embedding models too (for memory measurements: they load, but do not decode)."""
-    import numpy as np
-    from gguf import GGMLQuantizationType, GGUFWriter
+    """Write `arch` at `quant` to `path` (atomically: temp file, then rename). Sparse (the default): the tensor
+    data are holes (every weight 0; the file takes the room of its header where the filesystem keeps holes);
+    dense: random weights (`_pool`). With `encoders`, BERT-style embedding models too (for memory
+    measurements: they load, but do not decode)."""
+    weights = _planned_weights(arch, quant, encoders)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path.parent)
+    check_room(path.parent, [_disk_bytes(arch, weights, sparse=sparse and holes_supported(path.parent))])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    try:
+        _write(arch, weights, tmp, name or f"{arch.name} (synthetic {quant})", seed, progress, sparse)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
+
+def _planned_weights(arch: ModelArch, quant: str, encoders: bool) -> ModelWeights:
     from planner.model.quant_scheme import weights_for
 
     if not supports(arch, encoders=encoders):
@@ -217,22 +241,20 @@ def write_synthetic_gguf(
             f"synthetic GGUFs are written for decoder models with a known layout; '{arch.name}' "
             f"({arch.architecture}) is not one. Bench the real file with --model PATH."
         )
-    weights = weights_for(arch, quant)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    total = weights.total_bytes
-    free = _free_bytes(path.parent)
-    if free is not None and free < total + 64 * 2**20:
-        raise PlannerError(
-            f"{path.parent} has {free / 2**30:.1f} GiB free; the synthetic {arch.name} {quant} needs "
-            f"{total / 2**30:.1f} GiB. Free space or set AGIPLAN_CACHE_DIR to a larger disk."
-        )
-    rng = np.random.default_rng(seed)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return weights_for(arch, quant)
+
+
+def _write(
+    arch: ModelArch, weights: ModelWeights, tmp: Path, name: str, seed: int, progress: ProgressFn | None, sparse: bool
+) -> None:
+    """Header, metadata and tensor infos through GGUFWriter; then the data: holes up to the final size
+    (`sparse`) or the random pool tiled over each tensor."""
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
+
     w = GGUFWriter(str(tmp), arch.architecture)
     try:
-        _add_metadata(w, arch, weights, name or f"{arch.name} (synthetic {quant})")
-        pools: dict[str, Any] = {}
+        _add_metadata(w, arch, weights, name)
         for t in weights.tensors:
             qt = GGMLQuantizationType[t.ggml_type]
             np_shape = tuple(reversed(t.shape))
@@ -241,14 +263,28 @@ def write_synthetic_gguf(
             elif t.ggml_type == "F16":
                 w.add_tensor_info(t.name, np_shape, np.dtype(np.float16), t.n_bytes)
             else:
-                from gguf import GGML_QUANT_SIZES
-
                 block, type_size = GGML_QUANT_SIZES[qt]
                 byte_shape = (*np_shape[:-1], np_shape[-1] // block * type_size)
                 w.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), t.n_bytes, raw_dtype=qt)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
+        total = weights.total_bytes
+        if sparse:
+            # GGUFWriter lays tensor data out from the aligned end of the tensor infos, each padded to the
+            # alignment (gguf-py gguf_writer.py write_ti_data_to_file / write_tensor_data); truncate extends
+            # the file with holes, which read as zeros (a zero scale `d` makes every quantized weight 0)
+            assert w.fout is not None
+            fout = w.fout[0]
+            fout.flush()
+            align = w.data_alignment
+            data_bytes = sum(GGUFWriter.ggml_pad(t.n_bytes, align) for t in weights.tensors)
+            fout.truncate(GGUFWriter.ggml_pad(fout.tell(), align) + data_bytes)
+            if progress is not None:
+                progress(total, total)
+            return
+        rng = np.random.default_rng(seed)
+        pools: dict[str, Any] = {}
         done = 0
         for t in weights.tensors:
             pool = pools.get(t.ggml_type)
@@ -263,13 +299,97 @@ def write_synthetic_gguf(
             done += t.n_bytes
             if progress is not None:
                 progress(done, total)
+    finally:
         w.close()
-        os.replace(tmp, path)
-    except BaseException:
-        w.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+
+# ------------------------------------------------------------------------------- disk: room, holes, cap
+
+
+TEMP_SUFFIX = ".tmp"
+DISK_MARGIN_BYTES = 2**30  # left free on the cache's disk after writing: a full disk breaks more than agiplan
+CACHE_CAP_ENV = "AGIPLAN_SYNTHETIC_CACHE_GIB"
+DEFAULT_CACHE_CAP_GIB = 64.0  # a dense 70B Q4_K_M is 40 GiB; sparse files take megabytes
+
+
+def _disk_bytes(arch: ModelArch, weights: ModelWeights, *, sparse: bool) -> int:
+    """Bytes the file takes on disk: all of it (dense), or at most its metadata (sparse): the vocabulary
+    (8-byte length, the piece, score and type: under 64 B a token here) and the tensor infos (name, dims,
+    type, offset: under 256 B each), plus 1 MiB."""
+    if not sparse:
+        return weights.total_bytes + 1024 * 1024
+    return arch.vocab_size * 64 + len(weights.tensors) * 256 + 1024 * 1024
+
+
+def holes_supported(folder: Path) -> bool:
+    """Whether files in `folder` keep holes: a 16 MiB file extended by truncate allocates (almost) nothing."""
+    probe = folder / f".agiplan-holes.{os.getpid()}{TEMP_SUFFIX}"
+    size = 16 * 2**20
+    try:
+        with open(probe, "wb") as f:
+            f.truncate(size)
+            f.flush()
+            allocated = os.fstat(f.fileno()).st_blocks * 512
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    return allocated < size // 2
+
+
+def allocated_bytes(path: Path) -> int:
+    """Bytes `path` takes on disk (holes not counted)."""
+    return int(path.stat().st_blocks) * 512
+
+
+def cache_cap_bytes() -> int:
+    """The synthetic cache's cap: $AGIPLAN_SYNTHETIC_CACHE_GIB (a positive number of GiB), else 64 GiB."""
+    raw = os.environ.get(CACHE_CAP_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_CACHE_CAP_GIB * 2**30)
+    try:
+        gib = float(raw)
+    except ValueError:
+        gib = -1.0
+    if not 0 < gib < 1e9:
+        raise PlannerError(f"{CACHE_CAP_ENV} takes a positive number of GiB, got {raw[:40]!r}.")
+    return int(gib * 2**30)
+
+
+def check_room(folder: Path, new_disk_bytes: list[int]) -> None:
+    """Refuse, before anything is written, files of `new_disk_bytes` that would leave less than
+    DISK_MARGIN_BYTES free on `folder`'s disk or take the synthetic files there over the cache cap."""
+    need = sum(new_disk_bytes)
+    if not need:
+        return
+    free = _free_bytes(folder)
+    if free is not None and free < need + DISK_MARGIN_BYTES:
+        raise PlannerError(
+            f"{folder} has {free / 2**30:.1f} GiB free; the synthetic GGUF(s) need {need / 2**30:.1f} GiB plus "
+            f"{DISK_MARGIN_BYTES / 2**30:.0f} GiB left free. Free space or set AGIPLAN_CACHE_DIR to a larger disk."
+        )
+    held = [p for p in folder.glob("*.synthetic.gguf") if p.is_file()]
+    held_bytes = sum(allocated_bytes(p) for p in held)
+    cap = cache_cap_bytes()
+    if held_bytes + need > cap:
+        raise PlannerError(
+            f"the synthetic cache {folder} holds {held_bytes / 2**30:.1f} GiB in {len(held)} file(s) and needs "
+            f"{need / 2**30:.1f} GiB more, over its cap of {cap / 2**30:.1f} GiB: delete files there or raise "
+            f"{CACHE_CAP_ENV}."
+        )
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files (`.<name>.<pid>.tmp`) of writers that are gone (killed with SIGKILL, power cut)."""
+    import psutil
+
+    removed = []
+    for p in folder.glob(f".*.synthetic.gguf.*{TEMP_SUFFIX}"):
+        pid_text = p.name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[-1]
+        if pid_text.isdigit() and not psutil.pid_exists(int(pid_text)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _free_bytes(folder: Path) -> int | None:
@@ -288,6 +408,47 @@ def cache_dir() -> Path:
     return agiplan_cache_dir("synthetic")
 
 
+@dataclass(frozen=True)
+class SyntheticFile:
+    """The synthetic GGUF of a catalog model at a quant in the cache: where it goes, what it holds, and
+    whether it is there already (written once, reused after)."""
+
+    model_id: str
+    quant: str
+    path: Path
+    arch: ModelArch
+    weights: ModelWeights
+
+    @property
+    def cached(self) -> bool:
+        return self.path.is_file()
+
+
+def synthetic_file(model_id: str, quant: str, *, out_dir: Path | None = None) -> SyntheticFile:
+    """The cache entry of `model_id` at `quant` (the model and quant checked: unknown ids and layouts
+    without a synthetic form fail here, before anything is written)."""
+    from planner.catalog import load_catalog
+    from planner.io import safe_file_name
+
+    arch = load_catalog().arch(model_id)
+    weights = _planned_weights(arch, quant, encoders=False)
+    path = (out_dir or cache_dir()) / f"{safe_file_name(f'{model_id}-{quant.upper()}')}.synthetic.gguf"
+    return SyntheticFile(model_id, quant.upper(), path, arch, weights)
+
+
+def check_room_for(files: list[SyntheticFile]) -> None:
+    """Disk room and cache cap for every file of `files` not yet cached, all at once: a plan's roles are
+    refused together before the first file is written."""
+    by_folder: dict[Path, list[SyntheticFile]] = {}
+    for f in files:
+        if not f.cached and f.path not in {g.path for g in by_folder.get(f.path.parent, [])}:
+            by_folder.setdefault(f.path.parent, []).append(f)
+    for folder, todo in by_folder.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        sparse = holes_supported(folder)
+        check_room(folder, [_disk_bytes(f.arch, f.weights, sparse=sparse) for f in todo])
+
+
 def synthetic_for_catalog(
     model_id: str,
     quant: str,
@@ -296,13 +457,7 @@ def synthetic_for_catalog(
     progress: ProgressFn | None = None,
 ) -> Path:
     """The synthetic GGUF of catalog model `model_id` at `quant`, written once into the cache (reused after)."""
-    from planner.catalog import load_catalog
-
-    cat = load_catalog()
-    arch = cat.arch(model_id)
-    from planner.io import safe_file_name
-
-    path = (out_dir or cache_dir()) / f"{safe_file_name(f'{model_id}-{quant.upper()}')}.synthetic.gguf"
-    if path.exists():
-        return path
-    return write_synthetic_gguf(arch, quant, path, name=f"{arch.name} (synthetic {quant.upper()})", progress=progress)
+    f = synthetic_file(model_id, quant, out_dir=out_dir)
+    if f.cached:
+        return f.path
+    return write_synthetic_gguf(f.arch, f.quant, f.path, name=f"{f.arch.name} (synthetic {f.quant})", progress=progress)

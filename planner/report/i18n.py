@@ -19,6 +19,7 @@ def check_lang(lang: str) -> None:
     if lang not in LANGS:
         raise PlannerError(f"--lang {lang!r}: use one of {', '.join(LANGS)}.")
 
+
 EN: dict[str, str] = {
     "title": "agiplan report: {stack}",
     "generated": "From plan created {created} by agiplan {version}.",
@@ -58,7 +59,7 @@ EN: dict[str, str] = {
     "option_heading": "Option {index}: {kind_text}",
     "option_heading_rec": "Option {index}: {kind_text} (recommended)",
     "failing": "Below target: {roles}.",
-    "server_heading": "Server `{name}` ({state}): {hardware}",
+    "server_heading": "Server {name} ({state}): {hardware}",
     "server_new": "to buy, {cost} USD",
     "server_existing": "existing",
     "roles": "Roles",
@@ -123,7 +124,7 @@ EN: dict[str, str] = {
     "deploy_note": "Write these as scripts with `agiplan deploy plan.json --server NAME --out DIR` "
     "(add `--compose` for compose.yaml). Agents call roles through the router "
     "(`router/litellm-config.yaml`), not ports.",
-    "deploy_server": "Server `{name}`",
+    "deploy_server": "Server {name}",
     "deploy_error": "Not generated: {error}",
     "col.url": "endpoint",
     "assumptions": "Assumptions and sources",
@@ -189,7 +190,7 @@ RU: dict[str, str] = {
     "option_heading": "Вариант {index}: {kind_text}",
     "option_heading_rec": "Вариант {index}: {kind_text} (рекомендуется)",
     "failing": "Ниже цели: {roles}.",
-    "server_heading": "Сервер `{name}` ({state}): {hardware}",
+    "server_heading": "Сервер {name} ({state}): {hardware}",
     "server_new": "купить, {cost} USD",
     "server_existing": "имеющийся",
     "roles": "Роли",
@@ -254,7 +255,7 @@ RU: dict[str, str] = {
     "deploy_note": "Скрипты записывает `agiplan deploy plan.json --server ИМЯ --out КАТАЛОГ` "
     "(с `--compose` — ещё compose.yaml). Агенты обращаются к ролям через маршрутизатор "
     "(`router/litellm-config.yaml`), а не к портам.",
-    "deploy_server": "Сервер `{name}`",
+    "deploy_server": "Сервер {name}",
     "deploy_error": "Не сформировано: {error}",
     "col.url": "адрес",
     "assumptions": "Допущения и источники",

@@ -3,10 +3,16 @@
 Order: summary and recommendation, options side by side, each option's servers (roles table, memory per
 device as a Mermaid pie with a plain-text bar fallback, headroom), what to buy, predicted vs measured,
 deployment commands, assumptions and sources. Tables are GitHub-flavoured (pipes escaped in cells).
+
+Every string that comes from a plan or a bench file (role, model, server and host names, reasons, notes,
+errors, commands) is inert here: `md` for text (no raw HTML, no new heading, list, link or emphasis),
+`code` for inline code spans, `fence` for blocks (a fence longer than any backtick run inside), `plain`
+inside a fence (one line, no control characters).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from planner.plan.schema import Plan
@@ -22,6 +28,51 @@ def render_report(plan: Plan, bench_runs: Sequence[BenchFile] = (), lang: str = 
     return render_markdown(build_report(plan, bench_runs), lang)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # C0, DEL, C1, Unicode line separators
+_INLINE = re.compile(r"([\\`*\[\]~])")  # code, emphasis, links and images, strikethrough
+_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")  # Q4_K_M stays as it is: intraword _ is literal
+# a heading, quote, list or rule at the start of a line: "#", ">", "+", "=", "-", or "1." / "1)"
+_BLOCK_START = re.compile(r"^(\s*)([#>+=-]|\d{1,9}(?=[.)]))")
+
+
+def plain(text: object) -> str:
+    """`text` on one line without control characters (for a fence's content and Mermaid titles)."""
+    return _CONTROL.sub(" ", str(text)).strip()
+
+
+def md(text: object, *, line_start: bool = False) -> str:
+    """Plan or bench `text` as inert inline Markdown: one line, HTML's & < > as entities (no raw HTML such
+    as <img onerror=...>), the characters that would start code, emphasis or a link backslash-escaped
+    (CommonMark: any ASCII punctuation may be escaped); with `line_start` (a paragraph or a list item's
+    text), also what would make it a heading, quote, list or rule."""
+    out = plain(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = _UNDERSCORE.sub(r"\_", _INLINE.sub(r"\\\1", out))
+    return _BLOCK_START.sub(_escape_block_start, out) if line_start else out
+
+
+def _escape_block_start(m: re.Match[str]) -> str:
+    """`# x` -> `\\# x`, `- x` -> `\\- x`; `1. x` -> `1\\. x` (a backslash before a digit is literal)."""
+    lead, mark = m[1], m[2]
+    return f"{lead}{mark}\\" if mark[0].isdigit() else f"{lead}\\{mark}"
+
+
+def code(text: object) -> str:
+    """`text` as an inline code span that it cannot close: delimited by one backtick more than its longest
+    run of backticks, padded with a space where it starts or ends with one (CommonMark 6.1)."""
+    body = plain(text)
+    ticks = "`" * (max((len(r) for r in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{ticks}{pad}{body}{pad}{ticks}"
+
+
+def fence(info: str, lines: Sequence[str]) -> list[str]:
+    """A fenced block around `lines`: at least three backticks, one more than the longest backtick run in
+    them, so no line inside (a model name, a command) can close it (CommonMark 4.5)."""
+    longest = max((len(r) for line in lines for r in re.findall(r"`+", line)), default=0)
+    marks = "`" * max(3, longest + 1)
+    return [f"{marks}{info}", *lines, marks]
+
+
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -30,7 +81,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     out = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return out
-
 
 
 def _usd(x: float) -> str:
@@ -55,9 +105,9 @@ def _breaks_first(lang: str, o: OptionView) -> str:
         return t(lang, "breaks.unknown")
     for h in o.headroom:
         if h.slot_plus1 == "breaks":
-            return t(lang, "breaks.slot", role=h.role, device=f"{h.server}/{h.slot_plus1_device}")
+            return t(lang, "breaks.slot", role=md(h.role), device=md(f"{h.server}/{h.slot_plus1_device}"))
         if h.ctx_x2 == "breaks":
-            return t(lang, "breaks.ctx", role=h.role, device=f"{h.server}/{h.ctx_x2_device}")
+            return t(lang, "breaks.ctx", role=md(h.role), device=md(f"{h.server}/{h.ctx_x2_device}"))
     if all(h.ctx_x2 == "unknown" and h.slot_plus1 == "unknown" for h in o.headroom):
         return t(lang, "breaks.unknown")
     return t(lang, "breaks.none")
@@ -74,15 +124,15 @@ def _summary(r: Report, lang: str) -> list[str]:
     if o.total_cost_usd <= 0:
         out.append(t(lang, "rec_cost_zero"))
     else:
-        servers = ", ".join(f"{s.name}: {s.hardware}" for s in new) or "-"
+        servers = ", ".join(f"{md(s.name)}: {md(s.hardware)}" for s in new) or "-"
         out.append(t(lang, "rec_cost", cost=_usd(o.total_cost_usd), servers=servers))
     if o.meets_targets:
         out.append(t(lang, "rec_targets_ok"))
     else:
-        out.append(t(lang, "rec_targets_fail", roles=", ".join(o.failing_roles)))
-    out.append(t(lang, "rec_why", why=o.why))
+        out.append(t(lang, "rec_targets_fail", roles=", ".join(md(x) for x in o.failing_roles)))
+    out.append(t(lang, "rec_why", why=md(o.why)))
     out.append(t(lang, "rec_breaks", text=_breaks_first(lang, o)) + ".")
-    others = [f"{x.index} `{x.kind}`" for x in r.options if x.index != o.index]
+    others = [f"{x.index} {code(x.kind)}" for x in r.options if x.index != o.index]
     if others:
         out.append(t(lang, "rec_alt", items=", ".join(others)))
     return [*out[:2], " ".join(out[2:]), ""]
@@ -95,7 +145,7 @@ def _options_table(r: Report, lang: str) -> list[str]:
         t(lang, "col.buy"),
         t(lang, "col.quality"),
         t(lang, "col.targets"),
-        *[f"{role} tok/s" for role in r.role_names],
+        *[f"{md(role)} tok/s" for role in r.role_names],
         t(lang, "col.breaks"),
         t(lang, "col.free"),
     ]
@@ -106,11 +156,11 @@ def _options_table(r: Report, lang: str) -> list[str]:
         for role in r.role_names:
             rv = o.role(role)
             speeds.append(_toks(rv) if rv else t(lang, "not_here"))
-        free = f"{fmt_gib(o.largest_free_bytes)} ({o.largest_free_device})" if o.largest_free_device else "0"
+        free = f"{fmt_gib(o.largest_free_bytes)} ({md(o.largest_free_device)})" if o.largest_free_device else "0"
         rows.append(
             [
                 label,
-                f"`{o.kind}`",
+                code(o.kind),
                 _usd(o.total_cost_usd),
                 f"{o.quality_score:.2f}",
                 t(lang, "yes") if o.meets_targets else t(lang, "no"),
@@ -120,7 +170,7 @@ def _options_table(r: Report, lang: str) -> list[str]:
             ]
         )
     out = [f"## {t(lang, 'options')}", "", t(lang, "options_note"), "", *_table(header, rows), ""]
-    out += [f"- **{o.index}** `{o.kind}`: {o.why}" for o in r.options]
+    out += [f"- **{o.index}** {code(o.kind)}: {md(o.why)}" for o in r.options]
     out.append("")
     return out
 
@@ -128,11 +178,11 @@ def _options_table(r: Report, lang: str) -> list[str]:
 def _role_rows(lang: str, roles: Sequence[RoleView]) -> list[list[object]]:
     rows: list[list[object]] = []
     for rv in roles:
-        devs = ", ".join(rv.devices) or "cpu"
+        devs = ", ".join(md(d) for d in rv.devices) or "cpu"
         if rv.gpu_indices:
             devs += " [" + ",".join(f"gpu{i}" for i in rv.gpu_indices) + "]"
         if rv.split_hosts:
-            devs += "; " + t(lang, "split_over", hosts=", ".join(rv.split_hosts))
+            devs += "; " + t(lang, "split_over", hosts=", ".join(md(h) for h in rv.split_hosts))
         if rv.residency == "on-demand":
             res = (
                 t(lang, "residency.on-demand", swap=f"{rv.swap_in_s:.1f} s")
@@ -142,15 +192,15 @@ def _role_rows(lang: str, roles: Sequence[RoleView]) -> list[list[object]]:
         else:
             res = t(lang, "residency.always")
         if rv.shares_base_with:
-            res += "; " + t(lang, "shares", base=rv.shares_base_with)
+            res += "; " + t(lang, "shares", base=md(rv.shares_base_with))
         rows.append(
             [
-                f"**{rv.role}**",
-                rv.model_name,
-                rv.quant,
+                f"**{md(rv.role)}**",
+                md(rv.model_name),
+                md(rv.quant),
                 rv.ctx,
                 rv.parallel,
-                rv.engine,
+                md(rv.engine),
                 devs,
                 _toks(rv),
                 fmt_gib(rv.memory_bytes),
@@ -173,11 +223,10 @@ def _pie(server: str, d: DeviceView, lang: str) -> list[str]:
         (t(lang, "part.margin"), d.margin_bytes),
         (t(lang, "part.free"), max(0, d.free_bytes)),
     ]
-    title = f"{server} {_device_label(d)}: {fmt_gib(d.used_bytes)} / {fmt_gib(d.capacity_bytes)}"
-    out = ["```mermaid", "pie showData", f"    title {title}"]
-    out += [f'    "{name}" : {b / GIB:.2f}' for name, b in parts if b / GIB >= 0.005]
-    out.append("```")
-    return out
+    title = plain(f"{server} {_device_label(d)}: {fmt_gib(d.used_bytes)} / {fmt_gib(d.capacity_bytes)}")
+    lines = ["pie showData", f"    title {title}"]
+    lines += [f'    "{name}" : {b / GIB:.2f}' for name, b in parts if b / GIB >= 0.005]
+    return fence("mermaid", lines)
 
 
 def text_bar(d: DeviceView, width: int = BAR_WIDTH) -> str:
@@ -204,20 +253,17 @@ def _memory(server: str, devices: Sequence[DeviceView], lang: str) -> list[str]:
         if d.used_bytes == 0 and d.kind == "cpu":
             continue
         out += [*_pie(server, d, lang), ""]
-    width = max((len(_device_label(d)) for d in devices), default=0)
-    out.append("```text")
-    out += [f"{_device_label(d).ljust(width)}  {text_bar(d)}" for d in devices]
-    out.append(t(lang, "legend"))
-    out += ["```", ""]
-    return out
+    width = max((len(plain(_device_label(d))) for d in devices), default=0)
+    bars = [f"{plain(_device_label(d)).ljust(width)}  {text_bar(d)}" for d in devices]
+    return [*out, *fence("text", [*bars, t(lang, "legend")]), ""]
 
 
 def _fit_text(lang: str, fit: str, extra: int | None, device: str | None, reason: str) -> str:
     if fit == "fits":
         return t(lang, "fit.fits", extra=fmt_bytes(extra)) if extra else t(lang, "fit.fits_noextra")
     if fit == "breaks":
-        return t(lang, "fit.breaks", device=device or "?", extra=fmt_bytes(extra or 0))
-    why = t(lang, f"reason.{reason}") if reason in ("split", "shared", "hf") else reason
+        return t(lang, "fit.breaks", device=md(device or "?"), extra=fmt_bytes(extra or 0))
+    why = t(lang, f"reason.{reason}") if reason in ("split", "shared", "hf") else md(reason)
     return t(lang, "fit.unknown", reason=why)
 
 
@@ -226,7 +272,7 @@ def _headroom(lang: str, rooms: Sequence[Headroom]) -> list[str]:
         return []
     rows = [
         [
-            f"**{h.role}**",
+            f"**{md(h.role)}**",
             _fit_text(lang, h.ctx_x2, h.ctx_x2_extra_bytes, h.ctx_x2_device, h.reason),
             _fit_text(lang, h.slot_plus1, h.slot_plus1_extra_bytes, h.slot_plus1_device, h.reason),
         ]
@@ -238,9 +284,9 @@ def _headroom(lang: str, rooms: Sequence[Headroom]) -> list[str]:
 
 def _option(o: OptionView, lang: str) -> list[str]:
     key = "option_heading_rec" if o.recommended else "option_heading"
-    out = [f"## {t(lang, key, index=o.index, kind_text=_kind_text(lang, o.kind))}", "", o.why, ""]
+    out = [f"## {t(lang, key, index=o.index, kind_text=_kind_text(lang, o.kind))}", "", md(o.why, line_start=True), ""]
     if o.failing_roles:
-        out += [t(lang, "failing", roles=", ".join(o.failing_roles)), ""]
+        out += [t(lang, "failing", roles=", ".join(md(x) for x in o.failing_roles)), ""]
     header = [
         t(lang, "col.role"),
         t(lang, "col.model"),
@@ -255,7 +301,7 @@ def _option(o: OptionView, lang: str) -> list[str]:
     ]
     for s in o.servers:
         state = t(lang, "server_new", cost=_usd(s.cost_usd)) if s.new else t(lang, "server_existing")
-        out += [f"### {t(lang, 'server_heading', name=s.name, state=state, hardware=s.hardware)}", ""]
+        out += [f"### {t(lang, 'server_heading', name=code(s.name), state=state, hardware=md(s.hardware))}", ""]
         if s.roles:
             out += [f"#### {t(lang, 'roles')}", "", *_table(header, _role_rows(lang, s.roles)), ""]
         out += _memory(s.name, s.devices, lang)
@@ -277,12 +323,12 @@ def _buy(r: Report, lang: str) -> list[str]:
     ]
     rows = [
         [
-            f"{p.option} `{r.options[p.option].kind}`",
-            p.server,
-            f"{p.id} ({p.kind})" if p.kind else p.id,
+            f"{p.option} {code(r.options[p.option].kind)}",
+            md(p.server),
+            f"{md(p.id)} ({md(p.kind)})" if p.kind else md(p.id),
             p.count,
             _usd(p.price_usd) if p.price_usd is not None else "?",
-            p.price_date or "?",
+            md(p.price_date or "?"),
         ]
         for p in r.parts
     ]
@@ -298,7 +344,7 @@ def _fmt_metric(name: str, v: float | None) -> str:
 def _bench(r: Report, lang: str) -> list[str]:
     if not r.bench:
         return []
-    hosts = ", ".join(sorted({f"`{b.host}` ({b.file})" for b in r.bench}))
+    hosts = ", ".join(sorted({f"{code(b.host)} ({md(b.file)})" for b in r.bench}))
     out = [f"## {t(lang, 'bench')}", "", f"> {t(lang, 'bench_note', hosts=hosts)}", ""]
     header = [
         t(lang, "col.run"),
@@ -310,9 +356,9 @@ def _bench(r: Report, lang: str) -> list[str]:
     ]
     rows: list[list[object]] = []
     for b in r.bench:
-        who = f"{b.role}: " if b.role else ""
-        run = f"{who}{b.model} · {b.engine} · ctx {b.ctx}"
-        verdict = t(lang, f"verdict.{b.verdict}") if b.verdict in ("pass", "fail") else b.verdict
+        who = f"{md(b.role)}: " if b.role else ""
+        run = f"{who}{md(b.model)} · {md(b.engine)} · ctx {b.ctx}"
+        verdict = t(lang, f"verdict.{b.verdict}") if b.verdict in ("pass", "fail") else md(b.verdict)
         for m in b.metrics:
             res = f"{m.residual * 100:+.1f} %" if m.residual is not None else "-"
             rows.append(
@@ -333,16 +379,15 @@ def _deploy(r: Report, lang: str) -> list[str]:
         return []
     out = [f"## {t(lang, 'deploy')}", "", t(lang, "deploy_note"), ""]
     for d in r.deployment:
-        out += [f"### {t(lang, 'deploy_server', name=d.server)}", ""]
+        out += [f"### {t(lang, 'deploy_server', name=code(d.server))}", ""]
         if d.error:
-            out += [t(lang, "deploy_error", error=d.error), ""]
+            out += [t(lang, "deploy_error", error=md(d.error)), ""]
             continue
-        out.append("```bash")
-        out += [p.command for p in d.processes]
-        out += ["```", ""]
+        out += [*fence("bash", [plain(p.command) for p in d.processes]), ""]
         if d.endpoints:
-            out += [*_table([t(lang, "col.role"), t(lang, "col.url")], sorted(d.endpoints.items())), ""]
-        out += [f"- {n}" for n in d.notes]
+            rows = [(md(role), md(url)) for role, url in sorted(d.endpoints.items())]
+            out += [*_table([t(lang, "col.role"), t(lang, "col.url")], rows), ""]
+        out += [f"- {md(n, line_start=True)}" for n in d.notes]
         if d.notes:
             out.append("")
     return out
@@ -350,7 +395,7 @@ def _deploy(r: Report, lang: str) -> list[str]:
 
 def _sources(r: Report, lang: str) -> list[str]:
     out = [f"## {t(lang, 'assumptions')}", ""]
-    out += [f"- {a}" for a in r.assumptions]
+    out += [f"- {md(a, line_start=True)}" for a in r.assumptions]
     out += [f"- {t(lang, 'assume.ctx')}", f"- {t(lang, 'assume.margin')}", ""]
     rows: list[list[object]] = [
         [t(lang, "src.memory"), t(lang, "src.memory_is")],
@@ -361,12 +406,12 @@ def _sources(r: Report, lang: str) -> list[str]:
         kind, _, rest = s.what.partition(":")
         ident = rest.rsplit(":", 1)[0] if kind == "gpu" else rest
         label = {
-            "gpu": t(lang, "src.gpu_memory", id=ident),
-            "price": t(lang, "src.price", id=ident),
-            "model": t(lang, "src.model", id=ident),
-            "bench": t(lang, "src.bench", file=ident),
-        }.get(kind, s.what)
-        src = t(lang, f"src.{s.source}") if s.source in ("gguf-header", "hf-config", "measured") else s.source
+            "gpu": t(lang, "src.gpu_memory", id=md(ident)),
+            "price": t(lang, "src.price", id=md(ident)),
+            "model": t(lang, "src.model", id=md(ident)),
+            "bench": t(lang, "src.bench", file=md(ident)),
+        }.get(kind, md(s.what))
+        src = t(lang, f"src.{s.source}") if s.source in ("gguf-header", "hf-config", "measured") else md(s.source)
         rows.append([label, src])
     return [*out, *_table([t(lang, "col.number"), t(lang, "col.source")], rows), ""]
 
@@ -374,9 +419,9 @@ def _sources(r: Report, lang: str) -> list[str]:
 def render_markdown(r: Report, lang: str = "en") -> str:
     check_lang(lang)
     out = [
-        f"# {t(lang, 'title', stack=r.stack_name)}",
+        f"# {t(lang, 'title', stack=md(r.stack_name))}",
         "",
-        f"_{t(lang, 'generated', created=r.plan_created_at, version=r.agiplan_version)}_",
+        f"_{t(lang, 'generated', created=md(r.plan_created_at), version=md(r.agiplan_version))}_",
         "",
     ]
     out += _summary(r, lang)
