@@ -46,14 +46,16 @@ def test_ollama_instance_env_and_modelfile() -> None:
     dep = build_deployment(agents_plan(), "main", 0)
     o = proc_named(dep.processes, "ollama-0")
     env = dict(o.env)
-    # chat: 2 slots, q8_0 KV, CPU only on a server with NVIDIA GPUs -> CUDA_VISIBLE_DEVICES=-1 (Ollama docs/gpu.md)
+    # chat: 2 slots, q8_0 KV, CPU only on a server with NVIDIA GPUs -> CUDA_VISIBLE_DEVICES=-1 (Ollama docs/gpu.md);
+    # main runs the router: loopback only; a resident role stays loaded (OLLAMA_KEEP_ALIVE=-1, docs/faq.md)
     assert env == {
-        "OLLAMA_HOST": "0.0.0.0:11434",
+        "OLLAMA_HOST": "127.0.0.1:11434",
         "CUDA_VISIBLE_DEVICES": "-1",
         "OLLAMA_NUM_PARALLEL": "2",
         "OLLAMA_MAX_LOADED_MODELS": "1",
         "OLLAMA_KV_CACHE_TYPE": "q8_0",
         "OLLAMA_FLASH_ATTENTION": "1",
+        "OLLAMA_KEEP_ALIVE": "-1",
     }
     mf = dep.files["ollama/chat.Modelfile"]
     # num_ctx is per request = the plan's ctx per conversation (Ollama multiplies by OLLAMA_NUM_PARALLEL)
@@ -91,7 +93,8 @@ def test_vllm_instances_on_one_card_split_its_total_memory() -> None:
     assert u_c + u_s <= 0.95
     assert (arg(coder, "--max-model-len"), arg(coder, "--max-num-seqs")) == ("16384", "4")
     assert arg(coder, "--quantization") == "awq"
-    assert len(dep.notes) == 2 and "0.48" in dep.notes[0]
+    util_notes = [n for n in dep.notes if "--gpu-memory-utilization" in n]
+    assert len(util_notes) == 2 and "0.48" in util_notes[0]
 
 
 def test_vllm_scaled_down_when_planned_bytes_overflow_the_cap() -> None:
@@ -127,8 +130,9 @@ def test_router_maps_every_role_of_the_option() -> None:
     dep = build_deployment(agents_plan(), "second", 1)
     cfg = yaml.safe_load(dep.files["router/litellm-config.yaml"])
     got = {m["model_name"]: m["litellm_params"]["api_base"] for m in cfg["model_list"]}
+    # the router runs on main (the option's first server): main's engines on loopback, second's by name
     assert got == {
-        "reasoner": "http://main:8080/v1",
+        "reasoner": "http://127.0.0.1:8080/v1",
         "coder": "http://second:8000/v1",
         "summarizer": "http://second:8001/v1",
         "chat": "http://second:11434/v1",
@@ -152,7 +156,7 @@ def test_write_is_complete_and_versioned(tmp_path: Path) -> None:
     dep = build_deployment(agents_plan(), "main", 0, compose=True)
     written = write_deployment(dep, tmp_path / "out")
     names = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
-    assert names == sorted([*dep.files, "deploy.json"])
+    assert names == sorted([*dep.files, "deploy.json", "api-key"])
     manifest = json.loads((tmp_path / "out" / "deploy.json").read_text())
     assert (manifest["kind"], manifest["schema_version"]) == ("agiplan-deploy", 1)
     mode = os.stat(tmp_path / "out" / "start.sh").st_mode
