@@ -38,7 +38,8 @@ def test_llama_server_gets_ctx_times_slots_and_pinned_gpus() -> None:
     # -ts: the plan's bytes per GPU in MiB (half of 45.9 GiB each)
     half_mib = round(int(45.9 * GIB) // 2 / 2**20)
     assert [abs(int(x) - half_mib) <= 1 for x in arg(p, "-ts").split(",")] == [True, True]
-    assert arg(p, "-m") == "/models/llama-3.3-70b-Q4_K_M.gguf"
+    # the file bartowski/Llama-3.3-70B-Instruct-GGUF publishes (catalog downloads.gguf), which fetch.sh downloads
+    assert arg(p, "-m") == "/models/Llama-3.3-70B-Instruct-Q4_K_M.gguf"
     assert (arg(p, "-a"), arg(p, "--port")) == ("reasoner", "8080")
 
 
@@ -60,7 +61,7 @@ def test_ollama_instance_env_and_modelfile() -> None:
     mf = dep.files["ollama/chat.Modelfile"]
     # num_ctx is per request = the plan's ctx per conversation (Ollama multiplies by OLLAMA_NUM_PARALLEL)
     assert "PARAMETER num_ctx 8192\n" in mf
-    assert "FROM /models/saiga-llama3-8b-Q4_K_M.gguf\n" in mf
+    assert "FROM /models/saiga_llama3_8b.Q4_K_M.gguf\n" in mf  # catalog downloads.gguf (mradermacher's name)
     assert o.setup == (("ollama", "create", "chat", "-f", "ollama/chat.Modelfile"),)
 
 
@@ -148,7 +149,7 @@ def test_compose_pins_nvidia_cards_by_device_ids() -> None:
     coder = doc["services"]["vllm-coder"]
     assert coder["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["0"]
     assert "CUDA_VISIBLE_DEVICES" not in coder.get("environment", {})
-    assert coder["command"][0] == "Qwen/Qwen2.5-Coder-7B-Instruct"
+    assert coder["command"][0] == "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ"  # the AWQ checkpoint, not the BF16 one
     assert doc["services"]["ollama-0"]["environment"]["OLLAMA_NUM_PARALLEL"] == "2"
 
 

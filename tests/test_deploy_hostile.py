@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import signal
 import stat
 import subprocess
@@ -27,7 +28,7 @@ from planner.deploy.write import MANIFEST, write_deployment
 from planner.errors import PlannerError
 from planner.plan.schema import Plan, PlanOption, save_plan
 
-ENGINES = ("llama-server", "ggml-rpc-server", "vllm", "ray", "ollama", "litellm")
+ENGINES = ("llama-server", "ggml-rpc-server", "vllm", "ray", "ollama", "litellm", "hf")
 RECORDED_ENV = (
     "CUDA_VISIBLE_DEVICES",
     "ROCR_VISIBLE_DEVICES",
@@ -84,6 +85,10 @@ def _run_scripts(dep: Deployment, out: Path, tmp: Path) -> list[tuple[tuple[str,
     for s in scripts:
         res = subprocess.run(["bash", str(out / s)], env=env, cwd=tmp, capture_output=True, timeout=60, check=False)
         assert res.returncode == 0, (s, res.stderr.decode())
+    # fetch.sh: catalog models are downloaded (the hf stub), local files only checked (missing here: exit 1)
+    fetch = out / "fetch.sh"
+    res = subprocess.run(["bash", str(fetch)], env=env, cwd=tmp, capture_output=True, timeout=60, check=False)
+    assert res.returncode == (1 if "test -f " in fetch.read_text() else 0), res.stderr
     return _calls(log)
 
 
@@ -109,6 +114,8 @@ def _check_calls(dep: Deployment, out: Path, calls: list[tuple[tuple[str, ...], 
         env = {k: ("<key>" if v in (key, str(out.resolve() / "api-key")) else v) for k, v in env.items()}
         got.append((argv, env))
     want = _expected(dep)
+    fetch = [shlex.split(ln) for ln in (out / "fetch.sh").read_text().splitlines() if ln.startswith("hf download ")]
+    want += [(tuple(tok), {}) for tok in fetch]
     assert sorted(repr((a, sorted(e.items()))) for a, e in got) == sorted(repr((a, sorted(e.items()))) for a, e in want)
 
 
@@ -406,7 +413,6 @@ def test_fuzz_generated_scripts_with_stub_engines(
 
 def test_process_shell_line_round_trips() -> None:
     """Process.shell() for the hostile argv parses back (shlex) to the same tokens."""
-    import shlex
 
     proc = Process("p", "llama.cpp", "server", ("llama-server", "-m", HOSTILE), (("CUDA_VISIBLE_DEVICES", "0"),))
     assert shlex.split(proc.shell()) == ["CUDA_VISIBLE_DEVICES=0", "llama-server", "-m", HOSTILE]

@@ -257,27 +257,39 @@ def model_file(p: Placement, models_dir: str) -> str:
         return ref
     if ref.endswith(".gguf") or "/" in ref:
         return os.path.abspath(ref)
+    return f"{models_dir.rstrip('/')}/{gguf_download(p)[1]}"
+
+
+def gguf_download(p: Placement) -> tuple[str | None, str]:
+    """(Hub repository or None, file name) of a catalog model's GGUF at the placement's quant: the quant's own
+    `gguf_sizes[quant].file`, else the catalog's `downloads.gguf` file pattern, else `<id>-<quant>.gguf`."""
     from planner.catalog import load_catalog
 
-    cat = load_catalog()
-    entry = cat.models.get(ref)
-    fname = f"{ref}-{p.quant}.gguf"
-    if entry is not None:
-        size = entry.gguf_sizes.get(p.quant)
-        if size is not None and size.file:
-            fname = size.file
-    return f"{models_dir.rstrip('/')}/{fname}"
+    entry = load_catalog().models.get(p.model)
+    if entry is None:
+        return None, f"{p.model}-{p.quant}.gguf"
+    dl = entry.downloads.gguf if entry.downloads is not None else None
+    size = entry.gguf_sizes.get(p.quant)
+    if size is not None and size.file:
+        return (dl.repo if dl is not None else None), size.file
+    if dl is not None:
+        return dl.repo, dl.file_for(p.quant)
+    return None, f"{p.model}-{p.quant}.gguf"
 
 
 def hf_repo(p: Placement) -> str:
-    """The Hugging Face repository of a placement (vLLM): hf:owner/name, or the catalog's hf_repo."""
+    """The Hugging Face repository of a placement (vLLM): hf:owner/name, the catalog's checkpoint of the
+    placement's quant (AWQ / GPTQ / FP8), or the catalog's hf_repo."""
     if p.model.startswith("hf:"):
         return p.model[3:]
     from planner.catalog import load_catalog
 
-    cat = load_catalog()
-    entry = cat.models.get(p.model)
-    return entry.hf_repo if entry is not None else p.model
+    entry = load_catalog().models.get(p.model)
+    if entry is None:
+        return p.model
+    if entry.downloads is not None and p.quant in entry.downloads.checkpoints:
+        return entry.downloads.checkpoints[p.quant].repo
+    return entry.hf_repo
 
 
 def build_deployment(
@@ -294,7 +306,7 @@ def build_deployment(
     `addresses` maps server names to host names / IPs for URLs (default: the server's name). The router runs
     on the option's first server: its engines listen on loopback, the others' on all interfaces with the key."""
     from planner.deploy import compose as compose_mod
-    from planner.deploy import llama_cpp, ollama, readme, router, vllm
+    from planner.deploy import fetch, llama_cpp, ollama, readme, router, vllm
 
     idx, opt = pick_option(plan, option)
     srv = find_server(opt, server)
@@ -329,6 +341,7 @@ def build_deployment(
     llama_cpp.add_files(dep, srv, header, models_dir)
     ollama.add_files(dep, srv, header, models_dir)
     dep.add_file("start.sh", start_script(dep, header), executable=True)
+    dep.add_file("fetch.sh", fetch.fetch_script(srv, header, models_dir), executable=True)
     dep.add_file("router/litellm-config.yaml", router.litellm_config(endpoints))
     if srv.name == router_host:
         dep.add_file("start-router.sh", router.start_script(header), executable=True)
