@@ -322,3 +322,47 @@ def test_bench_plan_leaves_embedding_models_to_their_endpoint() -> None:
         run = unbenchable_plan_run(pl)
         assert run is not None and run.verdict == "error" and "embedding model" in (run.error or "")
     assert unbenchable_plan_run(placement("chat", "llama-3-8b", "Llama 3 8B", embedding=False)) is None
+
+
+# LiteLLM's documented config (docs.litellm.ai/docs/proxy/configs): top-level sections, and per model_list entry
+# model_name, litellm_params {model, api_base, api_key, ...} and model_info (mode: chat / completion / embedding,
+# other keys free). Secrets as "os.environ/NAME" (same page, "os.environ/"). LiteLLM itself is not installed here
+# (a large dependency for one check), so the config is checked against that documented shape.
+LITELLM_SECTIONS = {"model_list", "router_settings", "litellm_settings", "general_settings", "environment_variables"}
+
+
+def test_litellm_config_follows_the_documented_schema() -> None:
+    import re
+
+    import yaml
+
+    for option, server in ((0, "main"), (1, "main"), (1, "second"), (3, "main")):
+        cfg = yaml.safe_load(build_deployment(agents_plan(), server, option).files["router/litellm-config.yaml"])
+        assert set(cfg) <= LITELLM_SECTIONS
+        assert re.fullmatch(r"os\.environ/[A-Z_]+", cfg["general_settings"]["master_key"])
+        for m in cfg["model_list"]:
+            assert set(m) == {"model_name", "litellm_params", "model_info"}
+            params = m["litellm_params"]
+            assert set(params) == {"model", "api_base", "api_key"}
+            assert params["model"].startswith("openai/")
+            assert re.fullmatch(r"http://[A-Za-z0-9.-]+:\d+/v1", params["api_base"])
+            assert params["api_key"] == "none" or re.fullmatch(r"os\.environ/[A-Z_]+", params["api_key"])
+            assert m["model_info"].get("mode", "chat") in ("chat", "completion", "embedding")
+
+
+def test_cli_api_key_file_is_shared_between_hosts(tmp_path: Path) -> None:
+    """Deploying the second host with --api-key-file main's key: both folders hold the same key."""
+    plan_path = tmp_path / "plan.json"
+    save_plan(agents_plan(), plan_path)
+    runner = CliRunner()
+    args = ["deploy", str(plan_path), "--option", "1", "--server"]
+    assert runner.invoke(app, [*args, "main", "--out", str(tmp_path / "main")]).exit_code == 0
+    key_file = tmp_path / "main" / "api-key"
+    res = runner.invoke(app, [*args, "second", "--out", str(tmp_path / "second"), "--api-key-file", str(key_file)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "second" / "api-key").read_text() == key_file.read_text()
+    (tmp_path / "bad-key").write_text("short\n")
+    res = runner.invoke(
+        app, [*args, "second", "--out", str(tmp_path / "x"), "--api-key-file", str(tmp_path / "bad-key")]
+    )
+    assert res.exit_code != 0 and not (tmp_path / "x").exists()
