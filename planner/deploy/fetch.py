@@ -13,6 +13,10 @@ import shlex
 from planner.deploy import comment, gguf_download, hf_repo, model_file
 from planner.plan.schema import Placement, PlanServer
 
+# The Hub stores files of at most 50 GB; GGUF publishers split larger quants into parts in a folder
+# (bartowski: STEM/STEM-00001-of-0000N.gguf). Above this size the file name may not exist as one file.
+SPLIT_FILES_ABOVE_BYTES = 45 * 10**9
+
 
 def fetch_lines(p: Placement, models_dir: str) -> list[str]:
     """The fetch.sh lines for one placement: a comment naming the role, then the command."""
@@ -28,6 +32,13 @@ def fetch_lines(p: Placement, models_dir: str) -> list[str]:
     if gguf_repo is None:
         return [*head, _check_line(p, path, "no Hub repository for it in the catalog")]
     local_dir = path.rsplit("/", 1)[0] or "/"
+    if p.memory.weights_bytes > SPLIT_FILES_ABOVE_BYTES:
+        stem = fname.removesuffix(".gguf")
+        head += comment(
+            f"{p.memory.weights_bytes / 1e9:.0f} GB: the publisher may have split it into {stem}/{stem}-0000k-of-"
+            f"0000N.gguf; if {fname} is not found, run hf download {gguf_repo} --include '{stem}/*' --local-dir "
+            f"{local_dir} and point -m at the first part."
+        )
     return [*head, f"hf download {shlex.quote(gguf_repo)} {shlex.quote(fname)} --local-dir {shlex.quote(local_dir)}"]
 
 
