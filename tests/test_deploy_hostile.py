@@ -323,6 +323,26 @@ def test_out_must_be_a_folder_of_ours(tmp_path: Path, kind: str) -> None:
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
+@pytest.mark.parametrize("special", ["link-to-device", "fifo", "folder"])
+def test_redeploy_replaces_only_regular_files(tmp_path: Path, special: str) -> None:
+    """An earlier deployment whose start.sh is now a link to /dev/null, a FIFO or a folder: refused, left as is."""
+    out = tmp_path / "out"
+    write_deployment(_dep(), out)
+    target = out / "start.sh"
+    target.unlink()
+    if special == "link-to-device":
+        target.symlink_to("/dev/null")
+    elif special == "fifo":
+        os.mkfifo(target)
+    else:
+        target.mkdir()
+    before = sorted((p.name, p.lstat().st_mode) for p in out.iterdir())
+    with pytest.raises(PlannerError, match=r"start\.sh exists and is not a regular file"):
+        write_deployment(_dep(), out)
+    assert sorted((p.name, p.lstat().st_mode) for p in out.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_redeploy_replaces_the_earlier_deployment_whole(tmp_path: Path) -> None:
     out = tmp_path / "out"
     write_deployment(build_deployment(agents_plan(), "main", 1), out)

@@ -66,6 +66,20 @@ def _check_out(out: Path) -> bool:
     return True
 
 
+def _check_replaced(out: Path, names: list[str]) -> None:
+    """Only regular files of an earlier deployment are replaced: one of the names to write that is there as a
+    link, device node, FIFO or folder is refused (the issue: --out replaced device nodes and links)."""
+    for rel in names:
+        try:
+            st = (out / rel).lstat()
+        except FileNotFoundError:
+            continue
+        except NotADirectoryError:
+            raise PlannerError(f"--out {out}: {rel} cannot be written (a parent is not a folder).") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise PlannerError(f"--out {out}: {rel} exists and is not a regular file; remove it first.")
+
+
 def _inside(root: Path, rel: str) -> Path:
     """`root/rel`, refused unless `rel` is a plain relative path that resolves inside `root`."""
     parts = Path(rel).parts
@@ -102,6 +116,8 @@ def write_deployment(dep: Deployment, out_dir: Path, *, api_key: str | None = No
     parent = out.parent if str(out.parent) else Path(".")
     if api_key is None and replace and (out / API_KEY_FILE).is_file():
         api_key = read_api_key(out / API_KEY_FILE)
+    if replace:
+        _check_replaced(out, [*dep.files, API_KEY_FILE, MANIFEST])
     key = api_key or new_api_key()
     written: list[Path] = []
     try:
