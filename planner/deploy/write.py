@@ -24,7 +24,7 @@ from planner.deploy import API_KEY_FILE, Deployment
 from planner.errors import PlannerError
 
 MANIFEST = "deploy.json"
-KEPT = ("logs", API_KEY_FILE)  # carried over from an earlier deployment in the same folder
+KEPT = ("logs",)  # folders carried over from an earlier deployment in the same folder (its key is read, not moved)
 _API_KEY_BYTES = 32  # secrets.token_urlsafe(32): 43 characters, 256 bits
 
 
@@ -126,6 +126,7 @@ def write_deployment(dep: Deployment, out_dir: Path, *, api_key: str | None = No
     except OSError as e:
         raise PlannerError(f"cannot write into {parent}: {e.strerror or e}.") from None
     old: Path | None = None
+    swapped = False
     try:
         for rel, text in sorted(dep.files.items()):
             _create(_inside(tmp, rel), text.encode("utf-8"), 0o755 if rel in dep.executable else 0o644)
@@ -143,9 +144,10 @@ def write_deployment(dep: Deployment, out_dir: Path, *, api_key: str | None = No
             except OSError:
                 os.rename(old / "d", out)  # put the earlier deployment back
                 raise
+            swapped = True
             for name in KEPT:  # the new deployment is in place; keep the earlier logs
                 kept = old / "d" / name
-                if name != API_KEY_FILE and kept.is_dir() and not kept.is_symlink():
+                if kept.is_dir() and not kept.is_symlink():
                     with contextlib.suppress(OSError):
                         os.rename(kept, out / name)
         else:
@@ -157,8 +159,11 @@ def write_deployment(dep: Deployment, out_dir: Path, *, api_key: str | None = No
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if old is not None and swapped:
+            shutil.rmtree(old, ignore_errors=True)  # the earlier deployment, now replaced
+        elif old is not None:
+            with contextlib.suppress(OSError):
+                old.rmdir()  # empty once the earlier deployment is back in place; kept (not deleted) otherwise
     with contextlib.suppress(OSError):
         os.chmod(out / API_KEY_FILE, 0o600)
     return written
