@@ -1,12 +1,13 @@
 """The generated deployment, run for real on loopback with the real llama.cpp tools (the [engines] extra).
 
-A small stack on two CPU-only hosts: on `main` the real Gemma 3 270M (chat, resident), a synthetic tiny
-Qwen2-layout model (coder, resident), a synthetic tiny Llama (summarizer, on demand: served by llama-server's
-router mode) and a synthetic tiny Llama split over main and `helper` (reasoner: llama-server --rpc to the
-helper's ggml-rpc-server); on `helper` a synthetic BGE-M3-width encoder (rag, embeddings), which the router
-on main reaches, so it listens on all interfaces and needs the key. `deploy` writes both folders; the test
-rewrites only ports (to free ones) and the helper's all-interfaces address (to 127.0.0.1), runs each
-folder's start.sh, and checks that every process runs with exactly the generated arguments and answers.
+A small stack on two CPU-only hosts. On `main`: the real Gemma 3 270M (chat, resident), a synthetic tiny
+Qwen2-layout model (coder, resident), a synthetic tiny Llama and Qwen2 (summarizer, drafter: on demand,
+served one at a time by llama-server's router mode) and a synthetic tiny Llama split over main and `helper`
+(reasoner: llama-server --rpc to the helper's ggml-rpc-server). On `helper`: a synthetic BGE-M3-width
+encoder (rag, embeddings), which the router on main reaches, so it listens on all interfaces and needs the
+key. `deploy` writes both folders; the test rewrites only ports (to free ones) and the helper's
+all-interfaces address (to 127.0.0.1), runs each folder's start.sh, and checks that every process runs
+with exactly the generated arguments and answers.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def _plan(models: dict[str, Path]) -> Plan:
     summarizer = _cpu_placement(
         "summarizer", models["llama"], "tiny Llama (synthetic)", 2, quant="Q8_0", residency="on-demand", swap_in_s=0.2
     )
+    drafter = _cpu_placement(
+        "drafter", models["qwen2"], "tiny Qwen2 (synthetic)", 2, quant="Q8_0", residency="on-demand", swap_in_s=0.2
+    )
     # the split: every layer + the output on "GPUs", which for a CPU-only head are the RPC worker's devices
     reasoner = _cpu_placement(
         "reasoner", models["llama4"], "tiny Llama 4 layers (synthetic)", 4, quant="Q8_0",
@@ -90,7 +94,7 @@ def _plan(models: dict[str, Path]) -> Plan:
     rag = rag.model_copy(update={"n_ubatch": 256})
     opt = PlanOption(
         kind="split",
-        servers=[_server("main", [chat, coder, summarizer, reasoner]), _server("helper", [rag])],
+        servers=[_server("main", [chat, coder, summarizer, drafter, reasoner]), _server("helper", [rag])],
         total_cost_usd=0.0,
         meets_targets=True,
         why="loopback test stack",
@@ -229,7 +233,8 @@ def test_deployment_runs_on_loopback(tmp_path: Path, tools: Any, models: dict[st
         "llama-server-chat", "llama-server-coder", "llama-server-reasoner", "llama-router-0",
         "rpc-server-reasoner", "llama-server-rag",
     }  # fmt: skip
-    assert "llama-server-summarizer" not in names  # on demand: no server of its own at boot
+    assert not {"llama-server-summarizer", "llama-server-drafter"} & set(names)  # on demand: no server at boot
+    assert names["llama-router-0"].roles == ("summarizer", "drafter")
 
     main_ports = {p.port: free_port() for p in main.processes if p.port}
     helper_ports = {p.port: free_port() for p in helper.processes if p.port}
@@ -272,26 +277,32 @@ def test_deployment_runs_on_loopback(tmp_path: Path, tools: Any, models: dict[st
             # the on-demand role: not loaded until asked, loaded by its first request, unloaded on request
             router_port = main_ports[names["llama-router-0"].port or 0]
 
-            def state() -> str:
+            def state(role: str) -> str:
                 _, listing = _http(router_port, "GET", "/models")
-                entry = next(m for m in listing["data"] if m["id"] == "summarizer")
+                entry = next(m for m in listing["data"] if m["id"] == role)
                 return str(entry["status"]["value"])
 
-            assert state() == "unloaded"
-            t0 = time.monotonic()
-            body = {"model": "summarizer", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-            status, res = _http(router_port, "POST", "/v1/chat/completions", body)
-            load_s = time.monotonic() - t0
-            assert status == 200, res
-            assert state() == "loaded"
+            def ask(role: str) -> float:
+                t0 = time.monotonic()
+                body = {"model": role, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+                status, res = _http(router_port, "POST", "/v1/chat/completions", body)
+                assert status == 200, (role, res)
+                return time.monotonic() - t0
+
+            assert (state("summarizer"), state("drafter")) == ("unloaded", "unloaded")
+            load_s = ask("summarizer")
+            assert (state("summarizer"), state("drafter")) == ("loaded", "unloaded")
             _log(f"summarizer: unloaded at start, first request 200 after {load_s:.2f} s (load + answer)")
-            status, res = _http(router_port, "POST", "/models/unload", {"model": "summarizer"})
+            load_s = ask("drafter")  # the plan's serial residency: one on-demand role at a time (--models-max 1)
+            assert (state("summarizer"), state("drafter")) == ("unloaded", "loaded")
+            _log(f"drafter: first request 200 after {load_s:.2f} s; summarizer unloaded for it")
+            status, res = _http(router_port, "POST", "/models/unload", {"model": "drafter"})
             assert status == 200, res
             deadline = time.monotonic() + 30
-            while state() != "unloaded" and time.monotonic() < deadline:
+            while state("drafter") != "unloaded" and time.monotonic() < deadline:
                 time.sleep(0.3)
-            assert state() == "unloaded"
-            _log("summarizer: unloaded on request")
+            assert state("drafter") == "unloaded"
+            _log("drafter: unloaded on request")
 
             # bench measures a deployed server; report puts it next to the plan
             chat_port = main_ports[names["llama-server-chat"].port or 0]

@@ -22,8 +22,9 @@ On-demand roles (llama.cpp tools/server/README.md "Using multiple models"): one 
 per GPU set, started without a model and with `--models-preset <ini>`: one section per role (named as the
 role, which the request's "model" selects) holding the same flags as a resident server's, `load-on-startup =
 false`; `--models-max 1` keeps one of them loaded at a time (the plan's serial residency), and the router
-loads a role on its first request (autoload) and unloads the other. `--sleep-idle-seconds` unloads it after
-idle time.
+loads a role on its first request (autoload) and unloads the other. `--sleep-idle-seconds` (inherited by the
+router's model instances) puts an idle role to sleep: weights and KV cache freed, reloaded by the next request
+(checked with b11434: /models shows "sleeping" after the idle time).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ LLAMA_SERVER = "llama-server"
 RPC_SERVER = "ggml-rpc-server"  # built as `rpc-server` before llama.cpp renamed the target (tools/rpc/CMakeLists.txt)
 KEY_ENV = KeyEnv("LLAMA_ARG_API_KEY_FILE", as_path=True)  # env of --api-key-file (tools/server/README.md)
 CORS_FLAGS = ("--cors-origins", "localhost", "--no-cors-credentials")
-IDLE_UNLOAD_S = 600  # on-demand roles: --sleep-idle-seconds (unloaded after 10 minutes without requests)
+IDLE_UNLOAD_S = 600  # on-demand roles: --sleep-idle-seconds (asleep, memory freed, after 10 minutes idle)
 
 
 def tensor_split(server: PlanServer, p: Placement) -> list[int]:
@@ -194,7 +195,8 @@ def router_process(
         comment=(
             f"On-demand roles {', '.join(roles)} on GPUs {list(gpus) or 'none'}: nothing is loaded at start; a "
             "request naming a role loads it (and unloads the other), "
-            f"{IDLE_UNLOAD_S} s without requests unload it." + (f"\nPlanned swap-in: {swap}." if swap else "")
+            f"after {IDLE_UNLOAD_S} s without requests it sleeps (memory freed)."
+            + (f"\nPlanned swap-in: {swap}." if swap else "")
         ),
         key_env=(KEY_ENV,) if keyed else (),
     )

@@ -48,7 +48,8 @@ def deployment_readme(plan: Plan, opt: PlanOption, srv: PlanServer, dep: Deploym
         lines += [
             "",
             "On demand (one at a time per GPU set; the first request naming the role loads it, the next role's "
-            "request unloads it; idle ones unload after 10 minutes):",
+            "request unloads it; after 10 minutes without requests a role sleeps: weights and KV cache freed, "
+            "reloaded by the next request):",
             "",
         ]
         for p in on_demand:
