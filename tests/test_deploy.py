@@ -38,7 +38,8 @@ def test_llama_server_gets_ctx_times_slots_and_pinned_gpus() -> None:
     # -ts: the plan's bytes per GPU in MiB (half of 45.9 GiB each)
     half_mib = round(int(45.9 * GIB) // 2 / 2**20)
     assert [abs(int(x) - half_mib) <= 1 for x in arg(p, "-ts").split(",")] == [True, True]
-    assert arg(p, "-m") == "/models/llama-3.3-70b-Q4_K_M.gguf"
+    # the file bartowski/Llama-3.3-70B-Instruct-GGUF publishes (catalog downloads.gguf), which fetch.sh downloads
+    assert arg(p, "-m") == "/models/Llama-3.3-70B-Instruct-Q4_K_M.gguf"
     assert (arg(p, "-a"), arg(p, "--port")) == ("reasoner", "8080")
 
 
@@ -46,19 +47,21 @@ def test_ollama_instance_env_and_modelfile() -> None:
     dep = build_deployment(agents_plan(), "main", 0)
     o = proc_named(dep.processes, "ollama-0")
     env = dict(o.env)
-    # chat: 2 slots, q8_0 KV, CPU only on a server with NVIDIA GPUs -> CUDA_VISIBLE_DEVICES=-1 (Ollama docs/gpu.md)
+    # chat: 2 slots, q8_0 KV, CPU only on a server with NVIDIA GPUs -> CUDA_VISIBLE_DEVICES=-1 (Ollama docs/gpu.md);
+    # main runs the router: loopback only; a resident role stays loaded (OLLAMA_KEEP_ALIVE=-1, docs/faq.md)
     assert env == {
-        "OLLAMA_HOST": "0.0.0.0:11434",
+        "OLLAMA_HOST": "127.0.0.1:11434",
         "CUDA_VISIBLE_DEVICES": "-1",
         "OLLAMA_NUM_PARALLEL": "2",
         "OLLAMA_MAX_LOADED_MODELS": "1",
         "OLLAMA_KV_CACHE_TYPE": "q8_0",
         "OLLAMA_FLASH_ATTENTION": "1",
+        "OLLAMA_KEEP_ALIVE": "-1",
     }
     mf = dep.files["ollama/chat.Modelfile"]
     # num_ctx is per request = the plan's ctx per conversation (Ollama multiplies by OLLAMA_NUM_PARALLEL)
     assert "PARAMETER num_ctx 8192\n" in mf
-    assert "FROM /models/saiga-llama3-8b-Q4_K_M.gguf\n" in mf
+    assert "FROM /models/saiga_llama3_8b.Q4_K_M.gguf\n" in mf  # catalog downloads.gguf (mradermacher's name)
     assert o.setup == (("ollama", "create", "chat", "-f", "ollama/chat.Modelfile"),)
 
 
@@ -91,7 +94,8 @@ def test_vllm_instances_on_one_card_split_its_total_memory() -> None:
     assert u_c + u_s <= 0.95
     assert (arg(coder, "--max-model-len"), arg(coder, "--max-num-seqs")) == ("16384", "4")
     assert arg(coder, "--quantization") == "awq"
-    assert len(dep.notes) == 2 and "0.48" in dep.notes[0]
+    util_notes = [n for n in dep.notes if "--gpu-memory-utilization" in n]
+    assert len(util_notes) == 2 and "0.48" in util_notes[0]
 
 
 def test_vllm_scaled_down_when_planned_bytes_overflow_the_cap() -> None:
@@ -127,8 +131,9 @@ def test_router_maps_every_role_of_the_option() -> None:
     dep = build_deployment(agents_plan(), "second", 1)
     cfg = yaml.safe_load(dep.files["router/litellm-config.yaml"])
     got = {m["model_name"]: m["litellm_params"]["api_base"] for m in cfg["model_list"]}
+    # the router runs on main (the option's first server): main's engines on loopback, second's by name
     assert got == {
-        "reasoner": "http://main:8080/v1",
+        "reasoner": "http://127.0.0.1:8080/v1",
         "coder": "http://second:8000/v1",
         "summarizer": "http://second:8001/v1",
         "chat": "http://second:11434/v1",
@@ -144,7 +149,7 @@ def test_compose_pins_nvidia_cards_by_device_ids() -> None:
     coder = doc["services"]["vllm-coder"]
     assert coder["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["0"]
     assert "CUDA_VISIBLE_DEVICES" not in coder.get("environment", {})
-    assert coder["command"][0] == "Qwen/Qwen2.5-Coder-7B-Instruct"
+    assert coder["command"][0] == "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ"  # the AWQ checkpoint, not the BF16 one
     assert doc["services"]["ollama-0"]["environment"]["OLLAMA_NUM_PARALLEL"] == "2"
 
 
@@ -152,7 +157,7 @@ def test_write_is_complete_and_versioned(tmp_path: Path) -> None:
     dep = build_deployment(agents_plan(), "main", 0, compose=True)
     written = write_deployment(dep, tmp_path / "out")
     names = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
-    assert names == sorted([*dep.files, "deploy.json"])
+    assert names == sorted([*dep.files, "deploy.json", "api-key"])
     manifest = json.loads((tmp_path / "out" / "deploy.json").read_text())
     assert (manifest["kind"], manifest["schema_version"]) == ("agiplan-deploy", 1)
     mode = os.stat(tmp_path / "out" / "start.sh").st_mode
@@ -317,3 +322,47 @@ def test_bench_plan_leaves_embedding_models_to_their_endpoint() -> None:
         run = unbenchable_plan_run(pl)
         assert run is not None and run.verdict == "error" and "embedding model" in (run.error or "")
     assert unbenchable_plan_run(placement("chat", "llama-3-8b", "Llama 3 8B", embedding=False)) is None
+
+
+# LiteLLM's documented config (docs.litellm.ai/docs/proxy/configs): top-level sections, and per model_list entry
+# model_name, litellm_params {model, api_base, api_key, ...} and model_info (mode: chat / completion / embedding,
+# other keys free). Secrets as "os.environ/NAME" (same page, "os.environ/"). LiteLLM itself is not installed here
+# (a large dependency for one check), so the config is checked against that documented shape.
+LITELLM_SECTIONS = {"model_list", "router_settings", "litellm_settings", "general_settings", "environment_variables"}
+
+
+def test_litellm_config_follows_the_documented_schema() -> None:
+    import re
+
+    import yaml
+
+    for option, server in ((0, "main"), (1, "main"), (1, "second"), (3, "main")):
+        cfg = yaml.safe_load(build_deployment(agents_plan(), server, option).files["router/litellm-config.yaml"])
+        assert set(cfg) <= LITELLM_SECTIONS
+        assert re.fullmatch(r"os\.environ/[A-Z_]+", cfg["general_settings"]["master_key"])
+        for m in cfg["model_list"]:
+            assert set(m) == {"model_name", "litellm_params", "model_info"}
+            params = m["litellm_params"]
+            assert set(params) == {"model", "api_base", "api_key"}
+            assert params["model"].startswith("openai/")
+            assert re.fullmatch(r"http://[A-Za-z0-9.-]+:\d+/v1", params["api_base"])
+            assert params["api_key"] == "none" or re.fullmatch(r"os\.environ/[A-Z_]+", params["api_key"])
+            assert m["model_info"].get("mode", "chat") in ("chat", "completion", "embedding")
+
+
+def test_cli_api_key_file_is_shared_between_hosts(tmp_path: Path) -> None:
+    """Deploying the second host with --api-key-file main's key: both folders hold the same key."""
+    plan_path = tmp_path / "plan.json"
+    save_plan(agents_plan(), plan_path)
+    runner = CliRunner()
+    args = ["deploy", str(plan_path), "--option", "1", "--server"]
+    assert runner.invoke(app, [*args, "main", "--out", str(tmp_path / "main")]).exit_code == 0
+    key_file = tmp_path / "main" / "api-key"
+    res = runner.invoke(app, [*args, "second", "--out", str(tmp_path / "second"), "--api-key-file", str(key_file)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "second" / "api-key").read_text() == key_file.read_text()
+    (tmp_path / "bad-key").write_text("short\n")
+    res = runner.invoke(
+        app, [*args, "second", "--out", str(tmp_path / "x"), "--api-key-file", str(tmp_path / "bad-key")]
+    )
+    assert res.exit_code != 0 and not (tmp_path / "x").exists()

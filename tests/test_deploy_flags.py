@@ -34,6 +34,14 @@ LLAMA_SERVER_FLAGS = {
     "--host",  # | `--host HOST` |
     "--port",  # | `--port PORT` |
 }  # fmt: skip
+# Newer than 0.3.36's README; from the pinned build b11434's (tests/data/llama_server_readme_options_b11434.md).
+LLAMA_SERVER_FLAGS_B11434 = {
+    "--cors-origins",  # | `--cors-origins ORIGINS` | ... if set to special value 'localhost', reflect ... localhost
+    "--cors-credentials", "--no-cors-credentials",  # | `--cors-credentials, --no-cors-credentials` |
+    "--models-preset",  # | `--models-preset PATH` | INI file containing model presets for the router server
+    "--models-max",  # | `--models-max N` | maximum number of models to load simultaneously
+    "--sleep-idle-seconds",  # | `--sleep-idle-seconds SECONDS` | idleness after which the server will sleep
+}  # fmt: skip
 LLAMA_SERVER_SOURCE = "llama.cpp tools/server/README.md"
 
 # llama.cpp tools/rpc/rpc-server.cpp (argument parser: -H/--host, -t/--threads, -d/--device, -p/--port,
@@ -62,13 +70,15 @@ VLLM_SERVE_FLAGS = {
 RAY_START_FLAGS = {"--head", "--port", "--address", "--block"}
 
 # Ollama envconfig/config.go (OLLAMA_HOST, OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KV_CACHE_TYPE,
-# OLLAMA_FLASH_ATTENTION) and docs/gpu.md (CUDA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES, "-1" forces CPU).
+# OLLAMA_FLASH_ATTENTION, OLLAMA_KEEP_ALIVE) and docs/gpu.md (CUDA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES,
+# "-1" forces CPU).
 OLLAMA_ENV = {
     "OLLAMA_HOST",
     "OLLAMA_NUM_PARALLEL",
     "OLLAMA_MAX_LOADED_MODELS",
     "OLLAMA_KV_CACHE_TYPE",
     "OLLAMA_FLASH_ATTENTION",
+    "OLLAMA_KEEP_ALIVE",
     "CUDA_VISIBLE_DEVICES",
     "ROCR_VISIBLE_DEVICES",
 }
@@ -83,7 +93,7 @@ OLLAMA_CREATE_FLAGS = {"-f", "--file"}
 PIN_ENV = {"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES"}
 
 FLAGS_BY_PROGRAM = {
-    "llama-server": LLAMA_SERVER_FLAGS,
+    "llama-server": LLAMA_SERVER_FLAGS | LLAMA_SERVER_FLAGS_B11434,
     "ggml-rpc-server": RPC_SERVER_FLAGS,
     "vllm": VLLM_SERVE_FLAGS,
     "ray": RAY_START_FLAGS,
@@ -115,6 +125,9 @@ def test_every_emitted_flag_is_documented(tmp_path: Path) -> None:
             assert used <= FLAGS_BY_PROGRAM[program], f"{proc.name}: undocumented {used - FLAGS_BY_PROGRAM[program]}"
             seen.setdefault(program, set()).update(used)
             env_ok = PIN_ENV | (OLLAMA_ENV if proc.engine == "ollama" else set())
+            # the key: llama-server's env of --api-key-file (README: "(env: LLAMA_ARG_API_KEY_FILE)"), vLLM's
+            # VLLM_API_KEY (docs.vllm.ai serve: "--api-key ... (env VLLM_API_KEY)")
+            assert {k.name for k in proc.key_env} <= {"LLAMA_ARG_API_KEY_FILE", "VLLM_API_KEY"}, proc.name
             assert {k for k, _ in proc.env} <= env_ok, proc.name
             for cmd in proc.setup:
                 assert cmd[:2] == ("ollama", "create") and set(flags(cmd[1:])) <= OLLAMA_CREATE_FLAGS
@@ -168,11 +181,17 @@ def test_vllm_pipeline_split_uses_ray(tmp_path: Path) -> None:
 SERVER_README_OPTIONS = Path(__file__).parent / "data" / "llama_server_readme_options.md"
 
 
+def _documented(path: Path) -> set[str]:
+    rows = re.findall(r"^\| `([^`]*)`", path.read_text(encoding="utf-8"), flags=re.M)
+    return {tok.rstrip(",") for row in rows for tok in row.split() if tok.startswith("-")}
+
+
 def test_llama_server_list_matches_the_readme() -> None:
-    text = SERVER_README_OPTIONS.read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `([^`]*)`", text, flags=re.M)
-    documented = {tok.rstrip(",") for row in rows for tok in row.split() if tok.startswith("-")}
+    documented = _documented(SERVER_README_OPTIONS)
     assert documented >= LLAMA_SERVER_FLAGS, LLAMA_SERVER_FLAGS - documented
+    pinned = _documented(SERVER_README_OPTIONS.with_name("llama_server_readme_options_b11434.md"))
+    assert pinned >= LLAMA_SERVER_FLAGS | LLAMA_SERVER_FLAGS_B11434, LLAMA_SERVER_FLAGS_B11434 - pinned
+    assert "--api-key-file" in pinned  # its env LLAMA_ARG_API_KEY_FILE carries the key
 
 
 def test_moe_expert_offload_becomes_n_cpu_moe() -> None:

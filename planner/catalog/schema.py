@@ -121,6 +121,36 @@ class GgufSize(_Strict):
     file: str | None = None
 
 
+HubRepo = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*/[A-Za-z0-9][A-Za-z0-9._\-]*$")]
+
+
+class GgufDownload(_Strict):
+    """Where a model's GGUF files are published: a Hub repository and the file name, `{quant}` standing for the
+    quant id (bartowski: `Llama-3.3-70B-Instruct-{quant}.gguf`). `source` says whether the name was seen on the
+    Hub or follows the publisher's naming unverified. A quant's own `gguf_sizes[quant].file` wins."""
+
+    repo: HubRepo
+    file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*\{quant\}[A-Za-z0-9._\-]*\.gguf$")]
+    source: NonEmptyStr
+
+    def file_for(self, quant: str) -> str:
+        return self.file.replace("{quant}", quant)
+
+
+class CheckpointDownload(_Strict):
+    """A quantized checkpoint for vLLM (AWQ / GPTQ / FP8): the Hub repository vLLM serves."""
+
+    repo: HubRepo
+    source: NonEmptyStr
+
+
+class Downloads(_Strict):
+    """What `agiplan deploy`'s fetch.sh downloads for a model: GGUF files by quant, checkpoints by quant id."""
+
+    gguf: GgufDownload | None = None
+    checkpoints: dict[str, CheckpointDownload] = Field(default_factory=dict)
+
+
 class Quality(_Strict):
     """One benchmark score for ranking; higher is better. Compare only scores of the same benchmark."""
 
@@ -171,6 +201,7 @@ class ModelEntry(_Sourced):
     params: PosInt | None = None
     gguf_sizes: dict[str, GgufSize] = Field(default_factory=dict)
     quality: Quality | None = None
+    downloads: Downloads | None = None  # Hub repositories / files deploy's fetch.sh downloads
 
     @model_validator(mode="after")
     def _shape_is_sane(self) -> Self:
@@ -386,4 +417,3 @@ class EngineEntry(_Sourced):
 
 class EnginesFile(_Strict):
     engines: list[EngineEntry]
-

@@ -33,14 +33,19 @@ def deploy_command(
         list[str] | None,
         typer.Option("--address", help="NAME=HOST: how other machines reach a server (default: its name)."),
     ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option("--api-key-file", help="Key file of another host of the plan (default: kept or new)."),
+    ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table (file list), json or markdown.")] = Format.table,
 ) -> None:
     """Write ready-to-run llama.cpp / Ollama / vLLM files for one server of a plan.
 
-    llama-server / ggml-rpc-server, Ollama (Modelfiles + env), vLLM (vllm serve, Ray) scripts, compose.yaml
-    and router/litellm-config.yaml for one server of a plan."""
+    llama-server / ggml-rpc-server, Ollama (Modelfiles + env), vLLM (vllm serve, Ray) scripts, fetch.sh,
+    compose.yaml and router/litellm-config.yaml for one server of a plan. The folder is written whole;
+    servers other hosts reach require the key in its api-key file (the same on every host)."""
     from planner.deploy import build_deployment
-    from planner.deploy.write import write_deployment
+    from planner.deploy.write import read_api_key, write_deployment
     from planner.errors import PlannerError
     from planner.plan.schema import load_plan
 
@@ -50,10 +55,11 @@ def deploy_command(
         if not sep or not name or not host:
             raise PlannerError(f"--address {a!r}: expected NAME=HOST, e.g. second=192.168.1.20.")
         addresses[name] = host
+    key = read_api_key(api_key_file) if api_key_file is not None else None
     plan = load_plan(plan_file)
     dep = build_deployment(plan, server, option, compose=compose, models_dir=models_dir, addresses=addresses)
     if out is not None:
-        written = write_deployment(dep, out)
+        written = write_deployment(dep, out, api_key=key)
         typer.echo(f"wrote {len(written)} files into {out}", err=True)
     for note in dep.notes:
         typer.echo(f"note: {note}", err=True)

@@ -8,11 +8,21 @@ Flags emitted are only those the engines document (see tests/test_deploy_flags.p
 their sources). agiplan's semantics: a placement's `ctx` is per conversation, so llama-server gets
 `-c ctx*parallel -np parallel`, Ollama `num_ctx ctx` with OLLAMA_NUM_PARALLEL=parallel (Ollama
 multiplies them itself), vLLM `--max-model-len ctx --max-num-seqs parallel`.
+
+Closed by default (issue #14): the router (LiteLLM) runs on the option's first server, so that server's
+engines listen on 127.0.0.1 only; engines on other servers listen on all interfaces and require the key kept
+in `api-key` (mode 0600, the same file on every host; llama-server reads it through LLAMA_ARG_API_KEY_FILE,
+vLLM through VLLM_API_KEY, the router through AGIPLAN_API_KEY). llama-server's CORS is limited to localhost
+pages. On-demand roles are not started at boot: llama.cpp ones are served by a llama-server in router mode
+(`--models-preset`, one loaded at a time per GPU set), Ollama loads on request, vLLM ones have a script to
+run when needed. Every text written is built by shlex.quote, yaml.safe_dump, json.dumps or a checked
+serializer from validated plan values; `comment()` makes any text one safe comment line.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +34,20 @@ from planner.plan.schema import Placement, Plan, PlanOption, PlanServer
 DEPLOY_SCHEMA_VERSION = 1
 DEPLOY_KIND = "agiplan-deploy"
 DEFAULT_MODELS_DIR = "/models"
+API_KEY_FILE = "api-key"  # the key of servers other hosts reach; written by planner.deploy.write (0600)
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
 
-ProcessKind = Literal["server", "rpc-worker", "ray-head", "ray-worker"]
+ProcessKind = Literal["server", "router", "rpc-worker", "ray-head", "ray-worker"]
+
+
+@dataclass(frozen=True)
+class KeyEnv:
+    """How a process gets the API key: an environment variable holding the key file's path (llama-server's
+    LLAMA_ARG_API_KEY_FILE) or the key itself (vLLM's VLLM_API_KEY, LiteLLM's os.environ/ references)."""
+
+    name: str
+    as_path: bool
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,8 @@ class Process:
     roles: tuple[str, ...] = ()
     setup: tuple[tuple[str, ...], ...] = ()  # commands run once after the process is up (ollama create)
     comment: str = ""
+    key_env: tuple[KeyEnv, ...] = ()  # the API key, read from API_KEY_FILE when the script starts
+    boot: bool = True  # started by start.sh / compose; False: on-demand vLLM, started by hand when needed
 
     def shell(self) -> str:
         """`ENV=... argv ...` as one shell command line, every token quoted."""
@@ -79,6 +103,14 @@ class Deployment:
     executable: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
+    def add_file(self, rel: str, text: str, *, executable: bool = False) -> None:
+        """Add one file; a second file of the same name is an error, never a silent overwrite."""
+        if rel in self.files:
+            raise PlannerError(f"deploy: two files would be named {rel!r}; rename a role or server of the plan.")
+        self.files[rel] = text
+        if executable:
+            self.executable.add(rel)
+
     def manifest(self) -> dict[str, object]:
         return {
             "kind": DEPLOY_KIND,
@@ -97,6 +129,8 @@ class Deployment:
                     "env": dict(p.env),
                     "argv": list(p.argv),
                     "setup": [list(s) for s in p.setup],
+                    "api_key_env": [k.name for k in p.key_env],
+                    "boot": p.boot,
                 }
                 for p in self.processes
             ],
@@ -107,6 +141,16 @@ class Deployment:
             "files": sorted(self.files),
             "notes": self.notes,
         }
+
+
+def comment(text: str) -> list[str]:
+    """`text` as shell / YAML / INI comment lines: one `# ...` per line, any other control character shown
+    escaped, so no value can end a comment and start a command."""
+    out = []
+    for line in text.split("\n"):
+        safe = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
+        out.append(f"# {safe}".rstrip())
+    return out
 
 
 def shell_line(env: Mapping[str, str], argv: tuple[str, ...] | list[str]) -> str:
@@ -171,8 +215,23 @@ def _is_embedding_model(ref: str) -> bool:
         return False
 
 
+def local_gpu_indices(server: PlanServer, p: Placement) -> tuple[int, ...]:
+    """The GPUs of `server` that hold part of `p`. A placement split across servers lists every host's GPUs in
+    gpu_indices (each by its index on its own server: main's 0, 1 and the helper's 0 read 0,1,0) and names
+    them by server in memory_by_device ("main/gpu0"); a plan without server names there gives the local
+    "gpuN" keys that exist on this server. Other placements: gpu_indices as they are."""
+    if not p.split_hosts:
+        return tuple(p.gpu_indices)
+    prefix = f"{server.name}/gpu"
+    if any("/" in k for k in p.memory_by_device):
+        found = {int(k[len(prefix) :]) for k in p.memory_by_device if k.startswith(prefix)}
+    else:
+        found = {int(k[3:]) for k in p.memory_by_device if k.startswith("gpu")}
+    return tuple(sorted(i for i in found if i < len(server.gpus)))
+
+
 def placement_vendor(server: PlanServer, p: Placement) -> str:
-    return vendor_of(server.gpus[i] for i in p.gpu_indices if 0 <= i < len(server.gpus))
+    return vendor_of(server.gpus[i] for i in local_gpu_indices(server, p))
 
 
 def visible_devices_env(vendor: str, indices: tuple[int, ...] | list[int], engine: str) -> dict[str, str]:
@@ -191,31 +250,46 @@ def visible_devices_env(vendor: str, indices: tuple[int, ...] | list[int], engin
 
 
 def model_file(p: Placement, models_dir: str) -> str:
-    """Where the GGUF of a placement lives: its own path, or `models_dir/<file>` for catalog ids."""
+    """Where the GGUF of a placement lives: its own path (made absolute: the scripts run in the deployment
+    folder), or `models_dir/<file>` for catalog ids."""
     ref = p.model
-    if ref.startswith("hf:") or ref.endswith(".gguf") or "/" in ref:
+    if ref.startswith("hf:"):
         return ref
+    if ref.endswith(".gguf") or "/" in ref:
+        return os.path.abspath(ref)
+    return f"{models_dir.rstrip('/')}/{gguf_download(p)[1]}"
+
+
+def gguf_download(p: Placement) -> tuple[str | None, str]:
+    """(Hub repository or None, file name) of a catalog model's GGUF at the placement's quant: the quant's own
+    `gguf_sizes[quant].file`, else the catalog's `downloads.gguf` file pattern, else `<id>-<quant>.gguf`."""
     from planner.catalog import load_catalog
 
-    cat = load_catalog()
-    entry = cat.models.get(ref)
-    fname = f"{ref}-{p.quant}.gguf"
-    if entry is not None:
-        size = entry.gguf_sizes.get(p.quant)
-        if size is not None and size.file:
-            fname = size.file
-    return f"{models_dir.rstrip('/')}/{fname}"
+    entry = load_catalog().models.get(p.model)
+    if entry is None:
+        return None, f"{p.model}-{p.quant}.gguf"
+    dl = entry.downloads.gguf if entry.downloads is not None else None
+    size = entry.gguf_sizes.get(p.quant)
+    if size is not None and size.file:
+        return (dl.repo if dl is not None else None), size.file
+    if dl is not None:
+        return dl.repo, dl.file_for(p.quant)
+    return None, f"{p.model}-{p.quant}.gguf"
 
 
 def hf_repo(p: Placement) -> str:
-    """The Hugging Face repository of a placement (vLLM): hf:owner/name, or the catalog's hf_repo."""
+    """The Hugging Face repository of a placement (vLLM): hf:owner/name, the catalog's checkpoint of the
+    placement's quant (AWQ / GPTQ / FP8), or the catalog's hf_repo."""
     if p.model.startswith("hf:"):
         return p.model[3:]
     from planner.catalog import load_catalog
 
-    cat = load_catalog()
-    entry = cat.models.get(p.model)
-    return entry.hf_repo if entry is not None else p.model
+    entry = load_catalog().models.get(p.model)
+    if entry is None:
+        return p.model
+    if entry.downloads is not None and p.quant in entry.downloads.checkpoints:
+        return entry.downloads.checkpoints[p.quant].repo
+    return entry.hf_repo
 
 
 def build_deployment(
@@ -229,19 +303,22 @@ def build_deployment(
 ) -> Deployment:
     """All files to start the roles of `server` in option `option` (default: the recommended one).
 
-    `addresses` maps server names to host names / IPs for URLs (default: the server's name)."""
+    `addresses` maps server names to host names / IPs for URLs (default: the server's name). The router runs
+    on the option's first server: its engines listen on loopback, the others' on all interfaces with the key."""
     from planner.deploy import compose as compose_mod
-    from planner.deploy import llama_cpp, ollama, router, vllm
+    from planner.deploy import fetch, llama_cpp, ollama, readme, router, vllm
 
     idx, opt = pick_option(plan, option)
     srv = find_server(opt, server)
     addr = dict(addresses or {})
+    router_host = opt.servers[0].name
     processes: list[Process] = []
     notes: list[str] = []
     endpoints: list[Endpoint] = []
     for s in opt.servers:
-        host = addr.get(s.name, s.name)
-        procs, eps, n = _server_processes(opt, s, host, addr, models_dir)
+        local = s.name == router_host
+        host = LOOPBACK if local else addr.get(s.name, s.name)
+        procs, eps, n = _server_processes(opt, s, host, addr, models_dir, local=local)
         endpoints += eps
         if s.name == srv.name:
             processes += procs
@@ -256,22 +333,26 @@ def build_deployment(
                 if p.engine == "vllm":
                     processes.append(vllm.ray_worker(srv, p, head_host))
                 else:
-                    processes.append(llama_cpp.rpc_worker(srv, p))
+                    processes.append(llama_cpp.rpc_worker(srv, p, addr.get(srv.name)))
     dep = Deployment(idx, opt.kind, srv.name, processes, endpoints, notes=notes)
+    header = plan_header(plan, dep)
     for proc in processes:
-        dep.files[f"{proc.name}.sh"] = process_script(dep, proc)
-        dep.executable.add(f"{proc.name}.sh")
-    ollama.add_files(dep, srv, plan_header(plan, dep), models_dir)
-    dep.files["start.sh"] = start_script(dep, plan_header(plan, dep))
-    dep.executable.add("start.sh")
-    dep.files["router/litellm-config.yaml"] = router.litellm_config(endpoints)
+        dep.add_file(f"{proc.name}.sh", process_script(dep, proc), executable=True)
+    llama_cpp.add_files(dep, srv, header, models_dir)
+    ollama.add_files(dep, srv, header, models_dir)
+    dep.add_file("start.sh", start_script(dep, header), executable=True)
+    dep.add_file("fetch.sh", fetch.fetch_script(srv, header, models_dir), executable=True)
+    dep.add_file("router/litellm-config.yaml", router.litellm_config(endpoints))
+    if srv.name == router_host:
+        dep.add_file("start-router.sh", router.start_script(header), executable=True)
     if compose:
-        dep.files["compose.yaml"] = compose_mod.compose_yaml(dep, models_dir)
+        dep.add_file("compose.yaml", compose_mod.compose_yaml(dep, models_dir))
+    dep.add_file("README.md", readme.deployment_readme(plan, opt, srv, dep, router_host))
     return dep
 
 
 def _server_processes(
-    opt: PlanOption, s: PlanServer, host: str, addresses: Mapping[str, str], models_dir: str
+    opt: PlanOption, s: PlanServer, host: str, addresses: Mapping[str, str], models_dir: str, *, local: bool
 ) -> tuple[list[Process], list[Endpoint], list[str]]:
     from planner.deploy import llama_cpp, ollama, vllm
 
@@ -281,20 +362,31 @@ def _server_processes(
     by_role: dict[str, Endpoint] = {}
     next_port = {"llama.cpp": 8080, "vllm": 8000}
     util = vllm.memory_utilizations(s)
+    bind = LOOPBACK if local else ALL_INTERFACES
+    on_demand: list[Placement] = []
     for p in s.placements:
         if p.shares_base_with:
             continue  # served by the base role's process
         if p.engine == "ollama":
             continue
+        if p.engine == "llama.cpp" and p.residency == "on-demand" and not p.split_hosts:
+            on_demand.append(p)  # served by a llama-server router below
+            continue
         port = next_port[p.engine]
         next_port[p.engine] += 1
         if p.engine == "llama.cpp":
-            proc = llama_cpp.server_process(s, p, port, models_dir, addresses)
+            proc = llama_cpp.server_process(s, p, port, models_dir, addresses, bind=bind, keyed=not local)
             procs.append(proc)
         else:
-            procs += vllm.serve_process(s, p, port, util)
+            procs += vllm.serve_process(s, p, port, util, bind=bind, keyed=not local)
         by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role, serves_embeddings(p))
-    o_procs, o_eps, o_notes = ollama.instances(s, host, models_dir)
+    for n, group in enumerate(llama_cpp.router_groups(s, on_demand)):
+        port = next_port["llama.cpp"]
+        next_port["llama.cpp"] += 1
+        procs.append(llama_cpp.router_process(s, n, group, port, bind=bind, keyed=not local))
+        for p in group:
+            by_role[p.role] = Endpoint(p.role, s.name, "llama.cpp", host, port, p.role, serves_embeddings(p))
+    o_procs, o_eps, o_notes = ollama.instances(s, host, models_dir, bind=bind)
     procs += o_procs
     notes += o_notes
     for e in o_eps:
@@ -321,16 +413,36 @@ def plan_header(plan: Plan, dep: Deployment) -> str:
     )
 
 
+def _key_exports(proc: Process) -> list[str]:
+    """Shell lines that put the API key in the process's environment, read from API_KEY_FILE beside the script
+    when it starts (never written into a script or an argument list, where `ps` would show it)."""
+    lines = []
+    for k in proc.key_env:
+        if k.as_path:
+            lines.append(f'export {k.name}="$PWD/{API_KEY_FILE}"')
+        else:
+            lines.append(f'export {k.name}="$(head -n 1 {API_KEY_FILE})"')
+    return lines
+
+
 def process_script(dep: Deployment, proc: Process) -> str:
     """A bash script that execs one process with its environment."""
-    lines = ["#!/usr/bin/env bash", f"# {proc.name}: {proc.engine} {proc.kind}"]
+    lines = ["#!/usr/bin/env bash", *comment(f"{proc.name}: {proc.engine} {proc.kind}")]
     if proc.roles:
-        lines.append(f"# roles: {', '.join(proc.roles)}")
-    lines += [f"# {c}" for c in proc.comment.splitlines() if c]
+        lines += comment(f"roles: {', '.join(proc.roles)}")
+    lines += comment(proc.comment) if proc.comment else []
     lines.append("set -euo pipefail")
-    lines += [f"export {k}={shlex.quote(v)}" for k, v in proc.env]
+    lines.append('cd "$(dirname "$0")"  # as start.sh runs it: relative paths are the deployment folder\'s')
+    lines += _key_exports(proc)
+    lines += [f"export {_env_name(k)}={shlex.quote(v)}" for k, v in proc.env]
     lines.append("exec " + " \\\n    ".join(_argv_chunks(proc.argv)))
     return "\n".join(lines) + "\n"
+
+
+def _env_name(name: str) -> str:
+    if not name.replace("_", "a").isalnum() or not name.isascii() or name[0].isdigit():
+        raise PlannerError(f"deploy: {name!r} is not an environment variable name.")
+    return name
 
 
 def _argv_chunks(argv: tuple[str, ...]) -> list[str]:
@@ -352,22 +464,27 @@ def _argv_chunks(argv: tuple[str, ...]) -> list[str]:
 
 
 def start_script(dep: Deployment, header: str) -> str:
-    """Start every process of the server in the background, run one-time setup, wait."""
+    """Start every process of the server that runs at boot in the background, run one-time setup, wait.
+    On-demand vLLM instances are left to their own scripts."""
     lines = [
         "#!/usr/bin/env bash",
-        f"# {header}",
-        "# Starts every process of this server; logs go to logs/<name>.log. Stop with Ctrl-C.",
+        *comment(header),
+        "# Starts every process of this server that runs at boot; logs go to logs/<name>.log. Stop with Ctrl-C.",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         "mkdir -p logs",
-        "trap 'kill $(jobs -p) 2>/dev/null' EXIT",
+        "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
     ]
     for proc in dep.processes:
-        lines.append(f"./{proc.name}.sh > logs/{proc.name}.log 2>&1 &")
+        if proc.boot:
+            script, log = shlex.quote(f"./{proc.name}.sh"), shlex.quote(f"logs/{proc.name}.log")
+            lines.append(f"{script} > {log} 2>&1 &")
+        else:
+            lines += comment(f"on demand, not started here: ./{proc.name}.sh")
     for proc in dep.processes:
-        if proc.setup:
-            host = f"127.0.0.1:{proc.port}"
+        if proc.setup and proc.boot:
+            host = shlex.quote(f"{LOOPBACK}:{proc.port}")
             lines.append(f"until OLLAMA_HOST={host} ollama list > /dev/null 2>&1; do sleep 1; done")
-            lines.append(f"./{proc.name}-create.sh")
+            lines.append(shlex.quote(f"./{proc.name}-create.sh"))
     lines.append("wait")
     return "\n".join(lines) + "\n"

@@ -15,18 +15,44 @@ Flags (llama.cpp tools/server/README.md; tools/rpc/README.md and rpc-server.cpp 
               BGE-M3) run each input as one micro-batch (non-causal attention; longer inputs get "input is too
               large to process"), so N = ctx (planner.estimate.estimate.embedding_batch)
   --host/--port
+  --cors-origins localhost --no-cors-credentials   CORS for localhost pages only (default "*" with credentials)
+  LLAMA_ARG_API_KEY_FILE (env of --api-key-file)  the key, for servers other hosts reach
+
+On-demand roles (llama.cpp tools/server/README.md "Using multiple models"): one llama-server in router mode
+per GPU set, started without a model and with `--models-preset <ini>`: one section per role (named as the
+role, which the request's "model" selects) holding the same flags as a resident server's, `load-on-startup =
+false`; `--models-max 1` keeps one of them loaded at a time (the plan's serial residency), and the router
+loads a role on its first request (autoload) and unloads the other. `--sleep-idle-seconds` (inherited by the
+router's model instances) puts an idle role to sleep: weights and KV cache freed, reloaded by the next request
+(checked with b11434: /models shows "sleeping" after the idle time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Mapping, Sequence
 
-from planner.deploy import Process, model_file, placement_vendor, serves_embeddings, vendor_of, visible_devices_env
+from planner.deploy import (
+    Deployment,
+    KeyEnv,
+    Process,
+    comment,
+    local_gpu_indices,
+    model_file,
+    placement_vendor,
+    serves_embeddings,
+    vendor_of,
+    visible_devices_env,
+)
+from planner.errors import PlannerError
 from planner.plan.schema import Placement, PlanServer
 
 RPC_PORT = 50052  # ggml-rpc-server's default port (tools/rpc/README.md)
 LLAMA_SERVER = "llama-server"
 RPC_SERVER = "ggml-rpc-server"  # built as `rpc-server` before llama.cpp renamed the target (tools/rpc/CMakeLists.txt)
+KEY_ENV = KeyEnv("LLAMA_ARG_API_KEY_FILE", as_path=True)  # env of --api-key-file (tools/server/README.md)
+CORS_FLAGS = ("--cors-origins", "localhost", "--no-cors-credentials")
+IDLE_UNLOAD_S = 600  # on-demand roles: --sleep-idle-seconds (asleep, memory freed, after 10 minutes idle)
 
 
 def tensor_split(server: PlanServer, p: Placement) -> list[int]:
@@ -41,16 +67,17 @@ def tensor_split(server: PlanServer, p: Placement) -> list[int]:
     return out
 
 
-def server_argv(
-    server: PlanServer, p: Placement, port: int, models_dir: str, rpc: list[str] | None = None
-) -> tuple[str, ...]:
+def model_args(p: Placement, models_dir: str) -> list[str]:
     ref = model_file(p, models_dir)
     if ref.startswith("hf:"):
-        model = ["-hf", f"{ref[3:]}:{p.quant}" if ":" not in ref[3:] else ref[3:]]
-    else:
-        model = ["-m", ref]
-    argv = [LLAMA_SERVER, *model, "-a", p.role]
-    argv += ["-c", str(p.ctx * p.parallel), "-np", str(p.parallel), "-ngl", str(p.gpu_layers)]
+        return ["-hf", f"{ref[3:]}:{p.quant}" if ":" not in ref[3:] else ref[3:]]
+    return ["-m", ref]
+
+
+def model_flags(server: PlanServer, p: Placement, rpc: list[str] | None = None) -> list[str]:
+    """The flags that size and place one model (context, slots, layers, KV, devices): the same for a resident
+    llama-server and for a role's section of a router's preset."""
+    argv = ["-c", str(p.ctx * p.parallel), "-np", str(p.parallel), "-ngl", str(p.gpu_layers)]
     if p.n_cpu_moe:
         argv += ["--n-cpu-moe", str(p.n_cpu_moe)]
     if len(p.gpu_indices) > 1 and not rpc:
@@ -66,26 +93,47 @@ def server_argv(
         argv.append("--embeddings")
     if p.n_ubatch is not None:
         argv += ["-b", str(p.n_ubatch), "-ub", str(p.n_ubatch)]
-    argv += ["--host", "0.0.0.0", "--port", str(port)]
+    return argv
+
+
+def server_argv(
+    server: PlanServer,
+    p: Placement,
+    port: int,
+    models_dir: str,
+    rpc: list[str] | None = None,
+    *,
+    bind: str = "127.0.0.1",
+) -> tuple[str, ...]:
+    argv = [LLAMA_SERVER, *model_args(p, models_dir), "-a", p.role, *model_flags(server, p, rpc)]
+    argv += [*CORS_FLAGS, "--host", bind, "--port", str(port)]
     return tuple(argv)
 
 
 def server_process(
-    server: PlanServer, p: Placement, port: int, models_dir: str, addresses: Mapping[str, str]
+    server: PlanServer,
+    p: Placement,
+    port: int,
+    models_dir: str,
+    addresses: Mapping[str, str],
+    *,
+    bind: str = "127.0.0.1",
+    keyed: bool = False,
 ) -> Process:
     rpc = [f"{addresses.get(h, h)}:{RPC_PORT}" for h in p.split_hosts if h != server.name]
     vendor = placement_vendor(server, p)
-    comment = (
+    gpus = local_gpu_indices(server, p)
+    note = (
         f"{p.model_name} {p.quant}: ctx {p.ctx} per conversation × {p.parallel} slot(s) = -c {p.ctx * p.parallel}; "
         f"planned {p.memory_bytes / 2**30:.2f} GiB, {p.decode_tok_s:.1f} tok/s per slot."
     )
     if p.n_ubatch is not None and serves_embeddings(p):
-        comment += (
+        note += (
             f"\nEmbedding model: -b/-ub {p.n_ubatch} so that one input of up to {p.n_ubatch} tokens fits one "
             "micro-batch (non-causal attention); the planned compute buffer is sized for it."
         )
     if rpc:
-        comment += (
+        note += (
             f"\nSplit across servers: start {RPC_SERVER} on {', '.join(h for h in p.split_hosts if h != server.name)}"
             " first; layers go to every device in proportion to its free memory (tools/rpc/README.md)."
         )
@@ -93,25 +141,129 @@ def server_process(
         name=f"llama-server-{p.role}",
         engine="llama.cpp",
         kind="server",
-        argv=server_argv(server, p, port, models_dir, rpc or None),
-        env=tuple(visible_devices_env(vendor, p.gpu_indices, "llama.cpp").items()),
+        argv=server_argv(server, p, port, models_dir, rpc or None, bind=bind),
+        env=tuple(visible_devices_env(vendor, gpus, "llama.cpp").items()),
         port=port,
-        gpu_indices=tuple(p.gpu_indices),
+        gpu_indices=gpus,
         vendor=vendor,
         roles=(p.role,),
-        comment=comment,
+        comment=note,
+        key_env=(KEY_ENV,) if keyed else (),
     )
 
 
-def rpc_worker(server: PlanServer, p: Placement) -> Process:
-    """`ggml-rpc-server` on a second machine that holds part of `p`'s layers; exposes this server's GPUs."""
-    indices = tuple(d.index for d in server.devices if d.kind == "gpu")
-    vendor = vendor_of(server.gpus)
+def router_groups(server: PlanServer, on_demand: Sequence[Placement]) -> list[list[Placement]]:
+    """On-demand llama.cpp roles grouped by the GPUs they use: one router (one model loaded at a time) each."""
+    groups: dict[tuple[int, ...], list[Placement]] = {}
+    for p in on_demand:
+        groups.setdefault(local_gpu_indices(server, p), []).append(p)
+    return list(groups.values())
+
+
+def router_process(
+    server: PlanServer, n: int, group: Sequence[Placement], port: int, *, bind: str, keyed: bool
+) -> Process:
+    """llama-server in router mode for the on-demand roles of one GPU set (flags: module docstring)."""
+    gpus = local_gpu_indices(server, group[0])
+    vendor = placement_vendor(server, group[0])
+    roles = tuple(p.role for p in group)
+    swap = ", ".join(f"{p.role} {p.swap_in_s:.1f} s" for p in group if p.swap_in_s is not None)
+    argv = (
+        LLAMA_SERVER,
+        "--models-preset",
+        preset_path(n),
+        "--models-max",
+        "1",
+        "--sleep-idle-seconds",
+        str(IDLE_UNLOAD_S),
+        *CORS_FLAGS,
+        "--host",
+        bind,
+        "--port",
+        str(port),
+    )
+    return Process(
+        name=f"llama-router-{n}",
+        engine="llama.cpp",
+        kind="router",
+        argv=argv,
+        env=tuple(visible_devices_env(vendor, gpus, "llama.cpp").items()),
+        port=port,
+        gpu_indices=gpus,
+        vendor=vendor,
+        roles=roles,
+        comment=(
+            f"On-demand roles {', '.join(roles)} on GPUs {list(gpus) or 'none'}: nothing is loaded at start; a "
+            "request naming a role loads it (and unloads the other), "
+            f"after {IDLE_UNLOAD_S} s without requests it sleeps (memory freed)."
+            + (f"\nPlanned swap-in: {swap}." if swap else "")
+        ),
+        key_env=(KEY_ENV,) if keyed else (),
+    )
+
+
+def preset_path(n: int) -> str:
+    return f"llama-router-{n}.ini"
+
+
+def _ini_value(value: str) -> str:
+    """One INI value as llama.cpp's preset parser reads it (common/preset.cpp): a value ends at ';' or '#' and
+    loses surrounding blanks, so such values cannot be written and are refused."""
+    if any(c in value for c in ";#\r\n") or value != value.strip() or not value:
+        raise PlannerError(f"deploy: {value!r} cannot be written into a llama-server preset (';', '#' or blanks).")
+    return value
+
+
+def preset_ini(server: PlanServer, group: Sequence[Placement], models_dir: str, header: str) -> str:
+    """The `--models-preset` file of one router: a section per role with the flags of its resident form."""
+    lines = [*comment(header), "version = 1", ""]
+    for p in group:
+        argv = [*model_args(p, models_dir), *model_flags(server, p)]
+        lines += comment(f"role {p.role}: {p.model_name} {p.quant}")
+        lines.append(f"[{_ini_value(p.role)}]")
+        lines.append("load-on-startup = false")
+        i = 0
+        while i < len(argv):
+            key = argv[i].lstrip("-")
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and not nxt.startswith("-"):
+                lines.append(f"{key} = {_ini_value(nxt)}")
+                i += 2
+            else:
+                lines.append(f"{key} = true")
+                i += 1
+        lines.append("")
+    return "\n".join(lines)
+
+
+def add_files(dep: Deployment, server: PlanServer, header: str, models_dir: str) -> None:
+    """The preset file of each router process of `dep`."""
+    by_role = {p.role: p for p in server.placements}
+    for proc in dep.processes:
+        if proc.kind == "router" and proc.engine == "llama.cpp":
+            n = int(proc.name.rsplit("-", 1)[1])
+            dep.add_file(preset_path(n), preset_ini(server, [by_role[r] for r in proc.roles], models_dir, header))
+
+
+def _bind_address(address: str | None) -> str:
+    """An IP address to bind to (ggml-rpc-server binds to an address, not a name), else all interfaces."""
+    try:
+        return str(ipaddress.ip_address(address or ""))
+    except ValueError:
+        return "0.0.0.0"
+
+
+def rpc_worker(server: PlanServer, p: Placement, address: str | None = None) -> Process:
+    """`ggml-rpc-server` on a second machine that holds part of `p`'s layers; exposes this server's GPUs that
+    the plan puts layers on. It binds to this server's IP address when --address gives one (the worker has no
+    authentication), else to all interfaces."""
+    indices = local_gpu_indices(server, p) or tuple(d.index for d in server.devices if d.kind == "gpu")
+    vendor = vendor_of(server.gpus[i] for i in indices)
     return Process(
         name=f"rpc-server-{p.role}",
         engine="llama.cpp",
         kind="rpc-worker",
-        argv=(RPC_SERVER, "-H", "0.0.0.0", "-p", str(RPC_PORT), "-c"),
+        argv=(RPC_SERVER, "-H", _bind_address(address), "-p", str(RPC_PORT), "-c"),
         env=tuple(visible_devices_env(vendor, indices, "llama.cpp").items()),
         port=RPC_PORT,
         gpu_indices=indices,
@@ -122,4 +274,3 @@ def rpc_worker(server: PlanServer, p: Placement) -> Process:
             "\nThe RPC port has no authentication: open it only to the head server. -c caches tensors locally."
         ),
     )
-

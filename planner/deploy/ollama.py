@@ -6,24 +6,48 @@ OLLAMA_MAX_LOADED_MODELS, OLLAMA_KV_CACHE_TYPE, OLLAMA_FLASH_ATTENTION. So roles
 slots, KV type or flash attention get separate instances on separate ports. `num_ctx` is per request;
 Ollama allocates num_ctx × OLLAMA_NUM_PARALLEL (its FAQ), matching agiplan's ctx-per-conversation.
 Ollama's KV cache types are f16, q8_0 and q4_0 (docs/faq.md).
+
+Residency: Ollama loads a model on its first request and unloads it after OLLAMA_KEEP_ALIVE (default 5
+minutes; a negative value keeps it loaded, docs/faq.md). "always" roles get their own instance with
+OLLAMA_KEEP_ALIVE=-1 and room for all of them (OLLAMA_MAX_LOADED_MODELS); on-demand roles share an instance
+with OLLAMA_MAX_LOADED_MODELS=1, so they take turns, and unload after ON_DEMAND_KEEP_ALIVE.
 """
 
 from __future__ import annotations
 
+import shlex
+import unicodedata
+
 from planner.deploy import (
+    LOOPBACK,
     Deployment,
     Endpoint,
     Process,
+    comment,
     gpu_vendor,
     model_file,
     placement_vendor,
     serves_embeddings,
     visible_devices_env,
 )
+from planner.errors import PlannerError
 from planner.plan.schema import Placement, PlanServer
 
 OLLAMA_PORT = 11434  # Ollama's default port (OLLAMA_HOST default 127.0.0.1:11434)
 OLLAMA_KV_TYPES = ("f16", "q8_0", "q4_0")
+ON_DEMAND_KEEP_ALIVE = "10m"
+
+
+def _modelfile_value(value: str) -> str:
+    """One Modelfile argument: Ollama's parser reads to the end of the line, so a line break (refused by the
+    plan schema already) would start a new instruction; quoted when it holds blanks or quotes."""
+    if any(unicodedata.category(c) == "Cc" or c in "\u2028\u2029" for c in value):
+        raise PlannerError(f"deploy: {value!r} cannot be written into a Modelfile (control character).")
+    if any(not c.isprintable() or c.isspace() or c == '"' for c in value):
+        if '"""' in value:
+            raise PlannerError(f"deploy: {value!r} cannot be written into a Modelfile.")
+        return f'"""{value}"""'
+    return value
 
 
 def _from_line(p: Placement, models_dir: str) -> str:
@@ -35,44 +59,53 @@ def _from_line(p: Placement, models_dir: str) -> str:
 
 def modelfile(p: Placement, models_dir: str, header: str) -> str:
     lines = [
-        f"# {header}",
-        f"# role {p.role}: {p.model_name} {p.quant}, {p.ctx} tokens per conversation × {p.parallel} slot(s)",
-        f"FROM {_from_line(p, models_dir)}",
+        *comment(header),
+        *comment(f"role {p.role}: {p.model_name} {p.quant}, {p.ctx} tokens per conversation × {p.parallel} slot(s)"),
+        f"FROM {_modelfile_value(_from_line(p, models_dir))}",
         f"PARAMETER num_ctx {p.ctx}",
     ]
-    lines += [f"ADAPTER {a}" for a in p.adapters]
+    lines += [f"ADAPTER {_modelfile_value(a)}" for a in p.adapters]
     return "\n".join(lines) + "\n"
 
 
-def _key(p: Placement) -> tuple[tuple[int, ...], int, str, bool]:
-    return (tuple(p.gpu_indices), p.parallel, p.kv_type, p.flash_attn)
+def _key(p: Placement) -> tuple[tuple[int, ...], int, str, bool, str]:
+    return (tuple(p.gpu_indices), p.parallel, p.kv_type, p.flash_attn, p.residency)
 
 
-def instances(server: PlanServer, host: str, models_dir: str) -> tuple[list[Process], list[Endpoint], list[str]]:
-    """One Ollama instance per distinct (GPUs, slots, KV type, flash attention) among the server's roles."""
-    groups: dict[tuple[tuple[int, ...], int, str, bool], list[Placement]] = {}
+def instances(
+    server: PlanServer, host: str, models_dir: str, *, bind: str = LOOPBACK
+) -> tuple[list[Process], list[Endpoint], list[str]]:
+    """One Ollama instance per distinct (GPUs, slots, KV type, flash attention, residency) among the server's
+    roles."""
+    groups: dict[tuple[tuple[int, ...], int, str, bool, str], list[Placement]] = {}
     for p in server.placements:
         if p.engine == "ollama" and not p.shares_base_with:
             groups.setdefault(_key(p), []).append(p)
     procs: list[Process] = []
     eps: list[Endpoint] = []
     notes: list[str] = []
-    for n, ((gpus, parallel, kv, fa), ps) in enumerate(groups.items()):
+    for n, ((gpus, parallel, kv, fa, residency), ps) in enumerate(groups.items()):
         port = OLLAMA_PORT + n
         vendor = placement_vendor(server, ps[0])
-        env = {"OLLAMA_HOST": f"0.0.0.0:{port}"}
+        env = {"OLLAMA_HOST": f"{bind}:{port}"}
         env.update(visible_devices_env(vendor, gpus, "ollama"))
         if not gpus and server.gpus:
             # Ollama docs/gpu.md: an invalid GPU id ("-1") forces the CPU.
             cpu_vendor = gpu_vendor(server.gpus[0])
             env["ROCR_VISIBLE_DEVICES" if cpu_vendor == "amd" else "CUDA_VISIBLE_DEVICES"] = "-1"
-        always = {p.model for p in ps if p.residency == "always"}
+        always = residency == "always"
         env["OLLAMA_NUM_PARALLEL"] = str(parallel)
-        env["OLLAMA_MAX_LOADED_MODELS"] = str(max(1, len(always)))
+        env["OLLAMA_MAX_LOADED_MODELS"] = str(len({p.model for p in ps}) if always else 1)
+        env["OLLAMA_KEEP_ALIVE"] = "-1" if always else ON_DEMAND_KEEP_ALIVE
         env["OLLAMA_KV_CACHE_TYPE"] = kv
         env["OLLAMA_FLASH_ATTENTION"] = "1" if fa else "0"
         if kv not in OLLAMA_KV_TYPES:
             notes.append(f"ollama-{n}: KV type {kv} is not one of Ollama's ({', '.join(OLLAMA_KV_TYPES)}).")
+        if bind != LOOPBACK:
+            notes.append(
+                f"ollama-{n} listens on {bind}:{port} for the router on another host and Ollama has no API key: "
+                "allow only the router's address to that port (firewall)."
+            )
         roles = tuple(p.role for p in ps)
         setup = tuple(("ollama", "create", p.role, "-f", f"ollama/{p.role}.Modelfile") for p in ps)
         procs.append(
@@ -89,7 +122,8 @@ def instances(server: PlanServer, host: str, models_dir: str) -> tuple[list[Proc
                 setup=setup,
                 comment=(
                     f"Ollama instance {n} on port {port}, GPUs {list(gpus) or 'none'}: roles {', '.join(roles)}; "
-                    f"{parallel} slot(s) each, KV {kv}."
+                    f"{parallel} slot(s) each, KV {kv}; "
+                    + ("kept loaded (always)." if always else f"loaded on request, one at a time ({residency}).")
                 ),
             )
         )
@@ -99,16 +133,13 @@ def instances(server: PlanServer, host: str, models_dir: str) -> tuple[list[Proc
 
 def add_files(dep: Deployment, server: PlanServer, header: str, models_dir: str) -> None:
     """Modelfiles and a `-create.sh` per instance (run once the instance answers)."""
-    import shlex
-
     for proc in dep.processes:
         if proc.engine != "ollama" or not proc.setup:
             continue
-        lines = ["#!/usr/bin/env bash", f"# {header}", "set -euo pipefail", 'cd "$(dirname "$0")"']
-        lines.append(f"export OLLAMA_HOST=127.0.0.1:{proc.port}")
+        lines = ["#!/usr/bin/env bash", *comment(header), "set -euo pipefail", 'cd "$(dirname "$0")"']
+        lines.append(f"export OLLAMA_HOST={shlex.quote(f'{LOOPBACK}:{proc.port}')}")
         lines += [" ".join(shlex.quote(a) for a in cmd) for cmd in proc.setup]
-        dep.files[f"{proc.name}-create.sh"] = "\n".join(lines) + "\n"
-        dep.executable.add(f"{proc.name}-create.sh")
+        dep.add_file(f"{proc.name}-create.sh", "\n".join(lines) + "\n", executable=True)
     for p in server.placements:
         if p.engine == "ollama" and not p.shares_base_with:
-            dep.files[f"ollama/{p.role}.Modelfile"] = modelfile(p, models_dir, header)
+            dep.add_file(f"ollama/{p.role}.Modelfile", modelfile(p, models_dir, header))

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 
-from planner.deploy import Process, hf_repo, placement_vendor, vendor_of, visible_devices_env
+from planner.deploy import KeyEnv, Process, hf_repo, local_gpu_indices, placement_vendor, vendor_of, visible_devices_env
 from planner.plan.schema import Placement, PlanServer
 
 UTILIZATION_CAP = 0.95  # sum of fractions on one card; the rest is left for the driver / CUDA context
 RAY_PORT = 6379  # `ray start --head` default GCS port
+KEY_ENV = KeyEnv("VLLM_API_KEY", as_path=False)  # vllm serve's --api-key reads it (docs: OpenAI-compatible server)
 
 
 def _card_bytes(p: Placement, index: int) -> int:
@@ -80,9 +81,11 @@ def _quantization(quant: str) -> str | None:
     return None
 
 
-def serve_argv(p: Placement, port: int, utilization: float, pipeline: int) -> tuple[str, ...]:
+def serve_argv(
+    p: Placement, port: int, utilization: float, pipeline: int, *, bind: str = "127.0.0.1"
+) -> tuple[str, ...]:
     argv = ["vllm", "serve", hf_repo(p), "--served-model-name", p.role]
-    argv += ["--host", "0.0.0.0", "--port", str(port)]
+    argv += ["--host", bind, "--port", str(port)]
     argv += ["--max-model-len", str(p.ctx), "--max-num-seqs", str(p.parallel)]
     argv += ["--gpu-memory-utilization", f"{utilization:.2f}"]
     argv += ["--tensor-parallel-size", str(max(1, p.tensor_parallel))]
@@ -99,11 +102,14 @@ def serve_argv(p: Placement, port: int, utilization: float, pipeline: int) -> tu
 
 
 def serve_process(
-    server: PlanServer, p: Placement, port: int, util: dict[str, float]
+    server: PlanServer, p: Placement, port: int, util: dict[str, float], *, bind: str = "127.0.0.1", keyed: bool = False
 ) -> list[Process]:
-    """The `vllm serve` process (and a Ray head before it when the model spans servers)."""
+    """The `vllm serve` process (and a Ray head before it when the model spans servers). An on-demand role's
+    instance is not started at boot (vLLM has no model switcher): its script is run when the role is needed."""
     vendor = placement_vendor(server, p)
-    env = visible_devices_env(vendor, p.gpu_indices, "vllm")
+    gpus = local_gpu_indices(server, p)
+    env = visible_devices_env(vendor, gpus, "vllm")
+    boot = p.residency == "always"
     pipeline = max(1, len(p.split_hosts))
     u = util.get(p.role, 0.9)
     comment = (
@@ -122,32 +128,36 @@ def serve_process(
                 argv=("ray", "start", "--head", f"--port={RAY_PORT}", "--block"),
                 env=tuple(env.items()),
                 port=RAY_PORT,
-                gpu_indices=tuple(p.gpu_indices),
+                gpu_indices=gpus,
                 vendor=vendor,
                 roles=(p.role,),
                 comment=f"Ray head for {p.role}: start before vllm serve; workers join with ray start --address.",
             )
         )
         comment += f"\nPipeline-parallel over {pipeline} servers ({', '.join(p.split_hosts)}): Ray workers first."
+    if not boot:
+        comment += "\nOn demand: not started by start.sh; run this script when the role is needed, stop it after."
     procs.append(
         Process(
             name=f"vllm-{p.role}",
             engine="vllm",
             kind="server",
-            argv=serve_argv(p, port, u, pipeline),
+            argv=serve_argv(p, port, u, pipeline, bind=bind),
             env=tuple(env.items()),
             port=port,
-            gpu_indices=tuple(p.gpu_indices),
+            gpu_indices=gpus,
             vendor=vendor,
             roles=(p.role,),
             comment=comment,
+            key_env=(KEY_ENV,) if keyed else (),
+            boot=boot,
         )
     )
     return procs
 
 
 def ray_worker(server: PlanServer, p: Placement, head_host: str) -> Process:
-    indices = tuple(d.index for d in server.devices if d.kind == "gpu")
+    indices = local_gpu_indices(server, p) or tuple(d.index for d in server.devices if d.kind == "gpu")
     vendor = vendor_of(server.gpus)
     if vendor in ("mixed", "cpu"):  # vLLM has no Vulkan build: a mixed server is pinned the CUDA way
         vendor = "nvidia"

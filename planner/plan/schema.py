@@ -14,10 +14,11 @@ JSON shape (stable keys, issue #3):
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from planner.io import load_versioned
 from planner.io import read_versioned_json as read_versioned_json  # re-exported: callers import it from here
@@ -32,8 +33,31 @@ EngineName = Literal["llama.cpp", "ollama", "vllm"]
 Residency = Literal["always", "on-demand"]
 
 
+MAX_GPUS_PER_SERVER = 16  # as planner.plan.servers plans them
+_CONTROL_CHARS = frozenset([*map(chr, range(0x20)), "\x7f", "\x85", "\u2028", "\u2029"])
+
+
+def _no_control_chars(text: str) -> str:
+    """Free text (model paths, hardware descriptions, notes) may hold anything printable but no control
+    character: no newline, carriage return, NUL or Unicode line separator that could end a line of a
+    generated script, YAML file or Modelfile."""
+    bad = next((c for c in text if c in _CONTROL_CHARS), None)
+    if bad is not None:
+        raise ValueError(f"control character {bad!r} is not allowed here")
+    return text
+
+
+# Names that become file names, process names, YAML keys and command-line values (roles, servers, the
+# stack): the stack file's grammar (planner.plan.stack.Name), so any plan recommend writes passes.
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", min_length=1, max_length=64)]
+# Identifiers written into flags (quant, KV type, catalog ids, versions): the same characters plus '+'.
+Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$", min_length=1, max_length=64)]
+Text = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_no_control_chars)]
+
+
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # extra="forbid": a foreign key is an error; allow_inf_nan=False: NaN and ±inf never pass as numbers
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class MemoryBreakdown(_Closed):
@@ -46,10 +70,10 @@ class MemoryBreakdown(_Closed):
 class PlanDevice(_Closed):
     """One memory pool of a server: a GPU (index = its position in the server, CUDA/ROCm order) or the host."""
 
-    id: str  # catalog id (rtx-4090) or "cpu"
-    index: int  # GPU index on that server; -1 for the host
+    id: Ident  # catalog id (rtx-4090) or "cpu"
+    index: int = Field(ge=-1, lt=MAX_GPUS_PER_SERVER)  # GPU index on that server; -1 for the host
     kind: Literal["gpu", "cpu"]
-    name: str
+    name: Text
     used_bytes: int = Field(ge=0)
     capacity_bytes: int = Field(ge=0)
     margin_bytes: int = Field(ge=0, default=0)
@@ -62,57 +86,62 @@ class Placement(_Closed):
     `memory_bytes` equals what `agiplan estimate` reports for the same model, quant, ctx, parallel,
     engine and GPUs."""
 
-    role: str
-    model: str  # what was resolved: catalog id, .gguf path or hf:owner/name
-    model_name: str
-    quant: str
-    ctx: int = Field(gt=0)
-    parallel: int = Field(gt=0)
+    role: Name
+    model: Text  # what was resolved: catalog id, .gguf path or hf:owner/name
+    model_name: Text
+    quant: Ident
+    ctx: int = Field(gt=0, le=2**24)
+    parallel: int = Field(gt=0, le=4096)
     engine: EngineName
-    devices: list[str]
-    gpu_indices: list[int] = Field(default_factory=list)
+    devices: list[Ident]
+    # index on the GPU's own server (a split placement lists the other servers' GPUs too)
+    gpu_indices: list[Annotated[int, Field(ge=0, lt=MAX_GPUS_PER_SERVER)]] = Field(default_factory=list)
     gpu_layers: int = Field(ge=0)  # llama.cpp -ngl (layers + output head on GPUs)
     n_cpu_moe: int = Field(ge=0, default=0)  # llama.cpp --n-cpu-moe: layers whose routed experts stay on the CPU
     n_layers: int = Field(gt=0)
-    kv_type: str = "f16"
+    kv_type: Ident = "f16"
     flash_attn: bool = True
     residency: Residency = "always"
     memory_bytes: int = Field(ge=0)
     memory: MemoryBreakdown
-    memory_by_device: dict[str, int] = Field(default_factory=dict)  # "gpu0"/"cpu" -> bytes
+    # "gpu0"/"cpu" -> bytes; a split placement names the server: "main/gpu0"
+    memory_by_device: dict[
+        Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.\-]*/)?(gpu[0-9]+|cpu)$")],
+        Annotated[int, Field(ge=0)],
+    ] = Field(default_factory=dict)
     kv_capacity_tokens: int = Field(ge=0)
     decode_tok_s: float = Field(ge=0)  # per slot, all roles of the option decoding at once (contention)
     decode_tok_s_alone: float = Field(ge=0)  # this role alone on its devices
     prefill_tok_s: float = Field(ge=0)
     min_tok_s: float | None = None
     meets_target: bool
-    swap_in_s: float | None = None  # on-demand roles: time to load from disk / page cache
-    gpu_memory_utilization: float | None = None  # vLLM: fraction of each card's TOTAL memory
-    tensor_parallel: int = 1
-    adapters: list[str] = Field(default_factory=list)
-    shares_base_with: str | None = None  # role whose loaded model this role reuses (LoRA / slots)
-    split_hosts: list[str] = Field(default_factory=list)  # split kind: servers the layers span
+    swap_in_s: float | None = Field(default=None, ge=0)  # on-demand roles: time to load from disk / page cache
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vLLM: fraction of each card's TOTAL memory
+    tensor_parallel: int = Field(default=1, ge=1, le=MAX_GPUS_PER_SERVER)
+    adapters: list[Text] = Field(default_factory=list)
+    shares_base_with: Name | None = None  # role whose loaded model this role reuses (LoRA / slots)
+    split_hosts: list[Name] = Field(default_factory=list)  # split kind: servers the layers span
     # an embedding model, served for /v1/embeddings (llama-server --embeddings); None: a plan written before
     # agiplan recorded it (deploy looks the model up)
     embedding: bool | None = None
-    n_ubatch: int | None = None  # llama.cpp -b / -ub the memory was planned for (encoders: ctx); None: defaults
-    note: str = ""
+    n_ubatch: int | None = Field(default=None, gt=0, le=2**24)  # llama.cpp -b / -ub the memory was planned for
+    note: Text = ""
 
 
 class PlanService(_Closed):
-    name: str
+    name: Name
     cpu_cores: float = Field(ge=0)
     ram_bytes: int = Field(ge=0)
     disk_bytes: int = Field(ge=0)
 
 
 class PlanServer(_Closed):
-    name: str
+    name: Name
     new: bool  # to be bought
     cost_usd: float = Field(ge=0)  # 0 for existing servers
-    hardware: str  # "2x rtx-4090, ryzen-9-7950x, 128 GiB"
-    cpu: str | None  # catalog id
-    gpus: list[str]  # catalog ids, index order
+    hardware: Text  # "2x rtx-4090, ryzen-9-7950x, 128 GiB"
+    cpu: Ident | None  # catalog id
+    gpus: list[Ident] = Field(max_length=MAX_GPUS_PER_SERVER)  # catalog ids, index order
     ram_bytes: int = Field(ge=0)
     devices: list[PlanDevice]
     placements: list[Placement]
@@ -131,9 +160,42 @@ class PlanServer(_Closed):
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 raise ValueError(f"part {i}: 'count' must be a positive integer")
             price = part.get("price_usd")
-            if price is not None and (not isinstance(price, int | float) or isinstance(price, bool) or price < 0):
+            if price is not None and (
+                not isinstance(price, int | float) or isinstance(price, bool) or not math.isfinite(price) or price < 0
+            ):
                 raise ValueError(f"part {i}: 'price_usd' must be a non-negative number or null")
         return parts
+
+    @model_validator(mode="after")
+    def _indices_and_names(self) -> PlanServer:
+        """GPU indices name GPUs of this server (a split placement's also name the other hosts' GPUs, so they
+        are only bounded); each role appears once; a shared base is a role of this server."""
+        roles = [p.role for p in self.placements]
+        dup = _first_duplicate(roles)
+        if dup is not None:
+            raise ValueError(f"role '{dup}' is placed twice on server '{self.name}'")
+        for p in self.placements:
+            if not p.split_hosts:
+                bad = [i for i in p.gpu_indices if i >= len(self.gpus)]
+                if bad:
+                    raise ValueError(
+                        f"role '{p.role}': GPU index {bad[0]} but server '{self.name}' has {len(self.gpus)} GPU(s)"
+                    )
+            if p.shares_base_with is not None and p.shares_base_with not in roles:
+                raise ValueError(f"role '{p.role}': shares_base_with '{p.shares_base_with}' is not a role here")
+        for d in self.devices:
+            if d.kind == "gpu" and not 0 <= d.index < len(self.gpus):
+                raise ValueError(f"device '{d.name}': GPU index {d.index} but the server has {len(self.gpus)} GPU(s)")
+        return self
+
+
+def _first_duplicate(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return None
 
 
 class PlanOption(_Closed):
@@ -142,23 +204,41 @@ class PlanOption(_Closed):
     total_cost_usd: float = Field(ge=0)
     meets_targets: bool
     quality_score: float = 0.0
-    why: str
-    failing_roles: list[str] = Field(default_factory=list)
+    why: Text
+    failing_roles: list[Name] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PlanOption:
+        """Server names are unique in an option, a role is served by one server, and a split names servers
+        of the option."""
+        names = [s.name for s in self.servers]
+        dup = _first_duplicate(names)
+        if dup is not None:
+            raise ValueError(f"server name '{dup}' is used twice")
+        dup = _first_duplicate([p.role for s in self.servers for p in s.placements])
+        if dup is not None:
+            raise ValueError(f"role '{dup}' is placed on two servers")
+        for s in self.servers:
+            for p in s.placements:
+                unknown = [h for h in p.split_hosts if h not in names]
+                if unknown:
+                    raise ValueError(f"role '{p.role}': split host '{unknown[0]}' is not a server of this option")
+        return self
 
 
 class Plan(_Closed):
     schema_version: int
     kind: Literal["agiplan-plan"] = "agiplan-plan"
-    created_at: str
-    agiplan_version: str
-    stack_name: str
+    created_at: Text
+    agiplan_version: Ident
+    stack_name: Name
     options: list[PlanOption]
     recommended: int | None  # index into options; None when nothing meets the targets
-    assumptions: list[str] = Field(default_factory=list)
+    assumptions: list[Text] = Field(default_factory=list)
     # optional, added by recommend: --what-if deltas against the recommended option, and when nothing meets
     # the targets, the nearest relaxations that do (lower quant, shorter context, more budget)
     what_ifs: list[dict[str, Any]] = Field(default_factory=list)
-    relaxations: list[str] = Field(default_factory=list)
+    relaxations: list[Text] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _recommended_is_an_option(self) -> Plan:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.catalog import Catalog
 from planner.errors import HardwareError, PlannerError
@@ -19,6 +19,9 @@ from planner.estimate.devices import detected_ram_gib, gpu_device, host_device
 from planner.estimate.types import Device
 from planner.model.arch import Source
 from planner.units import GIB
+
+if TYPE_CHECKING:
+    from planner.hardware.detect import HostInfo
 
 DEFAULT_SERVER_SPEC = "main: 2x rtx-4090, ryzen-9-7950x, 128GiB"
 DEFAULT_SERVER_NOTE = (
@@ -174,6 +177,7 @@ def server_from_detect(path: Path | str, cat: Catalog, *, name: str | None = Non
     from planner.hardware.detect import read_host_json
 
     info = read_host_json(Path(path))
+    _check_detect_strings(path, info)
     gpus: list[str] = []
     reserved: list[int] = []
     notes: list[str] = []
@@ -204,6 +208,24 @@ def server_from_detect(path: Path | str, cat: Catalog, *, name: str | None = Non
         ram_bandwidth_gbs=info.ram_bandwidth_gbs,
         detected_cores=info.cpu.cores_physical,
     )
+
+
+_SERVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
+def _check_detect_strings(path: Path | str, info: HostInfo) -> None:
+    """A server file is input like any other: its hostname becomes the server's name (file names, script
+    lines, URLs), so it must be a plain host name; the GPU and CPU names printed in notes must hold no
+    control character."""
+    if info.hostname and not _SERVER_NAME_RE.fullmatch(info.hostname):
+        raise HardwareError(
+            f"{path}: hostname {info.hostname!r} must be letters, digits, '-', '_' or '.' (at most 64); "
+            "fix the hostname in the file."
+        )
+    texts = [info.cpu.model_name, *(g.name for g in info.gpus)]
+    for text in texts:
+        if any(ord(c) < 0x20 or c in "\x7f\x85\u2028\u2029" for c in text):
+            raise HardwareError(f"{path}: {text!r} holds a control character; fix the server file.")
 
 
 def _dominated_cpu(a: str, b: str, cat: Catalog) -> bool:
