@@ -279,21 +279,30 @@ def test_cli_report_markdown_json_and_file(tmp_path: Path, bench_path: Path) -> 
 
 
 def _hostile_plan() -> Any:
-    """The agents plan with the strings a plan file can carry made hostile (issue 15): raw HTML, a new
-    heading, a fence-closing model name, backticks in a server name, control characters."""
-    from planner.plan.schema import Plan
-
-    doc = agents_plan().model_dump(mode="json")
-    doc["stack_name"] = "<script>alert(1)</script>"
-    opt = doc["options"][0]
-    opt["why"] = "fine\n# Injected heading\n<img src=x onerror=alert(1)>"
-    srv = opt["servers"][0]
-    srv["hardware"] = "2x rtx-4090 ```\n## Injected too"
-    srv["name"] = "ma`in"
-    pl = srv["placements"][0]
-    pl["model_name"] = "evil\n```\n<img src=y onerror=alert(2)> [link](javascript:alert(3)) **bold** \x1b[31m"
-    pl["role"] = "- a list? # and a heading?"
-    return Plan.model_validate(doc)
+    """The agents plan with the strings a plan can carry made hostile (issue 15): raw HTML, a new heading, a
+    fence-closing model name, backticks in a server name, control characters. Built in code with model_copy,
+    past the checks a plan FILE gets on load (tests/test_plan_schema.py refuses these strings there): the
+    renderer must be inert on its own."""
+    plan = agents_plan()
+    opt = plan.options[0]
+    srv = opt.servers[0]
+    pl = srv.placements[0].model_copy(
+        update={
+            "model_name": "evil\n```\n<img src=y onerror=alert(2)> [link](javascript:alert(3)) **bold** \x1b[31m",
+            "role": "- a list? # and a heading?",
+        }
+    )
+    srv = srv.model_copy(
+        update={
+            "hardware": "2x rtx-4090 ```\n## Injected too",
+            "name": "ma`in",
+            "placements": [pl, *srv.placements[1:]],
+        }
+    )
+    opt = opt.model_copy(
+        update={"why": "fine\n# Injected heading\n<img src=x onerror=alert(1)>", "servers": [srv, *opt.servers[1:]]}
+    )
+    return plan.model_copy(update={"stack_name": "<script>alert(1)</script>", "options": [opt, *plan.options[1:]]})
 
 
 def _blocks(text: str) -> tuple[list[str], list[str], list[str]]:
