@@ -284,7 +284,7 @@ class _SetBound:
 
     def __init__(self, stack: Stack, main: Server, cat: Catalog, cache: EstimateCache, split_item: int | None) -> None:
         self.cat = cat
-        self.items = stack_items(stack)
+        self.items = stack_items(stack, cat)
         self.split_item = split_item
         main_p = make_problem(stack, [main], cat, cache, mode="concurrent")
         self.main_q: list[int | None] = [
@@ -332,8 +332,8 @@ def _raw_capacity(server: Server, cat: Catalog) -> int:
 def _split_item(stack: Stack) -> int | None:
     """The role tried as the split one: the first role that stays loaded, in stack order (the presets and the
     README put the big reasoner first)."""
-    items = stack_items(stack)
-    return next((i for i, it in enumerate(items) if it.role is not None and it.role.residency == "always"), None)
+    bases = [r for r in stack.roles if r.share_with is None]  # the model items, in stack_items' order
+    return next((i for i, r in enumerate(bases) if r.residency == "always"), None)
 
 
 def fit_sentence(sol: Solution, ii: int) -> str:

@@ -9,14 +9,15 @@ Feasibility per device: GPU d holds Σ(always-resident usage) + max(on-demand us
 largest margin of the engines on it, not one per model); the host RAM holds the same plus services
 and the host margin; services' cores fit the CPU. On-demand roles need to fit only when swapped in.
 
-Objective (`evaluate`; lexicographic, smaller is better): (targets missed, −quality points, cost in cents,
+Objective (`evaluate`; lexicographic, smaller is better): (floors missed, −quality points, cost in cents,
 devices holding model layers: each GPU 1, a host 10 — CPU decoding is an order of magnitude slower, so
-an idle GPU is preferred to CPU layers). Targets: decode tok/s per slot under the planned concurrent load
-(planner.plan.contention), swap-in time of on-demand roles, and "stays loaded" for always roles in the
-serial kind. The search is planner.plan.solver; the option kinds over server sets planner.plan.options.
+an idle GPU is preferred to CPU layers). Floors: decode tok/s per slot under the planned concurrent load
+(planner.plan.contention; a role's `min_tok_s`, else its task's default, planner.plan.objective), swap-in
+time of on-demand roles, and "stays loaded" for always roles in the serial kind. The search is
+planner.plan.solver; the option kinds over server sets planner.plan.options.
 
-Quality points per role: 1000 − 100 × (position of the model in the role's candidate list) −
-round(1000 × quant mean KLD vs FP16) (catalog quants.yaml `quality_loss`). Unplaced role: 0 points.
+Quality points per placement (planner.plan.objective.Points): model preference, then quant tier, less the
+relative shortfall when it misses its floor even alone. Unplaced role: 0 points.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
 from planner.estimate.types import Device, Estimate, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
 from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step_profile
+from planner.plan.objective import (
+    MODEL_POINTS,
+    TASK_FLOORS,
+    Points,
+    below_floor,
+    combo_points,
+    over_limit,
+    quant_tier,
+    role_task,
+    shortfall,
+)
 from planner.plan.servers import Server
 from planner.plan.stack import RoleSpec, ServiceSpec, Stack
 from planner.units import GIB, MIB
@@ -45,8 +57,7 @@ VLLM_QUANTS: tuple[str, ...] = ("BF16", "FP8", "AWQ-INT4", "GPTQ-INT4")
 # Quants the catalog gives no KLD for: the nearest GGUF quant's figure (an assumption, stated in the plan).
 ASSUMED_KLD: dict[str, str] = {"AWQ-INT4": "Q4_K_M", "GPTQ-INT4": "Q4_K_M", "FP8": "Q8_0"}
 RPC_SERVER_HOST_BYTES = 150 * MIB  # rpc-server process on the remote node (gguf-parser-go RAM footprint)
-MODEL_POINTS = 1000
-PREFERENCE_STEP = 100
+__all__ = ["MODEL_POINTS"]  # re-exported: the points live in planner.plan.objective
 MAX_SUBSET_GPUS = 4  # all GPU subsets up to this many cards; contiguous ranges beyond
 HOST_DEVICE_WEIGHT = 10
 
@@ -64,20 +75,27 @@ class Item:
     members: tuple[RoleSpec, ...] = ()  # roles served as extra slots of this role's model
     ctx: int = 0
     parallel: int = 0
-    min_tok_s: float | None = None
+    min_tok_s: float | None = None  # the decode floor: the stack's min_tok_s, else the task's default
+    task: str = ""
+    floor_is_default: bool = False  # min_tok_s / prefill_floor_tok_s come from the task's default
+    prefill_floor_tok_s: float | None = None  # an embedder's floor (its default; checked alone)
 
     @property
     def is_model(self) -> bool:
         return self.role is not None
 
 
-def stack_items(stack: Stack) -> list[Item]:
+def stack_items(stack: Stack, cat: Catalog) -> list[Item]:
+    """The items of a stack, each with its floor: the largest `min_tok_s` of the role and the roles sharing
+    its model, else the default of the role's task (planner.plan.objective.TASK_FLOORS)."""
     items: list[Item] = []
     for r in stack.roles:
         if r.share_with is not None:
             continue
         members = tuple(m for m in stack.roles if m.share_with == r.name)
         targets = [x.min_tok_s for x in (r, *members) if x.min_tok_s is not None]
+        task = role_task(cat, r.task, r.models[0] if r.models else None)
+        default = TASK_FLOORS[task]
         items.append(
             Item(
                 name=r.name,
@@ -85,7 +103,10 @@ def stack_items(stack: Stack) -> list[Item]:
                 members=members,
                 ctx=max([r.ctx, *(m.ctx for m in members)]),
                 parallel=r.parallel + sum(m.parallel for m in members),
-                min_tok_s=max(targets) if targets else None,
+                min_tok_s=max(targets) if targets else default.decode_tok_s,
+                task=task,
+                floor_is_default=not targets,
+                prefill_floor_tok_s=None if targets else default.prefill_tok_s,
             )
         )
     items += [Item(name=s.name, service=s) for s in stack.services]
@@ -130,6 +151,8 @@ class Candidate:
     split_servers: tuple[int, ...] = ()
     cores: float = 0.0
     parts: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()  # (DevSlot, (weights, KV, compute, overhead))
+    preference: int = 0  # place of the model in the role's list (objective.Points)
+    tier: int = 0  # quant tier (objective.QUANT_TIERS index)
 
     @property
     def alone_tok_s(self) -> float:
@@ -283,6 +306,7 @@ def _candidate_from_estimate(
     est: Estimate,
     cb: Combo,
     item_index: int,
+    it: Item,
     *,
     server: int,
     slot_map: Sequence[int],  # est.devices index -> DevSlot index
@@ -323,7 +347,7 @@ def _candidate_from_estimate(
         server=server,
         gpu_slots=tuple(gpu_slots),
         uses_cpu=uses_cpu,
-        quality=cb.quality,
+        quality=placement_points(it, cb, est, prof.step_s).total,
         mem=tuple(sorted(mem.items())),
         margin=tuple(margin),
         tau=tuple(tau),
@@ -332,7 +356,19 @@ def _candidate_from_estimate(
         est=est,
         split_servers=split_servers,
         parts=tuple(sorted(parts.items())),
+        preference=cb.preference,
+        tier=cb.tier,
     )
+
+
+def placement_points(it: Item, cb: Combo, est: Estimate, step_s: float) -> Points:
+    """The points of model item `it` placed as `cb` with estimate `est`, decoding alone at one step per
+    `step_s`: an embedder is held to its prefill floor, the rest to their decode floor."""
+    if it.prefill_floor_tok_s is not None:
+        short = shortfall(est.speed.prefill_tok_s, it.prefill_floor_tok_s)
+    else:
+        short = shortfall(1.0 / step_s if step_s > 0 else 0.0, it.min_tok_s)
+    return Points(cb.preference, cb.tier, short)
 
 
 def _alone_fits(c: Candidate, slots: Sequence[DevSlot], host_margin: Sequence[int]) -> bool:
@@ -354,8 +390,10 @@ class Combo:
     label: str  # the quant as the candidate shows it (upper case; the file's type for a fixed file)
     engine: str  # the role's engine name (llama.cpp or vllm; `cfg.engine` is the estimator's)
     cfg: RunConfig
-    quality: int
+    quality: int  # an upper bound on its placements' points (objective.combo_points)
     sizes: tuple[int, int, int]  # weights: (total, file, token_embd) bytes
+    preference: int = 0  # place in the role's model list
+    tier: int = 0  # objective.QUANT_TIERS index
 
     @property
     def weight_bytes(self) -> int:
@@ -386,7 +424,8 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
                 if engine == "llama.cpp" and is_vllm_q and q_up not in ("BF16",):
                     continue
                 kld = quant_kld(cat, q_up) if q_up else 0.0
-                quality = MODEL_POINTS - PREFERENCE_STEP * pref - round(1000 * kld)
+                tier = quant_tier(kld).index
+                quality = combo_points(pref, tier)
                 cfg = RunConfig(
                     engine="vllm" if engine == "vllm" else "llama.cpp",
                     ctx=it.ctx,
@@ -399,7 +438,7 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
                     w = cache.weights(ref, quant, cfg.engine)
                 except (EstimateError, PlannerError):
                     continue
-                combos.append(Combo(ref, quant, q_up, engine, cfg, quality, cache.sizes(w)))
+                combos.append(Combo(ref, quant, q_up, engine, cfg, quality, cache.sizes(w), pref, tier))
     cache.combos[key] = combos
     return combos
 
@@ -467,7 +506,7 @@ def build_candidates(
                 if cb.weight_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
                     continue
                 est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[a])
-                if est is None:
+                if est is None or not est.fits:  # the estimator's verdict: recommend and estimate agree
                     continue
                 smap = [gpu_slot_index[(a, g)] for g in range(len(gpus[a]))]
                 smap += [gpu_slot_index[(b, g)] for g in range(len(gpus[b]))]
@@ -476,6 +515,7 @@ def build_candidates(
                     est,
                     cb,
                     ii,
+                    it,
                     server=a,
                     slot_map=smap,
                     extra_step_s=rpc_hop_s(est.arch.hidden_size),
@@ -557,10 +597,10 @@ def _server_candidates(
             if cb.weight_bytes > sum(d.available_bytes for d in devs) + cap_host:
                 continue
             est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[si])
-            if est is None:
+            if est is None or not est.fits:  # the estimator's verdict: recommend and estimate agree
                 continue
             smap = [gpu_slot_index[(si, g)] for g in sub] + [host_slot[si]]
-            c = _candidate_from_estimate(est, cb, ii, server=si, slot_map=smap)
+            c = _candidate_from_estimate(est, cb, ii, it, server=si, slot_map=smap)
             if _alone_fits(c, slots, host_margin):
                 out.append(c)
     cache.server_cands[key] = out
@@ -615,7 +655,7 @@ def make_problem(
     they are in no plan better than its incumbent, so they are not estimated on servers after the first."""
     from planner.estimate.engines import rules_for
 
-    items = stack_items(stack)
+    items = stack_items(stack, cat)
     slots, host_slot, cands = build_candidates(
         items, servers, cat, cache, stack, split_item=split_item, split_pair=split_pair, min_quality=min_quality
     )
@@ -734,7 +774,7 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
             others += (res_tau[si] - t + od_tau[si]) if c.resident else res_tau[si]
         tok_s = 1.0 / (c.step_s + others) if c.step_s + others > 0 else 0.0
         fails: list[str] = []
-        if it.min_tok_s is not None and tok_s < it.min_tok_s * (1 - 1e-9):
+        if below_floor(tok_s, it.min_tok_s):
             fails.append(f"{tok_s:.1f} tok/s < target {it.min_tok_s:g}")
         swap: float | None = None
         assert it.role is not None
@@ -749,7 +789,7 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
             swap = c.file_bytes / (rate * 1e9)
             if it.role.residency == "always":
                 fails.append("must stay loaded (residency: always) but the serial plan loads one model at a time")
-            elif it.role.max_swap_in_s is not None and swap > it.role.max_swap_in_s * (1 + 1e-9):
+            elif over_limit(swap, it.role.max_swap_in_s):
                 fails.append(f"swap-in {swap:.1f} s > {it.role.max_swap_in_s:g} s")
         roles[ii] = RoleResult(tok_s, swap, fails)
         if fails:

@@ -22,11 +22,13 @@ from planner.catalog import Catalog
 from planner.errors import PlannerError
 from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
+from planner.plan.objective import MODEL_POINTS, PREFERENCE_STEP, QUANT_TIERS, TASK_FLOORS, TIER_STEP
 from planner.plan.options import OptionResult, option_why, quality_score, solve_two_server, unproven_note
-from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem
+from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem, stack_items
 from planner.plan.schema import (
     OPTION_KINDS,
     PLAN_SCHEMA_VERSION,
+    Gain,
     MemoryBreakdown,
     OptionKind,
     Placement,
@@ -45,8 +47,27 @@ MODEL_ASSUMPTIONS: tuple[str, ...] = (
     "tok/s under load: roles that stay loaded all decode at once and time-share each GPU / the host DDR they "
     "use (worst case); on-demand roles contend with the always-resident ones while loaded",
     "each GPU keeps one margin free (the largest of the engines on it: llama.cpp 1024 MiB), not one per model",
-    "quality points per role: 1000 − 100 × position in the role's model list − 1000 × quant mean KLD vs FP16",
+    "ranking: floors met first, then per role its model's place in the list, then the quant's tier "
+    "(near-lossless / good / degraded / poor by mean KLD vs FP16), then decode speed over the floor, then cost",
+    "recommendation: the cheapest option that meets every floor, unless a dearer one gives some role a better model "
+    "or quant tier (what the money buys is listed with each dearer option)",
 )
+
+
+def objective_notes(stack: Stack, cat: Catalog) -> list[str]:
+    """The default floors this stack's roles got (a role without min_tok_s), each with its reason."""
+    notes: list[str] = []
+    for it in stack_items(stack, cat):
+        if not it.is_model or not it.floor_is_default:
+            continue
+        f = TASK_FLOORS[it.task]
+        what = (
+            f"decode >= {f.decode_tok_s:g} tok/s per slot under load"
+            if f.decode_tok_s is not None
+            else f"prefill >= {f.prefill_tok_s:g} tok/s alone"
+        )
+        notes.append(f"default floor for {it.name} ({f.task}, no min_tok_s in the stack): {what} — {f.reason}")
+    return notes
 
 
 @dataclass
@@ -124,13 +145,10 @@ def recommend(
         results = _side_by_side([functools.partial(search, kind) for kind in kinds])
     else:
         results = [search(kind) for kind in kinds]
-    options = [_option(r, cat) for r in results]
-    recommended = _pick(results, len(stack.roles))
+    options = _purchases(results, [_option(r, cat) for r in results])
+    recommended = _pick(results)
     notes = list(assumptions) + list(MODEL_ASSUMPTIONS)
-    notes.append(
-        f"recommendation: among options that meet every target, quality within {QUALITY_TOLERANCE_PER_ROLE} points "
-        "per role (0.01 mean KLD vs FP16) of the best counts as equal, and the cheaper one wins"
-    )
+    notes += objective_notes(stack, cat)
     if any(s.new for o in options for s in o.servers):
         notes.append(BASE_PLATFORM_NOTE)
     if budget_usd is not None:
@@ -145,8 +163,7 @@ def recommend(
             notes.append(unproven_note(r.kind, r.solution, time_limit_s))
     disk = cat.disk(stack.disk)
     notes.append(
-        f"on-demand models load from {disk.name} ({disk.read_gbs} GB/s) or from the page cache when free RAM "
-        "holds them"
+        f"on-demand models load from {disk.name} ({disk.read_gbs} GB/s) or from the page cache when free RAM holds them"
     )
     plan = Plan(
         schema_version=PLAN_SCHEMA_VERSION,
@@ -227,29 +244,156 @@ def _side_by_side(tasks: Sequence[Callable[[], T]]) -> list[T]:
     return [cast(T, r) for r in results]
 
 
-# Options whose quality is within this many points per role of the best one count as equally good, and the
-# cheaper wins: 10 points = 0.01 mean KLD vs FP16, about the gap between Q5_K_M and Q8_0 on Llama 3 8B
-# (llama.cpp perplexity README) — not worth buying a second server for.
-QUALITY_TOLERANCE_PER_ROLE = 10
+def _merit(sol: Solution) -> int:
+    """Model places and quant tiers of a plan, as points (higher is better): what money may buy. Speed bands
+    are left out: a faster plan at the same model and tier is not worth a purchase."""
+    total = 0
+    for ii, ci in enumerate(sol.assign):
+        it = sol.problem.items[ii]
+        if not it.is_model:
+            continue
+        if ci < 0:
+            total -= MODEL_POINTS
+            continue
+        c = sol.problem.cands[ii][ci]
+        total -= PREFERENCE_STEP * c.preference + TIER_STEP * c.tier
+    return total
 
 
-def _pick(results: Sequence[OptionResult], n_roles: int) -> int | None:
-    """The recommended option: meets every target; among those, quality within the tolerance of the best,
-    then the lowest cost, then fewer devices, then the higher quality, then concurrent before serial."""
-    ok = [
-        (i, r.solution.evaluation)
-        for i, r in enumerate(results)
-        if r.solution is not None and r.solution.evaluation.key[0] == 0
-    ]
+_KIND_RANK = {"one-server-concurrent": 0, "one-server-serial": 1, "two-server": 2, "split": 3}
+
+
+def _by_price(results: Sequence[OptionResult]) -> list[int]:
+    """Options with a plan, cheapest first; at equal cost fewer floors missed, better key, concurrent first."""
+    idx = [i for i, r in enumerate(results) if r.solution is not None]
+
+    def order(i: int) -> tuple[object, ...]:
+        sol = results[i].solution
+        assert sol is not None
+        k = sol.evaluation.key
+        return (k[2], k[0], k[3], k[1], _KIND_RANK.get(results[i].kind, 9), i)
+
+    return sorted(idx, key=order)
+
+
+def _pick(results: Sequence[OptionResult]) -> int | None:
+    """The recommended option: it meets every floor; the cheapest such option, unless a dearer one buys
+    something — a better model or quant tier for some role, more than it loses elsewhere (`_merit`); at equal
+    cost the solver's order (quality with speed bands, then fewer devices), concurrent before serial."""
+    ok = [i for i in _by_price(results) if (sol := results[i].solution) is not None and sol.evaluation.key[0] == 0]
     if not ok:
         return None
-    best_quality = max(e.quality for _, e in ok)
-    near = [(i, e) for i, e in ok if e.quality >= best_quality - QUALITY_TOLERANCE_PER_ROLE * max(1, n_roles)]
-    # at equal cost and devices: higher quality, then keeping models loaded (no swapping) over serial
-    rank = {"one-server-concurrent": 0, "one-server-serial": 1, "two-server": 2, "split": 3}
-    return min(
-        near, key=lambda ie: (ie[1].key[2], ie[1].key[3], -ie[1].quality, rank.get(results[ie[0]].kind, 9), ie[0])
-    )[0]
+    pick = ok[0]
+    for i in ok[1:]:
+        a, b = results[i].solution, results[pick].solution
+        assert a is not None and b is not None
+        if a.evaluation.key[2] == b.evaluation.key[2]:
+            continue  # same cost: the first in order is the solver's best
+        if _merit(a) > _merit(b):
+            pick = i
+    return pick
+
+
+@dataclass(frozen=True)
+class _RolePlace:
+    """One role's placement in an option, as a purchase comparison sees it."""
+
+    model: str
+    quant: str
+    engine: str
+    preference: int
+    tier: int
+    decode_tok_s: float
+    meets: bool
+    where: tuple[object, ...]  # existing server name or "new", GPU indices, CPU layers, split hosts
+
+
+def _places(sol: Solution) -> dict[str, _RolePlace]:
+    out: dict[str, _RolePlace] = {}
+    p = sol.problem
+    for ii, ci in enumerate(sol.assign):
+        it = p.items[ii]
+        if not it.is_model or ci < 0:
+            continue
+        c = p.cands[ii][ci]
+        rr = sol.evaluation.roles[ii]
+        srv = p.servers[c.server]
+        out[it.name] = _RolePlace(
+            c.model_ref,
+            c.quant,
+            c.engine,
+            c.preference,
+            c.tier,
+            rr.decode_tok_s,
+            not rr.failures,
+            (
+                "new" if srv.new else srv.name,
+                tuple(p.slots[s].gpu for s in c.gpu_slots),
+                c.uses_cpu,
+                len(c.split_servers),
+                c.resident,
+            ),
+        )
+    return out
+
+
+def _gains(dear: Solution, cheap: Solution) -> list[Gain]:
+    """What `dear` gives each role over `cheap`: its floor met, a better model, a better quant tier."""
+    a, b = _places(dear), _places(cheap)
+    out: list[Gain] = []
+    for role, x in a.items():
+        y = b.get(role)
+        kind: str | None = None
+        if x.meets and (y is None or not y.meets):
+            kind = "floor"
+        elif y is None or x.preference < y.preference:
+            kind = "model"
+        elif x.preference == y.preference and x.tier < y.tier:
+            kind = "tier"
+        if kind is None:
+            continue
+        out.append(
+            Gain(
+                role=role,
+                kind=kind,  # type: ignore[arg-type]
+                model=x.model,
+                quant=x.quant,
+                tier=QUANT_TIERS[x.tier].name,
+                decode_tok_s=round(x.decode_tok_s, 1),
+                instead_model=y.model if y else "",
+                instead_quant=y.quant if y else "",
+                instead_tier=QUANT_TIERS[y.tier].name if y else "",
+                instead_decode_tok_s=round(y.decode_tok_s, 1) if y else 0.0,
+            )
+        )
+    return out
+
+
+def _purchases(results: Sequence[OptionResult], options: list[PlanOption]) -> list[PlanOption]:
+    """Each dearer option against the cheapest one: what the extra cost buys, or that it is the same plan."""
+    order = _by_price(results)
+    if not order:
+        return options
+    base = order[0]
+    cheap = results[base].solution
+    assert cheap is not None
+    out = list(options)
+    for i in order[1:]:
+        dear = results[i].solution
+        assert dear is not None
+        extra = (dear.evaluation.key[2] - cheap.evaluation.key[2]) / 100
+        if extra <= 0:
+            continue
+        same = _places(dear) == _places(cheap)
+        out[i] = out[i].model_copy(
+            update={
+                "compared_with": base,
+                "extra_cost_usd": extra,
+                "buys": [] if same else _gains(dear, cheap),
+                "same_as": base if same else None,
+            }
+        )
+    return out
 
 
 def _breakdown(t: tuple[int, int, int, int]) -> MemoryBreakdown:
@@ -426,4 +570,3 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
             )
         )
     return out
-

@@ -136,6 +136,22 @@ class PlanServer(_Closed):
         return parts
 
 
+class Gain(_Closed):
+    """What an option's extra cost buys one role over the option it is compared with: a better model
+    (`model`: a higher place in the role's list), a better quant tier (`tier`), or its floor met (`floor`)."""
+
+    role: str
+    kind: Literal["model", "tier", "floor"]
+    model: str
+    quant: str
+    tier: str
+    decode_tok_s: float
+    instead_model: str = ""  # the compared option's placement ("" when it left the role unplaced)
+    instead_quant: str = ""
+    instead_tier: str = ""
+    instead_decode_tok_s: float = 0.0
+
+
 class PlanOption(_Closed):
     kind: OptionKind
     servers: list[PlanServer]
@@ -144,6 +160,12 @@ class PlanOption(_Closed):
     quality_score: float = 0.0
     why: str
     failing_roles: list[str] = Field(default_factory=list)
+    # money must buy something: against the cheapest option (`compared_with`), what the extra cost buys;
+    # `same_as`: the same model placements as that cheaper option (the extra hardware buys nothing)
+    compared_with: int | None = None
+    extra_cost_usd: float = 0.0
+    buys: list[Gain] = Field(default_factory=list)
+    same_as: int | None = None
 
 
 class Plan(_Closed):

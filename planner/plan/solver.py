@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from planner.errors import PlannerError
 from planner.plan.contention import page_cache_gbs
+from planner.plan.objective import REL_TOL, below_floor
 from planner.plan.problem import HOST_DEVICE_WEIGHT, PENDING, UNPLACED, Candidate, Evaluation, Item, Problem, evaluate
 
 DEFAULT_NODE_LIMIT = 50_000  # ~0.6 s of search here; beyond it the LP-guided dive and the MILPs take over (solve)
@@ -38,7 +39,7 @@ class Solution:
 
 def _may_meet(it: Item, c: Candidate) -> bool:
     """`c` meets its item's tok/s target alone and its residency rule (a necessary condition)."""
-    if it.min_tok_s is not None and c.alone_tok_s < it.min_tok_s * (1 - 1e-9):
+    if below_floor(c.alone_tok_s, it.min_tok_s):
         return False
     return c.resident or it.role is None or it.role.residency != "always"
 
@@ -339,9 +340,7 @@ def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None, dead
 
     # with a bar, the relaxation keeps its quality row: infeasible proves that nothing beats the bar (~0.02 s
     # where the search would spend seconds); feasible, its bound still holds for every plan
-    lp = solve_milp(
-        zp, incumbent=zbar, max_failures=0, relax=True, time_limit_s=max(0.0, deadline - time.monotonic())
-    )
+    lp = solve_milp(zp, incumbent=zbar, max_failures=0, relax=True, time_limit_s=max(0.0, deadline - time.monotonic()))
     if lp.status == "infeasible":
         return _ZeroFailures(None, zbar is not None, 0, None)
     q_bound = lp.quality_bound()
@@ -449,8 +448,10 @@ def branch_and_bound(
     is_model: list[bool] = []
     for it in p.items:
         is_model.append(it.is_model)
-        t_max.append(it.min_tok_s * (1 - 1e-9) if it.min_tok_s is not None else None)
-        swap_max.append(it.role.max_swap_in_s * (1 + 1e-9) if it.role and it.role.max_swap_in_s is not None else None)
+        t_max.append(it.min_tok_s * (1 - REL_TOL) if it.min_tok_s is not None else None)
+        swap_max.append(
+            it.role.max_swap_in_s * (1 + REL_TOL) if it.role and it.role.max_swap_in_s is not None else None
+        )
         always.append(bool(it.role and it.role.residency == "always"))
 
     res_mem = [0] * ns

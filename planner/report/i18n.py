@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from planner.errors import PlannerError
+from planner.plan.schema import PlanOption
 
 Lang = Literal["en", "ru"]
 LANGS: tuple[Lang, ...] = ("en", "ru")
@@ -18,6 +19,7 @@ def check_lang(lang: str) -> None:
     """Refuse a language the report has no text for (t() would quietly write English)."""
     if lang not in LANGS:
         raise PlannerError(f"--lang {lang!r}: use one of {', '.join(LANGS)}.")
+
 
 EN: dict[str, str] = {
     "title": "agiplan report: {stack}",
@@ -30,6 +32,12 @@ EN: dict[str, str] = {
     "rec_targets_fail": "Roles below their speed target: {roles}.",
     "rec_none": "**No option meets every role's target.** The options below show what each one misses.",
     "rec_why": "Why: {why}",
+    "buys": "${extra} more than option {base} buys: {gains}.",
+    "buys_nothing": "${extra} more than option {base} buys nothing: no role gets a better model, quant tier or floor.",
+    "same_as": "Same plan as option {base}: the ${extra} of hardware would hold nothing a role needs.",
+    "gain.model": "{role} runs {model} {quant} instead of {instead_model} {instead_quant}",
+    "gain.tier": "{role} runs {quant} ({tier}) instead of {instead_quant} ({instead_tier})",
+    "gain.floor": "{role} meets its floor at {tok_s} tok/s instead of {instead_tok_s}",
     "rec_breaks": "What breaks first: {text}",
     "rec_alt": "Also considered: {items}.",
     "kind.one-server-serial": "one server, one model at a time (others swapped in on demand)",
@@ -161,6 +169,13 @@ RU: dict[str, str] = {
     "rec_targets_fail": "Роли ниже заданной скорости: {roles}.",
     "rec_none": "**Ни один вариант не выполняет все цели.** Ниже видно, чего не хватает каждому.",
     "rec_why": "Почему: {why}",
+    "buys": "На ${extra} дороже варианта {base}, и за эти деньги: {gains}.",
+    "buys_nothing": "На ${extra} дороже варианта {base} и ничего не даёт: ни одна роль не получает лучшую модель, "
+    "уровень квантования или нужную скорость.",
+    "same_as": "Тот же план, что вариант {base}: оборудование за ${extra} не держит ничего нужного ролям.",
+    "gain.model": "{role} работает на {model} {quant} вместо {instead_model} {instead_quant}",
+    "gain.tier": "{role} работает на {quant} ({tier}) вместо {instead_quant} ({instead_tier})",
+    "gain.floor": "{role} достигает нужной скорости: {tok_s} ток/с вместо {instead_tok_s}",
     "rec_breaks": "Что сломается первым: {text}",
     "rec_alt": "Также рассмотрены: {items}.",
     "kind.one-server-serial": "один сервер, модели по очереди (остальные подгружаются по требованию)",
@@ -288,3 +303,38 @@ def t(lang: str, key: str, **values: object) -> str:
     table = TABLES.get(lang, EN)
     text = table.get(key, EN[key])
     return text.format(**values) if values else text
+
+
+TIER_NAMES: dict[str, dict[str, str]] = {
+    "ru": {"near-lossless": "почти без потерь", "good": "хорошо", "degraded": "заметно хуже", "poor": "плохо"}
+}
+
+
+def purchase_text(lang: str, o: PlanOption) -> str:
+    """What a dearer option's extra cost buys over the cheapest one (planner.plan.recommend), in `lang`;
+    "" for an option that is not dearer."""
+    if o.compared_with is None:
+        return ""
+    extra = f"{o.extra_cost_usd:,.0f}"
+    if o.same_as is not None:
+        return t(lang, "same_as", base=o.same_as, extra=extra)
+    if not o.buys:
+        return t(lang, "buys_nothing", base=o.compared_with, extra=extra)
+    tiers = TIER_NAMES.get(lang, {})
+    gains = "; ".join(
+        t(
+            lang,
+            f"gain.{g.kind}",
+            role=g.role,
+            model=g.model,
+            quant=g.quant,
+            tier=tiers.get(g.tier, g.tier),
+            instead_model=g.instead_model or "-",
+            instead_quant=g.instead_quant,
+            instead_tier=tiers.get(g.instead_tier, g.instead_tier),
+            tok_s=f"{g.decode_tok_s:g}",
+            instead_tok_s=f"{g.instead_decode_tok_s:g}",
+        )
+        for g in o.buys
+    )
+    return t(lang, "buys", base=o.compared_with, extra=extra, gains=gains)
