@@ -22,7 +22,7 @@ from planner.catalog import Catalog
 from planner.errors import PlannerError
 from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
-from planner.plan.objective import MODEL_POINTS, PREFERENCE_STEP, QUANT_TIERS, TASK_FLOORS, TIER_STEP
+from planner.plan.objective import MODEL_POINTS, PREFERENCE_STEP, QUANT_TIERS, TASK_FLOORS, TIER_STEP, below_floor
 from planner.plan.options import OptionResult, option_why, quality_score, solve_two_server, unproven_note
 from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem, stack_items
 from planner.plan.schema import (
@@ -561,8 +561,11 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
                     "memory_bytes": 0,
                     "memory": MemoryBreakdown(weights_bytes=0, kv_cache_bytes=0, compute_bytes=0, overhead_bytes=0),
                     "memory_by_device": {},
-                    "min_tok_s": m.min_tok_s,
-                    "meets_target": m.min_tok_s is None or rr.decode_tok_s >= m.min_tok_s,
+                    # its own floor, else the shared model's (the largest of the roles on it, or the default)
+                    "min_tok_s": m.min_tok_s if m.min_tok_s is not None else it.min_tok_s,
+                    "meets_target": not below_floor(
+                        rr.decode_tok_s, m.min_tok_s if m.min_tok_s is not None else it.min_tok_s
+                    ),
                     "adapters": list(m.adapters),
                     "shares_base_with": it.name,
                     "note": f"served as {m.parallel} of the {it.parallel} slots of {it.name}'s model",

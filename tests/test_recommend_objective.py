@@ -1,0 +1,117 @@
+"""The objective (planner.plan.objective) through `agiplan recommend`: the cases of issue 12 that a
+practitioner would not sign, each reproduced on 80e0116 and checked here on the CLI's JSON plan.
+
+Seed server (no --server): 2x RTX 4090, Ryzen 9 7950X, 128 GiB; default budget $3,000."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from planner.cli import app
+from planner.plan.objective import QUANT_TIERS, TASK_FLOORS, quant_tier, shortfall
+
+runner = CliRunner()
+
+
+def _plan(args: list[str], tmp_path: Path, expect_rc: int = 0) -> dict[str, Any]:
+    out = tmp_path / "plan.json"
+    res = runner.invoke(app, ["recommend", *args, "--format", "json", "--out", str(out)])
+    assert res.exit_code == expect_rc, res.output
+    data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return data
+
+
+def _placements(option: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["role"]: p for s in option["servers"] for p in s["placements"]}
+
+
+def test_tiers_follow_the_catalog_kld() -> None:
+    """Cuts from catalog quants.yaml (llama.cpp's Llama 3 8B scoreboard): Q8_0 0.0014 and Q6_K 0.0055 are
+    near-lossless; Q5_K_M 0.0108, Q4_K_M 0.0313, IQ4_XS 0.0363 good; Q3_K_M 0.1019, IQ3_M 0.1025 degraded;
+    IQ3_XS 0.1387 poor."""
+    names = {kld: quant_tier(kld).name for kld in (0.001355, 0.005452, 0.010762, 0.031273, 0.036334, 0.101913)}
+    assert names == {
+        0.001355: "near-lossless",
+        0.005452: "near-lossless",
+        0.010762: "good",
+        0.031273: "good",
+        0.036334: "good",
+        0.101913: "degraded",
+    }
+    assert quant_tier(0.138693) is QUANT_TIERS[-1]
+    # 12 tok/s against a floor of 15 is a 20 % shortfall; at or above the floor none
+    assert shortfall(12.0, 15.0) == pytest.approx(0.2)
+    assert shortfall(15.0, 15.0) == 0.0
+
+
+def test_deep_on_the_seed_server_buys_nothing(tmp_path: Path) -> None:
+    """Was: buy a $2,380 second server to run the reasoner at Q6_K at 12.0 tok/s (split), instead of
+    IQ4_XS on the two 4090s owned at 19.4 tok/s. Now the reasoner's default floor (15) rules that out, the free
+    plan is recommended, and the dearer options say they buy nothing or are the same plan."""
+    plan = _plan(["--preset", "deep"], tmp_path)
+    rec = plan["options"][plan["recommended"]]
+    assert rec["total_cost_usd"] == 0
+    reasoner = _placements(rec)["reasoner"]
+    assert reasoner["decode_tok_s"] >= 15
+    assert reasoner["devices"] == ["rtx-4090", "rtx-4090"]
+    assert any("default floor for reasoner" in a and "15 tok/s" in a for a in plan["assumptions"])
+    for i, o in enumerate(plan["options"]):
+        if o["total_cost_usd"] > 0 and o["meets_targets"]:
+            assert o["compared_with"] == plan["recommended"], i
+            assert o["same_as"] is not None or o["buys"] == [], i  # deep: nothing a purchase improves
+
+
+def test_readme_stack_meets_every_floor_when_some_plan_does(tmp_path: Path) -> None:
+    """Was: the recommended two-server option ran the summarizer (no min_tok_s) as qwen2.5-72b Q6_K on the
+    CPU at 1.0 tok/s. Now the summarizer gets its default floor (10) and no role of the recommended plan is
+    below its floor."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    stack = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    p = tmp_path / "stack.yaml"
+    p.write_text(stack, encoding="utf-8")
+    plan = _plan([str(p)], tmp_path)
+    rec = plan["options"][plan["recommended"]]
+    for role, pl in _placements(rec).items():
+        assert pl["min_tok_s"] is not None, role  # every role has a floor
+        assert pl["decode_tok_s"] >= pl["min_tok_s"], role
+        assert pl["meets_target"], role
+    assert _placements(rec)["summarizer"]["min_tok_s"] == TASK_FLOORS["summarizer"].decode_tok_s
+    if rec["total_cost_usd"] > 0:
+        assert rec["buys"], "a purchase must say what it buys"
+
+
+def test_agents_at_1500_keeps_the_reasoner_on_gpus(tmp_path: Path) -> None:
+    """Was: qwen2.5-32b Q5_K_M split GPU+CPU at 9.6 tok/s while a tier-equal Q4_K_M fits one 4090 alone.
+    Now no option with a plan puts reasoner layers on the CPU."""
+    plan = _plan(["--preset", "agents", "--budget", "1500"], tmp_path)
+    rec = plan["options"][plan["recommended"]]
+    for o in plan["options"]:
+        pl = _placements(o).get("reasoner")
+        if pl is not None and o["meets_targets"]:
+            assert "cpu" not in pl["devices"], o["kind"]
+            assert pl["decode_tok_s"] >= 15, o["kind"]
+    assert rec["meets_targets"]
+
+
+def test_vllm_awq_that_estimate_refuses_is_never_placed(tmp_path: Path) -> None:
+    """qwen2.5-32b AWQ-INT4 on vLLM, ctx 8192 × 2 on one 4090: `agiplan estimate` says DOES NOT FIT (the KV
+    cache holds far fewer than 16,384 tokens); recommend used to mark it ok and recommended."""
+    stack = tmp_path / "awq.yaml"
+    stack.write_text(
+        "name: awq\nroles:\n  - {name: big, models: [qwen2.5-32b], quants: [AWQ-INT4], engines: [vllm], "
+        "ctx: 8192, parallel: 2}\n",
+        encoding="utf-8",
+    )
+    args = ["qwen2.5-32b", "--quant", "AWQ-INT4", "--engine", "vllm", "--ctx", "8192", "--parallel", "2"]
+    est = runner.invoke(app, ["estimate", *args, "--gpu", "rtx-4090"])
+    assert "DOES NOT FIT" in est.output, est.output
+    plan = _plan([str(stack), "--server", "box: rtx-4090, ryzen-9-7950x, 64GiB", "--budget", "0"], tmp_path, 1)
+    assert plan["recommended"] is None
+    for o in plan["options"]:
+        assert "big" not in _placements(o), o["kind"]
