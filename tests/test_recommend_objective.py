@@ -115,3 +115,49 @@ def test_vllm_awq_that_estimate_refuses_is_never_placed(tmp_path: Path) -> None:
     assert plan["recommended"] is None
     for o in plan["options"]:
         assert "big" not in _placements(o), o["kind"]
+
+
+def test_long_context_stack_uses_the_gpus_and_skips_short_trained_models(tmp_path: Path) -> None:
+    """Was: ctx 65536 put llama-3-70b (trained at 8,192) Q8_0 on the CPU at 0.9 tok/s with both 4090s
+    empty. Now models trained on less than 65,536 tokens are left out (the plan says which, and which a
+    documented YaRN extension would let in), and the free option runs on the GPUs."""
+    stack = tmp_path / "long.yaml"
+    stack.write_text("name: long\nroles:\n  - {name: chat, task: chat, ctx: 65536}\n", encoding="utf-8")
+    plan = _plan([str(stack)], tmp_path)
+    for o in plan["options"]:
+        pl = _placements(o).get("chat")
+        if pl is None:
+            continue
+        assert pl["model"] not in ("llama-3-70b", "yi-34b", "qwen2.5-72b"), o["kind"]
+        if o["total_cost_usd"] == 0:
+            assert pl["devices"] == ["rtx-4090", "rtx-4090"], o["kind"]
+            assert pl["decode_tok_s"] >= 15
+    notes = "\n".join(plan["assumptions"])
+    assert "chat: llama-3-70b left out, ctx 65536 > the 8192 tokens it was trained on" in notes
+    assert "chat: qwen2.5-72b left out" in notes and "allow_context_extension: true" in notes
+
+
+def test_context_extension_is_used_only_when_the_stack_allows_it(tmp_path: Path) -> None:
+    """qwen2.5-7b: trained 32,768, YaRN to 131,072 (catalog). ctx 65536 is refused without the stack's
+    consent and placed, with the extension named on the placement, with it."""
+    base = "name: ext\nroles:\n  - {name: chat, models: [qwen2.5-7b], quants: [Q4_K_M], ctx: 65536"
+    server = ["--server", "box: rtx-4090, ryzen-9-7950x, 64GiB", "--budget", "0"]
+    no = tmp_path / "no.yaml"
+    no.write_text(base + "}\n", encoding="utf-8")
+    plan = _plan([str(no), *server], tmp_path, 1)
+    assert all("chat" not in _placements(o) for o in plan["options"])
+    yes = tmp_path / "yes.yaml"
+    yes.write_text(base + ", allow_context_extension: true}\n", encoding="utf-8")
+    plan = _plan([str(yes), *server], tmp_path)
+    pl = _placements(plan["options"][plan["recommended"]])["chat"]
+    assert pl["context_extension"].startswith("YaRN, factor 4")
+
+
+def test_estimate_warns_past_the_trained_context() -> None:
+    """Llama 3 70B was trained at 8,192 tokens (catalog, Meta's model card): 32768 fits in memory on the CPU
+    but is flagged; 8192 is not."""
+    res = runner.invoke(app, ["estimate", "llama-3-70b", "--ctx", "32768", "--format", "json"])
+    data = json.loads(res.stdout)
+    assert data["context_warning"].startswith("ctx 32768 exceeds the 8192 tokens the model was trained on")
+    res = runner.invoke(app, ["estimate", "llama-3-70b", "--ctx", "8192", "--format", "json"])
+    assert "context_warning" not in json.loads(res.stdout)

@@ -30,6 +30,7 @@ from typing import Literal
 
 from planner.catalog import Catalog
 from planner.errors import EstimateError, PlannerError
+from planner.estimate.context import context_limit
 from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
 from planner.estimate.types import Device, Estimate, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
@@ -412,6 +413,10 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
     combos: list[Combo] = []
     for pref, ref in enumerate(role_models(cat, role)):
         spec = cache.spec(ref)
+        if not context_limit(cat, spec.catalog_id or "", spec.arch.context_trained).allows(
+            it.ctx, extension_ok=role.allow_context_extension
+        ):
+            continue  # past the trained context (recommend.context_notes says so in the plan)
         fixed_file = spec.weights is not None and spec.weights.exact
         quants: list[str | None] = [None] if fixed_file else list(role_quants(cat, role, stack.quality_floor_kld))
         engines = list(role.engines or ["llama.cpp", "vllm"])

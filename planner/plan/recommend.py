@@ -20,11 +20,12 @@ from typing import TypeVar, cast
 from planner import __version__
 from planner.catalog import Catalog
 from planner.errors import PlannerError
+from planner.estimate.context import context_limit
 from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
 from planner.plan.objective import MODEL_POINTS, PREFERENCE_STEP, QUANT_TIERS, TASK_FLOORS, TIER_STEP, below_floor
 from planner.plan.options import OptionResult, option_why, quality_score, solve_two_server, unproven_note
-from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem, stack_items
+from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem, role_models, stack_items
 from planner.plan.schema import (
     OPTION_KINDS,
     PLAN_SCHEMA_VERSION,
@@ -67,6 +68,25 @@ def objective_notes(stack: Stack, cat: Catalog) -> list[str]:
             else f"prefill >= {f.prefill_tok_s:g} tok/s alone"
         )
         notes.append(f"default floor for {it.name} ({f.task}, no min_tok_s in the stack): {what} — {f.reason}")
+    return notes
+
+
+def context_notes(stack: Stack, cat: Catalog, cache: EstimateCache) -> list[str]:
+    """The candidates each role left out because its ctx is past their trained context, and what would let
+    them in (the documented extension, where there is one)."""
+    notes: list[str] = []
+    for it in stack_items(stack, cat):
+        if it.role is None:
+            continue
+        for ref in role_models(cat, it.role):
+            spec = cache.spec(ref)
+            lim = context_limit(cat, spec.catalog_id or "", spec.arch.context_trained)
+            if lim.allows(it.ctx, extension_ok=it.role.allow_context_extension):
+                continue
+            text = f"{it.name}: {ref} left out, ctx {it.ctx} > the {lim.trained_tokens} tokens it was trained on"
+            if lim.extended_tokens is not None and it.ctx <= lim.extended_tokens:
+                text += f" (allow_context_extension: true lets it run with {lim.extension})"
+            notes.append(text)
     return notes
 
 
@@ -148,7 +168,7 @@ def recommend(
     options = _purchases(results, [_option(r, cat) for r in results])
     recommended = _pick(results)
     notes = list(assumptions) + list(MODEL_ASSUMPTIONS)
-    notes += objective_notes(stack, cat)
+    notes += objective_notes(stack, cat) + context_notes(stack, cat, cache)
     if any(s.new for o in options for s in o.servers):
         notes.append(BASE_PLATFORM_NOTE)
     if budget_usd is not None:
@@ -467,7 +487,7 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
                     )
                 )
                 continue
-            placements += _placements(sol, ii, c)
+            placements += _placements(sol, ii, c, cat)
         servers.append(
             PlanServer(
                 name=srv.name,
@@ -494,7 +514,7 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
     )
 
 
-def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
+def _placements(sol: Solution, ii: int, c: Candidate, cat: Catalog) -> list[Placement]:
     assert c.est is not None
     p = sol.problem
     it = p.items[ii]
@@ -511,6 +531,7 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
     devices = [p.slots[s].device.id for s in c.gpu_slots] + (["cpu"] if c.uses_cpu else [])
     mem = est.memory
     by_dev = {dev_name(si): b for si, b in c.mem}
+    lim = context_limit(cat, c.model_ref, est.arch.context_trained)
     base = Placement(
         role=it.name,
         model=c.model_ref,
@@ -549,6 +570,7 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
         embedding=est.arch.is_embedding,
         n_ubatch=est.config.n_ubatch if c.engine == "llama.cpp" else None,
         note="; ".join(rr.failures),
+        context_extension=(lim.extension or "") if it.ctx > lim.trained_tokens else "",
     )
     out = [base]
     for m in it.members:

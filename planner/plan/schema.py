@@ -87,6 +87,8 @@ class Placement(_Closed):
     min_tok_s: float | None = None
     meets_target: bool
     swap_in_s: float | None = None  # on-demand roles: time to load from disk / page cache
+    # ctx past the trained context: the documented extension the engine must be started with (catalog)
+    context_extension: str = ""
     gpu_memory_utilization: float | None = None  # vLLM: fraction of each card's TOTAL memory
     tensor_parallel: int = 1
     adapters: list[str] = Field(default_factory=list)

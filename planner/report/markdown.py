@@ -32,7 +32,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     return out
 
 
-
 def _usd(x: float) -> str:
     return f"{x:,.0f}"
 
