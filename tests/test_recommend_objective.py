@@ -161,3 +161,22 @@ def test_estimate_warns_past_the_trained_context() -> None:
     assert data["context_warning"].startswith("ctx 32768 exceeds the 8192 tokens the model was trained on")
     res = runner.invoke(app, ["estimate", "llama-3-70b", "--ctx", "8192", "--format", "json"])
     assert "context_warning" not in json.loads(res.stdout)
+
+
+def test_russian_report_says_why_in_russian(tmp_path: Path) -> None:
+    """Was: "Почему: the 70B at Q4_K_M …" — the core stored an English sentence. Now it stores reasons
+    (codes and numbers) and the report phrases them in the report's language."""
+    from planner.plan.schema import load_plan
+    from planner.report import render_report
+
+    _plan(["--preset", "deep"], tmp_path)
+    plan = load_plan(tmp_path / "plan.json")
+    rec = plan.options[plan.recommended or 0]
+    assert [r.code for r in rec.reasons] == ["meets_all", "fit"]
+    text = render_report(plan, lang="ru")
+    why = text.split("Почему: ", 1)[1].split(". Что сломается", 1)[0]
+    assert why.startswith("все роли получают нужную скорость; reasoner: qwen2.5-72b в IQ4_XS"), why
+    for english in ("needs", "give", "must stay free", "fits with", "meets every"):
+        assert english not in why, why
+    # the dearer options say, in Russian, that they buy nothing: two-server is the same plan
+    assert "Тот же план, что вариант 1: оборудование за $1,381 не держит ничего нужного ролям." in text

@@ -690,11 +690,34 @@ def make_problem(
 # ------------------------------------------------------------------------------------------ evaluation
 
 
+MissCode = Literal["unplaced", "below_floor", "swap_slow", "must_stay_loaded"]
+
+
+@dataclass(frozen=True)
+class Miss:
+    """A floor a role misses, as a code and its numbers (the renderers phrase it; `text` is the English one
+    the plan's notes carry): below_floor (tok/s, floor), swap_slow (s, limit s), must_stay_loaded, unplaced."""
+
+    code: MissCode
+    value: float = 0.0
+    limit: float = 0.0
+
+    @property
+    def text(self) -> str:
+        if self.code == "below_floor":
+            return f"{self.value:.1f} tok/s < floor {self.limit:g}"
+        if self.code == "swap_slow":
+            return f"swap-in {self.value:.1f} s > {self.limit:g} s"
+        if self.code == "must_stay_loaded":
+            return "must stay loaded (residency: always) but the serial plan loads one model at a time"
+        return "nothing fits"
+
+
 @dataclass
 class RoleResult:
     decode_tok_s: float
     swap_in_s: float | None
-    failures: list[str]
+    failures: list[Miss]
 
 
 @dataclass
@@ -732,7 +755,7 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
         if ci == UNPLACED:
             failing.append(p.items[ii].name)
             n_failures += 1
-            roles[ii] = RoleResult(0.0, None, ["nothing fits"])
+            roles[ii] = RoleResult(0.0, None, [Miss("unplaced")])
             continue
         c = p.cands[ii][ci]
         chosen.append((ii, c))
@@ -778,9 +801,9 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
         for si, t in c.tau:
             others += (res_tau[si] - t + od_tau[si]) if c.resident else res_tau[si]
         tok_s = 1.0 / (c.step_s + others) if c.step_s + others > 0 else 0.0
-        fails: list[str] = []
+        fails: list[Miss] = []
         if below_floor(tok_s, it.min_tok_s):
-            fails.append(f"{tok_s:.1f} tok/s < target {it.min_tok_s:g}")
+            fails.append(Miss("below_floor", tok_s, it.min_tok_s or 0.0))
         swap: float | None = None
         assert it.role is not None
         if not c.resident:
@@ -793,9 +816,9 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
                 rate = max(rate, page_cache_gbs(p.slots[hs].device.bandwidth_gbs, bool(c.gpu_slots)))
             swap = c.file_bytes / (rate * 1e9)
             if it.role.residency == "always":
-                fails.append("must stay loaded (residency: always) but the serial plan loads one model at a time")
+                fails.append(Miss("must_stay_loaded"))
             elif over_limit(swap, it.role.max_swap_in_s):
-                fails.append(f"swap-in {swap:.1f} s > {it.role.max_swap_in_s:g} s")
+                fails.append(Miss("swap_slow", swap, it.role.max_swap_in_s or 0.0))
         roles[ii] = RoleResult(tok_s, swap, fails)
         if fails:
             failing.append(it.name)

@@ -24,7 +24,7 @@ from planner.estimate.context import context_limit
 from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
 from planner.plan.objective import MODEL_POINTS, PREFERENCE_STEP, QUANT_TIERS, TASK_FLOORS, TIER_STEP, below_floor
-from planner.plan.options import OptionResult, option_why, quality_score, solve_two_server, unproven_note
+from planner.plan.options import OptionResult, option_reasons, quality_score, solve_two_server, unproven_note
 from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem, role_models, stack_items
 from planner.plan.schema import (
     OPTION_KINDS,
@@ -42,6 +42,7 @@ from planner.plan.schema import (
 from planner.plan.servers import BASE_PLATFORM_NOTE, Server, new_server_candidates
 from planner.plan.solver import DEFAULT_NODE_LIMIT, MILP_TIME_LIMIT_S, Solution, solve
 from planner.plan.stack import Stack
+from planner.report.i18n import why_text
 
 MODEL_ASSUMPTIONS: tuple[str, ...] = (
     "memory and speed of every placement come from agiplan's estimator (the same numbers as 'agiplan estimate')",
@@ -144,7 +145,7 @@ def recommend(
                 time_limit_s=time_limit_s,
                 node_limit=node_limit,
             )
-            result = OptionResult(kind, sol, "" if sol else "nothing fits", 1)
+            result = OptionResult(kind, sol, "" if sol else "nothing_fits", 1)
         else:
             result = solve_two_server(
                 stack,
@@ -422,13 +423,15 @@ def _breakdown(t: tuple[int, int, int, int]) -> MemoryBreakdown:
 
 def _option(r: OptionResult, cat: Catalog) -> PlanOption:
     sol = r.solution
+    reasons = option_reasons(sol, r.why_not, r.sets_left, r.limit_s)
     if sol is None:
         return PlanOption(
             kind=r.kind,
             servers=[],
             total_cost_usd=0.0,
             meets_targets=False,
-            why=option_why(None, r.kind, r.why_not),
+            why=why_text("en", r.kind, reasons),
+            reasons=reasons,
             failing_roles=[],
         )
     p = sol.problem
@@ -509,7 +512,8 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
         total_cost_usd=p.cost_cents / 100,
         meets_targets=ev.key[0] == 0,
         quality_score=quality_score(sol),
-        why=option_why(sol, r.kind),
+        why=why_text("en", r.kind, reasons),
+        reasons=reasons,
         failing_roles=list(ev.failing),
     )
 
@@ -569,7 +573,7 @@ def _placements(sol: Solution, ii: int, c: Candidate, cat: Catalog) -> list[Plac
         split_hosts=[p.servers[s].name for s in c.split_servers],
         embedding=est.arch.is_embedding,
         n_ubatch=est.config.n_ubatch if c.engine == "llama.cpp" else None,
-        note="; ".join(rr.failures),
+        note="; ".join(m.text for m in rr.failures),
         context_extension=(lim.extension or "") if it.ctx > lim.trained_tokens else "",
     )
     out = [base]

@@ -138,6 +138,43 @@ class PlanServer(_Closed):
         return parts
 
 
+class RoleMiss(_Closed):
+    """A floor a role misses: below_floor (value tok/s < limit), swap_slow (value s > limit s),
+    must_stay_loaded, unplaced."""
+
+    code: Literal["unplaced", "below_floor", "swap_slow", "must_stay_loaded"]
+    value: float = 0.0
+    limit: float = 0.0
+
+
+class Reason(_Closed):
+    """One part of why an option is what it is, as a code and its numbers; the renderers phrase it
+    (planner.report.i18n.why_text), so a Russian report is Russian throughout. Codes: meets_all; misses
+    (roles); fit (the largest role: what it needs, on which devices, what is left); role_misses (role,
+    misses); buys_hardware (cost_usd); no_plan (detail: nothing_fits, no_second_server, no_split_role,
+    no_split_gpu, search_limit, time_out_sets with sets_left and limit_s)."""
+
+    code: Literal["meets_all", "misses", "fit", "role_misses", "buys_hardware", "no_plan"]
+    role: str = ""
+    roles: list[str] = Field(default_factory=list)
+    model: str = ""
+    quant: str = ""
+    ctx: int = 0
+    parallel: int = 0
+    devices: str = ""  # "2x rtx-4090 + rtx-3090"; "" when the model runs on the CPU only
+    need_bytes: int = 0
+    capacity_bytes: int = 0
+    margin_bytes: int = 0
+    offload_bytes: int = 0
+    spare_bytes: int = 0
+    shared: bool = False
+    misses: list[RoleMiss] = Field(default_factory=list)
+    cost_usd: float = 0.0
+    detail: str = ""
+    sets_left: int = 0
+    limit_s: float = 0.0
+
+
 class Gain(_Closed):
     """What an option's extra cost buys one role over the option it is compared with: a better model
     (`model`: a higher place in the role's list), a better quant tier (`tier`), or its floor met (`floor`)."""
@@ -160,7 +197,8 @@ class PlanOption(_Closed):
     total_cost_usd: float = Field(ge=0)
     meets_targets: bool
     quality_score: float = 0.0
-    why: str
+    why: str  # the English phrasing of `reasons` (plans written before them have only this)
+    reasons: list[Reason] = Field(default_factory=list)
     failing_roles: list[str] = Field(default_factory=list)
     # money must buy something: against the cheapest option (`compared_with`), what the extra cost buys;
     # `same_as`: the same model placements as that cheaper option (the extra hardware buys nothing)

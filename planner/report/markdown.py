@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from planner.plan.schema import Plan
-from planner.report.i18n import check_lang, t
+from planner.report.i18n import check_lang, purchase_text, t, why_text
 from planner.report.model import BenchFile, DeviceView, Headroom, OptionView, Report, RoleView, build_report
 from planner.units import GIB, fmt_bytes, fmt_gib
 
@@ -34,6 +34,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
 
 def _usd(x: float) -> str:
     return f"{x:,.0f}"
+
+
+def _why(lang: str, o: OptionView) -> str:
+    """Why the option is what it is, in `lang` (plans written before structured reasons: their English)."""
+    why = why_text(lang, o.kind, o.reasons) if o.reasons else o.why
+    bought = purchase_text(lang, o)
+    return f"{why} {bought}" if bought else why
 
 
 def _kind_text(lang: str, kind: str) -> str:
@@ -79,7 +86,7 @@ def _summary(r: Report, lang: str) -> list[str]:
         out.append(t(lang, "rec_targets_ok"))
     else:
         out.append(t(lang, "rec_targets_fail", roles=", ".join(o.failing_roles)))
-    out.append(t(lang, "rec_why", why=o.why))
+    out.append(t(lang, "rec_why", why=_why(lang, o)))
     out.append(t(lang, "rec_breaks", text=_breaks_first(lang, o)) + ".")
     others = [f"{x.index} `{x.kind}`" for x in r.options if x.index != o.index]
     if others:
@@ -119,7 +126,7 @@ def _options_table(r: Report, lang: str) -> list[str]:
             ]
         )
     out = [f"## {t(lang, 'options')}", "", t(lang, "options_note"), "", *_table(header, rows), ""]
-    out += [f"- **{o.index}** `{o.kind}`: {o.why}" for o in r.options]
+    out += [f"- **{o.index}** `{o.kind}`: {_why(lang, o)}" for o in r.options]
     out.append("")
     return out
 
@@ -237,7 +244,7 @@ def _headroom(lang: str, rooms: Sequence[Headroom]) -> list[str]:
 
 def _option(o: OptionView, lang: str) -> list[str]:
     key = "option_heading_rec" if o.recommended else "option_heading"
-    out = [f"## {t(lang, key, index=o.index, kind_text=_kind_text(lang, o.kind))}", "", o.why, ""]
+    out = [f"## {t(lang, key, index=o.index, kind_text=_kind_text(lang, o.kind))}", "", _why(lang, o), ""]
     if o.failing_roles:
         out += [t(lang, "failing", roles=", ".join(o.failing_roles)), ""]
     header = [
