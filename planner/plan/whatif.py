@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from planner.catalog import Catalog
@@ -15,7 +15,7 @@ from planner.errors import PlannerError
 from planner.plan.problem import EstimateCache
 from planner.plan.recommend import recommend
 from planner.plan.schema import OPTION_KINDS, OptionKind, Plan, PlanOption
-from planner.plan.servers import Server
+from planner.plan.servers import Part, Server
 from planner.plan.solver import MILP_TIME_LIMIT_S
 from planner.plan.stack import Stack, apply_override
 
@@ -37,10 +37,23 @@ def apply_what_if(text: str, base: Scenario, cat: Catalog) -> Scenario:
     "budget=USD" changes the budget, "ROLE.FIELD=VALUE" changes the stack."""
     m = _ADD_GPU_RE.match(text)
     if m:
-        n, gpu = int(m.group(1)), cat.gpu(m.group(2)).id
+        entry = cat.gpu(m.group(2))
+        n, gpu = int(m.group(1)), entry.id
         if n < 1 or n > 8:
             raise PlannerError(f"what-if '{text}': add 1 to 8 GPUs.")
+        if entry.price_usd is None:
+            raise PlannerError(
+                f"what-if '{text}': the catalog has no price for {gpu} (no dated public list price), so the "
+                "what-if could not say what it costs; try a GPU with a price (agiplan catalog gpus)."
+            )
+        # the added cards are bought: priced as a part of the main server, so every option's cost includes them
         main = base.servers[0].with_gpus([gpu] * n)
+        price = n * entry.price_usd
+        main = replace(
+            main,
+            cost_usd=round(main.cost_usd + price, 2),
+            parts=(*main.parts, Part(gpu, "gpu", n, price, entry.price_date)),
+        )
         return Scenario(base.stack, (main, *base.servers[1:]), base.budget_usd)
     b = _BUDGET_RE.match(text)
     if b:
