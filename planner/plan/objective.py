@@ -7,7 +7,7 @@ Ranking (docs/solver.md, README "recommend"), smaller key is better:
 2. quality points, summed over roles: the role's model preference first (PREFERENCE_STEP per place in its
    list), then the quant's tier (TIER_STEP per tier); a placement that misses its floor even alone loses
    SHORTFALL_POINTS × its relative shortfall, so when nothing meets a floor the fastest choice wins, not the
-   best quant at 0.8 tok/s;
+   best quant at 0.8 tok/s; a placed role scores at least 1, an unplaced one 0;
 3. cost; 4. devices holding layers (a host counts as HOST_DEVICE_WEIGHT GPUs): at the same model, tier and
    cost the plan on fewer devices, GPUs before CPU layers — the faster one, as a proxy. Speed is not scored
    finer than that: points that depend on the devices would loosen the weight-size bound the server-set
@@ -133,10 +133,11 @@ def quant_tier(kld: float) -> QuantTier:
 
 # ------------------------------------------------------------------------------------------ points
 
-MODEL_POINTS = 1000  # a placed role at its first-choice model and the top tier
+MODEL_POINTS = 3000  # a placed role at its first-choice model and the top tier (room for the shortfall below)
 PREFERENCE_STEP = 100  # per place down the role's model list: above every tier difference (3 × TIER_STEP)
 TIER_STEP = 30  # per quant tier
 SHORTFALL_POINTS = 2000  # × relative shortfall of a placement that misses its floor alone (5 % = a model place)
+QUALITY_POINTS = 1000  # the model-and-tier part of a top placement: quality_score's unit
 
 
 @dataclass(frozen=True)
@@ -149,12 +150,15 @@ class Points:
 
     @property
     def total(self) -> int:
-        return (
-            MODEL_POINTS
-            - PREFERENCE_STEP * self.preference
-            - TIER_STEP * self.tier
-            - round(SHORTFALL_POINTS * self.shortfall_rel)
-        )
+        """At least 1: a placed role always outscores an unplaced one (0 points, and the same one floor missed);
+        MODEL_POINTS leaves room for a full shortfall at the first 9 places of a model list."""
+        raw = MODEL_POINTS - PREFERENCE_STEP * self.preference - TIER_STEP * self.tier
+        return max(1, raw - round(SHORTFALL_POINTS * self.shortfall_rel))
+
+    @property
+    def quality(self) -> int:
+        """The model-and-tier part, out of QUALITY_POINTS (what quality_score reports; speed left out)."""
+        return max(0, QUALITY_POINTS - PREFERENCE_STEP * self.preference - TIER_STEP * self.tier)
 
 
 def combo_points(preference: int, tier: int) -> int:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from planner.catalog import Catalog
+from planner.plan.objective import QUALITY_POINTS, Points
 from planner.plan.problem import (
-    MODEL_POINTS,
     Candidate,
     EstimateCache,
     Problem,
@@ -384,5 +384,13 @@ def option_reasons(sol: Solution | None, why_not: str = "", sets_left: int = 0, 
 
 
 def quality_score(sol: Solution) -> float:
-    n = sum(1 for it in sol.problem.items if it.is_model)
-    return round(sol.evaluation.quality / (MODEL_POINTS * max(1, n)), 4)
+    """Model places and quant tiers of the placed roles, 1.0 = every role at its first model, top tier
+    (objective.Points.quality; unplaced roles 0; speed and shortfall left out)."""
+    p = sol.problem
+    n = sum(1 for it in p.items if it.is_model)
+    total = 0
+    for ii, ci in enumerate(sol.assign):
+        if ci >= 0 and p.items[ii].is_model:
+            c = p.cands[ii][ci]
+            total += Points(c.preference, c.tier, 0.0).quality
+    return round(total / (QUALITY_POINTS * max(1, n)), 4)

@@ -36,7 +36,6 @@ from planner.estimate.types import Device, Estimate, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
 from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step_profile
 from planner.plan.objective import (
-    MODEL_POINTS,
     TASK_FLOORS,
     Points,
     below_floor,
@@ -58,7 +57,6 @@ VLLM_QUANTS: tuple[str, ...] = ("BF16", "FP8", "AWQ-INT4", "GPTQ-INT4")
 # Quants the catalog gives no KLD for: the nearest GGUF quant's figure (an assumption, stated in the plan).
 ASSUMED_KLD: dict[str, str] = {"AWQ-INT4": "Q4_K_M", "GPTQ-INT4": "Q4_K_M", "FP8": "Q8_0"}
 RPC_SERVER_HOST_BYTES = 150 * MIB  # rpc-server process on the remote node (gguf-parser-go RAM footprint)
-__all__ = ["MODEL_POINTS"]  # re-exported: the points live in planner.plan.objective
 MAX_SUBSET_GPUS = 4  # all GPU subsets up to this many cards; contiguous ranges beyond
 HOST_DEVICE_WEIGHT = 10
 

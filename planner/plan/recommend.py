@@ -23,7 +23,7 @@ from planner.errors import PlannerError
 from planner.estimate.context import context_limit
 from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
-from planner.plan.objective import MODEL_POINTS, PREFERENCE_STEP, QUANT_TIERS, TASK_FLOORS, TIER_STEP, below_floor
+from planner.plan.objective import QUANT_TIERS, TASK_FLOORS, Points, below_floor
 from planner.plan.options import OptionResult, option_reasons, quality_score, solve_two_server, unproven_note
 from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem, role_models, stack_items
 from planner.plan.schema import (
@@ -266,18 +266,13 @@ def _side_by_side(tasks: Sequence[Callable[[], T]]) -> list[T]:
 
 
 def _merit(sol: Solution) -> int:
-    """Model places and quant tiers of a plan, as points (higher is better): what money may buy. Speed bands
-    are left out: a faster plan at the same model and tier is not worth a purchase."""
+    """Model places and quant tiers of a plan, as points (objective.Points.quality; higher is better): what
+    money may buy. Speed is left out: a faster plan at the same model and tier is not worth a purchase."""
     total = 0
     for ii, ci in enumerate(sol.assign):
-        it = sol.problem.items[ii]
-        if not it.is_model:
-            continue
-        if ci < 0:
-            total -= MODEL_POINTS
-            continue
-        c = sol.problem.cands[ii][ci]
-        total -= PREFERENCE_STEP * c.preference + TIER_STEP * c.tier
+        if ci >= 0 and sol.problem.items[ii].is_model:
+            c = sol.problem.cands[ii][ci]
+            total += Points(c.preference, c.tier, 0.0).quality
     return total
 
 

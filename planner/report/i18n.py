@@ -62,6 +62,7 @@ EN: dict[str, str] = {
     "gain.model": "{role} runs {model} {quant} instead of {instead_model} {instead_quant}",
     "gain.tier": "{role} runs {quant} ({tier}) instead of {instead_quant} ({instead_tier})",
     "gain.floor": "{role} meets its floor at {tok_s} tok/s instead of {instead_tok_s}",
+    "gain.placed": "{role} is placed ({model} {quant}, {tok_s} tok/s) instead of left out",
     "rec_breaks": "What breaks first: {text}",
     "rec_alt": "Also considered: {items}.",
     "kind.one-server-serial": "one server, one model at a time (others swapped in on demand)",
@@ -223,6 +224,7 @@ RU: dict[str, str] = {
     "gain.model": "{role} работает на {model} {quant} вместо {instead_model} {instead_quant}",
     "gain.tier": "{role} работает на {quant} ({tier}) вместо {instead_quant} ({instead_tier})",
     "gain.floor": "{role} достигает нужной скорости: {tok_s} ток/с вместо {instead_tok_s}",
+    "gain.placed": "{role} размещается ({model} {quant}, {tok_s} ток/с), а не остаётся без места",
     "rec_breaks": "Что сломается первым: {text}",
     "rec_alt": "Также рассмотрены: {items}.",
     "kind.one-server-serial": "один сервер, модели по очереди (остальные подгружаются по требованию)",
@@ -425,7 +427,7 @@ def purchase_text(lang: str, o: Purchase) -> str:
     gains = "; ".join(
         t(
             lang,
-            f"gain.{g.kind}",
+            "gain.placed" if not g.instead_model else f"gain.{g.kind}",
             role=g.role,
             model=g.model,
             quant=g.quant,
