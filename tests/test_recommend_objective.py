@@ -66,6 +66,7 @@ def test_deep_on_the_seed_server_buys_nothing(tmp_path: Path) -> None:
             assert o["same_as"] is not None or o["buys"] == [], i  # deep: nothing a purchase improves
 
 
+@pytest.mark.slow
 def test_readme_stack_meets_every_floor_when_some_plan_does(tmp_path: Path) -> None:
     """Was: the recommended two-server option ran the summarizer (no min_tok_s) as qwen2.5-72b Q6_K on the
     CPU at 1.0 tok/s. Now the summarizer gets its default floor (10) and no role of the recommended plan is

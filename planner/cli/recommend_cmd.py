@@ -91,6 +91,7 @@ def recommend_command(
         )
     if out is not None:
         save_plan(plan, out)
+        stderr_console().print(f"wrote the plan to {out} (agiplan report / deploy / bench read it)")
     markdown = None
     if report is not None or fmt is Format.markdown:
         from planner.report import render_report
