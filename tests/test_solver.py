@@ -624,7 +624,7 @@ def test_unproven_note_reads_right_for_plans_that_miss_targets(
 
     p = _one_role_problem()
     ev = evaluate(p, [0])
-    ev = replace(ev, quality=900, key=(misses, -900, ev.key[2], ev.key[3]))
+    ev = replace(ev, quality=900, key=ev.key._replace(floors_missed=misses, neg_points=-900))
     note = unproven_note("two-server", Solution(p, [0], ev, 7, False, bound), 5.0)
     assert note.startswith("two-server: best plan found, not proven optimal: the search stopped at its limits")
     for text in says:

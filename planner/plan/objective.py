@@ -19,8 +19,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from planner.catalog import Catalog
+
+
+class Key(NamedTuple):
+    """How a plan ranks (smaller is better, compared in this order): a tuple, so plain tuples of the same four
+    numbers (a bound, a bar) compare with it."""
+
+    floors_missed: int
+    neg_points: int  # −(quality points)
+    cost_cents: int
+    devices: int  # GPUs holding layers, a host counting HOST_DEVICE_WEIGHT
+
 
 # ------------------------------------------------------------------------------------------ tolerances
 

@@ -148,7 +148,7 @@ def solve_two_server(
                 best = sol
         if progress:
             progress(tried)
-    if best is not None and best.evaluation.key[0] == 0:
+    if best is not None and best.evaluation.key.floors_missed == 0:
         # a set whose plans meeting every target score less than the best plan's cannot beat it
         open_bounds = [b for b in open_bounds if b is None or b >= best.evaluation.quality]
     if best is not None:
@@ -258,7 +258,7 @@ def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:
         f"{kind}: best plan found, not proven optimal: the search stopped at its limits ({sol.nodes} nodes, "
         f"{time_limit_s:g} s of search)"
     )
-    misses = sol.evaluation.key[0]
+    misses = sol.evaluation.key.floors_missed
     if misses:
         text += f"; this one misses {misses} target(s)"
         if sol.quality_bound is not None:

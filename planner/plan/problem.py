@@ -32,11 +32,12 @@ from planner.catalog import Catalog
 from planner.errors import EstimateError, PlannerError
 from planner.estimate.context import context_limit
 from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
-from planner.estimate.types import Device, Estimate, RunConfig
+from planner.estimate.types import Device, Estimate, MemoryParts, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
 from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step_profile
 from planner.plan.objective import (
     TASK_FLOORS,
+    Key,
     Points,
     below_floor,
     combo_points,
@@ -149,7 +150,7 @@ class Candidate:
     resident: bool = True
     split_servers: tuple[int, ...] = ()
     cores: float = 0.0
-    parts: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()  # (DevSlot, (weights, KV, compute, overhead))
+    parts: tuple[tuple[int, MemoryParts], ...] = ()  # (DevSlot index, its memory by part)
     preference: int = 0  # place of the model in the role's list (objective.Points)
     tier: int = 0  # quant tier (objective.QUANT_TIERS index)
 
@@ -316,7 +317,7 @@ def _candidate_from_estimate(
     """The candidate of choice `cb` for item `item_index` with estimate `est` on `server`."""
     prof: StepProfile = step_profile(est, extra_step_s, embedding_bytes=cb.sizes[2])
     mem: dict[int, int] = {}
-    parts: dict[int, tuple[int, int, int, int]] = {}
+    parts: dict[int, MemoryParts] = {}
     margin: list[tuple[int, int]] = []
     tau: list[tuple[int, float]] = []
     gpu_slots: list[int] = []
@@ -328,15 +329,12 @@ def _candidate_from_estimate(
         elif u.layers or not any(x.device.is_gpu for x in est.devices):
             uses_cpu = True
         mem[si] = mem.get(si, 0) + u.used_bytes
-        m = u.memory
-        w, k, cc, o = parts.get(si, (0, 0, 0, 0))
-        parts[si] = (w + m.weights_bytes, k + m.kv_cache_bytes, cc + m.compute_bytes, o + m.overhead_bytes)
+        parts[si] = parts.get(si, MemoryParts()) + u.memory
         if t > 0:
             tau.append((si, t))
     if extra_host is not None:
         mem[extra_host[0]] = mem.get(extra_host[0], 0) + extra_host[1]
-        w, k, cc, o = parts.get(extra_host[0], (0, 0, 0, 0))
-        parts[extra_host[0]] = (w, k, cc, o + extra_host[1])
+        parts[extra_host[0]] = parts.get(extra_host[0], MemoryParts()) + MemoryParts(overhead_bytes=extra_host[1])
     return Candidate(
         item=item_index,
         model_ref=cb.ref,
@@ -487,7 +485,7 @@ def build_candidates(
                     step_s=0.0,
                     file_bytes=0,
                     cores=it.service.cpu_cores,
-                    parts=((host_slot[si], (0, 0, 0, int(it.service.ram_gib * GIB))),),
+                    parts=((host_slot[si], MemoryParts(overhead_bytes=int(it.service.ram_gib * GIB))),),
                 )
                 if _alone_fits(c, slots, host_margin):
                     cands.append(c)
@@ -721,7 +719,7 @@ class RoleResult:
 @dataclass
 class Evaluation:
     memory_ok: bool
-    key: tuple[int, int, int, int]  # (failures, -quality, cost in cents, GPUs used): smaller is better
+    key: Key
     failing: list[str]
     quality: int
     n_gpus: int  # devices holding model layers: GPUs 1 each, a host HOST_DEVICE_WEIGHT
@@ -822,5 +820,5 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
             failing.append(it.name)
             n_failures += len(fails)
     n_dev = sum(1 if p.slots[si].is_gpu else HOST_DEVICE_WEIGHT for si in used_gpus)
-    key = (n_failures, -quality, p.cost_cents, n_dev)
+    key = Key(n_failures, -quality, p.cost_cents, n_dev)
     return Evaluation(memory_ok, key, failing, quality, n_dev, used, margin, roles, overflow)

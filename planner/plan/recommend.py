@@ -21,6 +21,7 @@ from planner import __version__
 from planner.catalog import Catalog
 from planner.errors import PlannerError
 from planner.estimate.context import context_limit
+from planner.estimate.types import MemoryParts
 from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
 from planner.plan.objective import QUANT_TIERS, TASK_FLOORS, Points, below_floor
@@ -296,14 +297,18 @@ def _pick(results: Sequence[OptionResult]) -> int | None:
     """The recommended option: it meets every floor; the cheapest such option, unless a dearer one buys
     something — a better model or quant tier for some role, more than it loses elsewhere (`_merit`); at equal
     cost the solver's order (quality with speed bands, then fewer devices), concurrent before serial."""
-    ok = [i for i in _by_price(results) if (sol := results[i].solution) is not None and sol.evaluation.key[0] == 0]
+    ok = [
+        i
+        for i in _by_price(results)
+        if (sol := results[i].solution) is not None and sol.evaluation.key.floors_missed == 0
+    ]
     if not ok:
         return None
     pick = ok[0]
     for i in ok[1:]:
         a, b = results[i].solution, results[pick].solution
         assert a is not None and b is not None
-        if a.evaluation.key[2] == b.evaluation.key[2]:
+        if a.evaluation.key.cost_cents == b.evaluation.key.cost_cents:
             continue  # same cost: the first in order is the solver's best
         if _merit(a) > _merit(b):
             pick = i
@@ -397,7 +402,7 @@ def _purchases(results: Sequence[OptionResult], options: list[PlanOption]) -> li
     for i in order[1:]:
         dear = results[i].solution
         assert dear is not None
-        extra = (dear.evaluation.key[2] - cheap.evaluation.key[2]) / 100
+        extra = (dear.evaluation.key.cost_cents - cheap.evaluation.key.cost_cents) / 100
         if extra <= 0:
             continue
         same = _places(dear) == _places(cheap)
@@ -412,8 +417,13 @@ def _purchases(results: Sequence[OptionResult], options: list[PlanOption]) -> li
     return out
 
 
-def _breakdown(t: tuple[int, int, int, int]) -> MemoryBreakdown:
-    return MemoryBreakdown(weights_bytes=t[0], kv_cache_bytes=t[1], compute_bytes=t[2], overhead_bytes=t[3])
+def _breakdown(m: MemoryParts) -> MemoryBreakdown:
+    return MemoryBreakdown(
+        weights_bytes=m.weights_bytes,
+        kv_cache_bytes=m.kv_cache_bytes,
+        compute_bytes=m.compute_bytes,
+        overhead_bytes=m.overhead_bytes,
+    )
 
 
 def _option(r: OptionResult, cat: Catalog) -> PlanOption:
@@ -433,27 +443,23 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
     ev = sol.evaluation
     servers: list[PlanServer] = []
     # device memory: resident parts summed + the on-demand placement that uses the device most
-    res_parts: dict[int, list[int]] = {}
-    od_best: dict[int, tuple[int, tuple[int, int, int, int]]] = {}
+    res_parts: dict[int, MemoryParts] = {}
+    od_best: dict[int, MemoryParts] = {}
     for ii, ci in enumerate(sol.assign):
         if ci < 0:
             continue
         c = p.cands[ii][ci]
         for si, t in c.parts:
             if c.resident:
-                acc = res_parts.setdefault(si, [0, 0, 0, 0])
-                for k in range(4):
-                    acc[k] += t[k]
-            elif sum(t) > od_best.get(si, (-1, (0, 0, 0, 0)))[0]:
-                od_best[si] = (sum(t), t)
+                res_parts[si] = res_parts.get(si, MemoryParts()) + t
+            elif si not in od_best or t.total_bytes > od_best[si].total_bytes:
+                od_best[si] = t
     for s_idx, srv in enumerate(p.servers):
         devices: list[PlanDevice] = []
         for si, sl in enumerate(p.slots):
             if sl.server != s_idx:
                 continue
-            acc = res_parts.get(si, [0, 0, 0, 0])
-            od = od_best.get(si, (0, (0, 0, 0, 0)))[1]
-            tot = tuple(acc[k] + od[k] for k in range(4))
+            tot = res_parts.get(si, MemoryParts()) + od_best.get(si, MemoryParts())
             devices.append(
                 PlanDevice(
                     id=sl.device.id if sl.is_gpu else "cpu",
@@ -463,7 +469,7 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
                     used_bytes=ev.used_bytes[si],
                     capacity_bytes=sl.capacity_bytes,
                     margin_bytes=ev.margin_bytes[si] if sl.is_gpu else p.host_margin_bytes[s_idx],
-                    memory=_breakdown(tot),  # type: ignore[arg-type]
+                    memory=_breakdown(tot),
                 )
             )
         placements: list[Placement] = []
@@ -505,7 +511,7 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
         kind=r.kind,
         servers=servers,
         total_cost_usd=p.cost_cents / 100,
-        meets_targets=ev.key[0] == 0,
+        meets_targets=ev.key.floors_missed == 0,
         quality_score=quality_score(sol),
         why=why_text("en", r.kind, reasons),
         reasons=reasons,
