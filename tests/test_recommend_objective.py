@@ -173,3 +173,15 @@ def test_what_if_prices_the_added_card() -> None:
     assert w["total_cost_usd"] >= 1599
     assert w["delta_cost_usd"] == 1599  # the base (deep on the seed server) buys nothing
     assert "cost +1,599 USD" in w["summary"]
+
+
+def test_a_missed_default_floor_suggests_a_slower_one(tmp_path: Path) -> None:
+    """qwen2.5-14b Q4_K_M on a Ryzen 9 7950X alone (DDR5, 83 GB/s) decodes at ~5 tok/s: below chat's default
+    floor of 15 and its half; a quarter (3.8) works, and the output says so."""
+    stack = tmp_path / "cpu.yaml"
+    stack.write_text(
+        "name: cpu\nroles:\n  - {name: chat, models: [qwen2.5-14b], quants: [Q4_K_M], ctx: 4096}\n", encoding="utf-8"
+    )
+    res = runner.invoke(app, ["recommend", str(stack), "--server", "box: ryzen-9-7950x, 64GiB", "--budget", "0"])
+    assert res.exit_code == 1
+    assert "slower floor: chat.min_tok_s=3.8 meets every target" in " ".join(res.stderr.split())

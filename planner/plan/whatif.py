@@ -12,7 +12,7 @@ from typing import Any
 
 from planner.catalog import Catalog
 from planner.errors import PlannerError
-from planner.plan.problem import EstimateCache
+from planner.plan.problem import EstimateCache, stack_items
 from planner.plan.recommend import recommend
 from planner.plan.schema import OPTION_KINDS, OptionKind, Plan, PlanOption
 from planner.plan.servers import Part, Server
@@ -190,7 +190,8 @@ def nearest_relaxations(
     time_limit_s: float = MILP_TIME_LIMIT_S,
 ) -> list[str]:
     """Relaxed variants of the stack that meet every target: each failing role at any quant down to
-    Q2_K; the failing roles' context halved (down to 2048); no budget limit."""
+    Q2_K; the failing roles' context halved (down to 2048); their floor halved or quartered (a default
+    floor included); no budget limit."""
     out: list[str] = []
     model_roles = {r.name for r in base.stack.roles}
     fail = [f for f in failing if f in model_roles]
@@ -225,6 +226,25 @@ def nearest_relaxations(
                 out.append(f"shorter context: {new_ctx} meets every target with {_describe(opt, fail)}")
                 break
             factor *= 2
+    # a slower floor for the failing roles (their min_tok_s, or their task's default): halved, then quartered
+    if fail:
+        floors = {it.name: it.min_tok_s for it in stack_items(base.stack, cat) if it.is_model}
+        for factor in (2, 4):
+            data = base.stack.model_dump()
+            slower: list[str] = []
+            for r in data["roles"]:
+                floor = floors.get(r["name"])
+                if r["name"] in fail and floor:
+                    r["min_tok_s"] = round(floor / factor, 1)
+                    slower.append(f"{r['name']}.min_tok_s={r['min_tok_s']:g}")
+            if not slower:
+                break
+            opt = _meets(
+                Scenario(Stack.model_validate(data), base.servers, base.budget_usd), cat, allow, cache, time_limit_s
+            )
+            if opt is not None:
+                out.append(f"slower floor: {', '.join(slower)} meets every target with {_describe(opt, fail)}")
+                break
     # more budget
     if base.budget_usd is not None:
         opt = _meets(Scenario(base.stack, base.servers, None), cat, allow, cache, time_limit_s)
