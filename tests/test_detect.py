@@ -258,7 +258,9 @@ def test_unmatched_gpu_gets_note(tmp_path: Path) -> None:
     nvml = FakeNvml([("NVIDIA GeForce RTX 4090 Laptop GPU", 16376 * MIB, 16000 * MIB, 376 * MIB, False)])
     host = detect_host(nvml=nvml, sysfs_root=tmp_path, catalog_gpus=GPU_CANDIDATES)
     assert host.gpus[0].catalog_id is None
-    assert "GPU 0 'NVIDIA GeForce RTX 4090 Laptop GPU' is not in the catalog; give its figures by hand" in (host.notes)
+    assert "GPU 0 'NVIDIA GeForce RTX 4090 Laptop GPU' is not in the catalog; give its figures by hand" in (
+        host.notes
+    )
 
 
 # ------------------------------------------------------------------------------------------ fake sysfs
@@ -327,14 +329,17 @@ def _amd_sysfs(root: Path) -> None:
 def test_amd_gpus_from_sysfs(tmp_path: Path) -> None:
     _amd_sysfs(tmp_path)
     gpus, notes = detect_amd_gpus(tmp_path)
-    assert [(g.index, g.name, g.memory_total_bytes, g.memory_used_bytes, g.memory_free_bytes) for g in gpus] == [
+    assert [
+        (g.index, g.name, g.memory_total_bytes, g.memory_used_bytes, g.memory_free_bytes) for g in gpus
+    ] == [
         (0, "AMD Radeon RX 7900 XTX", 24 * GIB, 512 * MIB, 24 * GIB - 512 * MIB),
         (1, "AMD Radeon RX 7900 XT", 20 * GIB, 2 * GIB, 18 * GIB),
         (2, "AMD GPU (PCI device 0x164e rev 0xc1)", 512 * MIB, 100 * MIB, 412 * MIB),
     ]
     assert {(g.vendor, g.source, g.driver_version) for g in gpus} == {("amd", "sysfs", "6.7.0")}
     assert notes == [
-        "card3 (AMD GPU (PCI device 0x164e rev 0xc1)) has 512 MiB VRAM: likely an integrated GPU sharing system RAM",
+        "card3 (AMD GPU (PCI device 0x164e rev 0xc1)) has 512 MiB VRAM: likely an integrated GPU "
+        "sharing system RAM",
         "card4 (AMD Radeon RX 7900 XTX): no VRAM figures in sysfs (amdgpu driver not loaded?); skipped",
     ]
 
@@ -560,7 +565,9 @@ def test_ram_bandwidth_threads() -> None:
     assert gbs > 0 and math.isfinite(gbs)
 
 
-@pytest.mark.parametrize("kwargs", [{"seconds": 0.0}, {"seconds": math.nan}, {"threads": 0}, {"buffer_bytes": 4}])
+@pytest.mark.parametrize(
+    "kwargs", [{"seconds": 0.0}, {"seconds": math.nan}, {"threads": 0}, {"buffer_bytes": 4}]
+)
 def test_ram_bandwidth_rejects_bad_arguments(kwargs: dict[str, Any]) -> None:
     with pytest.raises(HardwareError):
         measure_ram_bandwidth_gbs(**kwargs)
@@ -612,7 +619,9 @@ def test_cli_detect_table_says_cpu_only() -> None:
 
 
 def test_cli_detect_measure_json() -> None:
-    result = runner.invoke(app, ["detect", "--format", "json", "--measure", "--seconds", "0.1", "--buffer-mib", "4"])
+    result = runner.invoke(
+        app, ["detect", "--format", "json", "--measure", "--seconds", "0.1", "--buffer-mib", "4"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)  # the progress bar went to stderr, stdout is pure JSON
     assert data["ram_bandwidth_gbs"] > 0 and math.isfinite(data["ram_bandwidth_gbs"])

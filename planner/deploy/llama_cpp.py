@@ -122,3 +122,4 @@ def rpc_worker(server: PlanServer, p: Placement) -> Process:
             "\nThe RPC port has no authentication: open it only to the head server. -c caches tensors locally."
         ),
     )
+

@@ -98,7 +98,9 @@ def serve_argv(p: Placement, port: int, utilization: float, pipeline: int) -> tu
     return tuple(argv)
 
 
-def serve_process(server: PlanServer, p: Placement, port: int, util: dict[str, float]) -> list[Process]:
+def serve_process(
+    server: PlanServer, p: Placement, port: int, util: dict[str, float]
+) -> list[Process]:
     """The `vllm serve` process (and a Ray head before it when the model spans servers)."""
     vendor = placement_vendor(server, p)
     env = visible_devices_env(vendor, p.gpu_indices, "vllm")

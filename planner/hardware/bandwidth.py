@@ -170,4 +170,6 @@ def measure_disk_read_gbs(
         elapsed = max(time.perf_counter() - start, 1e-9)
     finally:
         os.close(fd)
-    return DiskReadResult(read_gbs=done / elapsed / GB, bytes_read=done, cache_dropped=cache_dropped, note=note)
+    return DiskReadResult(
+        read_gbs=done / elapsed / GB, bytes_read=done, cache_dropped=cache_dropped, note=note
+    )

@@ -280,7 +280,6 @@ def worker_main(argv: list[str] | None = None) -> int:
         return 2
     path, raw = args
     cfg = LlamaBenchConfig(**json.loads(raw))
-
     def ready() -> None:
         sys.stdout.write("ready\n")
         sys.stdout.flush()

@@ -373,4 +373,6 @@ def ollama_ps(url: str, timeout_s: float = 5.0) -> list[dict[str, Any]] | None:
     data = _get_json(root, "/api/ps", timeout_s)
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         return None
-    return [m for m in data["models"] if isinstance(m, dict) and isinstance(m.get("size_vram", 0), int)]
+    return [
+        m for m in data["models"] if isinstance(m, dict) and isinstance(m.get("size_vram", 0), int)
+    ]

@@ -96,7 +96,9 @@ def loaded_context(path: str | Path, p: LlamaParams) -> Iterator[tuple[Any, Any,
             cparams.type_k = ggml_type_id(p.type_k)
             cparams.type_v = ggml_type_id(p.type_v)
             cparams.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if p.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if p.flash_attn
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
             cparams.swa_full = p.swa_full
             cparams.kv_unified = p.kv_unified

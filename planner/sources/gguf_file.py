@@ -266,11 +266,8 @@ class _Parser:
             kv[k] = self.value(self.u32())
 
         alignment = kv.get("general.alignment", 32)
-        if (
-            not isinstance(alignment, int)
-            or isinstance(alignment, bool)
-            or alignment <= 0
-            or (alignment & (alignment - 1))
+        if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or (
+            alignment & (alignment - 1)
         ):
             self.where = "key 'general.alignment'"
             raise self.fail(f"alignment {alignment!r} is not a power of two")
@@ -302,13 +299,15 @@ class _Parser:
             block, type_size = self.quant_sizes[ttype]
             if dims[0] % block:
                 raise self.fail(
-                    f"row length {dims[0]} is not a multiple of the {self.type_names[ttype]} block size {block}"
+                    f"row length {dims[0]} is not a multiple of the "
+                    f"{self.type_names[ttype]} block size {block}"
                 )
             n_bytes = n_el // block * type_size
             offset = self.u64()
             if offset % alignment:
                 raise self.fail(f"data offset {offset} is not aligned to {alignment}")
-            tensors.append(TensorInfo(name=name, shape=tuple(dims), ggml_type=self.type_names[ttype], n_bytes=n_bytes))
+            tensors.append(TensorInfo(name=name, shape=tuple(dims), ggml_type=self.type_names[ttype],
+                                      n_bytes=n_bytes))
             offsets.append(offset)
 
         self.where = "tensor data"
@@ -342,7 +341,9 @@ def _endianness(buf: Any, label: str, file_size: int) -> str:
         raise _NeedMore(8)
     magic = struct.unpack_from("<I", buf, 0)[0]
     if magic != gguf.GGUF_MAGIC:
-        raise ModelSourceError(f"{label}: not a GGUF file (magic {bytes(buf[0:4])!r}, expected b'GGUF')")
+        raise ModelSourceError(
+            f"{label}: not a GGUF file (magic {bytes(buf[0:4])!r}, expected b'GGUF')"
+        )
     version_le = struct.unpack_from("<I", buf, 4)[0]
     # A big-endian GGUF (s390x conversions) stores the version byte-swapped; the magic is bytes.
     if version_le & 0xFFFF == 0 and version_le != 0:
@@ -627,7 +628,9 @@ def parse_header_prefix(
         if want > len(have):
             chunk = fetch(len(have), want)
             if len(chunk) != want - len(have):
-                raise ModelSourceError(f"{label}: server returned {len(chunk)} bytes for a range of {want - len(have)}")
+                raise ModelSourceError(
+                    f"{label}: server returned {len(chunk)} bytes for a range of {want - len(have)}"
+                )
             have += chunk
         try:
             return parse_gguf_header(have, file_size=file_size, label=label), have
