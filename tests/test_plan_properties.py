@@ -63,6 +63,7 @@ def check_plan(plan: Plan) -> int:
                 assert est.gpu_layers == p.gpu_layers, where
                 # the plan rounds tok/s to 3 decimals; the alone rate is one slot's of `parallel` decoding
                 assert p.decode_tok_s_alone == pytest.approx(est.speed.decode_tok_s_per_slot, rel=1e-4, abs=2e-3), where
+                assert p.full_ctx_slots == p.parallel, where  # every slot at full context at once
                 if p.engine == "vllm":
                     assert est.kv_capacity_tokens >= p.ctx * p.parallel, where
                     assert p.kv_capacity_tokens == est.kv_capacity_tokens, where

@@ -562,6 +562,7 @@ def _placements(sol: Solution, ii: int, c: Candidate, cat: Catalog) -> list[Plac
         ),
         memory_by_device=by_dev,
         kv_capacity_tokens=est.kv_capacity_tokens,
+        full_ctx_slots=min(it.parallel, est.kv_capacity_tokens // it.ctx),
         decode_tok_s=round(rr.decode_tok_s, 3),
         decode_tok_s_alone=round(c.alone_tok_s, 3),
         prefill_tok_s=round(est.speed.prefill_tok_s, 1),

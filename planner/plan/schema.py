@@ -81,6 +81,7 @@ class Placement(_Closed):
     memory: MemoryBreakdown
     memory_by_device: dict[str, int] = Field(default_factory=dict)  # "gpu0"/"cpu" -> bytes
     kv_capacity_tokens: int = Field(ge=0)
+    full_ctx_slots: int | None = None  # slots the KV cache holds at full ctx at once (vLLM queues the rest)
     decode_tok_s: float = Field(ge=0)  # per slot, all roles of the option decoding at once (contention)
     decode_tok_s_alone: float = Field(ge=0)  # this role alone on its devices
     prefill_tok_s: float = Field(ge=0)
