@@ -51,7 +51,8 @@ MODEL_ASSUMPTIONS: tuple[str, ...] = (
     "use (worst case); on-demand roles contend with the always-resident ones while loaded",
     "each GPU keeps one margin free (the largest of the engines on it: llama.cpp 1024 MiB), not one per model",
     "ranking: floors met first, then per role its model's place in the list, then the quant's tier "
-    "(near-lossless / good / degraded / poor by mean KLD vs FP16), then decode speed over the floor, then cost",
+    "(near-lossless / good / degraded / poor by mean KLD vs FP16), then cost, then fewer devices (GPUs before CPU "
+    "layers); a role below its floor even alone loses points in proportion to its shortfall",
     "recommendation: the cheapest option that meets every floor, unless a dearer one gives some role a better model "
     "or quant tier (what the money buys is listed with each dearer option)",
 )
