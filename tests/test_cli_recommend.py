@@ -127,9 +127,9 @@ def test_what_if_is_a_delta_against_the_base(small_stack: Path) -> None:
     assert res.exit_code == 0, res.output
     w = json.loads(res.stdout)["what_ifs"]
     assert [x["what_if"] for x in w] == ["+1 rtx-4090", "chat.ctx=8192"]
-    # an extra card costs the plan nothing and never makes a role slower (speed is not in the objective once the
-    # targets are met, so the solver may leave chat where it was)
-    assert w[0]["delta_cost_usd"] == 0 and w[0]["roles"]["chat"]["delta_tok_s"] >= 0
+    # the extra card is bought (RTX 4090: $1,599 in the catalog), and never makes a role slower (speed is not in
+    # the objective once the targets are met, so the solver may leave chat where it was)
+    assert w[0]["total_cost_usd"] >= 1599 and w[0]["roles"]["chat"]["delta_tok_s"] >= 0
     assert "summary" in w[1] and w[1]["meets_targets"] is True
 
 

@@ -194,6 +194,9 @@ class ModelEntry(_Sourced):
     ffn_size: PosInt | None = None
     vocab_size: PosInt | None = None
     context_trained: PosInt | None = None
+    # a documented extension past the trained context (RoPE scaling / YaRN), how it is switched on
+    context_extended: PosInt | None = None
+    context_extension: NonEmptyStr | None = None
     sliding_window: PosInt | None = None
     swa_pattern: SwaPattern | None = None
     experts: ExpertsEntry | None = None
@@ -211,13 +214,21 @@ class ModelEntry(_Sourced):
             if missing:
                 raise ValueError(f"missing field(s) {', '.join(missing)} (or set base: <model id>)")
         else:
-            given = [f for f in (*_ARCH_FIELDS, "architecture", "experts", "swa_pattern") if getattr(self, f)]
+            given = [
+                f
+                for f in (*_ARCH_FIELDS, "architecture", "experts", "swa_pattern", "context_extended")
+                if getattr(self, f)
+            ]
             given += ["sliding_window"] if self.sliding_window is not None else []
             if given:
                 raise ValueError(f"fine-tune of '{self.base}' must not redefine {', '.join(given)}; it uses the base's")
             return self
         if self.heads is not None and self.kv_heads is not None and self.heads % self.kv_heads:
             raise ValueError(f"kv_heads ({self.kv_heads}) must divide heads ({self.heads})")
+        if (self.context_extended is None) != (self.context_extension is None):
+            raise ValueError("context_extended and context_extension go together")
+        if self.context_extended is not None and self.context_extended <= (self.context_trained or 0):
+            raise ValueError(f"context_extended ({self.context_extended}) must exceed context_trained")
         if (self.sliding_window is None) != (self.swa_pattern is None):
             raise ValueError("sliding_window and swa_pattern go together")
         explicit = self.swa_pattern.layers if self.swa_pattern is not None else None

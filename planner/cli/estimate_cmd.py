@@ -80,6 +80,12 @@ def estimate_command(
     calibration = calibration_for_devices([*gpus, host])
     est = estimate(spec, cfg, gpus, host, quant=quant, calibration=calibration)
     data = estimate_dict(est)
+    from planner.estimate.context import context_limit
+
+    too_long = context_limit(cat, spec.catalog_id or "", est.arch.context_trained).note(ctx)
+    if too_long is not None:  # fits in memory, but past what the model was trained on (issue 12)
+        data["notes"].append(too_long)
+        data["context_warning"] = too_long
     if fmt is Format.json:
         print_json(data)
     elif fmt is Format.markdown:

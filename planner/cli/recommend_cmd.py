@@ -15,6 +15,8 @@ import typer
 
 from planner.cli._output import Format, print_json, stderr_console, stdout_console
 from planner.cli.estimate_cmd import memory_bar
+from planner.plan.schema import PlanOption
+from planner.report.i18n import purchase_text
 from planner.units import fmt_gib
 
 
@@ -89,6 +91,7 @@ def recommend_command(
         )
     if out is not None:
         save_plan(plan, out)
+        stderr_console().print(f"wrote the plan to {out} (agiplan report / deploy / bench read it)")
     markdown = None
     if report is not None or fmt is Format.markdown:
         from planner.report import render_report
@@ -203,6 +206,9 @@ def render_table(data: dict[str, Any]) -> None:
                     f"  service {sv['name']}: {sv['cpu_cores']:g} cores, {fmt_gib(sv['ram_bytes'])} RAM", style="dim"
                 )
         con.print(f"  why: {o['why']}", style="italic")
+        bought = purchase_text("en", PlanOption.model_validate(o))
+        if bought:
+            con.print(f"  {bought}", style="italic")
     for w in data.get("what_ifs", []):
         con.print(Text(f"\nwhat if {w['summary']}", style="cyan"))
     for r in data.get("relaxations", []):

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from planner.plan.contention import page_cache_gbs
+from planner.plan.objective import REL_TOL, floor_step_s
 from planner.plan.problem import HOST_DEVICE_WEIGHT, UNPLACED, Candidate, Problem
 from planner.units import GIB
 
@@ -146,7 +147,6 @@ def solve_milp(
     import numpy as np
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_array
-
 
     weights = lex_weights(p)
     n_items = len(p.items)
@@ -280,7 +280,7 @@ def solve_milp(
         fi = f[ii]
         if fi is None or it.min_tok_s is None:
             continue
-        limit = 1.0 / (it.min_tok_s * (1 - 1e-9)) * (1 + TARGET_SLACK)
+        limit = floor_step_s(it.min_tok_s) * (1 + TARGET_SLACK)
         groups: dict[tuple[bool, tuple[int, ...]], list[tuple[int, float]]] = {}
         for c, col in zip(p.cands[ii], x[ii], strict=True):
             slots = tuple(sorted(si for si, _ in c.tau))
@@ -439,4 +439,4 @@ def _swap_fails(p: Problem, ii: int, c: Candidate, *, page_cache: bool) -> bool:
     if page_cache:
         hs = p.host_slot[c.server]
         rate = max(disk, page_cache_gbs(p.slots[hs].device.bandwidth_gbs, bool(c.gpu_slots)))
-    return c.file_bytes / (rate * 1e9) > role.max_swap_in_s * (1 + 1e-9) * (1 + TARGET_SLACK)
+    return c.file_bytes / (rate * 1e9) > role.max_swap_in_s * (1 + REL_TOL) * (1 + TARGET_SLACK)

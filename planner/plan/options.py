@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from planner.catalog import Catalog
+from planner.plan.objective import QUALITY_POINTS, Points
 from planner.plan.problem import (
-    MODEL_POINTS,
     Candidate,
     EstimateCache,
     Problem,
@@ -23,19 +23,20 @@ from planner.plan.problem import (
     make_problem,
     stack_items,
 )
-from planner.plan.schema import OptionKind
+from planner.plan.schema import OptionKind, Reason, RoleMiss
 from planner.plan.servers import Server
 from planner.plan.solver import DEFAULT_NODE_LIMIT, MILP_TIME_LIMIT_S, SearchLimitError, Solution, solve
 from planner.plan.stack import Stack
-from planner.units import fmt_gib
 
 
 @dataclass
 class OptionResult:
     kind: OptionKind
     solution: Solution | None
-    why_not: str = ""
+    why_not: str = ""  # without a solution: a no_plan detail code (planner.plan.schema.Reason)
     considered: int = 0  # server sets tried
+    sets_left: int = 0  # time_out_sets: server sets not searched
+    limit_s: float = 0.0  # search_limit / time_out_sets: the --time-limit in force
 
 
 def _better(a: Solution | None, b: Solution | None) -> bool:
@@ -63,13 +64,13 @@ def solve_two_server(
     kind: OptionKind = "split" if split else "two-server"
     sets: list[list[Server]] = [list(existing[:3])] if len(existing) >= 2 else [[existing[0], s] for s in new_options]
     if not sets:
-        return OptionResult(kind, None, "no second server within the budget (see --budget / --allow)")
+        return OptionResult(kind, None, "no_second_server")
     best: Solution | None = None
     tried = 0
     clock = _Clock(time_limit_s)
     split_ii = _split_item(stack) if split else None
     if split and split_ii is None:
-        return OptionResult(kind, None, "no role stays loaded to split over two servers")
+        return OptionResult(kind, None, "no_split_role")
     set_bound = _SetBound(stack, existing[0], cat, cache, split_ii)
     bounds = [set_bound.key(s[1]) if len(s) == 2 else (0, 0, 0, 0) for s in sets]
     # best-first: sets in order of their bound (cheapest first among equals); once the incumbent is no worse
@@ -84,7 +85,8 @@ def solve_two_server(
         ordered.insert(0, ordered.pop(first))
     # bounds of the sets the limits left unsettled (a better plan may hide there): the answer is not proven
     open_bounds: list[int | None] = []
-    why_limit = ""
+    why_limit = ""  # a Reason detail code (no_plan) when the limits stopped the search
+    sets_left = 0
 
     # sets searched to the end: a later set each of whose plans has an at-least-as-good twin in one of them
     # (`_covers`) cannot beat the best plan, and is not searched; and their optimal plans, which a cheaper set
@@ -93,15 +95,12 @@ def solve_two_server(
     optima: list[Solution] = []
 
     def attempt(p: Problem, incumbent: tuple[int, int, int, int] | None) -> Solution | None:
-        nonlocal why_limit
+        nonlocal why_limit, sets_left
         try:
             sol = clock.solve(p, incumbent, node_limit)
         except SearchLimitError as exc:
             open_bounds.append(exc.quality_bound)
-            why_limit = (
-                f"the search stopped at its limits ({node_limit} nodes and --time-limit {time_limit_s:g} s for this "
-                "option kind) without a plan; a larger --time-limit may find one"
-            )
+            why_limit = "search_limit"
             return None
         if sol is not None and not sol.exact:
             open_bounds.append(sol.quality_bound)
@@ -118,10 +117,8 @@ def solve_two_server(
         if clock.exhausted():
             # the time is spent: the sets not searched may hold a better plan (each at most its bound)
             open_bounds += [-b[1] if len(srv) == 2 else None for b, srv in ordered[k:]]
-            why_limit = (
-                f"the search's {time_limit_s:g} s ran out with {len(ordered) - k} server set(s) not searched "
-                "(a larger --time-limit searches them)"
-            )
+            why_limit = "time_out_sets"
+            sets_left = len(ordered) - k
             break
         tried += 1
         p = make_problem(
@@ -151,15 +148,14 @@ def solve_two_server(
                 best = sol
         if progress:
             progress(tried)
-    if best is not None and best.evaluation.key[0] == 0:
+    if best is not None and best.evaluation.key.floors_missed == 0:
         # a set whose plans meeting every target score less than the best plan's cannot beat it
         open_bounds = [b for b in open_bounds if b is None or b >= best.evaluation.quality]
     if best is not None:
         return OptionResult(kind, _unsettled(best, open_bounds) if open_bounds else best, "", tried)
     if why_limit:
-        return OptionResult(kind, None, why_limit, tried)
-    why = "no second server with a GPU to split a model over" if split else "nothing fits"
-    return OptionResult(kind, None, why, tried)
+        return OptionResult(kind, None, why_limit, tried, sets_left, time_limit_s)
+    return OptionResult(kind, None, "no_split_gpu" if split else "nothing_fits", tried)
 
 
 def _covers(a: Problem, b: Problem, *, cost: bool = True) -> bool:
@@ -262,7 +258,7 @@ def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:
         f"{kind}: best plan found, not proven optimal: the search stopped at its limits ({sol.nodes} nodes, "
         f"{time_limit_s:g} s of search)"
     )
-    misses = sol.evaluation.key[0]
+    misses = sol.evaluation.key.floors_missed
     if misses:
         text += f"; this one misses {misses} target(s)"
         if sol.quality_bound is not None:
@@ -284,7 +280,7 @@ class _SetBound:
 
     def __init__(self, stack: Stack, main: Server, cat: Catalog, cache: EstimateCache, split_item: int | None) -> None:
         self.cat = cat
-        self.items = stack_items(stack)
+        self.items = stack_items(stack, cat)
         self.split_item = split_item
         main_p = make_problem(stack, [main], cat, cache, mode="concurrent")
         self.main_q: list[int | None] = [
@@ -332,68 +328,69 @@ def _raw_capacity(server: Server, cat: Catalog) -> int:
 def _split_item(stack: Stack) -> int | None:
     """The role tried as the split one: the first role that stays loaded, in stack order (the presets and the
     README put the big reasoner first)."""
-    items = stack_items(stack)
-    return next((i for i, it in enumerate(items) if it.role is not None and it.role.residency == "always"), None)
+    bases = [r for r in stack.roles if r.share_with is None]  # the model items, in stack_items' order
+    return next((i for i, r in enumerate(bases) if r.residency == "always"), None)
 
 
-def fit_sentence(sol: Solution, ii: int) -> str:
-    """'the 70B at Q4_K_M with 16k context needs 46.1 GiB; two 4090s give 48 GiB of which 2 GiB must stay
-    free: fits with 0.1 GiB to spare' for item `ii` of a solution."""
+def fit_reason(sol: Solution, ii: int) -> Reason:
+    """What item `ii` of a solution needs and where it goes: 'the 70B at Q4_K_M with 16k context needs 46.1 GiB;
+    two 4090s give 48 GiB of which 2 GiB must stay free: fits with 0.1 GiB to spare', as numbers."""
     p = sol.problem
-    ci = sol.assign[ii]
+    c = p.cands[ii][sol.assign[ii]]
     it = p.items[ii]
-    if ci < 0:
-        return f"{it.name}: nothing fits"
-    c = p.cands[ii][ci]
-    if not it.is_model:
-        return f"{it.name}: {fmt_gib(c.total_bytes)} RAM on {p.servers[c.server].name}"
-    gpu_ids = [p.slots[s].device.id for s in c.gpu_slots]
     counts: dict[str, int] = {}
-    for g in gpu_ids:
+    for g in (p.slots[s].device.id for s in c.gpu_slots):
         counts[g] = counts.get(g, 0) + 1
-    where = " + ".join(f"{n}x {g}" if n > 1 else g for g, n in counts.items()) or "the CPU"
     cap = sum(p.slots[s].capacity_bytes for s in c.gpu_slots)
     marg = sum(m for _, m in c.margin)
     on_gpus = sum(b for s, b in c.mem if p.slots[s].is_gpu)
-    ctx_k = f"{it.ctx // 1024}k" if it.ctx % 1024 == 0 else str(it.ctx)
-    head = f"{it.name}: {c.model_ref} at {c.quant} with {ctx_k} context × {it.parallel} needs {fmt_gib(c.total_bytes)}"
-    if not c.gpu_slots:
-        return head + " of RAM (CPU only)"
     spare = sum(
         p.slots[s].capacity_bytes - sol.evaluation.used_bytes[s] - sol.evaluation.margin_bytes[s] for s in c.gpu_slots
     )
-    off = f", {fmt_gib(c.total_bytes - on_gpus)} offloaded to RAM" if c.uses_cpu else ""
-    return (
-        f"{head}; {where} give {fmt_gib(cap)} of which {fmt_gib(marg)} must stay free{off}: fits with "
-        f"{fmt_gib(max(0, spare))} to spare" + (" (shared)" if spare < cap - marg - on_gpus - 1 else "")
+    return Reason(
+        code="fit",
+        role=it.name,
+        model=c.model_ref,
+        quant=c.quant,
+        ctx=it.ctx,
+        parallel=it.parallel,
+        devices=" + ".join(f"{n}x {g}" if n > 1 else g for g, n in counts.items()),
+        need_bytes=c.total_bytes,
+        capacity_bytes=cap,
+        margin_bytes=marg,
+        offload_bytes=c.total_bytes - on_gpus if c.uses_cpu and c.gpu_slots else 0,
+        spare_bytes=max(0, spare),
+        shared=bool(c.gpu_slots) and spare < cap - marg - on_gpus - 1,
     )
 
 
-def option_why(sol: Solution | None, kind: str, why_not: str = "") -> str:
+def option_reasons(sol: Solution | None, why_not: str = "", sets_left: int = 0, limit_s: float = 0.0) -> list[Reason]:
+    """Why an option is what it is, as structured reasons (phrased by planner.report.i18n.why_text)."""
     if sol is None:
-        return f"{kind}: {why_not or 'no plan'}"
+        return [Reason(code="no_plan", detail=why_not or "nothing_fits", sets_left=sets_left, limit_s=limit_s)]
     ev = sol.evaluation
     p = sol.problem
-    parts: list[str] = []
-    model_items = [i for i, it in enumerate(p.items) if it.is_model]
-    biggest = max(
-        model_items, key=lambda i: p.cands[i][sol.assign[i]].total_bytes if sol.assign[i] >= 0 else -1, default=None
-    )
-    if biggest is not None:
-        parts.append(fit_sentence(sol, biggest))
+    out = [Reason(code="misses", roles=list(ev.failing)) if ev.failing else Reason(code="meets_all")]
+    model_items = [i for i, it in enumerate(p.items) if it.is_model and sol.assign[i] >= 0]
+    if model_items:
+        out.append(fit_reason(sol, max(model_items, key=lambda i: p.cands[i][sol.assign[i]].total_bytes)))
     for ii, rr in ev.roles.items():
         if rr.failures:
-            parts.append(f"{p.items[ii].name} fails: {'; '.join(rr.failures)}")
-    if ev.failing:
-        parts.insert(0, f"misses targets for {', '.join(ev.failing)}")
-    else:
-        parts.insert(0, "meets every target")
-    cost = p.cost_cents / 100
-    if cost:
-        parts.append(f"buys ${cost:,.0f} of hardware")
-    return "; ".join(parts) + "."
+            misses = [RoleMiss(code=m.code, value=m.value, limit=m.limit) for m in rr.failures]
+            out.append(Reason(code="role_misses", role=p.items[ii].name, misses=misses))
+    if p.cost_cents:
+        out.append(Reason(code="buys_hardware", cost_usd=p.cost_cents / 100))
+    return out
 
 
 def quality_score(sol: Solution) -> float:
-    n = sum(1 for it in sol.problem.items if it.is_model)
-    return round(sol.evaluation.quality / (MODEL_POINTS * max(1, n)), 4)
+    """Model places and quant tiers of the placed roles, 1.0 = every role at its first model, top tier
+    (objective.Points.quality; unplaced roles 0; speed and shortfall left out)."""
+    p = sol.problem
+    n = sum(1 for it in p.items if it.is_model)
+    total = 0
+    for ii, ci in enumerate(sol.assign):
+        if ci >= 0 and p.items[ii].is_model:
+            c = p.cands[ii][ci]
+            total += Points(c.preference, c.tier, 0.0).quality
+    return round(total / (QUALITY_POINTS * max(1, n)), 4)

@@ -9,14 +9,15 @@ Feasibility per device: GPU d holds Σ(always-resident usage) + max(on-demand us
 largest margin of the engines on it, not one per model); the host RAM holds the same plus services
 and the host margin; services' cores fit the CPU. On-demand roles need to fit only when swapped in.
 
-Objective (`evaluate`; lexicographic, smaller is better): (targets missed, −quality points, cost in cents,
+Objective (`evaluate`; lexicographic, smaller is better): (floors missed, −quality points, cost in cents,
 devices holding model layers: each GPU 1, a host 10 — CPU decoding is an order of magnitude slower, so
-an idle GPU is preferred to CPU layers). Targets: decode tok/s per slot under the planned concurrent load
-(planner.plan.contention), swap-in time of on-demand roles, and "stays loaded" for always roles in the
-serial kind. The search is planner.plan.solver; the option kinds over server sets planner.plan.options.
+an idle GPU is preferred to CPU layers). Floors: decode tok/s per slot under the planned concurrent load
+(planner.plan.contention; a role's `min_tok_s`, else its task's default, planner.plan.objective), swap-in
+time of on-demand roles, and "stays loaded" for always roles in the serial kind. The search is
+planner.plan.solver; the option kinds over server sets planner.plan.options.
 
-Quality points per role: 1000 − 100 × (position of the model in the role's candidate list) −
-round(1000 × quant mean KLD vs FP16) (catalog quants.yaml `quality_loss`). Unplaced role: 0 points.
+Quality points per placement (planner.plan.objective.Points): model preference, then quant tier, less the
+relative shortfall when it misses its floor even alone. Unplaced role: 0 points.
 """
 
 from __future__ import annotations
@@ -29,10 +30,22 @@ from typing import Literal
 
 from planner.catalog import Catalog
 from planner.errors import EstimateError, PlannerError
+from planner.estimate.context import context_limit
 from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
-from planner.estimate.types import Device, Estimate, RunConfig
+from planner.estimate.types import Device, Estimate, MemoryParts, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
 from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step_profile
+from planner.plan.objective import (
+    TASK_FLOORS,
+    Key,
+    Points,
+    below_floor,
+    combo_points,
+    over_limit,
+    quant_tier,
+    role_task,
+    shortfall,
+)
 from planner.plan.servers import Server
 from planner.plan.stack import RoleSpec, ServiceSpec, Stack
 from planner.units import GIB, MIB
@@ -45,8 +58,6 @@ VLLM_QUANTS: tuple[str, ...] = ("BF16", "FP8", "AWQ-INT4", "GPTQ-INT4")
 # Quants the catalog gives no KLD for: the nearest GGUF quant's figure (an assumption, stated in the plan).
 ASSUMED_KLD: dict[str, str] = {"AWQ-INT4": "Q4_K_M", "GPTQ-INT4": "Q4_K_M", "FP8": "Q8_0"}
 RPC_SERVER_HOST_BYTES = 150 * MIB  # rpc-server process on the remote node (gguf-parser-go RAM footprint)
-MODEL_POINTS = 1000
-PREFERENCE_STEP = 100
 MAX_SUBSET_GPUS = 4  # all GPU subsets up to this many cards; contiguous ranges beyond
 HOST_DEVICE_WEIGHT = 10
 
@@ -64,20 +75,27 @@ class Item:
     members: tuple[RoleSpec, ...] = ()  # roles served as extra slots of this role's model
     ctx: int = 0
     parallel: int = 0
-    min_tok_s: float | None = None
+    min_tok_s: float | None = None  # the decode floor: the stack's min_tok_s, else the task's default
+    task: str = ""
+    floor_is_default: bool = False  # min_tok_s / prefill_floor_tok_s come from the task's default
+    prefill_floor_tok_s: float | None = None  # an embedder's floor (its default; checked alone)
 
     @property
     def is_model(self) -> bool:
         return self.role is not None
 
 
-def stack_items(stack: Stack) -> list[Item]:
+def stack_items(stack: Stack, cat: Catalog) -> list[Item]:
+    """The items of a stack, each with its floor: the largest `min_tok_s` of the role and the roles sharing
+    its model, else the default of the role's task (planner.plan.objective.TASK_FLOORS)."""
     items: list[Item] = []
     for r in stack.roles:
         if r.share_with is not None:
             continue
         members = tuple(m for m in stack.roles if m.share_with == r.name)
         targets = [x.min_tok_s for x in (r, *members) if x.min_tok_s is not None]
+        task = role_task(cat, r.task, r.models[0] if r.models else None)
+        default = TASK_FLOORS[task]
         items.append(
             Item(
                 name=r.name,
@@ -85,7 +103,10 @@ def stack_items(stack: Stack) -> list[Item]:
                 members=members,
                 ctx=max([r.ctx, *(m.ctx for m in members)]),
                 parallel=r.parallel + sum(m.parallel for m in members),
-                min_tok_s=max(targets) if targets else None,
+                min_tok_s=max(targets) if targets else default.decode_tok_s,
+                task=task,
+                floor_is_default=not targets,
+                prefill_floor_tok_s=None if targets else default.prefill_tok_s,
             )
         )
     items += [Item(name=s.name, service=s) for s in stack.services]
@@ -129,7 +150,9 @@ class Candidate:
     resident: bool = True
     split_servers: tuple[int, ...] = ()
     cores: float = 0.0
-    parts: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()  # (DevSlot, (weights, KV, compute, overhead))
+    parts: tuple[tuple[int, MemoryParts], ...] = ()  # (DevSlot index, its memory by part)
+    preference: int = 0  # place of the model in the role's list (objective.Points)
+    tier: int = 0  # quant tier (objective.QUANT_TIERS index)
 
     @property
     def alone_tok_s(self) -> float:
@@ -283,6 +306,7 @@ def _candidate_from_estimate(
     est: Estimate,
     cb: Combo,
     item_index: int,
+    it: Item,
     *,
     server: int,
     slot_map: Sequence[int],  # est.devices index -> DevSlot index
@@ -293,7 +317,7 @@ def _candidate_from_estimate(
     """The candidate of choice `cb` for item `item_index` with estimate `est` on `server`."""
     prof: StepProfile = step_profile(est, extra_step_s, embedding_bytes=cb.sizes[2])
     mem: dict[int, int] = {}
-    parts: dict[int, tuple[int, int, int, int]] = {}
+    parts: dict[int, MemoryParts] = {}
     margin: list[tuple[int, int]] = []
     tau: list[tuple[int, float]] = []
     gpu_slots: list[int] = []
@@ -305,15 +329,12 @@ def _candidate_from_estimate(
         elif u.layers or not any(x.device.is_gpu for x in est.devices):
             uses_cpu = True
         mem[si] = mem.get(si, 0) + u.used_bytes
-        m = u.memory
-        w, k, cc, o = parts.get(si, (0, 0, 0, 0))
-        parts[si] = (w + m.weights_bytes, k + m.kv_cache_bytes, cc + m.compute_bytes, o + m.overhead_bytes)
+        parts[si] = parts.get(si, MemoryParts()) + u.memory
         if t > 0:
             tau.append((si, t))
     if extra_host is not None:
         mem[extra_host[0]] = mem.get(extra_host[0], 0) + extra_host[1]
-        w, k, cc, o = parts.get(extra_host[0], (0, 0, 0, 0))
-        parts[extra_host[0]] = (w, k, cc, o + extra_host[1])
+        parts[extra_host[0]] = parts.get(extra_host[0], MemoryParts()) + MemoryParts(overhead_bytes=extra_host[1])
     return Candidate(
         item=item_index,
         model_ref=cb.ref,
@@ -323,7 +344,7 @@ def _candidate_from_estimate(
         server=server,
         gpu_slots=tuple(gpu_slots),
         uses_cpu=uses_cpu,
-        quality=cb.quality,
+        quality=placement_points(it, cb, est, prof.step_s).total,
         mem=tuple(sorted(mem.items())),
         margin=tuple(margin),
         tau=tuple(tau),
@@ -332,7 +353,19 @@ def _candidate_from_estimate(
         est=est,
         split_servers=split_servers,
         parts=tuple(sorted(parts.items())),
+        preference=cb.preference,
+        tier=cb.tier,
     )
+
+
+def placement_points(it: Item, cb: Combo, est: Estimate, step_s: float) -> Points:
+    """The points of model item `it` placed as `cb` with estimate `est`, decoding alone at one step per
+    `step_s`: an embedder is held to its prefill floor, the rest to their decode floor."""
+    if it.prefill_floor_tok_s is not None:
+        short = shortfall(est.speed.prefill_tok_s, it.prefill_floor_tok_s)
+    else:
+        short = shortfall(1.0 / step_s if step_s > 0 else 0.0, it.min_tok_s)
+    return Points(cb.preference, cb.tier, short)
 
 
 def _alone_fits(c: Candidate, slots: Sequence[DevSlot], host_margin: Sequence[int]) -> bool:
@@ -354,8 +387,10 @@ class Combo:
     label: str  # the quant as the candidate shows it (upper case; the file's type for a fixed file)
     engine: str  # the role's engine name (llama.cpp or vllm; `cfg.engine` is the estimator's)
     cfg: RunConfig
-    quality: int
+    quality: int  # an upper bound on its placements' points (objective.combo_points)
     sizes: tuple[int, int, int]  # weights: (total, file, token_embd) bytes
+    preference: int = 0  # place in the role's model list
+    tier: int = 0  # objective.QUANT_TIERS index
 
     @property
     def weight_bytes(self) -> int:
@@ -374,6 +409,10 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
     combos: list[Combo] = []
     for pref, ref in enumerate(role_models(cat, role)):
         spec = cache.spec(ref)
+        if not context_limit(cat, spec.catalog_id or "", spec.arch.context_trained).allows(
+            it.ctx, extension_ok=role.allow_context_extension
+        ):
+            continue  # past the trained context (recommend.context_notes says so in the plan)
         fixed_file = spec.weights is not None and spec.weights.exact
         quants: list[str | None] = [None] if fixed_file else list(role_quants(cat, role, stack.quality_floor_kld))
         engines = list(role.engines or ["llama.cpp", "vllm"])
@@ -386,7 +425,8 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
                 if engine == "llama.cpp" and is_vllm_q and q_up not in ("BF16",):
                     continue
                 kld = quant_kld(cat, q_up) if q_up else 0.0
-                quality = MODEL_POINTS - PREFERENCE_STEP * pref - round(1000 * kld)
+                tier = quant_tier(kld).index
+                quality = combo_points(pref, tier)
                 cfg = RunConfig(
                     engine="vllm" if engine == "vllm" else "llama.cpp",
                     ctx=it.ctx,
@@ -399,7 +439,7 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
                     w = cache.weights(ref, quant, cfg.engine)
                 except (EstimateError, PlannerError):
                     continue
-                combos.append(Combo(ref, quant, q_up, engine, cfg, quality, cache.sizes(w)))
+                combos.append(Combo(ref, quant, q_up, engine, cfg, quality, cache.sizes(w), pref, tier))
     cache.combos[key] = combos
     return combos
 
@@ -445,7 +485,7 @@ def build_candidates(
                     step_s=0.0,
                     file_bytes=0,
                     cores=it.service.cpu_cores,
-                    parts=((host_slot[si], (0, 0, 0, int(it.service.ram_gib * GIB))),),
+                    parts=((host_slot[si], MemoryParts(overhead_bytes=int(it.service.ram_gib * GIB))),),
                 )
                 if _alone_fits(c, slots, host_margin):
                     cands.append(c)
@@ -467,7 +507,7 @@ def build_candidates(
                 if cb.weight_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
                     continue
                 est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[a])
-                if est is None:
+                if est is None or not est.fits:  # the estimator's verdict: recommend and estimate agree
                     continue
                 smap = [gpu_slot_index[(a, g)] for g in range(len(gpus[a]))]
                 smap += [gpu_slot_index[(b, g)] for g in range(len(gpus[b]))]
@@ -476,6 +516,7 @@ def build_candidates(
                     est,
                     cb,
                     ii,
+                    it,
                     server=a,
                     slot_map=smap,
                     extra_step_s=rpc_hop_s(est.arch.hidden_size),
@@ -557,10 +598,10 @@ def _server_candidates(
             if cb.weight_bytes > sum(d.available_bytes for d in devs) + cap_host:
                 continue
             est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[si])
-            if est is None:
+            if est is None or not est.fits:  # the estimator's verdict: recommend and estimate agree
                 continue
             smap = [gpu_slot_index[(si, g)] for g in sub] + [host_slot[si]]
-            c = _candidate_from_estimate(est, cb, ii, server=si, slot_map=smap)
+            c = _candidate_from_estimate(est, cb, ii, it, server=si, slot_map=smap)
             if _alone_fits(c, slots, host_margin):
                 out.append(c)
     cache.server_cands[key] = out
@@ -615,7 +656,7 @@ def make_problem(
     they are in no plan better than its incumbent, so they are not estimated on servers after the first."""
     from planner.estimate.engines import rules_for
 
-    items = stack_items(stack)
+    items = stack_items(stack, cat)
     slots, host_slot, cands = build_candidates(
         items, servers, cat, cache, stack, split_item=split_item, split_pair=split_pair, min_quality=min_quality
     )
@@ -645,17 +686,40 @@ def make_problem(
 # ------------------------------------------------------------------------------------------ evaluation
 
 
+MissCode = Literal["unplaced", "below_floor", "swap_slow", "must_stay_loaded"]
+
+
+@dataclass(frozen=True)
+class Miss:
+    """A floor a role misses, as a code and its numbers (the renderers phrase it; `text` is the English one
+    the plan's notes carry): below_floor (tok/s, floor), swap_slow (s, limit s), must_stay_loaded, unplaced."""
+
+    code: MissCode
+    value: float = 0.0
+    limit: float = 0.0
+
+    @property
+    def text(self) -> str:
+        if self.code == "below_floor":
+            return f"{self.value:.1f} tok/s < floor {self.limit:g}"
+        if self.code == "swap_slow":
+            return f"swap-in {self.value:.1f} s > {self.limit:g} s"
+        if self.code == "must_stay_loaded":
+            return "must stay loaded (residency: always) but the serial plan loads one model at a time"
+        return "nothing fits"
+
+
 @dataclass
 class RoleResult:
     decode_tok_s: float
     swap_in_s: float | None
-    failures: list[str]
+    failures: list[Miss]
 
 
 @dataclass
 class Evaluation:
     memory_ok: bool
-    key: tuple[int, int, int, int]  # (failures, -quality, cost in cents, GPUs used): smaller is better
+    key: Key
     failing: list[str]
     quality: int
     n_gpus: int  # devices holding model layers: GPUs 1 each, a host HOST_DEVICE_WEIGHT
@@ -687,7 +751,7 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
         if ci == UNPLACED:
             failing.append(p.items[ii].name)
             n_failures += 1
-            roles[ii] = RoleResult(0.0, None, ["nothing fits"])
+            roles[ii] = RoleResult(0.0, None, [Miss("unplaced")])
             continue
         c = p.cands[ii][ci]
         chosen.append((ii, c))
@@ -733,9 +797,9 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
         for si, t in c.tau:
             others += (res_tau[si] - t + od_tau[si]) if c.resident else res_tau[si]
         tok_s = 1.0 / (c.step_s + others) if c.step_s + others > 0 else 0.0
-        fails: list[str] = []
-        if it.min_tok_s is not None and tok_s < it.min_tok_s * (1 - 1e-9):
-            fails.append(f"{tok_s:.1f} tok/s < target {it.min_tok_s:g}")
+        fails: list[Miss] = []
+        if below_floor(tok_s, it.min_tok_s):
+            fails.append(Miss("below_floor", tok_s, it.min_tok_s or 0.0))
         swap: float | None = None
         assert it.role is not None
         if not c.resident:
@@ -748,13 +812,13 @@ def evaluate(p: Problem, assign: Sequence[int]) -> Evaluation:
                 rate = max(rate, page_cache_gbs(p.slots[hs].device.bandwidth_gbs, bool(c.gpu_slots)))
             swap = c.file_bytes / (rate * 1e9)
             if it.role.residency == "always":
-                fails.append("must stay loaded (residency: always) but the serial plan loads one model at a time")
-            elif it.role.max_swap_in_s is not None and swap > it.role.max_swap_in_s * (1 + 1e-9):
-                fails.append(f"swap-in {swap:.1f} s > {it.role.max_swap_in_s:g} s")
+                fails.append(Miss("must_stay_loaded"))
+            elif over_limit(swap, it.role.max_swap_in_s):
+                fails.append(Miss("swap_slow", swap, it.role.max_swap_in_s or 0.0))
         roles[ii] = RoleResult(tok_s, swap, fails)
         if fails:
             failing.append(it.name)
             n_failures += len(fails)
     n_dev = sum(1 if p.slots[si].is_gpu else HOST_DEVICE_WEIGHT for si in used_gpus)
-    key = (n_failures, -quality, p.cost_cents, n_dev)
+    key = Key(n_failures, -quality, p.cost_cents, n_dev)
     return Evaluation(memory_ok, key, failing, quality, n_dev, used, margin, roles, overflow)

@@ -20,13 +20,17 @@ from typing import TypeVar, cast
 from planner import __version__
 from planner.catalog import Catalog
 from planner.errors import PlannerError
+from planner.estimate.context import context_limit
+from planner.estimate.types import MemoryParts
 from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
-from planner.plan.options import OptionResult, option_why, quality_score, solve_two_server, unproven_note
-from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem
+from planner.plan.objective import QUANT_TIERS, TASK_FLOORS, Points, below_floor
+from planner.plan.options import OptionResult, option_reasons, quality_score, solve_two_server, unproven_note
+from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem, role_models, stack_items
 from planner.plan.schema import (
     OPTION_KINDS,
     PLAN_SCHEMA_VERSION,
+    Gain,
     MemoryBreakdown,
     OptionKind,
     Placement,
@@ -39,14 +43,54 @@ from planner.plan.schema import (
 from planner.plan.servers import BASE_PLATFORM_NOTE, Server, new_server_candidates
 from planner.plan.solver import DEFAULT_NODE_LIMIT, MILP_TIME_LIMIT_S, Solution, solve
 from planner.plan.stack import Stack
+from planner.report.i18n import why_text
 
 MODEL_ASSUMPTIONS: tuple[str, ...] = (
     "memory and speed of every placement come from agiplan's estimator (the same numbers as 'agiplan estimate')",
     "tok/s under load: roles that stay loaded all decode at once and time-share each GPU / the host DDR they "
     "use (worst case); on-demand roles contend with the always-resident ones while loaded",
     "each GPU keeps one margin free (the largest of the engines on it: llama.cpp 1024 MiB), not one per model",
-    "quality points per role: 1000 − 100 × position in the role's model list − 1000 × quant mean KLD vs FP16",
+    "ranking: floors met first, then per role its model's place in the list, then the quant's tier "
+    "(near-lossless / good / degraded / poor by mean KLD vs FP16), then cost, then fewer devices (GPUs before CPU "
+    "layers); a role below its floor even alone loses points in proportion to its shortfall",
+    "recommendation: the cheapest option that meets every floor, unless a dearer one gives some role a better model "
+    "or quant tier (what the money buys is listed with each dearer option)",
 )
+
+
+def objective_notes(stack: Stack, cat: Catalog) -> list[str]:
+    """The default floors this stack's roles got (a role without min_tok_s), each with its reason."""
+    notes: list[str] = []
+    for it in stack_items(stack, cat):
+        if not it.is_model or not it.floor_is_default:
+            continue
+        f = TASK_FLOORS[it.task]
+        what = (
+            f"decode >= {f.decode_tok_s:g} tok/s per slot under load"
+            if f.decode_tok_s is not None
+            else f"prefill >= {f.prefill_tok_s:g} tok/s alone"
+        )
+        notes.append(f"default floor for {it.name} ({f.task}, no min_tok_s in the stack): {what} — {f.reason}")
+    return notes
+
+
+def context_notes(stack: Stack, cat: Catalog, cache: EstimateCache) -> list[str]:
+    """The candidates each role left out because its ctx is past their trained context, and what would let
+    them in (the documented extension, where there is one)."""
+    notes: list[str] = []
+    for it in stack_items(stack, cat):
+        if it.role is None:
+            continue
+        for ref in role_models(cat, it.role):
+            spec = cache.spec(ref)
+            lim = context_limit(cat, spec.catalog_id or "", spec.arch.context_trained)
+            if lim.allows(it.ctx, extension_ok=it.role.allow_context_extension):
+                continue
+            text = f"{it.name}: {ref} left out, ctx {it.ctx} > the {lim.trained_tokens} tokens it was trained on"
+            if lim.extended_tokens is not None and it.ctx <= lim.extended_tokens:
+                text += f" (allow_context_extension: true lets it run with {lim.extension})"
+            notes.append(text)
+    return notes
 
 
 @dataclass
@@ -103,7 +147,7 @@ def recommend(
                 time_limit_s=time_limit_s,
                 node_limit=node_limit,
             )
-            result = OptionResult(kind, sol, "" if sol else "nothing fits", 1)
+            result = OptionResult(kind, sol, "" if sol else "nothing_fits", 1)
         else:
             result = solve_two_server(
                 stack,
@@ -124,13 +168,10 @@ def recommend(
         results = _side_by_side([functools.partial(search, kind) for kind in kinds])
     else:
         results = [search(kind) for kind in kinds]
-    options = [_option(r, cat) for r in results]
-    recommended = _pick(results, len(stack.roles))
+    options = _purchases(results, [_option(r, cat) for r in results])
+    recommended = _pick(results)
     notes = list(assumptions) + list(MODEL_ASSUMPTIONS)
-    notes.append(
-        f"recommendation: among options that meet every target, quality within {QUALITY_TOLERANCE_PER_ROLE} points "
-        "per role (0.01 mean KLD vs FP16) of the best counts as equal, and the cheaper one wins"
-    )
+    notes += objective_notes(stack, cat) + context_notes(stack, cat, cache)
     if any(s.new for o in options for s in o.servers):
         notes.append(BASE_PLATFORM_NOTE)
     if budget_usd is not None:
@@ -145,8 +186,7 @@ def recommend(
             notes.append(unproven_note(r.kind, r.solution, time_limit_s))
     disk = cat.disk(stack.disk)
     notes.append(
-        f"on-demand models load from {disk.name} ({disk.read_gbs} GB/s) or from the page cache when free RAM "
-        "holds them"
+        f"on-demand models load from {disk.name} ({disk.read_gbs} GB/s) or from the page cache when free RAM holds them"
     )
     plan = Plan(
         schema_version=PLAN_SCHEMA_VERSION,
@@ -227,71 +267,200 @@ def _side_by_side(tasks: Sequence[Callable[[], T]]) -> list[T]:
     return [cast(T, r) for r in results]
 
 
-# Options whose quality is within this many points per role of the best one count as equally good, and the
-# cheaper wins: 10 points = 0.01 mean KLD vs FP16, about the gap between Q5_K_M and Q8_0 on Llama 3 8B
-# (llama.cpp perplexity README) — not worth buying a second server for.
-QUALITY_TOLERANCE_PER_ROLE = 10
+def _merit(sol: Solution) -> int:
+    """Model places and quant tiers of a plan, as points (objective.Points.quality; higher is better): what
+    money may buy. Speed is left out: a faster plan at the same model and tier is not worth a purchase."""
+    total = 0
+    for ii, ci in enumerate(sol.assign):
+        if ci >= 0 and sol.problem.items[ii].is_model:
+            c = sol.problem.cands[ii][ci]
+            total += Points(c.preference, c.tier, 0.0).quality
+    return total
 
 
-def _pick(results: Sequence[OptionResult], n_roles: int) -> int | None:
-    """The recommended option: meets every target; among those, quality within the tolerance of the best,
-    then the lowest cost, then fewer devices, then the higher quality, then concurrent before serial."""
+_KIND_RANK = {"one-server-concurrent": 0, "one-server-serial": 1, "two-server": 2, "split": 3}
+
+
+def _by_price(results: Sequence[OptionResult]) -> list[int]:
+    """Options with a plan, cheapest first; at equal cost fewer floors missed, better key, concurrent first."""
+    idx = [i for i, r in enumerate(results) if r.solution is not None]
+
+    def order(i: int) -> tuple[object, ...]:
+        sol = results[i].solution
+        assert sol is not None
+        k = sol.evaluation.key
+        return (k[2], k[0], k[3], k[1], _KIND_RANK.get(results[i].kind, 9), i)
+
+    return sorted(idx, key=order)
+
+
+def _pick(results: Sequence[OptionResult]) -> int | None:
+    """The recommended option: it meets every floor; the cheapest such option, unless a dearer one buys
+    something — a better model or quant tier for some role, more than it loses elsewhere (`_merit`); at equal
+    cost the solver's order (quality with speed bands, then fewer devices), concurrent before serial."""
     ok = [
-        (i, r.solution.evaluation)
-        for i, r in enumerate(results)
-        if r.solution is not None and r.solution.evaluation.key[0] == 0
+        i
+        for i in _by_price(results)
+        if (sol := results[i].solution) is not None and sol.evaluation.key.floors_missed == 0
     ]
     if not ok:
         return None
-    best_quality = max(e.quality for _, e in ok)
-    near = [(i, e) for i, e in ok if e.quality >= best_quality - QUALITY_TOLERANCE_PER_ROLE * max(1, n_roles)]
-    # at equal cost and devices: higher quality, then keeping models loaded (no swapping) over serial
-    rank = {"one-server-concurrent": 0, "one-server-serial": 1, "two-server": 2, "split": 3}
-    return min(
-        near, key=lambda ie: (ie[1].key[2], ie[1].key[3], -ie[1].quality, rank.get(results[ie[0]].kind, 9), ie[0])
-    )[0]
+    pick = ok[0]
+    for i in ok[1:]:
+        a, b = results[i].solution, results[pick].solution
+        assert a is not None and b is not None
+        if a.evaluation.key.cost_cents == b.evaluation.key.cost_cents:
+            continue  # same cost: the first in order is the solver's best
+        if _merit(a) > _merit(b):
+            pick = i
+    return pick
 
 
-def _breakdown(t: tuple[int, int, int, int]) -> MemoryBreakdown:
-    return MemoryBreakdown(weights_bytes=t[0], kv_cache_bytes=t[1], compute_bytes=t[2], overhead_bytes=t[3])
+@dataclass(frozen=True)
+class _RolePlace:
+    """One role's placement in an option, as a purchase comparison sees it."""
+
+    model: str
+    quant: str
+    engine: str
+    preference: int
+    tier: int
+    decode_tok_s: float
+    meets: bool
+    where: tuple[object, ...]  # existing server name or "new", GPU indices, CPU layers, split hosts
+
+
+def _places(sol: Solution) -> dict[str, _RolePlace]:
+    out: dict[str, _RolePlace] = {}
+    p = sol.problem
+    for ii, ci in enumerate(sol.assign):
+        it = p.items[ii]
+        if not it.is_model or ci < 0:
+            continue
+        c = p.cands[ii][ci]
+        rr = sol.evaluation.roles[ii]
+        srv = p.servers[c.server]
+        out[it.name] = _RolePlace(
+            c.model_ref,
+            c.quant,
+            c.engine,
+            c.preference,
+            c.tier,
+            rr.decode_tok_s,
+            not rr.failures,
+            (
+                "new" if srv.new else srv.name,
+                tuple(p.slots[s].gpu for s in c.gpu_slots),
+                c.uses_cpu,
+                len(c.split_servers),
+                c.resident,
+            ),
+        )
+    return out
+
+
+def _gains(dear: Solution, cheap: Solution) -> list[Gain]:
+    """What `dear` gives each role over `cheap`: its floor met, a better model, a better quant tier."""
+    a, b = _places(dear), _places(cheap)
+    out: list[Gain] = []
+    for role, x in a.items():
+        y = b.get(role)
+        kind: str | None = None
+        if x.meets and (y is None or not y.meets):
+            kind = "floor"
+        elif y is None or x.preference < y.preference:
+            kind = "model"
+        elif x.preference == y.preference and x.tier < y.tier:
+            kind = "tier"
+        if kind is None:
+            continue
+        out.append(
+            Gain(
+                role=role,
+                kind=kind,  # type: ignore[arg-type]
+                model=x.model,
+                quant=x.quant,
+                tier=QUANT_TIERS[x.tier].name,
+                decode_tok_s=round(x.decode_tok_s, 1),
+                instead_model=y.model if y else "",
+                instead_quant=y.quant if y else "",
+                instead_tier=QUANT_TIERS[y.tier].name if y else "",
+                instead_decode_tok_s=round(y.decode_tok_s, 1) if y else 0.0,
+            )
+        )
+    return out
+
+
+def _purchases(results: Sequence[OptionResult], options: list[PlanOption]) -> list[PlanOption]:
+    """Each dearer option against the cheapest one: what the extra cost buys, or that it is the same plan."""
+    order = _by_price(results)
+    if not order:
+        return options
+    base = order[0]
+    cheap = results[base].solution
+    assert cheap is not None
+    out = list(options)
+    for i in order[1:]:
+        dear = results[i].solution
+        assert dear is not None
+        extra = (dear.evaluation.key.cost_cents - cheap.evaluation.key.cost_cents) / 100
+        if extra <= 0:
+            continue
+        same = _places(dear) == _places(cheap)
+        out[i] = out[i].model_copy(
+            update={
+                "compared_with": base,
+                "extra_cost_usd": extra,
+                "buys": [] if same else _gains(dear, cheap),
+                "same_as": base if same else None,
+            }
+        )
+    return out
+
+
+def _breakdown(m: MemoryParts) -> MemoryBreakdown:
+    return MemoryBreakdown(
+        weights_bytes=m.weights_bytes,
+        kv_cache_bytes=m.kv_cache_bytes,
+        compute_bytes=m.compute_bytes,
+        overhead_bytes=m.overhead_bytes,
+    )
 
 
 def _option(r: OptionResult, cat: Catalog) -> PlanOption:
     sol = r.solution
+    reasons = option_reasons(sol, r.why_not, r.sets_left, r.limit_s)
     if sol is None:
         return PlanOption(
             kind=r.kind,
             servers=[],
             total_cost_usd=0.0,
             meets_targets=False,
-            why=option_why(None, r.kind, r.why_not),
+            why=why_text("en", r.kind, reasons),
+            reasons=reasons,
             failing_roles=[],
         )
     p = sol.problem
     ev = sol.evaluation
     servers: list[PlanServer] = []
     # device memory: resident parts summed + the on-demand placement that uses the device most
-    res_parts: dict[int, list[int]] = {}
-    od_best: dict[int, tuple[int, tuple[int, int, int, int]]] = {}
+    res_parts: dict[int, MemoryParts] = {}
+    od_best: dict[int, MemoryParts] = {}
     for ii, ci in enumerate(sol.assign):
         if ci < 0:
             continue
         c = p.cands[ii][ci]
         for si, t in c.parts:
             if c.resident:
-                acc = res_parts.setdefault(si, [0, 0, 0, 0])
-                for k in range(4):
-                    acc[k] += t[k]
-            elif sum(t) > od_best.get(si, (-1, (0, 0, 0, 0)))[0]:
-                od_best[si] = (sum(t), t)
+                res_parts[si] = res_parts.get(si, MemoryParts()) + t
+            elif si not in od_best or t.total_bytes > od_best[si].total_bytes:
+                od_best[si] = t
     for s_idx, srv in enumerate(p.servers):
         devices: list[PlanDevice] = []
         for si, sl in enumerate(p.slots):
             if sl.server != s_idx:
                 continue
-            acc = res_parts.get(si, [0, 0, 0, 0])
-            od = od_best.get(si, (0, (0, 0, 0, 0)))[1]
-            tot = tuple(acc[k] + od[k] for k in range(4))
+            tot = res_parts.get(si, MemoryParts()) + od_best.get(si, MemoryParts())
             devices.append(
                 PlanDevice(
                     id=sl.device.id if sl.is_gpu else "cpu",
@@ -301,7 +470,7 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
                     used_bytes=ev.used_bytes[si],
                     capacity_bytes=sl.capacity_bytes,
                     margin_bytes=ev.margin_bytes[si] if sl.is_gpu else p.host_margin_bytes[s_idx],
-                    memory=_breakdown(tot),  # type: ignore[arg-type]
+                    memory=_breakdown(tot),
                 )
             )
         placements: list[Placement] = []
@@ -323,7 +492,7 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
                     )
                 )
                 continue
-            placements += _placements(sol, ii, c)
+            placements += _placements(sol, ii, c, cat)
         servers.append(
             PlanServer(
                 name=srv.name,
@@ -343,14 +512,15 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
         kind=r.kind,
         servers=servers,
         total_cost_usd=p.cost_cents / 100,
-        meets_targets=ev.key[0] == 0,
+        meets_targets=ev.key.floors_missed == 0,
         quality_score=quality_score(sol),
-        why=option_why(sol, r.kind),
+        why=why_text("en", r.kind, reasons),
+        reasons=reasons,
         failing_roles=list(ev.failing),
     )
 
 
-def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
+def _placements(sol: Solution, ii: int, c: Candidate, cat: Catalog) -> list[Placement]:
     assert c.est is not None
     p = sol.problem
     it = p.items[ii]
@@ -367,6 +537,7 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
     devices = [p.slots[s].device.id for s in c.gpu_slots] + (["cpu"] if c.uses_cpu else [])
     mem = est.memory
     by_dev = {dev_name(si): b for si, b in c.mem}
+    lim = context_limit(cat, c.model_ref, est.arch.context_trained)
     base = Placement(
         role=it.name,
         model=c.model_ref,
@@ -392,6 +563,7 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
         ),
         memory_by_device=by_dev,
         kv_capacity_tokens=est.kv_capacity_tokens,
+        full_ctx_slots=min(it.parallel, est.kv_capacity_tokens // it.ctx),
         decode_tok_s=round(rr.decode_tok_s, 3),
         decode_tok_s_alone=round(c.alone_tok_s, 3),
         prefill_tok_s=round(est.speed.prefill_tok_s, 1),
@@ -404,7 +576,8 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
         split_hosts=[p.servers[s].name for s in c.split_servers],
         embedding=est.arch.is_embedding,
         n_ubatch=est.config.n_ubatch if c.engine == "llama.cpp" else None,
-        note="; ".join(rr.failures),
+        note="; ".join(m.text for m in rr.failures),
+        context_extension=(lim.extension or "") if it.ctx > lim.trained_tokens else "",
     )
     out = [base]
     for m in it.members:
@@ -417,8 +590,11 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
                     "memory_bytes": 0,
                     "memory": MemoryBreakdown(weights_bytes=0, kv_cache_bytes=0, compute_bytes=0, overhead_bytes=0),
                     "memory_by_device": {},
-                    "min_tok_s": m.min_tok_s,
-                    "meets_target": m.min_tok_s is None or rr.decode_tok_s >= m.min_tok_s,
+                    # its own floor, else the shared model's (the largest of the roles on it, or the default)
+                    "min_tok_s": m.min_tok_s if m.min_tok_s is not None else it.min_tok_s,
+                    "meets_target": not below_floor(
+                        rr.decode_tok_s, m.min_tok_s if m.min_tok_s is not None else it.min_tok_s
+                    ),
                     "adapters": list(m.adapters),
                     "shares_base_with": it.name,
                     "note": f"served as {m.parallel} of the {it.parallel} slots of {it.name}'s model",
@@ -426,4 +602,3 @@ def _placements(sol: Solution, ii: int, c: Candidate) -> list[Placement]:
             )
         )
     return out
-

@@ -110,12 +110,15 @@ class Placement(_Closed):
         Annotated[int, Field(ge=0)],
     ] = Field(default_factory=dict)
     kv_capacity_tokens: int = Field(ge=0)
+    full_ctx_slots: int | None = None  # slots the KV cache holds at full ctx at once (vLLM queues the rest)
     decode_tok_s: float = Field(ge=0)  # per slot, all roles of the option decoding at once (contention)
     decode_tok_s_alone: float = Field(ge=0)  # this role alone on its devices
     prefill_tok_s: float = Field(ge=0)
     min_tok_s: float | None = None
     meets_target: bool
     swap_in_s: float | None = Field(default=None, ge=0)  # on-demand roles: time to load from disk / page cache
+    # ctx past the trained context: the documented extension the engine must be started with (catalog)
+    context_extension: Text = ""
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vLLM: fraction of each card's TOTAL memory
     tensor_parallel: int = Field(default=1, ge=1, le=MAX_GPUS_PER_SERVER)
     adapters: list[Text] = Field(default_factory=list)
@@ -198,14 +201,74 @@ def _first_duplicate(names: list[str]) -> str | None:
     return None
 
 
+class RoleMiss(_Closed):
+    """A floor a role misses: below_floor (value tok/s < limit), swap_slow (value s > limit s),
+    must_stay_loaded, unplaced."""
+
+    code: Literal["unplaced", "below_floor", "swap_slow", "must_stay_loaded"]
+    value: float = 0.0
+    limit: float = 0.0
+
+
+class Reason(_Closed):
+    """One part of why an option is what it is, as a code and its numbers; the renderers phrase it
+    (planner.report.i18n.why_text), so a Russian report is Russian throughout. Codes: meets_all; misses
+    (roles); fit (the largest role: what it needs, on which devices, what is left); role_misses (role,
+    misses); buys_hardware (cost_usd); no_plan (detail: nothing_fits, no_second_server, no_split_role,
+    no_split_gpu, search_limit, time_out_sets with sets_left and limit_s)."""
+
+    code: Literal["meets_all", "misses", "fit", "role_misses", "buys_hardware", "no_plan"]
+    role: Text = ""
+    roles: list[Name] = Field(default_factory=list)
+    model: Text = ""
+    quant: Text = ""
+    ctx: int = 0
+    parallel: int = 0
+    devices: Text = ""  # "2x rtx-4090 + rtx-3090"; "" when the model runs on the CPU only
+    need_bytes: int = 0
+    capacity_bytes: int = 0
+    margin_bytes: int = 0
+    offload_bytes: int = 0
+    spare_bytes: int = 0
+    shared: bool = False
+    misses: list[RoleMiss] = Field(default_factory=list)
+    cost_usd: float = 0.0
+    detail: Text = ""
+    sets_left: int = 0
+    limit_s: float = 0.0
+
+
+class Gain(_Closed):
+    """What an option's extra cost buys one role over the option it is compared with: a better model
+    (`model`: a higher place in the role's list), a better quant tier (`tier`), or its floor met (`floor`)."""
+
+    role: Name
+    kind: Literal["model", "tier", "floor"]
+    model: Text
+    quant: Text
+    tier: Text
+    decode_tok_s: float
+    instead_model: Text = ""  # the compared option's placement ("" when it left the role unplaced)
+    instead_quant: Text = ""
+    instead_tier: Text = ""
+    instead_decode_tok_s: float = 0.0
+
+
 class PlanOption(_Closed):
     kind: OptionKind
     servers: list[PlanServer]
     total_cost_usd: float = Field(ge=0)
     meets_targets: bool
     quality_score: float = 0.0
-    why: Text
+    why: Text  # the English phrasing of `reasons` (plans written before them have only this)
+    reasons: list[Reason] = Field(default_factory=list)
     failing_roles: list[Name] = Field(default_factory=list)
+    # money must buy something: against the cheapest option (`compared_with`), what the extra cost buys;
+    # `same_as`: the same model placements as that cheaper option (the extra hardware buys nothing)
+    compared_with: int | None = Field(default=None, ge=0)
+    extra_cost_usd: float = Field(default=0.0, ge=0)
+    buys: list[Gain] = Field(default_factory=list)
+    same_as: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PlanOption:

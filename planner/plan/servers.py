@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_SERVER_SPEC = "main: 2x rtx-4090, ryzen-9-7950x, 128GiB"
 DEFAULT_SERVER_NOTE = (
-    "no --server given: assumed the seed's 'one strong server' (shared/seed/README.md): 2x RTX 4090, "
-    "Ryzen 9 7950X, 128 GiB DDR5"
+    "no --server given: assumed the seed's 'one strong server': 2x RTX 4090, Ryzen 9 7950X, 128 GiB DDR5 "
+    "(give yours with --server or --server-file)"
 )
 # Motherboard + PSU + case + NVMe for a new desktop-class server: agiplan's assumption, not a catalog price.
 BASE_PLATFORM_USD = 600.0

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from planner.errors import PlannerError
 from planner.plan.contention import page_cache_gbs
+from planner.plan.objective import REL_TOL, below_floor
 from planner.plan.problem import HOST_DEVICE_WEIGHT, PENDING, UNPLACED, Candidate, Evaluation, Item, Problem, evaluate
 
 DEFAULT_NODE_LIMIT = 50_000  # ~0.6 s of search here; beyond it the LP-guided dive and the MILPs take over (solve)
@@ -38,37 +39,37 @@ class Solution:
 
 def _may_meet(it: Item, c: Candidate) -> bool:
     """`c` meets its item's tok/s target alone and its residency rule (a necessary condition)."""
-    if it.min_tok_s is not None and c.alone_tok_s < it.min_tok_s * (1 - 1e-9):
+    if below_floor(c.alone_tok_s, it.min_tok_s):
         return False
     return c.resident or it.role is None or it.role.residency != "always"
 
 
-# A candidate as the search sees it (tuples of ints / floats, no dict building in the hot loop):
-# (ci, mem ((slot, bytes, fixed extra, is_gpu), ...), tau ((slot, s), ...), resident, step_s, file_bytes,
-#  cores, server, layer slots, quality, uses a GPU, may meet (alone), servers used, touched slots)
-_SC = tuple[
-    int,
-    tuple[tuple[int, int, int, bool], ...],
-    tuple[tuple[int, float], ...],
-    bool,
-    float,
-    int,
-    float,
-    int,
-    tuple[int, ...],
-    int,
-    bool,
-    bool,
-    tuple[int, ...],
-    tuple[int, ...],
-]
+@dataclass(frozen=True, slots=True)
+class SearchCand:
+    """A candidate as the search sees it: plain ints, floats and tuples, nothing built in the hot loop (slots:
+    attribute reads as fast as the positional tuple this replaces)."""
+
+    ci: int  # its index in the problem's candidate list of its item
+    mem: tuple[tuple[int, int, int, bool], ...]  # (slot, bytes, margin that slot keeps free, slot is a GPU)
+    tau: tuple[tuple[int, float], ...]  # (slot, seconds of this model's decode step there)
+    resident: bool
+    step_s: float  # per-slot decode step alone
+    file_bytes: int  # model file (0 for a service): the swap-in reads it
+    cores: float
+    server: int
+    layer_slots: tuple[int, ...]  # slots holding its layers (GPUs, and the host with CPU offload)
+    quality: int  # its points (objective.Points.total)
+    on_gpu: bool
+    may_meet: bool  # meets its item's floor and residency alone (a necessary condition)
+    servers: tuple[int, ...]  # servers it uses (two for a split)
+    touched: tuple[int, ...]  # slots whose running maxima it may change (undo list of push)
 
 
-def _compile(p: Problem) -> list[list[_SC]]:
-    out: list[list[_SC]] = []
+def _compile(p: Problem) -> list[list[SearchCand]]:
+    out: list[list[SearchCand]] = []
     for ii, cs in enumerate(p.cands):
         it = p.items[ii]
-        row: list[_SC] = []
+        row: list[SearchCand] = []
         for ci, c in enumerate(cs):
             marg = dict(c.margin)
             mem = tuple(
@@ -83,31 +84,31 @@ def _compile(p: Problem) -> list[list[_SC]]:
             layer_slots = (*c.gpu_slots, p.host_slot[c.server]) if c.uses_cpu else c.gpu_slots
             touched = tuple(sorted({si for si, _ in c.mem} | {si for si, _ in c.tau} | {si for si, _ in c.margin}))
             row.append(
-                (
-                    ci,
-                    mem,
-                    c.tau,
-                    c.resident,
-                    c.step_s,
-                    c.file_bytes if it.is_model else 0,
-                    c.cores,
-                    c.server,
-                    tuple(layer_slots),
-                    c.quality,
-                    bool(c.gpu_slots),
-                    _may_meet(it, c) if it.is_model else True,
-                    tuple(sorted({c.server, *c.split_servers})),
-                    touched,
+                SearchCand(
+                    ci=ci,
+                    mem=mem,
+                    tau=c.tau,
+                    resident=c.resident,
+                    step_s=c.step_s,
+                    file_bytes=c.file_bytes if it.is_model else 0,
+                    cores=c.cores,
+                    server=c.server,
+                    layer_slots=tuple(layer_slots),
+                    quality=c.quality,
+                    on_gpu=bool(c.gpu_slots),
+                    may_meet=_may_meet(it, c) if it.is_model else True,
+                    servers=tuple(sorted({c.server, *c.split_servers})),
+                    touched=touched,
                 )
             )
-        row.sort(key=lambda sc: -sc[9])  # best quality first (stable)
+        row.sort(key=lambda sc: -sc.quality)  # best quality first (stable)
         out.append(row)
     return out
 
 
-def _guided(row: list[_SC], guide: Sequence[float]) -> list[_SC]:
+def _guided(row: list[SearchCand], guide: Sequence[float]) -> list[SearchCand]:
     """Candidates in descending order of `guide` (their LP values), quality order among equals."""
-    return sorted(row, key=lambda sc: -guide[sc[0]])
+    return sorted(row, key=lambda sc: -guide[sc.ci])
 
 
 def _twins(
@@ -206,6 +207,9 @@ LP_SCREEN_CANDIDATES = 300
 # Nodes of the dive that follows the LP relaxation for a plan meeting every target (deterministic: a node
 # budget, not a time budget); ~0.45 s on the 12-role bench here.
 GUIDED_NODE_LIMIT = 20_000
+# Of `solve`'s time limit, the branch and bound may take this share before the LP-guided search takes over (the
+# node limit usually comes first: 50,000 nodes take ~0.6 s here, so only limits under ~2 s are affected).
+BRANCH_AND_BOUND_SHARE = 0.3
 
 
 def solve(
@@ -243,7 +247,14 @@ def solve(
             zero.quality_bound,
         )
     try:
-        sol = branch_and_bound(p, incumbent=incumbent, node_limit=node_limit)
+        # the branch and bound gets at most BRANCH_AND_BOUND_SHARE of the time limit: under a short limit the LP
+        # relaxation and its guided dive, which follow, find far better first plans than more nodes do
+        sol = branch_and_bound(
+            p,
+            incumbent=incumbent,
+            node_limit=node_limit,
+            deadline=time.monotonic() + BRANCH_AND_BOUND_SHARE * time_limit_s,
+        )
     except PlannerError:  # the node limit came before any plan
         sol = None
     else:
@@ -339,9 +350,7 @@ def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None, dead
 
     # with a bar, the relaxation keeps its quality row: infeasible proves that nothing beats the bar (~0.02 s
     # where the search would spend seconds); feasible, its bound still holds for every plan
-    lp = solve_milp(
-        zp, incumbent=zbar, max_failures=0, relax=True, time_limit_s=max(0.0, deadline - time.monotonic())
-    )
+    lp = solve_milp(zp, incumbent=zbar, max_failures=0, relax=True, time_limit_s=max(0.0, deadline - time.monotonic()))
     if lp.status == "infeasible":
         return _ZeroFailures(None, zbar is not None, 0, None)
     q_bound = lp.quality_bound()
@@ -373,7 +382,7 @@ def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None, dead
         # the time limit stopped HiGHS with a plan in hand: keep it if it is really better
         assign = lift(ans.assign)
         ev = evaluate(p, assign)
-        if ev.memory_ok and ev.key[0] == 0 and (zbar is None or ev.key < zbar):
+        if ev.memory_ok and ev.key.floors_missed == 0 and (zbar is None or ev.key < zbar):
             found = Solution(p, assign, ev, ans.nodes, False, q_bound)
     if found is not None:
         found = replace(found, quality_bound=q_bound)
@@ -381,7 +390,7 @@ def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None, dead
         return _ZeroFailures(found, False, nodes, q_bound)
     assign = lift(ans.assign)
     ev = evaluate(p, assign)
-    if not ev.memory_ok or ev.key[0] != 0 or ans.weights.value(ev.key) > ans.objective + 0.5:
+    if not ev.memory_ok or ev.key.floors_missed != 0 or ans.weights.value(ev.key) > ans.objective + 0.5:
         return _ZeroFailures(found, False, nodes, q_bound)
     if zbar is not None and ev.key >= zbar:
         return _ZeroFailures(found, True, nodes, q_bound)
@@ -407,6 +416,7 @@ def branch_and_bound(
     node_limit: int = DEFAULT_NODE_LIMIT,
     max_failures: int | None = None,
     guide: Sequence[Sequence[float]] | None = None,
+    deadline: float | None = None,
 ) -> Solution | None:
     """Exact branch and bound; returns the best assignment strictly better than `incumbent` (or None).
 
@@ -421,6 +431,8 @@ def branch_and_bound(
     `max_failures`: only plans missing at most that many targets count (a node is pruned as soon as it must
     miss more). `guide` (a number per candidate, e.g. its value in the LP relaxation): children are tried in
     its descending order instead of by quality — a dive that follows the relaxation; the bound is unchanged.
+    `deadline` (time.monotonic()): stops the search like the node limit does once passed (checked every 1,024
+    nodes).
     """
     n = len(p.items)
     f_limit = n + 1 if max_failures is None else max_failures
@@ -449,8 +461,10 @@ def branch_and_bound(
     is_model: list[bool] = []
     for it in p.items:
         is_model.append(it.is_model)
-        t_max.append(it.min_tok_s * (1 - 1e-9) if it.min_tok_s is not None else None)
-        swap_max.append(it.role.max_swap_in_s * (1 + 1e-9) if it.role and it.role.max_swap_in_s is not None else None)
+        t_max.append(it.min_tok_s * (1 - REL_TOL) if it.min_tok_s is not None else None)
+        swap_max.append(
+            it.role.max_swap_in_s * (1 + REL_TOL) if it.role and it.role.max_swap_in_s is not None else None
+        )
         always.append(bool(it.role and it.role.residency == "always"))
 
     res_mem = [0] * ns
@@ -464,7 +478,7 @@ def branch_and_bound(
     od_files = [0] * len(p.servers)
     server_use = [0] * len(p.servers)
     assign = [PENDING] * n
-    placed: list[tuple[int, _SC]] = []
+    placed: list[tuple[int, SearchCand]] = []
     quality = 0
     unplaced = 0
     devs = 0
@@ -472,13 +486,13 @@ def branch_and_bound(
     best_assign: list[int] | None = None
     nodes = 0
 
-    def swap_rate_best(c: _SC, extra_file: int) -> float:
-        s = c[7]
+    def swap_rate_best(c: SearchCand, extra_file: int) -> float:
+        s = c.server
         hs = p.host_slot[s]
         free = cap[hs] - (res_mem[hs] + od_mem[hs]) - p.host_margin_bytes[s]
         rate = p.disk_gbs[s]
         if free >= od_files[s] + extra_file:
-            rate = max(rate, page_cache_gbs(host_bw[s], c[10]))
+            rate = max(rate, page_cache_gbs(host_bw[s], c.on_gpu))
         return rate
 
     def failures() -> int:
@@ -487,61 +501,61 @@ def branch_and_bound(
         for ii, c in placed:
             if not is_model[ii]:
                 continue
-            step = c[4]
-            if c[3]:
-                for si, t in c[2]:
+            step = c.step_s
+            if c.resident:
+                for si, t in c.tau:
                     step += res_tau[si] - t + od_tau[si]
             else:
-                for si, _t in c[2]:
+                for si, _t in c.tau:
                     step += res_tau[si]
             tm = t_max[ii]
             if tm is not None and (1.0 / step if step > 0 else 0.0) < tm:
                 total += 1
-            if not c[3]:
+            if not c.resident:
                 if always[ii]:
                     total += 1
                 else:
                     sm = swap_max[ii]
-                    if sm is not None and c[5] / (swap_rate_best(c, 0) * 1e9) > sm:
+                    if sm is not None and c.file_bytes / (swap_rate_best(c, 0) * 1e9) > sm:
                         total += 1
         return total
 
-    def fits(c: _SC) -> bool:
-        for si, b, m, g in c[1]:
+    def fits(c: SearchCand) -> bool:
+        for si, b, m, g in c.mem:
             extra = (m if m > margin[si] else margin[si]) if g else m
-            if c[3]:
+            if c.resident:
                 tot = res_mem[si] + b + od_mem[si]
             else:
                 o = od_mem[si]
                 tot = res_mem[si] + (b if b > o else o)
             if tot + extra > cap[si]:
                 return False
-        return cores[c[7]] + c[6] <= core_cap[c[7]]
+        return cores[c.server] + c.cores <= core_cap[c.server]
 
-    def meets(c: _SC, ii: int) -> bool:
+    def meets(c: SearchCand, ii: int) -> bool:
         """Could `c` still meet its item's targets? Load only grows, so a miss now is a miss later."""
-        if not c[11]:
+        if not c.may_meet:
             return False
         tm = t_max[ii]
         if tm is not None:
-            step = c[4]
-            if c[3]:
-                for si, _t in c[2]:
+            step = c.step_s
+            if c.resident:
+                for si, _t in c.tau:
                     step += res_tau[si] + od_tau[si]
             else:
-                for si, _t in c[2]:
+                for si, _t in c.tau:
                     step += res_tau[si]
             if step > 0 and 1.0 / step < tm:
                 return False
-        if not c[3]:
+        if not c.resident:
             sm = swap_max[ii]
-            if sm is not None and c[5] / (swap_rate_best(c, c[5]) * 1e9) > sm:
+            if sm is not None and c.file_bytes / (swap_rate_best(c, c.file_bytes) * 1e9) > sm:
                 return False
         return True
 
-    def canonical(ii: int, c: _SC) -> bool:
+    def canonical(ii: int, c: SearchCand) -> bool:
         """False when the same candidate on lower-indexed empty twin GPUs exists (a mirror image)."""
-        cand = p.cands[ii][c[0]]
+        cand = p.cands[ii][c.ci]
         gs = cand.gpu_slots
         if not gs:
             return True
@@ -560,59 +574,59 @@ def branch_and_bound(
         t = (mapped[0],) if len(mapped) == 1 else tuple(sorted(mapped))
         if t == gs:
             return True
-        return (ii, twin_sigs[ii][c[0]], t) not in twin_lookup
+        return (ii, twin_sigs[ii][c.ci], t) not in twin_lookup
 
-    def push(ii: int, c: _SC) -> list[tuple[int, int, int, float]]:
+    def push(ii: int, c: SearchCand) -> list[tuple[int, int, int, float]]:
         nonlocal quality, devs
-        undo = [(si, od_mem[si], margin[si], od_tau[si]) for si in c[13]]
-        resident = c[3]
-        for si, b, m, g in c[1]:
+        undo = [(si, od_mem[si], margin[si], od_tau[si]) for si in c.touched]
+        resident = c.resident
+        for si, b, m, g in c.mem:
             if resident:
                 res_mem[si] += b
             elif b > od_mem[si]:
                 od_mem[si] = b
             if g and m > margin[si]:
                 margin[si] = m
-        for si, t in c[2]:
+        for si, t in c.tau:
             if resident:
                 res_tau[si] += t
             elif t > od_tau[si]:
                 od_tau[si] = t
-        for si in c[13]:
+        for si in c.touched:
             touch[si] += 1
-        cores[c[7]] += c[6]
+        cores[c.server] += c.cores
         if not resident:
-            od_files[c[7]] += c[5]
-        for s in c[12]:
+            od_files[c.server] += c.file_bytes
+        for s in c.servers:
             server_use[s] += 1
-        for si in c[8]:
+        for si in c.layer_slots:
             gpu_ref[si] += 1
             if gpu_ref[si] == 1:
                 devs += 1 if is_gpu[si] else HOST_DEVICE_WEIGHT
-        quality += c[9]
+        quality += c.quality
         placed.append((ii, c))
-        assign[ii] = c[0]
+        assign[ii] = c.ci
         return undo
 
-    def pop(ii: int, c: _SC, undo: list[tuple[int, int, int, float]]) -> None:
+    def pop(ii: int, c: SearchCand, undo: list[tuple[int, int, int, float]]) -> None:
         nonlocal quality, devs
         assign[ii] = PENDING
         placed.pop()
-        quality -= c[9]
-        for si in c[8]:
+        quality -= c.quality
+        for si in c.layer_slots:
             gpu_ref[si] -= 1
             if gpu_ref[si] == 0:
                 devs -= 1 if is_gpu[si] else HOST_DEVICE_WEIGHT
-        for s in c[12]:
+        for s in c.servers:
             server_use[s] -= 1
-        cores[c[7]] -= c[6]
-        if c[3]:
-            for si, b, _m, _g in c[1]:
+        cores[c.server] -= c.cores
+        if c.resident:
+            for si, b, _m, _g in c.mem:
                 res_mem[si] -= b
-            for si, t in c[2]:
+            for si, t in c.tau:
                 res_tau[si] -= t
         else:
-            od_files[c[7]] -= c[5]
+            od_files[c.server] -= c.file_bytes
         for si, o, m, t in undo:
             od_mem[si] = o
             margin[si] = m
@@ -646,8 +660,8 @@ def branch_and_bound(
             while m < end and not (fits(row[m]) and meets(row[m], jj)):
                 m += 1
             dst_m[jj] = m
-            qa: int | None = row[i][9] if i < end else None
-            qm: int | None = row[m][9] if m < end else None
+            qa: int | None = row[i].quality if i < end else None
+            qm: int | None = row[m].quality if m < end else None
             q_any += max(qa or 0, 0)  # unplaced scores 0 (a candidate far down a long list may score less)
             if qm is None:
                 f += 1
@@ -664,13 +678,13 @@ def branch_and_bound(
     def rec(k: int) -> None:
         nonlocal best_key, best_assign, nodes, unplaced
         nodes += 1
-        if nodes > node_limit:
+        if nodes > node_limit or (deadline is not None and not nodes % 1024 and time.monotonic() > deadline):
             raise _NodeLimit
         if k == n:
             if req is not None and not server_use[req]:
                 return
             ev = evaluate(p, assign)
-            if ev.memory_ok and (best_key is None or ev.key < best_key) and ev.key[0] <= f_limit:
+            if ev.memory_ok and (best_key is None or ev.key < best_key) and ev.key.floors_missed <= f_limit:
                 best_key = ev.key
                 best_assign = list(assign)
             return
@@ -678,8 +692,8 @@ def branch_and_bound(
             return
         ii = order[k]
         # children: candidates that fit, those that can still meet their targets first (quality order kept)
-        meeting: list[_SC] = []
-        rest: list[_SC] = []
+        meeting: list[SearchCand] = []
+        rest: list[SearchCand] = []
         for c in children[ii]:
             if not fits(c) or (twin_lookup and not canonical(ii, c)):
                 continue
@@ -698,14 +712,14 @@ def branch_and_bound(
         """A first incumbent: items in order, each taking the fitting choice that leaves the fewest failures
         among the placed items (then the best quality). Only a starting point for the exact search."""
         nonlocal best_key, best_assign, unplaced
-        taken: list[tuple[int, _SC | None, list[tuple[int, int, int, float]]]] = []
+        taken: list[tuple[int, SearchCand | None, list[tuple[int, int, int, float]]]] = []
         for ii in (order[k] for k in range(n)):
-            pick: tuple[tuple[int, int], _SC | None] = ((failures() + 1, 0), None)
+            pick: tuple[tuple[int, int], SearchCand | None] = ((failures() + 1, 0), None)
             for c in comp[ii]:
                 if not fits(c):
                     continue
                 undo = push(ii, c)
-                score = (failures(), -c[9])
+                score = (failures(), -c.quality)
                 pop(ii, c, undo)
                 if score < pick[0]:
                     pick = (score, c)
@@ -717,7 +731,7 @@ def branch_and_bound(
             else:
                 taken.append((ii, chosen, push(ii, chosen)))
         ev = evaluate(p, assign)
-        if ev.memory_ok and (best_key is None or ev.key < best_key) and ev.key[0] <= f_limit:
+        if ev.memory_ok and (best_key is None or ev.key < best_key) and ev.key.floors_missed <= f_limit:
             best_key = ev.key
             best_assign = list(assign)
         for ii, done, undo in reversed(taken):

@@ -59,6 +59,8 @@ class RoleSpec(_Closed):
     adapters: list[str] = Field(default_factory=list)  # LoRA adapters served on this role's model
     share_with: Name | None = None  # served as extra slots of another role's loaded model
     kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    # ctx past a model's trained context only with its documented extension (catalog context_extension: YaRN)
+    allow_context_extension: bool = False
 
     @model_validator(mode="after")
     def _has_models(self) -> Self:

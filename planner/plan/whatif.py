@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from planner.catalog import Catalog
 from planner.errors import PlannerError
-from planner.plan.problem import EstimateCache
+from planner.plan.problem import EstimateCache, stack_items
 from planner.plan.recommend import recommend
 from planner.plan.schema import OPTION_KINDS, OptionKind, Plan, PlanOption
-from planner.plan.servers import Server
+from planner.plan.servers import Part, Server
 from planner.plan.solver import MILP_TIME_LIMIT_S
 from planner.plan.stack import Stack, apply_override
 
@@ -37,10 +37,23 @@ def apply_what_if(text: str, base: Scenario, cat: Catalog) -> Scenario:
     "budget=USD" changes the budget, "ROLE.FIELD=VALUE" changes the stack."""
     m = _ADD_GPU_RE.match(text)
     if m:
-        n, gpu = int(m.group(1)), cat.gpu(m.group(2)).id
+        entry = cat.gpu(m.group(2))
+        n, gpu = int(m.group(1)), entry.id
         if n < 1 or n > 8:
             raise PlannerError(f"what-if '{text}': add 1 to 8 GPUs.")
+        if entry.price_usd is None:
+            raise PlannerError(
+                f"what-if '{text}': the catalog has no price for {gpu} (no dated public list price), so the "
+                "what-if could not say what it costs; try a GPU with a price (agiplan catalog gpus)."
+            )
+        # the added cards are bought: priced as a part of the main server, so every option's cost includes them
         main = base.servers[0].with_gpus([gpu] * n)
+        price = n * entry.price_usd
+        main = replace(
+            main,
+            cost_usd=round(main.cost_usd + price, 2),
+            parts=(*main.parts, Part(gpu, "gpu", n, price, entry.price_date)),
+        )
         return Scenario(base.stack, (main, *base.servers[1:]), base.budget_usd)
     b = _BUDGET_RE.match(text)
     if b:
@@ -177,7 +190,8 @@ def nearest_relaxations(
     time_limit_s: float = MILP_TIME_LIMIT_S,
 ) -> list[str]:
     """Relaxed variants of the stack that meet every target: each failing role at any quant down to
-    Q2_K; the failing roles' context halved (down to 2048); no budget limit."""
+    Q2_K; the failing roles' context halved (down to 2048); their floor halved or quartered (a default
+    floor included); no budget limit."""
     out: list[str] = []
     model_roles = {r.name for r in base.stack.roles}
     fail = [f for f in failing if f in model_roles]
@@ -212,6 +226,25 @@ def nearest_relaxations(
                 out.append(f"shorter context: {new_ctx} meets every target with {_describe(opt, fail)}")
                 break
             factor *= 2
+    # a slower floor for the failing roles (their min_tok_s, or their task's default): halved, then quartered
+    if fail:
+        floors = {it.name: it.min_tok_s for it in stack_items(base.stack, cat) if it.is_model}
+        for factor in (2, 4):
+            data = base.stack.model_dump()
+            slower: list[str] = []
+            for r in data["roles"]:
+                floor = floors.get(r["name"])
+                if r["name"] in fail and floor:
+                    r["min_tok_s"] = round(floor / factor, 1)
+                    slower.append(f"{r['name']}.min_tok_s={r['min_tok_s']:g}")
+            if not slower:
+                break
+            opt = _meets(
+                Scenario(Stack.model_validate(data), base.servers, base.budget_usd), cat, allow, cache, time_limit_s
+            )
+            if opt is not None:
+                out.append(f"slower floor: {', '.join(slower)} meets every target with {_describe(opt, fail)}")
+                break
     # more budget
     if base.budget_usd is not None:
         opt = _meets(Scenario(base.stack, base.servers, None), cat, allow, cache, time_limit_s)

@@ -6,9 +6,12 @@ checks that both languages have the same keys and placeholders.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 from planner.errors import PlannerError
+from planner.plan.schema import Gain, Reason
+from planner.units import fmt_gib
 
 Lang = Literal["en", "ru"]
 LANGS: tuple[Lang, ...] = ("en", "ru")
@@ -31,6 +34,35 @@ EN: dict[str, str] = {
     "rec_targets_fail": "Roles below their speed target: {roles}.",
     "rec_none": "**No option meets every role's target.** The options below show what each one misses.",
     "rec_why": "Why: {why}",
+    "why.meets_all": "meets every floor",
+    "why.misses": "misses floors for {roles}",
+    "why.fit": "{role}: {model} at {quant} with {ctx} context × {parallel} needs {need}; {devices} give {capacity} of "
+    "which {margin} must stay free{offload}: fits with {spare} to spare{shared}",
+    "why.fit_cpu": "{role}: {model} at {quant} with {ctx} context × {parallel} needs {need} of RAM (CPU only)",
+    "why.offload": ", {offload} offloaded to RAM",
+    "why.shared": " (shared)",
+    "why.role_misses": "{role} fails: {misses}",
+    "why.buys_hardware": "buys ${cost} of hardware",
+    "why.no_plan": "{kind}: {detail}",
+    "miss.below_floor": "{value} tok/s < floor {limit}",
+    "miss.swap_slow": "swap-in {value} s > {limit} s",
+    "miss.must_stay_loaded": "must stay loaded (residency: always) but the serial plan loads one model at a time",
+    "miss.unplaced": "nothing fits",
+    "nop.nothing_fits": "nothing fits",
+    "nop.no_second_server": "no second server within the budget (see --budget / --allow)",
+    "nop.no_split_role": "no role stays loaded to split over two servers",
+    "nop.no_split_gpu": "no second server with a GPU to split a model over",
+    "nop.search_limit": "the search stopped at its limits (--time-limit {limit} s for this option kind) without a "
+    "plan; a larger --time-limit may find one",
+    "nop.time_out_sets": "the search's {limit} s ran out with {sets} server set(s) not searched (a larger "
+    "--time-limit searches them)",
+    "buys": "${extra} more than option {base} buys: {gains}.",
+    "buys_nothing": "${extra} more than option {base} buys nothing: no role gets a better model, quant tier or floor.",
+    "same_as": "Same plan as option {base}: the ${extra} of hardware would hold nothing a role needs.",
+    "gain.model": "{role} runs {model} {quant} instead of {instead_model} {instead_quant}",
+    "gain.tier": "{role} runs {quant} ({tier}) instead of {instead_quant} ({instead_tier})",
+    "gain.floor": "{role} meets its floor at {tok_s} tok/s instead of {instead_tok_s}",
+    "gain.placed": "{role} is placed ({model} {quant}, {tok_s} tok/s) instead of left out",
     "rec_breaks": "What breaks first: {text}",
     "rec_alt": "Also considered: {items}.",
     "kind.one-server-serial": "one server, one model at a time (others swapped in on demand)",
@@ -162,6 +194,37 @@ RU: dict[str, str] = {
     "rec_targets_fail": "Роли ниже заданной скорости: {roles}.",
     "rec_none": "**Ни один вариант не выполняет все цели.** Ниже видно, чего не хватает каждому.",
     "rec_why": "Почему: {why}",
+    "why.meets_all": "все роли получают нужную скорость",
+    "why.misses": "не достигает нужной скорости для: {roles}",
+    "why.fit": "{role}: {model} в {quant} с контекстом {ctx} × {parallel} занимает {need}; {devices} дают {capacity}, "
+    "из них {margin} должны оставаться свободными{offload}: помещается, остаётся {spare}{shared}",
+    "why.fit_cpu": "{role}: {model} в {quant} с контекстом {ctx} × {parallel} занимает {need} ОЗУ (только CPU)",
+    "why.offload": ", {offload} вынесено в ОЗУ",
+    "why.shared": " (на всех)",
+    "why.role_misses": "{role} не укладывается: {misses}",
+    "why.buys_hardware": "покупка оборудования на ${cost}",
+    "why.no_plan": "{kind}: {detail}",
+    "miss.below_floor": "{value} ток/с < нужных {limit}",
+    "miss.swap_slow": "загрузка {value} с > {limit} с",
+    "miss.must_stay_loaded": "должна быть загружена всегда (residency: always), а последовательный план держит "
+    "одну модель за раз",
+    "miss.unplaced": "ничего не помещается",
+    "nop.nothing_fits": "ничего не помещается",
+    "nop.no_second_server": "нет второго сервера в рамках бюджета (см. --budget / --allow)",
+    "nop.no_split_role": "нет постоянно загруженной роли, которую можно разделить между двумя серверами",
+    "nop.no_split_gpu": "нет второго сервера с GPU, чтобы разделить модель",
+    "nop.search_limit": "поиск остановился на своих пределах (--time-limit {limit} с для этого вида варианта) без "
+    "плана; больший --time-limit может его найти",
+    "nop.time_out_sets": "{limit} с поиска истекли, {sets} наборов серверов не просмотрено (больший --time-limit их "
+    "просмотрит)",
+    "buys": "На ${extra} дороже варианта {base}, и за эти деньги: {gains}.",
+    "buys_nothing": "На ${extra} дороже варианта {base} и ничего не даёт: ни одна роль не получает лучшую модель, "
+    "уровень квантования или нужную скорость.",
+    "same_as": "Тот же план, что вариант {base}: оборудование за ${extra} не держит ничего нужного ролям.",
+    "gain.model": "{role} работает на {model} {quant} вместо {instead_model} {instead_quant}",
+    "gain.tier": "{role} работает на {quant} ({tier}) вместо {instead_quant} ({instead_tier})",
+    "gain.floor": "{role} достигает нужной скорости: {tok_s} ток/с вместо {instead_tok_s}",
+    "gain.placed": "{role} размещается ({model} {quant}, {tok_s} ток/с), а не остаётся без места",
     "rec_breaks": "Что сломается первым: {text}",
     "rec_alt": "Также рассмотрены: {items}.",
     "kind.one-server-serial": "один сервер, модели по очереди (остальные подгружаются по требованию)",
@@ -289,3 +352,92 @@ def t(lang: str, key: str, **values: object) -> str:
     table = TABLES.get(lang, EN)
     text = table.get(key, EN[key])
     return text.format(**values) if values else text
+
+
+TIER_NAMES: dict[str, dict[str, str]] = {
+    "ru": {"near-lossless": "почти без потерь", "good": "хорошо", "degraded": "заметно хуже", "poor": "плохо"}
+}
+
+
+def why_text(lang: str, kind: str, reasons: Sequence[Reason]) -> str:
+    """An option's reasons (planner.plan.options.option_reasons) as one sentence in `lang`."""
+    parts: list[str] = []
+    for r in reasons:
+        if r.code == "fit":
+            ctx_k = f"{r.ctx // 1024}k" if r.ctx % 1024 == 0 else str(r.ctx)
+            common = {"role": r.role, "model": r.model, "quant": r.quant, "ctx": ctx_k, "parallel": r.parallel}
+            if not r.devices:
+                parts.append(t(lang, "why.fit_cpu", need=fmt_gib(r.need_bytes), **common))
+                continue
+            parts.append(
+                t(
+                    lang,
+                    "why.fit",
+                    need=fmt_gib(r.need_bytes),
+                    devices=r.devices,
+                    capacity=fmt_gib(r.capacity_bytes),
+                    margin=fmt_gib(r.margin_bytes),
+                    offload=t(lang, "why.offload", offload=fmt_gib(r.offload_bytes)) if r.offload_bytes else "",
+                    spare=fmt_gib(r.spare_bytes),
+                    shared=t(lang, "why.shared") if r.shared else "",
+                    **common,
+                )
+            )
+        elif r.code == "misses":
+            parts.append(t(lang, "why.misses", roles=", ".join(r.roles)))
+        elif r.code == "role_misses":
+            misses = "; ".join(
+                t(lang, f"miss.{m.code}", value=f"{m.value:.1f}", limit=f"{m.limit:g}") for m in r.misses
+            )
+            parts.append(t(lang, "why.role_misses", role=r.role, misses=misses))
+        elif r.code == "buys_hardware":
+            parts.append(t(lang, "why.buys_hardware", cost=f"{r.cost_usd:,.0f}"))
+        elif r.code == "no_plan":
+            detail = t(lang, f"nop.{r.detail}", limit=f"{r.limit_s:g}", sets=r.sets_left)
+            return t(lang, "why.no_plan", kind=kind, detail=detail)
+        else:
+            parts.append(t(lang, f"why.{r.code}"))
+    return "; ".join(parts) + "."
+
+
+class Purchase(Protocol):
+    """What purchase_text reads of an option (a PlanOption or the report's OptionView)."""
+
+    @property
+    def compared_with(self) -> int | None: ...
+    @property
+    def extra_cost_usd(self) -> float: ...
+    @property
+    def buys(self) -> list[Gain]: ...
+    @property
+    def same_as(self) -> int | None: ...
+
+
+def purchase_text(lang: str, o: Purchase) -> str:
+    """What a dearer option's extra cost buys over the cheapest one (planner.plan.recommend), in `lang`;
+    "" for an option that is not dearer."""
+    if o.compared_with is None:
+        return ""
+    extra = f"{o.extra_cost_usd:,.0f}"
+    if o.same_as is not None:
+        return t(lang, "same_as", base=o.same_as, extra=extra)
+    if not o.buys:
+        return t(lang, "buys_nothing", base=o.compared_with, extra=extra)
+    tiers = TIER_NAMES.get(lang, {})
+    gains = "; ".join(
+        t(
+            lang,
+            "gain.placed" if not g.instead_model else f"gain.{g.kind}",
+            role=g.role,
+            model=g.model,
+            quant=g.quant,
+            tier=tiers.get(g.tier, g.tier),
+            instead_model=g.instead_model or "-",
+            instead_quant=g.instead_quant,
+            instead_tier=tiers.get(g.instead_tier, g.instead_tier),
+            tok_s=f"{g.decode_tok_s:g}",
+            instead_tok_s=f"{g.instead_decode_tok_s:g}",
+        )
+        for g in o.buys
+    )
+    return t(lang, "buys", base=o.compared_with, extra=extra, gains=gains)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 
 from planner.plan.schema import Plan
-from planner.report.i18n import check_lang, t
+from planner.report.i18n import check_lang, purchase_text, t, why_text
 from planner.report.model import BenchFile, DeviceView, Headroom, OptionView, Report, RoleView, build_report
 from planner.units import GIB, fmt_bytes, fmt_gib
 
@@ -87,6 +87,14 @@ def _usd(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def _why(lang: str, o: OptionView, *, line_start: bool = False) -> str:
+    """Why the option is what it is, in `lang` (plans written before structured reasons: their English), as
+    inert Markdown: the reasons carry plan strings (role and model names)."""
+    why = why_text(lang, o.kind, o.reasons) if o.reasons else o.why
+    bought = purchase_text(lang, o)
+    return md(f"{why} {bought}" if bought else why, line_start=line_start)
+
+
 def _kind_text(lang: str, kind: str) -> str:
     return t(lang, f"kind.{kind}")
 
@@ -130,7 +138,7 @@ def _summary(r: Report, lang: str) -> list[str]:
         out.append(t(lang, "rec_targets_ok"))
     else:
         out.append(t(lang, "rec_targets_fail", roles=", ".join(md(x) for x in o.failing_roles)))
-    out.append(t(lang, "rec_why", why=md(o.why)))
+    out.append(t(lang, "rec_why", why=_why(lang, o)))
     out.append(t(lang, "rec_breaks", text=_breaks_first(lang, o)) + ".")
     others = [f"{x.index} {code(x.kind)}" for x in r.options if x.index != o.index]
     if others:
@@ -170,7 +178,7 @@ def _options_table(r: Report, lang: str) -> list[str]:
             ]
         )
     out = [f"## {t(lang, 'options')}", "", t(lang, "options_note"), "", *_table(header, rows), ""]
-    out += [f"- **{o.index}** {code(o.kind)}: {md(o.why)}" for o in r.options]
+    out += [f"- **{o.index}** {code(o.kind)}: {_why(lang, o)}" for o in r.options]
     out.append("")
     return out
 
@@ -284,7 +292,12 @@ def _headroom(lang: str, rooms: Sequence[Headroom]) -> list[str]:
 
 def _option(o: OptionView, lang: str) -> list[str]:
     key = "option_heading_rec" if o.recommended else "option_heading"
-    out = [f"## {t(lang, key, index=o.index, kind_text=_kind_text(lang, o.kind))}", "", md(o.why, line_start=True), ""]
+    out = [
+        f"## {t(lang, key, index=o.index, kind_text=_kind_text(lang, o.kind))}",
+        "",
+        _why(lang, o, line_start=True),
+        "",
+    ]
     if o.failing_roles:
         out += [t(lang, "failing", roles=", ".join(md(x) for x in o.failing_roles)), ""]
     header = [

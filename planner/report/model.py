@@ -16,7 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerError
 from planner.io import validation_message
-from planner.plan.schema import Placement, Plan, PlanDevice, PlanOption, PlanServer, read_versioned_json
+from planner.plan.schema import (
+    Gain,
+    Placement,
+    Plan,
+    PlanDevice,
+    PlanOption,
+    PlanServer,
+    Reason,
+    read_versioned_json,
+)
 
 if TYPE_CHECKING:
     from planner.estimate.types import Estimate, RunConfig
@@ -177,6 +186,11 @@ class OptionView(_Closed):
     total_cost_usd: float
     quality_score: float
     why: str
+    reasons: list[Reason] = Field(default_factory=list)  # phrased per language by i18n.why_text
+    compared_with: int | None = None  # what a dearer option buys over this one (i18n.purchase_text)
+    extra_cost_usd: float = 0.0
+    buys: list[Gain] = Field(default_factory=list)
+    same_as: int | None = None
     failing_roles: list[str]
     servers: list[ServerView]
     headroom: list[Headroom]
@@ -460,6 +474,11 @@ def _option_view(
         total_cost_usd=opt.total_cost_usd,
         quality_score=opt.quality_score,
         why=opt.why,
+        reasons=list(opt.reasons),
+        compared_with=opt.compared_with,
+        extra_cost_usd=opt.extra_cost_usd,
+        buys=list(opt.buys),
+        same_as=opt.same_as,
         failing_roles=list(opt.failing_roles),
         servers=servers,
         headroom=rooms,
