@@ -1,9 +1,10 @@
 """Compute (graph) buffers: the scratch memory an engine reserves for the worst-case batch.
 
-llama.cpp reserves its graph for n_ubatch tokens (default 512) with all n_ubatch rows producing
-logits (src/llama-context.cpp sched_reserve: n_outputs = min(n_tokens, n_outputs_max)), and
-ggml-alloc reuses memory of dead tensors, so the buffer is the peak of what is alive at once:
-- output: logits n_vocab × n_outputs × 4 B (512 MiB for a 262k vocabulary) + the normed hidden state;
+llama.cpp (build b11434, the [engines] extra) reserves its graph for n_ubatch tokens (default 512) with all
+n_ubatch rows producing logits (src/llama-context.cpp sched_reserve: n_outputs = min(n_tokens, n_outputs_max)),
+and ggml-alloc (ggml/src/ggml-alloc.c) allocates every graph input first, then each node, reusing memory of dead
+tensors, so the buffer is the peak of what is alive at once:
+- output: logits n_vocab × n_outputs × 4 B (512 MiB for a 262k vocabulary) + hidden-size buffers;
 - attention without flash attention: the KQ matrix n_kv × n_ubatch × n_head × 4 B, which grows with
   the context (n_kv = the layer's KV cells: full for global layers, the window for SWA layers);
 - attention with flash attention: Q, K, V projections and the output, independent of the context;
@@ -12,6 +13,17 @@ ggml-alloc reuses memory of dead tensors, so the buffer is the peak of what is a
 - encoders (BERT-style embedding models) have no output head (no logits) and no KV cache: their attention
   and mask are n_ubatch × n_ubatch.
 - the KQ masks (n_kv × n_ubatch, f16 with flash attention, f32 without), alive across all layers.
+
+What b11434 adds over the llama.cpp vendored in llama-cpp-python 0.3.36 (src/llama-graph.cpp build_inp_embd):
+a third input branch for batches that mix tokens and embeddings. Its copy of the embedding rows (ggml_dup of
+inp_mixed_embd, written by ggml_set_rows) has no consumer in a token batch, so ggml-alloc never frees it; it is
+allocated right after the inputs and stays alive, on the backend that runs the token embeddings (the CPU). Two
+effects, both measured on the CPU backend (bench/llama_alloc_accuracy.py):
+- every layer's peak on that backend holds one more hidden-size buffer (synthetic Llama 3 8B, Qwen2.5 7B,
+  Mixtral, Mistral 7B, Llama 2 13B, Gemma 3 27B: +n_embd × n_ubatch × 4 B, 8.02 MiB for a 4096-wide model);
+- the logits can no longer reuse the space of the masks below it, so the output peak is the masks + 5
+  hidden-size buffers + the logits (Gemma 3 270M, ctx 4096, no flash attention: 530.27 MiB measured; 514.5
+  predicted before, 528.25 now).
 The constants (how many hidden-size buffers are alive next to the big one) were fitted to llama.cpp's
 own "compute buffer size" log lines; bench/llama_alloc_accuracy.py re-measures them.
 """
@@ -53,8 +65,10 @@ def mask_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, g: GraphShape)
     """The KQ masks, inputs alive from the first layer's attention to the last: n_kv × n_tokens, f16 with
     flash attention, f32 without; one mask per attention kind (global and sliding-window)."""
     elem = 2 if cfg.flash_attn else F32
-    kinds = {_kq_cells(arch, layout, i, g) for i in range(arch.n_layers)}
-    return sum(cells * g.n_tokens * elem for cells in kinds)
+    # one mask per kind of layer, even where both kinds hold the same cells (swa_full: Gemma 3 270M at ctx 4096
+    # without flash attention measured 536.27 MiB, two 8 MiB masks; 526.25 predicted with one)
+    kinds = {layout.swa_applies and arch.is_swa(i): _kq_cells(arch, layout, i, g) for i in range(arch.n_layers)}
+    return sum(cells * g.n_tokens * elem for cells in kinds.values())
 
 
 def attention_peak_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, layer: int, g: GraphShape) -> int:
@@ -92,12 +106,31 @@ def ffn_peak_bytes(arch: ModelArch, layer: int, g: GraphShape) -> int:
     return 4 * hidden + 3 * arch.ffn_size * t * F32
 
 
-def output_peak_bytes(arch: ModelArch, g: GraphShape) -> int:
-    """Logits (n_vocab × n_outputs × 4 B) and the normed hidden state; the masks are dead by then. An
-    encoder has no output head: its graph ends with the (pooled) hidden states. A decoder-based embedding
-    model still computes its logits."""
+# Hidden-size buffers the mixed-batch input branch keeps alive on the backend that runs the token embeddings
+# (see the module docstring): one for a decoder in every layer; an encoder's FFN peak holds two (synthetic
+# BGE-M3 with flash attention: 18.51 / 80.05 / 416.19 MiB at ubatch 512 / 2048 / 8192 = the older rule + 2 ×
+# n_embd × n_ubatch × 4 B), while its attention peak without flash attention reuses their space (31.01 / 328.05
+# MiB, unchanged).
+INPUT_BRANCH_HIDDEN_BUFFERS = 1
+INPUT_BRANCH_HIDDEN_BUFFERS_ENCODER_FFN = 2
+# At the output, above the inputs (masks included): the token embeddings' input and copy, the mixed branch's
+# input and copy, and the normed hidden state (Gemma 3 270M with flash attention at ctx 8192 / 32768: 527.28 /
+# 551.28 MiB = 512 logits + masks 9 / 33 + 5 × 1.25; synthetic Llama 3 8B: 298.52 = 250.5 + 8 + 5 × 8).
+OUTPUT_HIDDEN_BUFFERS = 5
+# The same output on a backend without the input branch (a GPU holding the output): the normed hidden state
+# and its input; fitted on the older build's CPU backend, where the masks' space was free again by then.
+OUTPUT_HIDDEN_BUFFERS_WITHOUT_INPUTS = 2
+
+
+def output_peak_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout, g: GraphShape, runs_inputs: bool) -> int:
+    """Logits (n_vocab × n_outputs × 4 B) and hidden-size buffers; on the backend that runs the input branch
+    the masks and its copies stay below them. An encoder has no output head: its graph ends with the (pooled)
+    hidden states. A decoder-based embedding model still computes its logits."""
     logits = 0 if is_encoder(arch) else arch.vocab_size * g.n_outputs * F32
-    return logits + 2 * arch.hidden_size * g.n_outputs * F32
+    hidden = arch.hidden_size * g.n_outputs * F32
+    if not runs_inputs:
+        return logits + OUTPUT_HIDDEN_BUFFERS_WITHOUT_INPUTS * hidden
+    return logits + mask_bytes(arch, cfg, layout, g) + OUTPUT_HIDDEN_BUFFERS * hidden
 
 
 def llama_cpp_compute_bytes(
@@ -106,34 +139,51 @@ def llama_cpp_compute_bytes(
     layout: KvLayout,
     layers: tuple[int, ...],
     holds_output: bool,
+    *,
+    runs_inputs: bool = False,
 ) -> int:
-    """Compute buffer of one llama.cpp backend that runs `layers` (and the output head if asked).
+    """Compute buffer of one llama.cpp backend that runs `layers` (and the output head if asked); `runs_inputs`
+    for the backend that runs the token embeddings (the CPU's), which holds the input branch's copies.
 
     Constants fitted to llama.cpp's own log on the CPU backend (bench/llama_alloc_accuracy.py: Gemma 3,
     and synthetic Llama 3 8B, DeepSeek-Coder 6.7B, Qwen2.5 7B, Mixtral 8x7B, Gemma 3 27B shapes, with
     and without flash attention)."""
-    peak = max(map(_layer_peaks(arch, cfg, layout).__getitem__, layers), default=0)
+    peak = max(map(_layer_peaks(arch, cfg, layout, runs_inputs).__getitem__, layers), default=0)
     if holds_output:
-        peak = max(peak, output_peak_bytes(arch, graph_shape(layout, cfg)))
+        peak = max(peak, output_peak_bytes(arch, cfg, layout, graph_shape(layout, cfg), runs_inputs))
     return peak
 
 
 @functools.lru_cache(maxsize=512)
-def _layer_peaks(arch: ModelArch, cfg: RunConfig, layout: KvLayout) -> tuple[int, ...]:
-    """Each layer's peak (masks + the larger of its attention and its FFN): the same for every placement of
-    one model and config, which the solver tries on many GPU sets."""
+def _layer_peaks(arch: ModelArch, cfg: RunConfig, layout: KvLayout, runs_inputs: bool) -> tuple[int, ...]:
+    """Each layer's peak (masks + the larger of its attention and its FFN, + the input branch's copies where it
+    runs): the same for every placement of one model and config, which the solver tries on many GPU sets."""
     g = graph_shape(layout, cfg)
     mask = mask_bytes(arch, cfg, layout, g)
-    return tuple(
-        mask + max(attention_peak_bytes(arch, cfg, layout, i, g), ffn_peak_bytes(arch, i, g))
-        for i in range(arch.n_layers)
-    )
+    hidden = arch.hidden_size * g.n_tokens * F32
+    peaks = []
+    for i in range(arch.n_layers):
+        attention = attention_peak_bytes(arch, cfg, layout, i, g)
+        ffn = ffn_peak_bytes(arch, i, g)
+        if runs_inputs and is_encoder(arch):
+            ffn += INPUT_BRANCH_HIDDEN_BUFFERS_ENCODER_FFN * hidden
+        elif runs_inputs:
+            attention += INPUT_BRANCH_HIDDEN_BUFFERS * hidden
+            ffn += INPUT_BRANCH_HIDDEN_BUFFERS * hidden
+        peaks.append(mask + max(attention, ffn))
+    return tuple(peaks)
+
+
+# With every layer on GPUs the CPU backend still runs the input branch: the token embeddings' input and rows,
+# the mixed branch's input, copy and rows (b11434's graph, src/llama-graph.cpp build_inp_embd; derived from
+# the graph and the CPU measurements above, not measured on a GPU here). The older build's 2 buffers were fitted.
+HOST_INPUT_HIDDEN_BUFFERS = 5
 
 
 def llama_cpp_host_compute_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout) -> int:
-    """Host-side compute buffer when layers run on GPUs (token embeddings gathered on the CPU)."""
+    """Host-side compute buffer when layers run on GPUs (the token embeddings and the input branch)."""
     g = graph_shape(layout, cfg)
-    return 2 * arch.hidden_size * g.n_tokens * F32
+    return HOST_INPUT_HIDDEN_BUFFERS * arch.hidden_size * g.n_tokens * F32
 
 
 def output_buffer_bytes(arch: ModelArch, cfg: RunConfig) -> int:
