@@ -1,10 +1,10 @@
 """Compute (graph) buffers: the scratch memory an engine reserves for the worst-case batch.
 
-llama.cpp (build b11434, the [engines] extra) reserves its graph for n_ubatch tokens (default 512) with all
-n_ubatch rows producing logits (src/llama-context.cpp sched_reserve: n_outputs = min(n_tokens, n_outputs_max)),
-and ggml-alloc (ggml/src/ggml-alloc.c) allocates every graph input first, then each node, reusing memory of dead
-tensors, so the buffer is the peak of what is alive at once:
-- output: logits n_vocab × n_outputs × 4 B (512 MiB for a 262k vocabulary) + hidden-size buffers;
+llama.cpp: what llama-server of build b11434 (the [engines] extra) reserves. Its graph is reserved for n_ubatch
+tokens (default 512) with as many output rows as llama-server lets a ubatch have (graph_shape: one per slot; every
+row for an embedding model), and ggml-alloc (ggml/src/ggml-alloc.c) allocates every graph input first, then each
+node, reusing memory of dead tensors, so the buffer is the peak of what is alive at once:
+- output: logits n_vocab × n_outputs × 4 B (1 MiB per slot for a 262k vocabulary) + hidden-size buffers;
 - attention without flash attention: the KQ matrix n_kv × n_ubatch × n_head × 4 B, which grows with
   the context (n_kv = the layer's KV cells: full for global layers, the window for SWA layers);
 - attention with flash attention: Q, K, V projections and the output, independent of the context;
@@ -17,15 +17,16 @@ tensors, so the buffer is the peak of what is alive at once:
 What b11434 adds over the llama.cpp vendored in llama-cpp-python 0.3.36 (src/llama-graph.cpp build_inp_embd):
 a third input branch for batches that mix tokens and embeddings. Its copy of the embedding rows (ggml_dup of
 inp_mixed_embd, written by ggml_set_rows) has no consumer in a token batch, so ggml-alloc never frees it; it is
-allocated right after the inputs and stays alive, on the backend that runs the token embeddings (the CPU). Two
-effects, both measured on the CPU backend (bench/llama_alloc_accuracy.py):
-- every layer's peak on that backend holds one more hidden-size buffer (synthetic Llama 3 8B, Qwen2.5 7B,
-  Mixtral, Mistral 7B, Llama 2 13B, Gemma 3 27B: +n_embd × n_ubatch × 4 B, 8.02 MiB for a 4096-wide model);
-- the logits can no longer reuse the space of the masks below it, so the output peak is the masks + 5
-  hidden-size buffers + the logits (Gemma 3 270M, ctx 4096, no flash attention: 530.27 MiB measured; 514.5
-  predicted before, 528.25 now).
-The constants (how many hidden-size buffers are alive next to the big one) were fitted to llama.cpp's
-own "compute buffer size" log lines; bench/llama_alloc_accuracy.py re-measures them.
+allocated right after the inputs and stays alive, on the backend that runs the token embeddings (the CPU). So
+every layer's peak on that backend holds one more hidden-size buffer (synthetic Llama 3 8B, Qwen2.5 7B, Mistral
+7B, Llama 2 13B, DeepSeek-Coder: +n_embd × n_ubatch × 4 B, e.g. 580.01 MiB measured and predicted for a 4096-wide
+model at ctx 8192 without flash attention), and where the logits are the peak (an embedding model, or the
+library's default of n_ubatch outputs) they cannot reuse the masks' space below it.
+
+Measured per buffer against llama-server (tests/test_estimate_vs_llama_tools.py, bench/llama_alloc_accuracy.py).
+Not modelled: 2.27 MiB per 512 ubatch tokens more in Gemma 3 270M's attention without flash attention, 0.56 MiB
+with a quantized KV cache and flash attention, and MoE FFNs whose down projection of n_used × n_embd outweighs
+their gate (Qwen3-30B-A3B: -33 %).
 """
 
 from __future__ import annotations
@@ -44,15 +45,26 @@ F32 = 4
 LLAMA_CPP_BUILD = "b11434"
 
 
+LLAMA_SERVER_DRAFT_TOKENS = 0  # no speculative decoding: server_output_limits' per-slot outputs are 1 + 0
+
+
 @dataclass(frozen=True)
 class GraphShape:
     n_tokens: int  # tokens in the reserved ubatch
     n_outputs: int  # rows of logits
 
 
-def graph_shape(layout: KvLayout, cfg: RunConfig) -> GraphShape:
+def graph_shape(arch: ModelArch, layout: KvLayout, cfg: RunConfig) -> GraphShape:
+    """The ubatch llama-server reserves its graph for: n_ubatch tokens, and as many output rows as it lets a
+    ubatch have (tools/server/server-context.cpp server_output_limits → n_outputs_max): one per slot (× 1 +
+    the draft length with speculative decoding), or every token for an embedding model (--embeddings). The
+    library's default (llama-cli, llama-batched-bench, llama-cpp-python) is n_batch, i.e. logits for all
+    n_ubatch rows: 530.27 MiB for Gemma 3 270M at ctx 4096 without flash attention where llama-server reserves
+    54.27 (tests/test_estimate_vs_llama_tools.py)."""
     n_tokens = layout.n_ubatch
-    return GraphShape(n_tokens=n_tokens, n_outputs=min(n_tokens, cfg.batch_sizes()[0]))
+    n_batch = cfg.batch_sizes()[0]
+    outputs = n_batch if arch.is_embedding else min(n_batch, cfg.parallel * (1 + LLAMA_SERVER_DRAFT_TOKENS))
+    return GraphShape(n_tokens=n_tokens, n_outputs=min(n_tokens, outputs))
 
 
 def _kq_cells(arch: ModelArch, layout: KvLayout, layer: int, g: GraphShape) -> int:
@@ -114,8 +126,9 @@ def ffn_peak_bytes(arch: ModelArch, layer: int, g: GraphShape) -> int:
 INPUT_BRANCH_HIDDEN_BUFFERS = 1
 INPUT_BRANCH_HIDDEN_BUFFERS_ENCODER_FFN = 2
 # At the output, above the inputs (masks included): the token embeddings' input and copy, the mixed branch's
-# input and copy, and the normed hidden state (Gemma 3 270M with flash attention at ctx 8192 / 32768: 527.28 /
-# 551.28 MiB = 512 logits + masks 9 / 33 + 5 × 1.25; synthetic Llama 3 8B: 298.52 = 250.5 + 8 + 5 × 8).
+# input and copy, and the normed hidden state. Fitted with n_ubatch outputs (the library's default, b11434's
+# libllama): Gemma 3 270M with flash attention at ctx 8192 / 32768: 527.28 / 551.28 MiB = 512 logits + masks
+# 9 / 33 + 5 × 1.25; synthetic Llama 3 8B: 298.52 = 250.5 + 8 + 5 × 8.
 OUTPUT_HIDDEN_BUFFERS = 5
 # The same output on a backend without the input branch (a GPU holding the output): the normed hidden state
 # and its input; fitted on the older build's CPU backend, where the masks' space was free again by then.
@@ -150,7 +163,7 @@ def llama_cpp_compute_bytes(
     and without flash attention)."""
     peak = max(map(_layer_peaks(arch, cfg, layout, runs_inputs).__getitem__, layers), default=0)
     if holds_output:
-        peak = max(peak, output_peak_bytes(arch, cfg, layout, graph_shape(layout, cfg), runs_inputs))
+        peak = max(peak, output_peak_bytes(arch, cfg, layout, graph_shape(arch, layout, cfg), runs_inputs))
     return peak
 
 
@@ -158,7 +171,7 @@ def llama_cpp_compute_bytes(
 def _layer_peaks(arch: ModelArch, cfg: RunConfig, layout: KvLayout, runs_inputs: bool) -> tuple[int, ...]:
     """Each layer's peak (masks + the larger of its attention and its FFN, + the input branch's copies where it
     runs): the same for every placement of one model and config, which the solver tries on many GPU sets."""
-    g = graph_shape(layout, cfg)
+    g = graph_shape(arch, layout, cfg)
     mask = mask_bytes(arch, cfg, layout, g)
     hidden = arch.hidden_size * g.n_tokens * F32
     peaks = []
@@ -182,7 +195,7 @@ HOST_INPUT_HIDDEN_BUFFERS = 5
 
 def llama_cpp_host_compute_bytes(arch: ModelArch, cfg: RunConfig, layout: KvLayout) -> int:
     """Host-side compute buffer when layers run on GPUs (the token embeddings and the input branch)."""
-    g = graph_shape(layout, cfg)
+    g = graph_shape(arch, layout, cfg)
     return HOST_INPUT_HIDDEN_BUFFERS * arch.hidden_size * g.n_tokens * F32
 
 

@@ -64,6 +64,7 @@ class LlamaParams:
     n_threads: int | None = None
     no_perf: bool = True  # llama.cpp's default; False makes llama_perf_context() report timings
     embeddings: bool = False  # llama-server --embeddings: the context outputs embeddings (encoders)
+    n_outputs_max: int = 0  # output rows a ubatch may have: 0 = n_batch (the library); llama-server sets n_seq_max
 
 
 def ggml_type_id(name: str) -> int:
@@ -96,14 +97,13 @@ def loaded_context(path: str | Path, p: LlamaParams) -> Iterator[tuple[Any, Any,
             cparams.type_k = ggml_type_id(p.type_k)
             cparams.type_v = ggml_type_id(p.type_v)
             cparams.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-                if p.flash_attn
-                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if p.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
             cparams.swa_full = p.swa_full
             cparams.kv_unified = p.kv_unified
             cparams.no_perf = p.no_perf
             cparams.embeddings = p.embeddings
+            cparams.n_outputs_max = p.n_outputs_max
             if p.n_threads:
                 cparams.n_threads = p.n_threads
                 cparams.n_threads_batch = p.n_threads
