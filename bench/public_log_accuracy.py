@@ -5,10 +5,11 @@ bench/data/public_logs.yaml is a log someone posted (URL in the row) with the se
 it; this script builds the same model, devices and run configuration, calls `estimate()` and prints
 logged vs predicted per component (weights / KV / compute per device; vLLM: weights, non-torch,
 activation, KV memory and KV tokens per GPU) with the error, then the max and median |error| per
-component. Nothing here is fitted to these logs: it measures the estimator as it is.
+component. Nothing here is fitted to these logs but vLLM's activations per batched token (fitted on the two
+issue #10517 rows, planner/estimate/compute.py says so): it measures the estimator as it is.
 
 Logs are from older builds; the rows' notes say where a build's rules differ from the llama.cpp the
-estimator follows (llama-cpp-python 0.3.36's vendored copy), and those gaps are reported, not hidden.
+estimator follows (llama-server of b11434, the [engines] extra), and those gaps are reported, not hidden.
 """
 
 from __future__ import annotations

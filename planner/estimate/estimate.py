@@ -236,8 +236,8 @@ def _estimate_llama_cpp(
         spec,
         weights,
         cfg,
-        f"llama.cpp {LLAMA_CPP_BUILD} graph reservation for n_ubatch tokens (logits, KQ without flash attention, "
-        "FFN, the inputs reserved first)",
+        f"llama-server of llama.cpp {LLAMA_CPP_BUILD}: graph reserved for n_ubatch tokens with one output per slot "
+        "(KQ without flash attention, FFN, masks, the input branch)",
     )
     return Estimate(
         model_ref=spec.ref,
@@ -432,8 +432,8 @@ def _vllm_kv_dtype(cfg: RunConfig) -> str:
 
 def _sources(spec: ModelSpec, weights: ModelWeights, cfg: RunConfig, compute_detail: str) -> dict[str, Source]:
     kv_detail = (
-        "layers × cells × kv_heads × (head_dim_k + head_dim_v) × bytes/element, llama.cpp padding and "
-        "SWA rules (src/llama-kv-cache*.cpp)"
+        f"layers × cells × kv_heads × (head_dim_k + head_dim_v) × bytes/element, llama.cpp {LLAMA_CPP_BUILD} "
+        "padding and SWA rules (src/llama-kv-cache*.cpp)"
         if cfg.engine != "vllm"
         else "vLLM paging: (utilization × total − weights − activations − graphs) // page × block_size"
     )
