@@ -131,6 +131,7 @@ SYNTHETIC = [
     ("qwen2.5-7b", 2, "Q4_K_M", 4096, 2, False),  # QKV biases, 152k vocabulary, 2 slots
     ("mistral-7b", 2, "Q4_K_M", 16384, 1, True),  # 140.02 vs 140.00
     ("gemma-3-27b", 6, "Q4_K_M", 8192, 1, False),  # SWA 5:1; 599.52 vs 597.00
+    ("qwen3-30b-a3b", 2, "Q4_K_M", 8192, 1, True),  # MoE, 8 of 128 experts: the down projections; 96.02 vs 96.00
 ]
 
 
