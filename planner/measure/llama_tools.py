@@ -15,6 +15,7 @@ agiplan's cache (nothing inside site-packages is changed).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -68,8 +69,19 @@ class LlamaTools:
         )
         for line in (proc.stdout + proc.stderr).splitlines():
             if line.startswith("version:"):
-                return line.strip()
+                return self._named_build(line.strip())
         raise PlannerError(f"llama-server at {self.bin_dir} printed no version (exit {proc.returncode}).")
+
+    def _named_build(self, line: str) -> str:
+        """A build from PyPI's sdist has no git metadata and prints 'version: 0.6.0-dev (build 0, commit unknown)';
+        the installed package's version names its llama.cpp build instead (11434.0.0 -> 11434)."""
+        if self.origin != "package" or "(build 0," not in line:
+            return line
+        try:
+            package = importlib.metadata.version(PINNED_PACKAGE)
+        except importlib.metadata.PackageNotFoundError:
+            return line
+        return f"version: {package.split('.')[0]} ({PINNED_PACKAGE} {package}; the binary prints '{line}')"
 
 
 def _package_bin_dir() -> Path | None:
