@@ -58,12 +58,14 @@ def graph_shape(arch: ModelArch, layout: KvLayout, cfg: RunConfig) -> GraphShape
     """The ubatch llama-server reserves its graph for: n_ubatch tokens, and as many output rows as it lets a
     ubatch have (tools/server/server-context.cpp server_output_limits → n_outputs_max): one per slot (× 1 +
     the draft length with speculative decoding), or every token for an embedding model (--embeddings). The
-    library's default (llama-cli, llama-batched-bench, llama-cpp-python) is n_batch, i.e. logits for all
-    n_ubatch rows: 530.27 MiB for Gemma 3 270M at ctx 4096 without flash attention where llama-server reserves
-    54.27 (tests/test_estimate_vs_llama_tools.py)."""
+    library's default (llama-cli, llama-batched-bench, llama-cpp-python, and Ollama, whose runner does not set
+    it) is n_batch, i.e. logits for all n_ubatch rows: 530.27 MiB for Gemma 3 270M at ctx 4096 without flash
+    attention where llama-server reserves 54.27 (tests/test_estimate_vs_llama_tools.py)."""
     n_tokens = layout.n_ubatch
     n_batch = cfg.batch_sizes()[0]
-    outputs = n_batch if arch.is_embedding else min(n_batch, cfg.parallel * (1 + LLAMA_SERVER_DRAFT_TOKENS))
+    if arch.is_embedding or cfg.engine != "llama.cpp":  # Ollama's runner creates its context with the defaults
+        return GraphShape(n_tokens=n_tokens, n_outputs=min(n_tokens, n_batch))
+    outputs = min(n_batch, cfg.parallel * (1 + LLAMA_SERVER_DRAFT_TOKENS))
     return GraphShape(n_tokens=n_tokens, n_outputs=min(n_tokens, outputs))
 
 
