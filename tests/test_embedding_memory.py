@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from planner.catalog import load_catalog
+from planner.estimate.compute import INPUT_BRANCH_HIDDEN_BUFFERS_ENCODER_FFN
 from planner.estimate.estimate import embedding_batch, estimate
 from planner.estimate.types import RunConfig
 from planner.model.arch import ModelSpec
@@ -54,7 +55,11 @@ def test_encoder_compute_buffer_matches_llama_cpp(
     512, 64.02 / 320.02 MiB at 2048, with / without flash attention; the same 14.5 / 29 MiB at ctx 4096 with
     ubatch 512: an encoder has no cache, its KQ and mask are ubatch × ubatch); the estimate (14.50 / 31.00,
     64.00 / 328.00 MiB) is at most 1 % below and 8 % above. Before this change the estimate counted logits an
-    encoder does not have (62.59 MiB at 512) and sized KQ by the context (150 MiB at ctx 4096, ubatch 512)."""
+    encoder does not have (62.59 MiB at 512) and sized KQ by the context (150 MiB at ctx 4096, ubatch 512).
+
+    The estimate follows the pinned llama.cpp (b11434), whose input branch keeps 2 more hidden-size buffers alive
+    next to an encoder's FFN (tests/test_estimate_vs_llama_tools.py: 18.51 / 80.05 MiB with flash attention); the
+    vendored build here lacks them, so they are taken off before comparing."""
     pytest.importorskip("llama_cpp")  # the [llama] extra: without it these seven cases skip, not fail
     from planner.measure.llama_log import parse_buffer_sizes
     from planner.measure.llama_runner import LlamaParams, loaded_context
@@ -71,7 +76,9 @@ def test_encoder_compute_buffer_matches_llama_cpp(
     host = parse_server_spec("box: ryzen-9-7950x, 64GiB", cat).host(cat)
     cfg = RunConfig(ctx=ctx, parallel=parallel, n_ubatch=ubatch, n_batch=ubatch, flash_attn=flash_attn)
     est = estimate(small_bge, cfg, [], host, quant="F16", suggest=False)
-    assert 0.99 * measured_compute <= est.memory.compute_bytes <= 1.08 * measured_compute, (
+    # the attention peak without flash attention reuses their space in both builds
+    branch = INPUT_BRANCH_HIDDEN_BUFFERS_ENCODER_FFN * small_bge.arch.hidden_size * ubatch * 4 if flash_attn else 0
+    assert 0.99 * measured_compute <= est.memory.compute_bytes - branch <= 1.08 * measured_compute, (
         est.memory.compute_bytes / MIB,
         measured_compute / MIB,
     )
@@ -97,8 +104,9 @@ def test_embedding_models_are_planned_with_one_input_per_micro_batch() -> None:
     host = parse_server_spec("box: ryzen-9-7950x, 64GiB", cat).host(cat)
     est = estimate(resolve_model("bge-m3"), cfg, [], host, quant="Q8_0", suggest=False)
     assert est.config.n_ubatch == 8192
-    # flash attention at 8192 tokens: f16 mask 8192² × 2 B + FFN 4096 × 8192 × 4 B + 3 × 1024 × 8192 × 4 B
-    assert est.memory.compute_bytes == 8192 * 8192 * 2 + 4096 * 8192 * 4 + 3 * 1024 * 8192 * 4
+    # flash attention at 8192 tokens: f16 mask 8192² × 2 B + FFN 4096 × 8192 × 4 B + 3 × 1024 × 8192 × 4 B, and
+    # the pinned llama.cpp's input branch: 2 × 1024 × 8192 × 4 B (416.19 MiB measured on a 2-layer synthetic BGE-M3)
+    assert est.memory.compute_bytes == 8192 * 8192 * 2 + 4096 * 8192 * 4 + (3 + 2) * 1024 * 8192 * 4
 
 
 def test_decoder_embedding_models_keep_logits_and_kv() -> None:
@@ -112,8 +120,11 @@ def test_decoder_embedding_models_keep_logits_and_kv() -> None:
     cfg = RunConfig(ctx=4096)
     plain = estimate(spec, cfg, [], host, quant="Q4_K_M", suggest=False).memory
     emb = estimate(as_embedder, cfg, [], host, quant="Q4_K_M", suggest=False).memory
-    assert (emb.compute_bytes, emb.kv_cache_bytes) == (plain.compute_bytes, plain.kv_cache_bytes)
-    assert emb.kv_cache_bytes > 0 and emb.compute_bytes >= spec.arch.vocab_size * 512 * 4  # logits of a micro-batch
+    assert emb.kv_cache_bytes == plain.kv_cache_bytes > 0
+    assert emb.compute_bytes >= spec.arch.vocab_size * 512 * 4  # logits of a micro-batch
+    # a chat model's llama-server reserves logits for one output per slot (server_output_limits), an --embeddings
+    # one for every row of the micro-batch
+    assert plain.compute_bytes < emb.compute_bytes
 
 
 def test_context_suggestion_for_an_encoder_fits_when_estimated_afresh() -> None:

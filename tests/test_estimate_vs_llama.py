@@ -1,5 +1,10 @@
-"""The estimator against llama.cpp itself: load the real Gemma 3 270M GGUF in llama-cpp-python with each
-configuration and compare agiplan's prediction with llama.cpp's own 'buffer size' log lines.
+"""The estimator against the llama.cpp vendored in llama-cpp-python 0.3.36: load the real Gemma 3 270M GGUF in
+process with each configuration and compare agiplan's prediction with llama.cpp's own 'buffer size' log lines.
+
+The estimate's compute buffer follows llama-server of the pinned current llama.cpp (b11434), checked per buffer in
+tests/test_estimate_vs_llama_tools.py: llama-server reserves logits for one output per slot where the library
+reserves all n_ubatch rows, and b11434 adds an input branch. Weights, KV and the output buffer are the same in
+both builds and are checked here against the vendored one.
 
 llama.cpp prints sizes in MiB with two decimals, so "exact" means within 0.005 MiB (5.2 KiB).
 """
@@ -56,5 +61,5 @@ def test_gemma_memory_matches_llama_cpp_log(
     host = est.devices[-1].memory
     assert abs(host.kv_cache_bytes - measured.total("KV")) <= 2 * ROUNDING, log[-2000:]  # two caches: global + SWA
     assert abs(host.weights_bytes - measured.total("model")) <= 2 * ROUNDING  # CPU_Mapped + CPU_REPACK lines
-    assert abs(host.compute_bytes - measured.total("compute")) <= ROUNDING
+    assert measured.total("compute") > 0
     assert measured.total("output") == 262144 * parallel * 4  # logits of one output per slot

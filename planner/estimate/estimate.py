@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from planner.errors import EstimateError
-from planner.estimate.compute import vllm_activation_bytes
-from planner.estimate.engines import EngineRules, rules_for
+from planner.estimate.compute import LLAMA_CPP_BUILD, vllm_activation_bytes
+from planner.estimate.engines import EngineRules, rules_for, vllm_profile
 from planner.estimate.kv import (
     VLLM_BLOCK_SIZE,
     KvLayout,
@@ -232,7 +232,13 @@ def _estimate_llama_cpp(
         )
     if cfg.kv_type_v.lower() not in ("f16", "f32", "bf16") and not cfg.flash_attn:
         notes.append("llama.cpp needs flash attention for a quantized V cache (-fa on)")
-    sources = _sources(spec, weights, cfg)
+    sources = _sources(
+        spec,
+        weights,
+        cfg,
+        f"llama-server of llama.cpp {LLAMA_CPP_BUILD}: graph reserved for n_ubatch tokens with one output per slot "
+        "(KQ without flash attention, FFN, masks, the input branch)",
+    )
     return Estimate(
         model_ref=spec.ref,
         arch=arch,
@@ -328,25 +334,29 @@ def _estimate_vllm(
     if not 0.0 < util <= 1.0:
         raise EstimateError(f"--gpu-memory-utilization must be in (0, 1], got {util}.")
     weights_per_gpu = -(-weights.total_bytes // tp)
-    activation = vllm_activation_bytes(arch, tp, rules.max_num_batched_tokens, max(1, cfg.parallel))
-    overhead = rules.cuda_graph_bytes + rules.non_torch_bytes * tp  # NCCL buffers grow with the TP group
+    profile = vllm_profile(cfg.vllm_version, cfg.ctx, gpus[0].capacity_bytes, gpus[0].name)
+    activation = vllm_activation_bytes(arch, tp, profile.max_num_batched_tokens, max(1, cfg.parallel))
+    overhead = rules.cuda_graph_bytes + rules.non_torch_bytes
+    # the part of the overhead the KV cache is sized around; V0 captured the graphs afterwards, out of the rest
+    in_budget = overhead if profile.cuda_graphs_in_budget else rules.non_torch_bytes
     page = vllm_page_bytes(arch, _vllm_kv_dtype(cfg), tp)
     usages: list[DeviceUsage] = []
     kv_blocks = None
     for g in gpus:
         reserved = int(g.capacity_bytes * util)
-        kv_avail = reserved - weights_per_gpu - activation - overhead
+        kv_avail = reserved - weights_per_gpu - activation - in_budget
         blocks = max(0, kv_avail // page) if page else 0
         kv_blocks = blocks if kv_blocks is None else min(kv_blocks, blocks)
         mem = MemoryParts(weights_per_gpu, max(0, kv_avail), activation, overhead)
-        margin = g.capacity_bytes - reserved
+        margin = max(0, g.capacity_bytes - reserved - (overhead - in_budget))
         usages.append(DeviceUsage(g, mem, margin, tuple(range(arch.n_layers)), True, False))
     host_mem = MemoryParts(0, 0, 0, rules.host_runtime_bytes)
     usages.append(DeviceUsage(host, host_mem, rules.host_margin_bytes, (), False, True))
     kv_tokens = (kv_blocks or 0) * VLLM_BLOCK_SIZE
     notes = [
         f"vLLM reserves {util:.2f} × total memory on each of {tp} GPU(s) and gives what weights and "
-        f"activations leave to the KV cache: {kv_tokens} tokens"
+        f"activations leave to the KV cache: {kv_tokens} tokens",
+        f"memory profile of {profile.detail}",
     ]
     need = cfg.ctx * max(1, cfg.parallel)
     if kv_tokens < need:
@@ -398,7 +408,12 @@ def _estimate_vllm(
         devices=tuple(usages),
         kv_capacity_tokens=kv_tokens,
         speed=speed,
-        sources=_sources(spec, weights, cfg),
+        sources=_sources(
+            spec,
+            weights,
+            cfg,
+            f"{profile.detail} profile run: max_num_batched_tokens activations + sampler logits",
+        ),
         notes=tuple(notes),
     )
 
@@ -415,10 +430,10 @@ def _vllm_kv_dtype(cfg: RunConfig) -> str:
 # ------------------------------------------------------------------------------------------ provenance
 
 
-def _sources(spec: ModelSpec, weights: ModelWeights, cfg: RunConfig) -> dict[str, Source]:
+def _sources(spec: ModelSpec, weights: ModelWeights, cfg: RunConfig, compute_detail: str) -> dict[str, Source]:
     kv_detail = (
-        "layers × cells × kv_heads × (head_dim_k + head_dim_v) × bytes/element, llama.cpp padding and "
-        "SWA rules (src/llama-kv-cache*.cpp)"
+        f"layers × cells × kv_heads × (head_dim_k + head_dim_v) × bytes/element, llama.cpp {LLAMA_CPP_BUILD} "
+        "padding and SWA rules (src/llama-kv-cache*.cpp)"
         if cfg.engine != "vllm"
         else "vLLM paging: (utilization × total − weights − activations − graphs) // page × block_size"
     )
@@ -426,12 +441,7 @@ def _sources(spec: ModelSpec, weights: ModelWeights, cfg: RunConfig) -> dict[str
         "architecture": spec.arch.source,
         "weights": weights.source,
         "kv_cache": Source("formula", kv_detail),
-        "compute": Source(
-            "formula",
-            "llama.cpp graph reservation for n_ubatch tokens (logits, KQ without flash attention, FFN)"
-            if cfg.engine != "vllm"
-            else "vLLM profile run: max_num_batched_tokens activations + sampler logits",
-        ),
+        "compute": Source("formula", compute_detail),
         "overhead": Source("catalog", rules_for(cfg.engine).source),
     }
 

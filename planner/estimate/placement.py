@@ -292,7 +292,7 @@ def device_usages(
 
     host_holds_output = out_slot == n
     if layers[n] or host_holds_output:
-        host_compute = llama_cpp_compute_bytes(arch, cfg, layout, tuple(layers[n]), host_holds_output)
+        host_compute = llama_cpp_compute_bytes(arch, cfg, layout, tuple(layers[n]), host_holds_output, runs_inputs=True)
     else:
         host_compute = llama_cpp_host_compute_bytes(arch, cfg, layout)
     host_overhead = rules.host_runtime_bytes + output_buffer_bytes(arch, cfg)

@@ -79,6 +79,7 @@ class RunConfig:
     swa_full: bool = False  # llama-server default; llama-cpp-python's Llama() uses the C default (True)
     kv_unified: bool = False
     gpu_memory_utilization: float = 0.9  # vLLM: fraction of TOTAL memory per instance
+    vllm_version: str = "0.11.0"  # vLLM: the version whose memory profile is modelled (engines.vllm_profile)
     depth_tokens: int = 0  # context already in the KV cache when decode speed is quoted (tg128 ~ 0)
 
     def batch_sizes(self) -> tuple[int, int]:

@@ -95,6 +95,7 @@ def llama_params(cfg: LlamaBenchConfig) -> object:
         swa_full=cfg.swa_full,
         n_threads=cfg.n_threads or default_threads(),
         no_perf=False,
+        n_outputs_max=cfg.parallel,  # as llama-server reserves (server_output_limits): one output per slot
     )
 
 
@@ -280,6 +281,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         return 2
     path, raw = args
     cfg = LlamaBenchConfig(**json.loads(raw))
+
     def ready() -> None:
         sys.stdout.write("ready\n")
         sys.stdout.flush()

@@ -70,6 +70,7 @@ class LlamaParams:
     n_threads: int | None = None
     no_perf: bool = True  # llama.cpp's default; False makes llama_perf_context() report timings
     embeddings: bool = False  # llama-server --embeddings: the context outputs embeddings (encoders)
+    n_outputs_max: int = 0  # output rows a ubatch may have: 0 = n_batch (the library); llama-server sets n_seq_max
 
 
 def ggml_type_id(name: str) -> int:
@@ -108,6 +109,7 @@ def loaded_context(path: str | Path, p: LlamaParams) -> Iterator[tuple[Any, Any,
             cparams.kv_unified = p.kv_unified
             cparams.no_perf = p.no_perf
             cparams.embeddings = p.embeddings
+            cparams.n_outputs_max = p.n_outputs_max
             if p.n_threads:
                 cparams.n_threads = p.n_threads
                 cparams.n_threads_batch = p.n_threads
