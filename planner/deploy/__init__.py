@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -290,6 +291,50 @@ def hf_repo(p: Placement) -> str:
     if entry.downloads is not None and p.quant in entry.downloads.checkpoints:
         return entry.downloads.checkpoints[p.quant].repo
     return entry.hf_repo
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """A documented context extension as the engines take it: RoPE scaling method, factor and the context the
+    model was trained at (llama-server --rope-scaling / --rope-scale / --yarn-orig-ctx; vLLM's rope_scaling)."""
+
+    method: Literal["yarn", "linear"]
+    factor: float
+    original_ctx: int
+
+
+_EXTENSION_TEXT = re.compile(r"factor\s+([0-9]+(?:\.[0-9]+)?)\s+over\s+([0-9]+)", re.IGNORECASE)
+
+
+def rope_scaling(p: Placement) -> RopeScaling | None:
+    """The extension placement `p` must run with: None when the plan left it within its trained context
+    (`context_extension` empty). A catalog model's figures come from the catalog (factor = context_extended ÷
+    context_trained, over context_trained); another model's from the plan's text ("YaRN, factor 4 over 32768").
+    The method is the one the text names (YaRN or linear); anything else is refused, never guessed."""
+    text = p.context_extension
+    if not text:
+        return None
+    from planner.catalog import load_catalog
+
+    cat = load_catalog()
+    factor: float | None = None
+    original: int | None = None
+    if p.model in cat.models:
+        base = cat.base_model(p.model)
+        if base.context_extended and base.context_trained:
+            factor, original = base.context_extended / base.context_trained, base.context_trained
+    if factor is None and (m := _EXTENSION_TEXT.search(text)):
+        factor, original = float(m.group(1)), int(m.group(2))
+    lowered = text.lower()
+    method: Literal["yarn", "linear"] | None = (
+        "yarn" if "yarn" in lowered else "linear" if "linear" in lowered else None
+    )
+    if method is None or factor is None or original is None or not (1.0 < factor < 1e3) or original <= 0:
+        raise PlannerError(
+            f"plan: role {p.role} runs past its trained context with {text!r}, which deploy cannot turn into "
+            "engine flags (expected YaRN or linear RoPE scaling, 'factor F over N')."
+        )
+    return RopeScaling(method, factor, original)
 
 
 def build_deployment(
