@@ -21,6 +21,7 @@ serializer from validated plan values; `comment()` makes any text one safe comme
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -85,6 +86,7 @@ class Endpoint:
     port: int
     model_name: str  # what the engine answers to: llama-server --alias, vLLM --served-model-name, ollama model
     embedding: bool = False  # served for /v1/embeddings, not chat
+    keyed: bool = False  # on a server other hosts reach: requests carry the deployment's key (Ollama ignores it)
 
     @property
     def base_url(self) -> str:
@@ -136,7 +138,15 @@ class Deployment:
                 for p in self.processes
             ],
             "endpoints": [
-                {"role": e.role, "server": e.server, "engine": e.engine, "base_url": e.base_url, "model": e.model_name}
+                {
+                    "role": e.role,
+                    "server": e.server,
+                    "engine": e.engine,
+                    "base_url": e.base_url,
+                    "model": e.model_name,
+                    "embedding": e.embedding,
+                    "api_key": e.keyed,  # True: send the key in API_KEY_FILE (never the key itself here)
+                }
                 for e in self.endpoints
             ],
             "files": sorted(self.files),
@@ -424,13 +434,13 @@ def _server_processes(
             procs.append(proc)
         else:
             procs += vllm.serve_process(s, p, port, util, bind=bind, keyed=not local)
-        by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role, serves_embeddings(p))
+        by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role, serves_embeddings(p), not local)
     for n, group in enumerate(llama_cpp.router_groups(s, on_demand)):
         port = next_port["llama.cpp"]
         next_port["llama.cpp"] += 1
         procs.append(llama_cpp.router_process(s, n, group, port, bind=bind, keyed=not local))
         for p in group:
-            by_role[p.role] = Endpoint(p.role, s.name, "llama.cpp", host, port, p.role, serves_embeddings(p))
+            by_role[p.role] = Endpoint(p.role, s.name, "llama.cpp", host, port, p.role, serves_embeddings(p), not local)
     o_procs, o_eps, o_notes = ollama.instances(s, host, models_dir, bind=bind)
     procs += o_procs
     notes += o_notes
@@ -446,7 +456,7 @@ def _server_processes(
                     f"server {s.name}."
                 )
             name = p.role if (p.adapters and p.engine == "vllm") else base.model_name
-            by_role[p.role] = Endpoint(p.role, s.name, base.engine, base.host, base.port, name, base.embedding)
+            by_role[p.role] = dataclasses.replace(base, role=p.role, model_name=name)
     eps = [by_role[p.role] for p in s.placements]
     return procs, eps, notes
 

@@ -142,7 +142,8 @@ def instances(
                 ),
             )
         )
-        eps += [Endpoint(p.role, server.name, "ollama", host, port, p.role, serves_embeddings(p)) for p in ps]
+        keyed = bind != LOOPBACK  # Ollama has no key and ignores the one sent (the firewall note above)
+        eps += [Endpoint(p.role, server.name, "ollama", host, port, p.role, serves_embeddings(p), keyed) for p in ps]
     return procs, eps, notes
 
 
