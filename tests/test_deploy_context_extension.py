@@ -77,6 +77,11 @@ def test_llama_server_gets_the_documented_rope_flags() -> None:
     # each flag is a row of the pinned build's README table, and yarn a documented value of --rope-scaling
     assert {"--rope-scaling", "--rope-scale", "--yarn-orig-ctx"} <= _readme_flags()
     assert "`--rope-scaling {none,linear,yarn}`" in README_B11434.read_text()
+    readme = dep.files["README.md"]
+    assert (
+        "`longdoc`: 65536 tokens per conversation, past the 32768 it was trained on: yarn RoPE scaling, factor 4"
+        in readme
+    )
 
 
 def test_role_within_trained_context_gets_no_rope_flags() -> None:

@@ -46,6 +46,13 @@ def test_every_role_of_the_option_with_its_url_and_key(tmp_path: Path) -> None:
     )
 
 
+def test_router_host_readme_says_how_to_bench_it(tmp_path: Path) -> None:
+    out = _deployed(tmp_path)
+    assert "agiplan bench --plan plan.json --deployment . --out bench.json" in (out / "README.md").read_text()
+    second = build_deployment(agents_plan(), "second", 1)
+    assert "--deployment" not in second.files["README.md"]  # bench from the router's folder, which lists every role
+
+
 def test_router_asks_for_the_key_by_server_not_by_address(tmp_path: Path) -> None:
     """A second host reached at 127.0.0.1 (the loopback test) still gets the key in the LiteLLM config."""
     dep = build_deployment(agents_plan(), "main", 1, addresses={"second": "127.0.0.1"})
