@@ -102,3 +102,7 @@ def test_cli_deployment_needs_plan_and_never_prints_the_key(tmp_path: Path) -> N
     res = runner.invoke(app, ["bench", "--plan", str(plan_path), "--deployment", str(out)])
     assert isinstance(res.exception, PlannerError) and "is not in option 1" in str(res.exception)
     assert KEY not in str(res.exception) and KEY not in res.output
+    manifest["endpoints"][0]["role"] = "reasoner"
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    res = runner.invoke(app, ["bench", "--plan", str(plan_path), "--deployment", str(out), "--option", "0"])
+    assert isinstance(res.exception, PlannerError) and "deploys option 1" in str(res.exception)

@@ -164,7 +164,7 @@ def bench_command(
             to_write = synthetic_file(synthetic, quant or "Q4_K_M")
             check_room_for([to_write])
     result = _new_result(measure_host, Path(model) if model else None)
-    deployed = _load_deployed(plan, deployment) if plan is not None and deployment is not None else None
+    deployed = _load_deployed(plan, deployment, option) if plan is not None and deployment is not None else None
     planned = None
     if plan is not None and deployed is None:
         planned = _prepare_plan(result, plan, server or "", option, lcfg, on_this_host)
@@ -331,11 +331,14 @@ def _bench_endpoint(
     return 1 if failed else 0
 
 
-def _load_deployed(plan_path: Path, folder: Path) -> Deployed:
+def _load_deployed(plan_path: Path, folder: Path, option: int | None) -> Deployed:
     from planner.measure.deployed import load_deployed
     from planner.plan.schema import load_plan
 
-    return load_deployed(load_plan(plan_path), plan_path, folder)
+    deployed = load_deployed(load_plan(plan_path), plan_path, folder)
+    if option is not None and option != deployed.option:
+        raise PlannerError(f"--option {option}: {folder} deploys option {deployed.option}; leave --option out.")
+    return deployed
 
 
 def _bench_deployed(result: BenchResult, deployed: Deployed, n_gen: int, repetitions: int, timeout: float) -> int:
