@@ -64,6 +64,7 @@ VLLM_SERVE_FLAGS = {
     "--kv-cache-dtype",
     "--enable-lora",
     "--lora-modules",
+    "--hf-overrides",  # JSON merged into the HF config (engine args); the context-extension example's way to YaRN
 }
 
 # Ray `ray start` CLI, https://docs.ray.io/en/latest/cluster/cli.html#ray-start (used by vLLM's multi-node docs).

@@ -135,6 +135,16 @@ def _rewrite(out: Path, ports: dict[int, int], *, bind_loopback: bool) -> None:
         script.write_text(text)
 
 
+def _rewrite_manifest(out: Path, ports: dict[str, dict[int, int]]) -> None:
+    """Only ports: each endpoint's base URL in deploy.json gets its server's free port (the bench reads it)."""
+    path = out / "deploy.json"
+    manifest = json.loads(path.read_text())
+    for e in manifest["endpoints"]:
+        head, port, tail = re.fullmatch(r"(http://[^:/]+:)(\d+)(/v1)", e["base_url"]).groups()  # type: ignore[union-attr]
+        e["base_url"] = f"{head}{ports[e['server']][int(port)]}{tail}"
+    path.write_text(json.dumps(manifest))
+
+
 def _http(port: int, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/json"}
@@ -321,6 +331,40 @@ def test_deployment_runs_on_loopback(tmp_path: Path, tools: Any, models: dict[st
             report_md = (tmp_path / "report.md").read_text()
             assert f"{decode:.1f}" in report_md or f"{decode:g}" in report_md, report_md[-3000:]
             _log(f"bench chat through its deployed server: {decode} tok/s decode; report.md shows it")
+
+            # the whole deployment, role by role, through the servers it runs (deploy.json + the key file)
+            _rewrite_manifest(main_out, {"main": main_ports, "helper": helper_ports})
+            bench_d = [sys.executable, "-m", "planner", "bench", "--plan", str(plan_path), "--deployment",
+                       str(main_out), "--gen", "8", "-r", "1", "--no-calibrate",
+                       "-o", str(tmp_path / "bd.json")]  # fmt: skip
+            res_d = subprocess.run(bench_d, capture_output=True, text=True, timeout=300, check=False)
+            assert res_d.returncode == 0, res_d.stdout[-3000:] + res_d.stderr[-3000:]
+            report_d = [sys.executable, "-m", "planner", "report", str(plan_path), str(tmp_path / "bd.json"),
+                        "-o", str(tmp_path / "report-d.md")]  # fmt: skip
+            res_rd = subprocess.run(report_d, capture_output=True, text=True, timeout=300, check=False)
+            assert res_rd.returncode == 0, res_rd.stderr
+            saved = (tmp_path / "bd.json").read_text()
+            report_d_md = (tmp_path / "report-d.md").read_text()
+            for text in (res_d.stdout, res_d.stderr, saved, report_d_md):
+                assert key not in text  # the key is read from the folder's api-key, never shown or saved
+            runs = {r["role"]: r for r in json.loads(saved)["runs"]}
+            assert set(runs) == {"chat", "coder", "summarizer", "drafter", "reasoner", "rag"}, sorted(runs)
+            for role, r in runs.items():
+                metric = "prefill_tok_s" if role == "rag" else "decode_tok_s"
+                measured, predicted = r["measured"][metric], r["predicted"][metric]
+                assert r["kind"] == "deployed" and r["verdict"] == "measured" and measured > 0, r
+                if role != "rag":  # llama-server's own timings: decode and prefill of the whole prompt
+                    assert measured == r["measured"]["llama_decode_tok_s"] and r["measured"]["prefill_tok_s"] > 0, r
+                # the report's bench table: one row per role and metric, predicted next to measured
+                row = re.search(
+                    rf"\| {role}: [^|]* \| [^|]* \| [^|]* \| {predicted:.1f} \| {measured:.1f} \|", report_d_md
+                )
+                assert row, (role, report_d_md[-4000:])
+                _log(
+                    f"bench --deployment {role} ({r['server']}): {metric} predicted {predicted:g}, "
+                    f"measured {measured:g}"
+                )
+            assert runs["summarizer"]["measured"]["load_s"] is not None  # on demand: loaded by the first request
 
             # the split model's layers went to the RPC worker: the head connected to it (llama.cpp's RPC client
             # opens a connection per command) and its tensor cache (-c) is under LLAMA_CACHE

@@ -3,7 +3,8 @@
 Modes (exactly one): `--model PATH` (a GGUF in llama.cpp, in process), `--synthetic ID --quant Q` (a
 random-weight GGUF of a catalog model, written to the cache, then benched), `--endpoint URL --model-name
 NAME` (a running OpenAI-compatible server), `--plan plan.json --server NAME` (every role of that server
-alone, then all together as planned), `--show-calibration`.
+alone, then all together as planned), `--plan plan.json --deployment DIR` (each role of a running `agiplan
+deploy` folder through its endpoint, against the plan), `--show-calibration`.
 
 Presentation and orchestration only; measuring lives in planner.measure (bench records in
 planner.measure.records), predicting in planner.estimate, calibration maths in planner.calibration.
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from planner.estimate.types import Device
     from planner.measure.bench_llama import LlamaBenchConfig, WorkerJob
+    from planner.measure.deployed import Deployed
     from planner.measure.results import BenchResult, BenchRun
     from planner.measure.synthetic import SyntheticFile
     from planner.plan.schema import Placement
@@ -68,6 +70,10 @@ def bench_command(
     concurrency: Annotated[str, typer.Option("--concurrency", help="Endpoint: concurrent requests, e.g. 1,4,8.")] = "1",
     plan: Annotated[Path | None, typer.Option("--plan", help="Plan file from 'agiplan recommend --out'.")] = None,
     server: Annotated[str | None, typer.Option("--server", help="Server of the plan to bench (its name).")] = None,
+    deployment: Annotated[
+        Path | None,
+        typer.Option("--deployment", help="With --plan: bench each role of this running 'agiplan deploy' folder."),
+    ] = None,
     option: Annotated[
         int | None, typer.Option("--option", help="Plan option index (default: the recommended one).")
     ] = None,
@@ -112,6 +118,8 @@ def bench_command(
             "bench prints a table or json; for Markdown, save the result with --out and run "
             "'agiplan report PLAN.json RESULT.json'."
         )
+    if deployment is not None and plan is None:
+        raise PlannerError("--deployment needs --plan FILE (the plan it was deployed from).")
     modes = [x for x in (model, synthetic, endpoint, plan) if x is not None] + ([1] if show_calibration else [])
     if len(modes) != 1:
         raise PlannerError(
@@ -143,8 +151,8 @@ def bench_command(
 
         register_secret(api_key)  # masked everywhere from here on, even if it is refused just below
         api_key = header_value(api_key, "--api-key (or $OPENAI_API_KEY)")
-    if plan is not None and not server:
-        raise PlannerError("--plan needs --server NAME (one of the plan's servers).")
+    if plan is not None and not server and deployment is None:
+        raise PlannerError("--plan needs --server NAME (one of the plan's servers) or --deployment DIR.")
     # checked before anything is spent (written, loaded, started); refusals save no --out
     to_write: SyntheticFile | None = None
     if model is not None or synthetic is not None:
@@ -156,11 +164,16 @@ def bench_command(
             to_write = synthetic_file(synthetic, quant or "Q4_K_M")
             check_room_for([to_write])
     result = _new_result(measure_host, Path(model) if model else None)
-    planned = _prepare_plan(result, plan, server or "", option, lcfg, on_this_host) if plan is not None else None
+    deployed = _load_deployed(plan, deployment, option) if plan is not None and deployment is not None else None
+    planned = None
+    if plan is not None and deployed is None:
+        planned = _prepare_plan(result, plan, server or "", option, lcfg, on_this_host)
     code = 0
     try:
         if endpoint is not None:
             code = _bench_endpoint(result, endpoint, model_name or "", concurrency, n_gen, timeout, ctx, api_key)
+        elif deployed is not None:
+            code = _bench_deployed(result, deployed, n_gen, repetitions, timeout)
         elif planned is not None:
             code = _bench_plan(result, planned)
         else:
@@ -316,6 +329,29 @@ def _bench_endpoint(
     if ollama and result.runs:
         add_ollama_figures(result.runs[0], name, ollama_timings(cfg), ollama_ps(url))
     return 1 if failed else 0
+
+
+def _load_deployed(plan_path: Path, folder: Path, option: int | None) -> Deployed:
+    from planner.measure.deployed import load_deployed
+    from planner.plan.schema import load_plan
+
+    deployed = load_deployed(load_plan(plan_path), plan_path, folder)
+    if option is not None and option != deployed.option:
+        raise PlannerError(f"--option {option}: {folder} deploys option {deployed.option}; leave --option out.")
+    return deployed
+
+
+def _bench_deployed(result: BenchResult, deployed: Deployed, n_gen: int, repetitions: int, timeout: float) -> int:
+    """Each role of a running deployment through its endpoint, one after the other (planner.measure.deployed)."""
+    from planner.measure.deployed import bench_role
+
+    with _progress() as prog:
+        task = prog.add_task(f"deployment {deployed.folder}", total=len(deployed.roles))
+        for r in deployed.roles:
+            prog.update(task, description=f"{r.server}/{r.placement.role} through its deployed server")
+            result.runs.append(bench_role(r, deployed.api_key, n_gen=n_gen, repetitions=repetitions, timeout_s=timeout))
+            prog.advance(task)
+    return 1 if result.failed else 0
 
 
 @dataclass(frozen=True)

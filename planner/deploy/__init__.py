@@ -21,8 +21,10 @@ serializer from validated plan values; `comment()` makes any text one safe comme
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -84,6 +86,7 @@ class Endpoint:
     port: int
     model_name: str  # what the engine answers to: llama-server --alias, vLLM --served-model-name, ollama model
     embedding: bool = False  # served for /v1/embeddings, not chat
+    keyed: bool = False  # on a server other hosts reach: requests carry the deployment's key (Ollama ignores it)
 
     @property
     def base_url(self) -> str:
@@ -135,7 +138,15 @@ class Deployment:
                 for p in self.processes
             ],
             "endpoints": [
-                {"role": e.role, "server": e.server, "engine": e.engine, "base_url": e.base_url, "model": e.model_name}
+                {
+                    "role": e.role,
+                    "server": e.server,
+                    "engine": e.engine,
+                    "base_url": e.base_url,
+                    "model": e.model_name,
+                    "embedding": e.embedding,
+                    "api_key": e.keyed,  # True: send the key in API_KEY_FILE (never the key itself here)
+                }
                 for e in self.endpoints
             ],
             "files": sorted(self.files),
@@ -292,6 +303,50 @@ def hf_repo(p: Placement) -> str:
     return entry.hf_repo
 
 
+@dataclass(frozen=True)
+class RopeScaling:
+    """A documented context extension as the engines take it: RoPE scaling method, factor and the context the
+    model was trained at (llama-server --rope-scaling / --rope-scale / --yarn-orig-ctx; vLLM's rope_scaling)."""
+
+    method: Literal["yarn", "linear"]
+    factor: float
+    original_ctx: int
+
+
+_EXTENSION_TEXT = re.compile(r"factor\s+([0-9]+(?:\.[0-9]+)?)\s+over\s+([0-9]+)", re.IGNORECASE)
+
+
+def rope_scaling(p: Placement) -> RopeScaling | None:
+    """The extension placement `p` must run with: None when the plan left it within its trained context
+    (`context_extension` empty). A catalog model's figures come from the catalog (factor = context_extended ÷
+    context_trained, over context_trained); another model's from the plan's text ("YaRN, factor 4 over 32768").
+    The method is the one the text names (YaRN or linear); anything else is refused, never guessed."""
+    text = p.context_extension
+    if not text:
+        return None
+    from planner.catalog import load_catalog
+
+    cat = load_catalog()
+    factor: float | None = None
+    original: int | None = None
+    if p.model in cat.models:
+        base = cat.base_model(p.model)
+        if base.context_extended and base.context_trained:
+            factor, original = base.context_extended / base.context_trained, base.context_trained
+    if factor is None and (m := _EXTENSION_TEXT.search(text)):
+        factor, original = float(m.group(1)), int(m.group(2))
+    lowered = text.lower()
+    method: Literal["yarn", "linear"] | None = (
+        "yarn" if "yarn" in lowered else "linear" if "linear" in lowered else None
+    )
+    if method is None or factor is None or original is None or not (1.0 < factor < 1e3) or original <= 0:
+        raise PlannerError(
+            f"plan: role {p.role} runs past its trained context with {text!r}, which deploy cannot turn into "
+            "engine flags (expected YaRN or linear RoPE scaling, 'factor F over N')."
+        )
+    return RopeScaling(method, factor, original)
+
+
 def build_deployment(
     plan: Plan,
     server: str,
@@ -379,13 +434,13 @@ def _server_processes(
             procs.append(proc)
         else:
             procs += vllm.serve_process(s, p, port, util, bind=bind, keyed=not local)
-        by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role, serves_embeddings(p))
+        by_role[p.role] = Endpoint(p.role, s.name, p.engine, host, port, p.role, serves_embeddings(p), not local)
     for n, group in enumerate(llama_cpp.router_groups(s, on_demand)):
         port = next_port["llama.cpp"]
         next_port["llama.cpp"] += 1
         procs.append(llama_cpp.router_process(s, n, group, port, bind=bind, keyed=not local))
         for p in group:
-            by_role[p.role] = Endpoint(p.role, s.name, "llama.cpp", host, port, p.role, serves_embeddings(p))
+            by_role[p.role] = Endpoint(p.role, s.name, "llama.cpp", host, port, p.role, serves_embeddings(p), not local)
     o_procs, o_eps, o_notes = ollama.instances(s, host, models_dir, bind=bind)
     procs += o_procs
     notes += o_notes
@@ -401,7 +456,7 @@ def _server_processes(
                     f"server {s.name}."
                 )
             name = p.role if (p.adapters and p.engine == "vllm") else base.model_name
-            by_role[p.role] = Endpoint(p.role, s.name, base.engine, base.host, base.port, name, base.embedding)
+            by_role[p.role] = dataclasses.replace(base, role=p.role, model_name=name)
     eps = [by_role[p.role] for p in s.placements]
     return procs, eps, notes
 

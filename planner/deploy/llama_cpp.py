@@ -14,6 +14,8 @@ Flags (llama.cpp tools/server/README.md; tools/rpc/README.md and rpc-server.cpp 
   -b N -ub N  the micro-batch the plan's memory was sized for, where the plan records one: encoders (BERT,
               BGE-M3) run each input as one micro-batch (non-causal attention; longer inputs get "input is too
               large to process"), so N = ctx (planner.estimate.estimate.embedding_batch)
+  --rope-scaling yarn|linear --rope-scale F --yarn-orig-ctx N   a context past the trained one, with the
+              catalog's documented extension (plan's context_extension): Qwen2.5 YaRN factor 4 over 32,768
   --host/--port
   --cors-origins localhost --no-cors-credentials   CORS for localhost pages only (default "*" with credentials)
   LLAMA_ARG_API_KEY_FILE (env of --api-key-file)  the key, for servers other hosts reach
@@ -40,6 +42,7 @@ from planner.deploy import (
     local_gpu_indices,
     model_file,
     placement_vendor,
+    rope_scaling,
     serves_embeddings,
     vendor_of,
     visible_devices_env,
@@ -89,6 +92,9 @@ def model_flags(server: PlanServer, p: Placement, rpc: list[str] | None = None) 
         argv += ["--rpc", ",".join(rpc)]
     if p.adapters:
         argv += ["--lora", ",".join(p.adapters)]
+    if (rope := rope_scaling(p)) is not None:
+        argv += ["--rope-scaling", rope.method, "--rope-scale", f"{rope.factor:g}"]
+        argv += ["--yarn-orig-ctx", str(rope.original_ctx)] if rope.method == "yarn" else []
     if serves_embeddings(p):
         argv.append("--embeddings")
     if p.n_ubatch is not None:
@@ -131,6 +137,11 @@ def server_process(
         note += (
             f"\nEmbedding model: -b/-ub {p.n_ubatch} so that one input of up to {p.n_ubatch} tokens fits one "
             "micro-batch (non-causal attention); the planned compute buffer is sized for it."
+        )
+    if (rope := rope_scaling(p)) is not None:
+        note += (
+            f"\nContext {p.ctx} is past the {rope.original_ctx} tokens it was trained on: {rope.method} RoPE scaling, "
+            f"factor {rope.factor:g} (the catalog's documented extension: {p.context_extension})."
         )
     if rpc:
         note += (

@@ -23,10 +23,12 @@ from planner.deploy import (
     Deployment,
     Endpoint,
     Process,
+    RopeScaling,
     comment,
     gpu_vendor,
     model_file,
     placement_vendor,
+    rope_scaling,
     serves_embeddings,
     visible_devices_env,
 )
@@ -64,8 +66,20 @@ def modelfile(p: Placement, models_dir: str, header: str) -> str:
         f"FROM {_modelfile_value(_from_line(p, models_dir))}",
         f"PARAMETER num_ctx {p.ctx}",
     ]
+    if (rope := rope_scaling(p)) is not None:
+        lines[-1:-1] = comment(extension_note(p.role, rope))
     lines += [f"ADAPTER {_modelfile_value(a)}" for a in p.adapters]
     return "\n".join(lines) + "\n"
+
+
+def extension_note(role: str, rope: RopeScaling) -> str:
+    """Ollama's Modelfile has no RoPE / YaRN parameter (docs/modelfile.md lists num_ctx, sampling and stop
+    parameters only): what the plan's extension needs from the GGUF itself."""
+    return (
+        f"{role}: the plan runs it past its trained {rope.original_ctx} tokens with {rope.method} RoPE scaling, "
+        f"factor {rope.factor:g}; Ollama's Modelfile has no parameter for it, so the GGUF's own rope scaling "
+        "metadata must carry it (else serve this role with llama.cpp, which takes --rope-scaling)."
+    )
 
 
 def _key(p: Placement) -> tuple[tuple[int, ...], int, str, bool, str]:
@@ -99,6 +113,7 @@ def instances(
         env["OLLAMA_KEEP_ALIVE"] = "-1" if always else ON_DEMAND_KEEP_ALIVE
         env["OLLAMA_KV_CACHE_TYPE"] = kv
         env["OLLAMA_FLASH_ATTENTION"] = "1" if fa else "0"
+        notes += [extension_note(p.role, rope) for p in ps if (rope := rope_scaling(p)) is not None]
         if kv not in OLLAMA_KV_TYPES:
             notes.append(f"ollama-{n}: KV type {kv} is not one of Ollama's ({', '.join(OLLAMA_KV_TYPES)}).")
         if bind != LOOPBACK:
@@ -127,7 +142,8 @@ def instances(
                 ),
             )
         )
-        eps += [Endpoint(p.role, server.name, "ollama", host, port, p.role, serves_embeddings(p)) for p in ps]
+        keyed = bind != LOOPBACK  # Ollama has no key and ignores the one sent (the firewall note above)
+        eps += [Endpoint(p.role, server.name, "ollama", host, port, p.role, serves_embeddings(p), keyed) for p in ps]
     return procs, eps, notes
 
 

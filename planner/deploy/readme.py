@@ -4,7 +4,7 @@ assumed."""
 
 from __future__ import annotations
 
-from planner.deploy import API_KEY_FILE, LOOPBACK, Deployment
+from planner.deploy import API_KEY_FILE, LOOPBACK, Deployment, rope_scaling
 from planner.plan.schema import Plan, PlanOption, PlanServer
 
 
@@ -76,6 +76,26 @@ def deployment_readme(plan: Plan, opt: PlanOption, srv: PlanServer, dep: Deploym
             "",
             "Link speed the plan assumed: " + (link[0] if link else "not recorded in the plan") + ".",
             "The RPC / Ray ports have no authentication: allow only the other server's address.",
+        ]
+    extended = [(p, rope) for p in srv.placements if (rope := rope_scaling(p)) is not None]
+    if extended:
+        lines += ["", "## Long context", ""]
+        lines += [
+            f"- `{p.role}`: {p.ctx} tokens per conversation, past the {rope.original_ctx} it was trained on: "
+            f"{rope.method} RoPE scaling, factor {rope.factor:g} (the catalog's documented extension)."
+            for p, rope in extended
+        ]
+    if srv.name == router_host:
+        lines += [
+            "",
+            "## Check it against the plan",
+            "",
+            "Once everything answers, measure each role through the servers above (the key is read from "
+            f"`{API_KEY_FILE}`) and put the figures next to the plan's:",
+            "",
+            "```bash",
+            "agiplan bench --plan plan.json --deployment . --out bench.json && agiplan report plan.json bench.json",
+            "```",
         ]
     if dep.notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in dep.notes)]

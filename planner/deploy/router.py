@@ -34,8 +34,8 @@ def litellm_entries(endpoints: Sequence[Endpoint]) -> list[dict[str, Any]]:
             "litellm_params": {
                 "model": f"openai/{e.model_name}",
                 "api_base": e.base_url,
-                # a loopback engine has no key; OpenAI clients still need a non-empty one
-                "api_key": "none" if e.host == LOOPBACK else f"os.environ/{KEY_ENV}",
+                # an engine on the router's host has no key; OpenAI clients still need a non-empty one
+                "api_key": f"os.environ/{KEY_ENV}" if e.keyed else "none",
             },
             # LiteLLM health-checks a model as chat unless model_info.mode says "embedding" (docs/proxy/health)
             "model_info": {"server": e.server, "engine": e.engine, **({"mode": "embedding"} if e.embedding else {})},

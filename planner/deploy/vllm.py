@@ -10,9 +10,20 @@ the first server, `ray start --address` on the others).
 
 from __future__ import annotations
 
+import json
 import math
 
-from planner.deploy import KeyEnv, Process, hf_repo, local_gpu_indices, placement_vendor, vendor_of, visible_devices_env
+from planner.deploy import (
+    KeyEnv,
+    Process,
+    RopeScaling,
+    hf_repo,
+    local_gpu_indices,
+    placement_vendor,
+    rope_scaling,
+    vendor_of,
+    visible_devices_env,
+)
 from planner.plan.schema import Placement, PlanServer
 
 UTILIZATION_CAP = 0.95  # sum of fractions on one card; the rest is left for the driver / CUDA context
@@ -81,6 +92,19 @@ def _quantization(quant: str) -> str | None:
     return None
 
 
+def hf_overrides_rope(rope: RopeScaling) -> str:
+    """`--hf-overrides` JSON that switches on a documented RoPE extension: the `rope_scaling` entry of the model's
+    config.json, as the Qwen2.5 model cards tell vLLM users to add it ({"type": "yarn", "factor": 4.0,
+    "original_max_position_embeddings": 32768}; transformers 4.x reads `rope_type`, and `type` for older configs).
+    vLLM's --hf-overrides merges it into the loaded config (docs.vllm.ai engine args; its context-extension
+    example replaced the older --rope-scaling flag with it). vLLM releases on transformers v5 name the entry
+    `rope_parameters` (with `rope_theta` inside) instead: edit the key there."""
+    entry: dict[str, object] = {"rope_type": rope.method, "factor": rope.factor}
+    if rope.method == "yarn":
+        entry["original_max_position_embeddings"] = rope.original_ctx
+    return json.dumps({"rope_scaling": entry}, separators=(",", ":"))
+
+
 def serve_argv(
     p: Placement, port: int, utilization: float, pipeline: int, *, bind: str = "127.0.0.1"
 ) -> tuple[str, ...]:
@@ -98,6 +122,8 @@ def serve_argv(
         argv += ["--kv-cache-dtype", "fp8"]
     if p.adapters:
         argv += ["--enable-lora", "--lora-modules", *(f"{a.rsplit('/', 1)[-1]}={a}" for a in p.adapters)]
+    if (rope := rope_scaling(p)) is not None:
+        argv += ["--hf-overrides", hf_overrides_rope(rope)]
     return tuple(argv)
 
 

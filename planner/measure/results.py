@@ -6,7 +6,7 @@ Schema-versioned and closed (extra="forbid"), like the plan file; `report` reads
     {schema_version, kind: "agiplan-bench", created_at, agiplan_version, complete,
      host {hostname, cpu, cores, threads, ram_total_bytes, ram_bandwidth_gbs, disk_read_gbs, gpus[], device_id,
            notes[]},
-     runs[] {model, engine, kind, role, ctx, parallel, kv_type, flash_attn, gpu_layers, concurrency,
+     runs[] {model, engine, kind, role, server, ctx, parallel, kv_type, flash_attn, gpu_layers, concurrency,
              predicted {weights_bytes, kv_cache_bytes, compute_bytes, decode_tok_s, prefill_tok_s, ...} | null,
              measured {weights_bytes, kv_cache_bytes, compute_bytes, peak_rss_bytes, decode_tok_s, prefill_tok_s,
                        ttft_s, ...},
@@ -30,7 +30,8 @@ from planner.io import load_versioned, write_json_atomic
 BENCH_SCHEMA_VERSION = 1
 BENCH_KIND = "agiplan-bench"
 
-RunKind = Literal["model", "synthetic", "endpoint", "plan-alone", "plan-together"]
+# deployed: one role of a running `agiplan deploy` folder, through its endpoint (planner.measure.deployed)
+RunKind = Literal["model", "synthetic", "endpoint", "plan-alone", "plan-together", "deployed"]
 Verdict = Literal["pass", "fail", "measured", "partial", "error"]
 
 
@@ -110,6 +111,7 @@ class BenchRun(_Closed):
     engine: str  # llama.cpp (in process), openai (an endpoint), ollama
     kind: RunKind
     role: str | None = None
+    server: str | None = None  # the plan's server the role runs on (deployed runs)
     model_path: str | None = None
     quant: str | None = None
     ctx: int = Field(ge=0)
