@@ -253,8 +253,9 @@ def test_url_credentials_never_reach_the_terminal(tmp_path: Path) -> None:
 
 
 def test_control_characters_from_files_never_reach_the_terminal(tmp_path: Path) -> None:
-    """Issue 15: ANSI escapes in a server file's hostname reached the terminal through `recommend`. Every line
-    the CLI's consoles write escapes them (planner/cli/_output.py): the hostname shows as text."""
+    """Issue 15: ANSI escapes in a server file's hostname reached the terminal through `recommend`. The server
+    file is now refused on load (issue 14: hostnames from a strict set), and the one-line error shows the
+    hostname escaped, as text (the consoles escape every line too: planner/cli/_output.py)."""
     server = json.loads(_cli("detect", "--format", "json", env={}).stdout)
     server["hostname"] = "evil\x1b[2J\x1b]0;pwned\x07box"
     path = tmp_path / "server.json"
@@ -262,6 +263,7 @@ def test_control_characters_from_files_never_reach_the_terminal(tmp_path: Path) 
     stack = tmp_path / "stack.yaml"
     stack.write_text("roles:\n  - name: a\n    models: [gemma-3-270m]\n    quants: [Q8_0]\n    ctx: 2048\n")
     proc = _cli("recommend", str(stack), "--server-file", str(path), env={})
-    assert proc.returncode in (0, 1), proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert "\x1b" not in proc.stdout + proc.stderr
-    assert "evil\\x1b[2J\\x1b]0;pwned" in proc.stdout  # shown, escaped
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "hostname 'evil\\x1b[2J\\x1b]0;pwned" in proc.stderr  # shown, escaped
