@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from planner.catalog import load_catalog
 from planner.estimate.devices import gpu_device, host_device
 from planner.estimate.estimate import estimate
-from planner.estimate.types import Estimate, RunConfig
+from planner.estimate.types import Estimate
 from planner.plan.problem import EstimateCache
 from planner.plan.recommend import recommend
 from planner.plan.schema import Placement, Plan, PlanServer
@@ -31,21 +31,9 @@ SEED = "main: 2x rtx-4090, ryzen-9-7950x, 128GiB"
 
 def _re_estimate(server: PlanServer, p: Placement) -> Estimate:
     """The placement through `estimate()` from what the plan records, as bench / deploy would run it."""
-    cfg = RunConfig(
-        engine="vllm" if p.engine == "vllm" else "llama.cpp",
-        ctx=p.ctx,
-        parallel=p.parallel,
-        kv_type_k=p.kv_type,
-        kv_type_v=p.kv_type,
-        flash_attn=p.flash_attn,
-        gpu_layers=p.gpu_layers if p.engine != "vllm" else None,
-        cpu_moe_layers=p.n_cpu_moe,
-        gpu_memory_utilization=p.gpu_memory_utilization or 0.9,
-    )
     gpus = [gpu_device(CAT, server.gpus[i]) for i in p.gpu_indices]
     host = host_device(CAT, server.cpu, server.ram_bytes / 2**30)
-    quant = None if p.model.endswith(".gguf") else p.quant
-    return estimate(resolve_model(p.model), cfg, gpus, host, quant=quant, suggest=False)
+    return estimate(resolve_model(p.model), p.run_config(), gpus, host, quant=p.estimate_quant(), suggest=False)
 
 
 def check_plan(plan: Plan) -> int:

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from planner.estimate.types import RunConfig
 from planner.io import load_versioned
 from planner.io import read_versioned_json as read_versioned_json  # re-exported: callers import it from here
 from planner.io import write_json_atomic as write_json_atomic  # re-exported
@@ -129,6 +130,24 @@ class Placement(_Closed):
     embedding: bool | None = None
     n_ubatch: int | None = Field(default=None, gt=0, le=2**24)  # llama.cpp -b / -ub the memory was planned for
     note: Text = ""
+
+    def run_config(self) -> RunConfig:
+        """The estimator's inputs as planned: what `agiplan estimate` re-runs (report headroom, property tests)."""
+        return RunConfig(
+            engine=self.engine,
+            ctx=self.ctx,
+            parallel=self.parallel,
+            kv_type_k=self.kv_type,
+            kv_type_v=self.kv_type,
+            flash_attn=self.flash_attn,
+            gpu_layers=self.gpu_layers if self.engine != "vllm" else None,
+            cpu_moe_layers=self.n_cpu_moe,
+            gpu_memory_utilization=self.gpu_memory_utilization or 0.9,
+        )
+
+    def estimate_quant(self) -> str | None:
+        """The quant to ask the estimator for: None for a GGUF file (its own tensors' types)."""
+        return None if self.model.endswith(".gguf") else self.quant
 
 
 class PlanService(_Closed):

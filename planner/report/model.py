@@ -404,21 +404,8 @@ HeadroomInputs = tuple[str, "str | None", "RunConfig", tuple[str, ...], "str | N
 
 
 def _headroom_inputs(server: PlanServer, p: Placement) -> HeadroomInputs:
-    from planner.estimate.types import RunConfig
-
-    cfg = RunConfig(
-        engine=p.engine,
-        ctx=p.ctx,
-        parallel=p.parallel,
-        kv_type_k=p.kv_type,
-        kv_type_v=p.kv_type,
-        flash_attn=p.flash_attn,
-        gpu_layers=p.gpu_layers if p.engine != "vllm" else None,
-        cpu_moe_layers=p.n_cpu_moe,
-        gpu_memory_utilization=p.gpu_memory_utilization or 0.9,
-    )
-    quant = None if p.model.endswith(".gguf") else p.quant
-    return p.model, quant, cfg, tuple(server.gpus[i] for i in p.gpu_indices), server.cpu, server.ram_bytes
+    gpu_ids = tuple(server.gpus[i] for i in p.gpu_indices)
+    return p.model, p.estimate_quant(), p.run_config(), gpu_ids, server.cpu, server.ram_bytes
 
 
 def _headroom_estimates(inputs: HeadroomInputs) -> tuple[Estimate, Estimate, Estimate]:
