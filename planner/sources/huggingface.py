@@ -307,7 +307,7 @@ def _fetch_gguf(hub: _Hub, sha: str, files: dict[str, int | None], filename: str
         label = f"{hub.ref.display}/{part}"
         _, raw = parse_header_prefix(hub.fetcher(part, sha), file_size=size, label=label)
         blob = f"{_safe(sha)}--{_safe(part)}.header"
-        _atomic_write(_record_dir(hub.ref) / blob, raw)
+        _atomic_write(_record_dir(hub.ref) / blob, bytes(raw))
         entries.append({"name": part, "size": size, "header": blob})
     return {"kind": "gguf", "sha": sha, "endpoint": hub.endpoint, "parts": entries}
 
