@@ -116,10 +116,14 @@ def read_bytes_bounded(path: Path, what: str, max_bytes: int) -> bytes:
     fd = open_regular_file(p, what)
     try:
         with os.fdopen(fd, "rb") as f:
-            raw = f.read(max_bytes + 1)
+            # the size first: read(n) allocates n bytes up front, so a small file must not ask for the limit
+            size = os.fstat(f.fileno()).st_size
+            raw = b"" if size > max_bytes else f.read(size + 1)
+            if size < len(raw) <= max_bytes:  # it grew while read: take what fits the limit
+                raw += f.read(max_bytes + 1 - len(raw))
     except OSError as e:
         raise PlannerError(f"{p}: cannot read ({e.strerror or e}).") from None
-    if len(raw) > max_bytes:
+    if size > max_bytes or len(raw) > max_bytes:
         raise PlannerError(f"{p}: larger than the {max_bytes >> 10} KiB agiplan reads for a {what}.")
     return raw
 

@@ -322,6 +322,11 @@ def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> Str
             ok=False, ttft_s=t_first - t0, n_tokens=chunks, total_s=total,
             error=f"the stream ended after {chunks} token(s) without finishing ([DONE] or finish_reason)",
         )  # fmt: skip
+    if chunks > cfg.max_tokens:  # every content chunk holds at least one token
+        return StreamResult(
+            ok=False, ttft_s=t_first - t0, n_tokens=chunks, total_s=total,
+            error=f"the server streamed {chunks} chunks of text for max_tokens {cfg.max_tokens}",
+        )  # fmt: skip
     if usage_tokens is not None and usage_tokens > cfg.max_tokens:
         # a server's own count past what was asked for is not a measurement (1e30 gave "3.4e34 tok/s")
         return StreamResult(
@@ -427,9 +432,17 @@ def _get_json(root: str, path: str, timeout_s: float, body: dict[str, Any] | Non
         else:
             conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
-        raw = resp.read(_JSON_MAX_BYTES + 1)
-        if resp.status != 200 or late.is_set() or len(raw) > _JSON_MAX_BYTES:
+        parts: list[bytes] = []
+        n_bytes = 0
+        while n_bytes <= _JSON_MAX_BYTES:  # in pieces: read(n) would allocate the whole limit up front
+            piece = resp.read(64 << 10)
+            if not piece:
+                break
+            parts.append(piece)
+            n_bytes += len(piece)
+        if resp.status != 200 or late.is_set() or n_bytes > _JSON_MAX_BYTES:
             return None
+        raw = b"".join(parts)
         return json.loads(raw)
     except (OSError, http.client.HTTPException, ValueError, RecursionError):  # ValueError: JSON, UTF-8
         return None
