@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -226,3 +227,27 @@ def test_candidates_respect_budget_allow_and_dominance() -> None:
     assert {g for c in cands for g in c.gpus} == {"rtx-4060-ti-16gb"}
     assert [c.cost_usd for c in cands] == sorted(c.cost_usd for c in cands)
     assert any(not c.gpus for c in cands)  # the seed's "or even no GPU at all"
+
+
+def test_server_file_with_absurd_counts_is_refused(tmp_path: Path) -> None:
+    """A detect JSON with ram_total_bytes 10^400 raised OverflowError in recommend (found by
+    bench/fuzz_inputs.py); 17 GPUs would be planned one by one. Both are refused on load, in one line."""
+    cat = load_catalog()
+    host = HostInfo(
+        hostname="box",
+        gpus=[GpuInfo(0, "NVIDIA GeForce RTX 4090", "nvidia", 24564 * 2**20, 23 * GIB, GIB, "550", "rtx-4090", "nvml")],
+        cpu=CpuInfo("AMD Ryzen 9 7950X 16-Core Processor", "amd", 16, 32, True, True, "ryzen-9-7950x"),
+        ram_total_bytes=128 * GIB,
+        ram_available_bytes=120 * GIB,
+    )
+    path = tmp_path / "box.json"
+    write_host_json(path, host)
+    doc = json.loads(path.read_text())
+    for field, value, message in (
+        ("ram_total_bytes", 10**400, "ram_total_bytes: Input should be less than or equal to 4611686018427387904"),
+        ("gpus", doc["gpus"] * 17, "gpus: List should have at most 16 items"),
+    ):
+        path.write_text(json.dumps({**doc, field: value}))
+        with pytest.raises(HardwareError) as err:
+            server_from_detect(path, cat)
+        assert message in str(err.value) and "\n" not in str(err.value), str(err.value)

@@ -57,7 +57,9 @@ SCHEMA_VERSION = 1
 NO_GPU_NOTE = "no GPU found: planning will use the CPU only"
 
 _CONFIG = ConfigDict(extra="forbid", strict=True)  # a saved format: no "16" for 16, no "yes" for true
-NonNegInt = Annotated[int, Field(ge=0)]
+# Counts and bytes from a server file: at most 2^62 (4 EiB), so float conversions of them cannot overflow
+# (a ram_total_bytes of 10^400 raised OverflowError in recommend; found by bench/fuzz_inputs.py).
+NonNegInt = Annotated[int, Field(ge=0, le=1 << 62)]
 Candidates = Iterable[tuple[str, list[str]]]
 
 
@@ -82,8 +84,8 @@ class CpuInfo:
 
     model_name: str
     vendor: str
-    cores_physical: Annotated[int, Field(ge=1)]
-    threads: Annotated[int, Field(ge=1)]
+    cores_physical: Annotated[int, Field(ge=1, le=1 << 20)]
+    threads: Annotated[int, Field(ge=1, le=1 << 20)]
     avx2: bool
     avx512: bool
     catalog_id: str | None
@@ -94,7 +96,7 @@ class HostInfo:
     """Everything detect learns about one host; the JSON form is documented in the module docstring."""
 
     hostname: str
-    gpus: list[GpuInfo]
+    gpus: Annotated[list[GpuInfo], Field(max_length=16)]  # plan.servers.MAX_GPUS_PER_SERVER: bounded before work
     cpu: CpuInfo
     ram_total_bytes: NonNegInt
     ram_available_bytes: NonNegInt
