@@ -390,10 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kind", action="append", choices=KINDS, help="only these kinds (repeatable)")
     args = ap.parse_args(argv)
-    print(f"{'kind':<9} {'cases':>6} {'loaded':>6} {'refused':>7} {'worst case':>12} {'peak (tracemalloc)':>19}")
+    print(f"{'kind':<9} {'cases':>6} {'loaded':>6} {'refused':>7} {'worst case (#)':>18} {'peak (tracemalloc)':>19}")
     for kind in args.kind or KINDS:
         s = run_kind(kind, args.cases, args.seed)
-        print(f"{s.kind:<9} {s.cases:>6} {s.loaded:>6} {s.refused:>7} {s.worst_s * 1000:>9.0f} ms "
+        print(f"{s.kind:<9} {s.cases:>6} {s.loaded:>6} {s.refused:>7} {s.worst_s * 1000:>9.0f} ms (#{s.worst_case:<4})"
               f"{s.peak_bytes / 2**20:>15.1f} MiB")  # fmt: skip
     return 0
 
