@@ -87,6 +87,8 @@ CASES = [
      "error: "),  # the last value won silently
     ("stack-100k-roles", lambda t: ["recommend", _stack(t, MANY_ROLES)],
      "error: "),  # ran until killed
+    ("stack-slowest-yaml", lambda t: ["recommend", _stack(t, "roles: [" + "a, " * (43_000) + "]\n")],
+     "error: "),  # the strict YAML loader's slowest input (one long flow sequence) at the size limit
     ("bench-concurrency-3000", lambda t: ["bench", "--endpoint", "http://127.0.0.1:9", "--model-name", "m",
                                           "--concurrency", "1,3000", "--out", str(t / "out" / "bench.json")],
      "error: --concurrency takes at most 32 levels of at most 256"),  # can't start new thread; empty result saved
@@ -99,7 +101,8 @@ MESSAGES = {
     "stack-100k-deep": "nested deeper than 32 levels",
     "stack-5000-digits": "an integer of 5000 characters",
     "stack-duplicate-key": "line 5: duplicate key 'ctx'",
-    "stack-100k-roles": "larger than the 1024 KiB agiplan reads for a stack file",
+    "stack-slowest-yaml": "roles: List should have at most 64 items after validation, not 43000",
+    "stack-100k-roles": "larger than the 128 KiB agiplan reads for a stack file",
 }
 
 
