@@ -637,7 +637,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 @pytest.mark.parametrize(("repo", "timeout_s", "message"), HOSTILE_HUB, ids=[h[0] for h in HOSTILE_HUB])
 def test_hostile_hub_is_bounded(hostile_hub: str, tmp_path: Path, repo: str, timeout_s: int, message: str) -> None:
     """Each in a child process, whose peak RSS (getrusage) is the figure: under the issue's 300 MB."""
-    env = {**os.environ, "HF_ENDPOINT": hostile_hub, "AGIPLAN_CACHE_DIR": str(tmp_path),
+    # a clean environment: only what the child needs (variables other tests left behind must not count)
+    keep = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME", "LANG") if k in os.environ}
+    env = {**keep, "HF_ENDPOINT": hostile_hub, "AGIPLAN_CACHE_DIR": str(tmp_path),
            "AGIPLAN_HUB_TIMEOUT_S": str(timeout_s), "HF_HOME": str(tmp_path / "hf")}  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _CHILD, f"hf:o/{repo}"], capture_output=True, text=True, env=env,
