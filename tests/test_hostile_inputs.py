@@ -3,8 +3,9 @@ within 5 s under 300 MB of peak memory, with exit 2, one line `error: ...` on st
 nothing new on disk. On 80e0116 each row hung, crashed with a traceback, or ran for tens of seconds and
 gigabytes (the comment on each row says what it did).
 
-Peak memory is the child's own getrusage(RUSAGE_SELF).ru_maxrss, written by a wrapper around the CLI's
-main() as the process exits: the number for that one command, interpreter and imports included."""
+Peak memory is the child's own VmHWM (/proc/self/status), written by a wrapper around the CLI's main() as
+the process exits: the number for that one command, interpreter and imports included. (Not getrusage's
+ru_maxrss: it survives exec, so a child of a large pytest process would report the parent's size.)"""
 
 from __future__ import annotations
 
@@ -21,14 +22,16 @@ from gguf_bytes import ARCH_KV, gguf_str, header
 
 REPO = Path(__file__).resolve().parent.parent
 _WRAPPER = """
-import os, resource, sys
+import os, re, sys
 sys.argv[0] = "agiplan"
 try:
     from planner.cli import main
     main()
 finally:
+    with open("/proc/self/status") as f:
+        peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) * 1024
     with open(os.environ["PEAK_FILE"], "w") as f:
-        f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+        f.write(str(peak))
 """
 
 
