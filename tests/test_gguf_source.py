@@ -529,3 +529,14 @@ def test_file_that_shrinks_while_read_gives_an_error_not_sigbus(tmp_path: Path) 
     )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
     assert "refused:" in proc.stdout and "shrank while being read" in proc.stdout, proc.stdout
+
+
+def test_tensor_limit_counts_every_split_part(tmp_path: Path) -> None:
+    """Each of two parts holds 40,000 tensor infos, under the limit alone; the model's 80,000 are refused as
+    soon as the second part is read (9,999 parts of 65,536 each were accepted before)."""
+    n = 40_000
+    for i in (1, 2):
+        data = header(n, 1) + ARCH_KV + b"".join(tensor_info(f"p{i}.{j:05d}", [32]) for j in range(n))
+        (tmp_path / f"m-0000{i}-of-00002.gguf").write_bytes(data + b"\0" * 256)
+    with pytest.raises(ModelSourceError, match=r"more than 65536 tensors in the first 2 of 2 parts"):
+        read_gguf(tmp_path / "m-00001-of-00002.gguf")

@@ -687,7 +687,16 @@ def read_gguf(path: str | Path, *, name: str | None = None) -> ModelSpec:
                 f"{p}: split GGUF with {count} parts, missing {', '.join(missing[:5])}"
                 f"{' ...' if len(missing) > 5 else ''}; put all parts in {p.parent}"
             )
-        headers = [read_header_file(q) for q in paths]
+        headers = []
+        n_tensors = 0
+        for q in paths:  # the tensor bound holds for the model, not per part: checked as each part is read
+            headers.append(read_header_file(q))
+            n_tensors += len(headers[-1][0].tensors)
+            if n_tensors > MAX_TENSORS:
+                raise ModelSourceError(
+                    f"{p}: more than {MAX_TENSORS} tensors in the first {len(headers)} of {count} parts "
+                    "(the limit for a real model)"
+                )
         p = paths[0]
     first, extra, total = merge_split_headers(headers, str(p))
     source = Source("file", str(p))

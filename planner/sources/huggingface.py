@@ -29,6 +29,7 @@ from planner.errors import HubError, ModelSourceError, shown
 from planner.io import write_bytes_atomic
 from planner.model.arch import ModelSpec, ModelWeights, Source, TensorInfo
 from planner.sources.gguf_file import (
+    MAX_TENSORS,
     GGUFHeader,
     merge_split_headers,
     parse_gguf_header,
@@ -406,12 +407,18 @@ def _fetch_gguf(hub: _Hub, sha: str, files: dict[str, int | None], filename: str
     if missing:
         raise HubError(f"{hub.ref.display}: split GGUF is missing part(s) {', '.join(missing[:3])} on the Hub")
     entries = []
+    n_tensors = 0
     for part in parts:
         size = files.get(part)
         if size is None:
             size = _remote_size(hub, part, sha)
         label = f"{hub.ref.display}/{part}"
-        _, raw = parse_header_prefix(hub.fetcher(part, sha), file_size=size, label=label)
+        header, raw = parse_header_prefix(hub.fetcher(part, sha), file_size=size, label=label)
+        n_tensors += len(header.tensors)
+        if n_tensors > MAX_TENSORS:  # the bound is the model's, not a part's
+            raise ModelSourceError(
+                f"{label}: more than {MAX_TENSORS} tensors in its split parts (the limit for a real model)"
+            )
         blob = f"{_safe(sha)}--{_safe(part)}.header"
         _atomic_write(_record_dir(hub.ref) / blob, bytes(raw))
         entries.append({"name": part, "size": size, "header": blob})
