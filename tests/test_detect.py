@@ -547,6 +547,14 @@ def test_read_host_json_errors(tmp_path: Path) -> None:
     bad.write_text("[1, 2]")
     with pytest.raises(HardwareError, match="expected a JSON object, got list"):
         read_host_json(bad)
+    # issue 15: a FIFO hung `recommend --server-file`; a 2 MiB file is more than a server file can be
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(HardwareError, match=r"is a FIFO \(named pipe\); a server file must be a regular file"):
+        read_host_json(fifo)
+    bad.write_bytes(b" " * (2 << 20))
+    with pytest.raises(HardwareError, match="larger than the 1024 KiB agiplan reads for a server file"):
+        read_host_json(bad)
 
 
 # ------------------------------------------------------------------------------------------ bandwidth

@@ -35,9 +35,9 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from planner.errors import HardwareError
+from planner.errors import HardwareError, PlannerError, shown
 from planner.hardware.match import match_cpu, match_gpu
-from planner.io import write_json_atomic
+from planner.io import read_bytes_bounded, write_json_atomic
 
 __all__ = [
     "NO_GPU_NOTE",
@@ -147,15 +147,18 @@ def write_host_json(path: Path, host: HostInfo) -> None:
 def read_host_json(path: Path) -> HostInfo:
     """Read a server file written by `agiplan detect --format json` (or `write_host_json`)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise HardwareError(
             f"Server file {path} does not exist; create it on that server with "
             "'agiplan detect --format json > server.json'."
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HardwareError(f"Cannot read server file {path}: {exc}") from None
+        )
+    try:
+        # a regular file of at most 1 MiB (one host is ~1 KiB): a FIFO would hang, a huge file fill memory
+        data = json.loads(read_bytes_bounded(path, "server file", 1 << 20))
+    except PlannerError as exc:
+        raise HardwareError(str(exc)) from None
+    except (ValueError, RecursionError) as exc:  # bad JSON, not UTF-8, an integer of > 4300 digits
+        raise HardwareError(f"Cannot read server file {path}: {shown(str(exc))}") from None
     return HostInfo.from_dict(data, origin=str(path))
 
 

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.errors import HubError, ModelSourceError, shown
-from planner.io import write_bytes_atomic
+from planner.errors import HubError, ModelSourceError, PlannerError, shown
+from planner.io import read_bytes_bounded, write_bytes_atomic
 from planner.model.arch import ModelSpec, ModelWeights, Source, TensorInfo
 from planner.sources.gguf_file import (
+    MAX_HEADER_BYTES,
     MAX_TENSORS,
     GGUFHeader,
     merge_split_headers,
@@ -56,6 +57,9 @@ _INDEX_MAX_BYTES = 64 << 20
 # Every Hub read of one `load_hf` shares one deadline (a dripping Hub hung forever: the session has no
 # timeout). $AGIPLAN_HUB_TIMEOUT_S overrides it; a header of 64 MiB at 1 MB/s still fits.
 _HUB_TIMEOUT_S = 120.0
+# A cache record holds config.json and the safetensors headers of every shard (each under 100 MB by the
+# format, ~1 MB in practice): 256 MiB.
+_RECORD_MAX_BYTES = 256 << 20
 _CACHE_VERSION = 1
 # llama.cpp file-type names as they appear in GGUF file names (longest first so Q4_K_M beats Q4_K).
 _QUANT_NAME_RE = re.compile(
@@ -440,8 +444,8 @@ def _spec_from_gguf_record(rec: dict[str, Any], ref: HubRef, raw_ref: str) -> Mo
         label = f"{ref.display}/{part['name']}"
         path = _record_dir(ref) / part["header"]
         try:
-            raw = path.read_bytes()
-        except OSError:
+            raw = read_bytes_bounded(path, "cached GGUF header", MAX_HEADER_BYTES)
+        except PlannerError:
             raise _offline_error(ref) from None
         headers.append((parse_gguf_header(raw, file_size=int(part["size"]), label=label), int(part["size"])))
     first, extra, total = merge_split_headers(headers, ref.display)
@@ -682,9 +686,9 @@ def _spec_from_record(rec: dict[str, Any], ref: HubRef, raw_ref: str) -> ModelSp
 
 
 def _load_record(path: Path) -> dict[str, Any] | None:
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
+    try:  # agiplan's own cache, still read as outside input: a regular file, bounded
+        rec = json.loads(read_bytes_bounded(path, "Hub cache record", _RECORD_MAX_BYTES))
+    except (PlannerError, ValueError, RecursionError):
         return None
     if not isinstance(rec, dict) or rec.get("version") != _CACHE_VERSION:
         return None
