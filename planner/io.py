@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from planner.errors import PlannerError
+from planner.errors import PlannerError, shown
 
 if TYPE_CHECKING:  # pydantic costs ~100 ms to import: only the readers below need it, at run time
     from pydantic import BaseModel, ValidationError
 
 _M = TypeVar("_M", bound="BaseModel")
+
+# Saved files agiplan reads back (plans, bench results): kilobytes per role and server, and both counts are
+# bounded (stack.MAX_ROLES, servers.MAX_GPUS_PER_SERVER); 64 MiB is far above anything agiplan writes and
+# keeps a hostile or endless file (a FIFO is refused anyway) from filling memory.
+SAVED_JSON_MAX_BYTES = 64 << 20
 
 
 def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -72,15 +78,73 @@ def safe_file_name(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
 
 
+def open_regular_file(path: Path, what: str) -> int:
+    """A read-only descriptor of `path`, which must be a regular file (checked on the open descriptor).
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer (it would hang
+    `estimate ./fifo.gguf` forever); a device, socket, FIFO or directory is refused with a one-line
+    error saying what it is. Regular files ignore O_NONBLOCK, so reads behave as usual."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise PlannerError(f"{p}: no such file.") from None
+    except IsADirectoryError:
+        raise PlannerError(f"{p}: is a directory, not a {what}.") from None
+    except PermissionError:
+        raise PlannerError(f"{p}: permission denied.") from None
+    except OSError as e:
+        raise PlannerError(f"{p}: cannot open ({e.strerror or e}).") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = (
+            "a directory" if stat.S_ISDIR(mode)
+            else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )  # fmt: skip
+        raise PlannerError(f"{p}: is {kind}; a {what} must be a regular file.")
+    return fd
+
+
+def read_bytes_bounded(path: Path, what: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file, refused past `max_bytes` (read at most one byte more, so a huge or
+    endless file costs nothing)."""
+    p = Path(path)
+    fd = open_regular_file(p, what)
+    try:
+        with os.fdopen(fd, "rb") as f:
+            # the size first: read(n) allocates n bytes up front, so a small file must not ask for the limit
+            size = os.fstat(f.fileno()).st_size
+            raw = b"" if size > max_bytes else f.read(size + 1)
+            if size < len(raw) <= max_bytes:  # it grew while read: take what fits the limit
+                raw += f.read(max_bytes + 1 - len(raw))
+    except OSError as e:
+        raise PlannerError(f"{p}: cannot read ({e.strerror or e}).") from None
+    if size > max_bytes or len(raw) > max_bytes:
+        raise PlannerError(f"{p}: larger than the {max_bytes >> 10} KiB agiplan reads for a {what}.")
+    return raw
+
+
+def read_text_bounded(path: Path, what: str, max_bytes: int) -> str:
+    """`read_bytes_bounded` as UTF-8 text (a file a person edits)."""
+    raw = read_bytes_bounded(path, what, max_bytes)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PlannerError(f"{path}: not UTF-8 text (byte {e.start}).") from None
+
+
 def read_versioned_json(path: Path, kind: str, version: int) -> dict[str, Any]:
     """Read a saved agiplan JSON file and check its `kind` and `schema_version` (clear one-line errors)."""
     p = Path(path)
+    data = read_bytes_bounded(p, f"{kind} file", SAVED_JSON_MAX_BYTES)
     try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlannerError(f"{p}: no such file.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise PlannerError(f"{p}: not a readable JSON file ({e}).") from e
+        raw = json.loads(data)
+    except (RecursionError, ValueError) as e:  # ValueError: bad JSON, not UTF-8, an integer of > 4300 digits
+        raise PlannerError(f"{p}: not a readable JSON file ({shown(str(e))}).") from None
     if not isinstance(raw, dict):
         raise PlannerError(f"{p}: expected a JSON object written by agiplan ({kind}).")
     if raw.get("kind") != kind:

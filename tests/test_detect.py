@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,9 +262,7 @@ def test_unmatched_gpu_gets_note(tmp_path: Path) -> None:
     nvml = FakeNvml([("NVIDIA GeForce RTX 4090 Laptop GPU", 16376 * MIB, 16000 * MIB, 376 * MIB, False)])
     host = detect_host(nvml=nvml, sysfs_root=tmp_path, catalog_gpus=GPU_CANDIDATES)
     assert host.gpus[0].catalog_id is None
-    assert "GPU 0 'NVIDIA GeForce RTX 4090 Laptop GPU' is not in the catalog; give its figures by hand" in (
-        host.notes
-    )
+    assert "GPU 0 'NVIDIA GeForce RTX 4090 Laptop GPU' is not in the catalog; give its figures by hand" in (host.notes)
 
 
 # ------------------------------------------------------------------------------------------ fake sysfs
@@ -329,17 +331,14 @@ def _amd_sysfs(root: Path) -> None:
 def test_amd_gpus_from_sysfs(tmp_path: Path) -> None:
     _amd_sysfs(tmp_path)
     gpus, notes = detect_amd_gpus(tmp_path)
-    assert [
-        (g.index, g.name, g.memory_total_bytes, g.memory_used_bytes, g.memory_free_bytes) for g in gpus
-    ] == [
+    assert [(g.index, g.name, g.memory_total_bytes, g.memory_used_bytes, g.memory_free_bytes) for g in gpus] == [
         (0, "AMD Radeon RX 7900 XTX", 24 * GIB, 512 * MIB, 24 * GIB - 512 * MIB),
         (1, "AMD Radeon RX 7900 XT", 20 * GIB, 2 * GIB, 18 * GIB),
         (2, "AMD GPU (PCI device 0x164e rev 0xc1)", 512 * MIB, 100 * MIB, 412 * MIB),
     ]
     assert {(g.vendor, g.source, g.driver_version) for g in gpus} == {("amd", "sysfs", "6.7.0")}
     assert notes == [
-        "card3 (AMD GPU (PCI device 0x164e rev 0xc1)) has 512 MiB VRAM: likely an integrated GPU "
-        "sharing system RAM",
+        "card3 (AMD GPU (PCI device 0x164e rev 0xc1)) has 512 MiB VRAM: likely an integrated GPU sharing system RAM",
         "card4 (AMD Radeon RX 7900 XTX): no VRAM figures in sysfs (amdgpu driver not loaded?); skipped",
     ]
 
@@ -548,6 +547,14 @@ def test_read_host_json_errors(tmp_path: Path) -> None:
     bad.write_text("[1, 2]")
     with pytest.raises(HardwareError, match="expected a JSON object, got list"):
         read_host_json(bad)
+    # issue 15: a FIFO hung `recommend --server-file`; a 2 MiB file is more than a server file can be
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(HardwareError, match=r"is a FIFO \(named pipe\); a server file must be a regular file"):
+        read_host_json(fifo)
+    bad.write_bytes(b" " * (2 << 20))
+    with pytest.raises(HardwareError, match="larger than the 1024 KiB agiplan reads for a server file"):
+        read_host_json(bad)
 
 
 # ------------------------------------------------------------------------------------------ bandwidth
@@ -565,9 +572,7 @@ def test_ram_bandwidth_threads() -> None:
     assert gbs > 0 and math.isfinite(gbs)
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"seconds": 0.0}, {"seconds": math.nan}, {"threads": 0}, {"buffer_bytes": 4}]
-)
+@pytest.mark.parametrize("kwargs", [{"seconds": 0.0}, {"seconds": math.nan}, {"threads": 0}, {"buffer_bytes": 4}])
 def test_ram_bandwidth_rejects_bad_arguments(kwargs: dict[str, Any]) -> None:
     with pytest.raises(HardwareError):
         measure_ram_bandwidth_gbs(**kwargs)
@@ -588,11 +593,29 @@ def test_disk_read_reads_the_whole_file(tmp_path: Path) -> None:
 
 
 def test_disk_read_errors(tmp_path: Path) -> None:
-    with pytest.raises(HardwareError, match="Cannot open"):
+    with pytest.raises(HardwareError, match="missing: no such file"):
         measure_disk_read_gbs(tmp_path / "missing")
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(HardwareError, match="is empty"):
         measure_disk_read_gbs(tmp_path / "empty")
+    with pytest.raises(HardwareError, match="is a directory; a file to measure disk read speed with must be"):
+        measure_disk_read_gbs(tmp_path)
+
+
+def test_cli_detect_measure_disk_fifo_exits_2_at_once(tmp_path: Path) -> None:
+    """`detect --measure --disk fifo` blocked forever in open() (a FIFO with no writer)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "planner", "detect", "--measure", "--disk", str(fifo)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()  # the RAM progress bar leaves an empty line on a non-terminal
+    assert len(lines) == 1 and lines[0].startswith(f"error: {fifo}: is a FIFO (named pipe); a file to measure"), lines
+    assert "Traceback" not in proc.stderr
+    assert time.perf_counter() - t0 < 10  # the RAM measurement runs first (~1-2 s); the FIFO is refused at once
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -619,9 +642,7 @@ def test_cli_detect_table_says_cpu_only() -> None:
 
 
 def test_cli_detect_measure_json() -> None:
-    result = runner.invoke(
-        app, ["detect", "--format", "json", "--measure", "--seconds", "0.1", "--buffer-mib", "4"]
-    )
+    result = runner.invoke(app, ["detect", "--format", "json", "--measure", "--seconds", "0.1", "--buffer-mib", "4"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)  # the progress bar went to stderr, stdout is pure JSON
     assert data["ram_bandwidth_gbs"] > 0 and math.isfinite(data["ram_bandwidth_gbs"])

@@ -51,6 +51,7 @@ class OpenAIServer:
         self.echo = echo
         self.auth_headers: list[str] = []
         self.n_requests = 0
+        self.max_tokens = tokens
         self.stop = threading.Event()
         self._lock = threading.Lock()
         server = self
@@ -68,8 +69,10 @@ class OpenAIServer:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                self.rfile.read(length)
+                request = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:
+                    # a real server generates at most max_tokens (agiplan refuses a usage count above it)
+                    server.max_tokens = int(request.get("max_tokens") or server.tokens)
                     i = server.n_requests
                     server.n_requests += 1
                     server.auth_headers.append(self.headers.get("Authorization", ""))
@@ -110,11 +113,12 @@ class OpenAIServer:
 
     def _ok(self, h: BaseHTTPRequestHandler) -> None:
         self._start_stream(h)
-        for i in range(self.tokens):
+        n = min(self.tokens, self.max_tokens)
+        for i in range(n):
             self._event(h, {"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]})
             time.sleep(0.01)
         self._event(h, {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
-        self._event(h, {"choices": [], "usage": {"completion_tokens": self.tokens}})
+        self._event(h, {"choices": [], "usage": {"completion_tokens": n}})
         self._event(h, "[DONE]")
 
     def _stall(self, h: BaseHTTPRequestHandler) -> None:  # reads the request, never answers

@@ -269,7 +269,9 @@ def test_fuzz_stack_files(tmp_path: Path) -> None:
         return path, log
 
     out = _run_cases(400, make, _use_stack)
-    assert out["error"] > 100 and out["ok"] > 20, out
+    # numbers are strict since issue 15: the poisons "1" and True are refused where a number is expected,
+    # so fewer mutants load (16 of 400 with these seeds) than when they were coerced (over 20)
+    assert out["error"] > 100 and out["ok"] > 10, out
 
 
 # ------------------------------------------------------------------------------------------ catalog dirs

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from hypothesis import strategies as st
 from planner.errors import ModelSourceError
 from planner.model.arch import Source
 from planner.sources.gguf_file import (
+    MAX_TENSORS,
     NeedMoreBytes,
     file_type_name,
     parse_gguf_header,
@@ -384,3 +389,154 @@ def test_fuzz_truncations_and_flips(fuzz_seed: bytes, data: st.DataObject) -> No
         _parse_bytes(bytes(buf[:cut]))
     except ModelSourceError as e:
         assert "\n" not in str(e)
+
+
+# --- issue 15: bounded reads and hyper-parameters in range ---------------------------------------------
+
+
+def _with_kv(src: bytes, key: str, vtype: int, value: bytes) -> bytes:
+    """`src` (a tiny GGUF whose `key` is a u32) with that value re-typed as `vtype` holding `value`. The
+    header grows by len(value) - 4 bytes; 64 zero bytes at the end keep the last tensor inside the file
+    when the data section moves to the next alignment boundary."""
+    needle = gguf_str(key) + struct.pack("<I", 4)
+    at = src.index(needle) + len(needle)
+    return src[: at - 4] + struct.pack("<I", vtype) + value + src[at + 4 :] + b"\0" * 64
+
+
+# (key, GGUF value type, packed value, message): each row a header value the estimator used to multiply
+OUT_OF_RANGE = [
+    # a MemoryError in the memory bar before (issue 15)
+    (
+        "llama.attention.key_length",
+        11,
+        struct.pack("<q", -(2**63)),
+        "'llama.attention.key_length' is -9223372036854775808",
+    ),
+    ("llama.attention.head_count", 5, struct.pack("<i", -4), "'llama.attention.head_count' is -4; a model has 1 to"),
+    (
+        "llama.attention.head_count_kv",
+        5,
+        struct.pack("<i", -2),
+        "'llama.attention.head_count_kv' is -2",
+    ),  # KV -0.00 GiB
+    ("llama.attention.head_count_kv", 4, struct.pack("<I", 0), "'llama.attention.head_count_kv' is 0"),
+    ("llama.block_count", 10, struct.pack("<Q", 2**40), "'llama.block_count' is 1099511627776"),
+    ("llama.embedding_length", 4, struct.pack("<I", 0), "'llama.embedding_length' is 0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "vtype", "value", "message"), OUT_OF_RANGE, ids=[f"{r[0]}={r[2].hex()}" for r in OUT_OF_RANGE]
+)
+def test_hyperparameters_out_of_range_are_refused(
+    tmp_path: Path, key: str, vtype: int, value: bytes, message: str
+) -> None:
+    src = write_tiny_gguf(tmp_path, hidden=32, heads=2, head_dim=16, ffn=64, vocab=40)
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(_with_kv(src.read_bytes(), key, vtype, value))
+    with pytest.raises(ModelSourceError) as err:
+        read_gguf(path)
+    assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_zero_kv_heads_in_a_per_layer_array_is_a_model_layer_without_attention(tmp_path: Path) -> None:
+    """Per-layer arrays may hold 0 (a layer without KV); only negatives or all zeros are refused."""
+    spec = read_gguf(write_tiny_gguf(tmp_path, hidden=32, heads=2, head_dim=16, kv_heads=[0, 2], ffn=64, vocab=40))
+    assert spec.arch.kv_heads_per_layer == (0, 2)
+
+
+def test_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """`estimate ./fifo.gguf` hung forever in open() (a FIFO without a writer); now it is named and refused."""
+    fifo = tmp_path / "fifo.gguf"
+    os.mkfifo(fifo)
+    t0 = time.perf_counter()
+    with pytest.raises(
+        ModelSourceError, match=r"fifo\.gguf: is a FIFO \(named pipe\); a GGUF model file must be a regular"
+    ):
+        read_gguf(fifo)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_tensor_count_over_the_limit_is_refused_before_reading_them(tmp_path: Path) -> None:
+    """65,537 minimal tensor infos (2.2 MB): refused from the count, before one is read (1M took 9.3 s)."""
+    n = MAX_TENSORS + 1
+    data = header(n, 1) + ARCH_KV + tensor_info("t", [32]) * n + b"\0" * 64
+    path = tmp_path / "many.gguf"
+    path.write_bytes(data)
+    t0 = time.perf_counter()
+    msg, peak = refused_with_peak(path)
+    assert f"{n} tensors (more than {MAX_TENSORS}, the limit for a real model header)" in msg
+    assert time.perf_counter() - t0 < 1.0 and peak < 8 << 20
+
+
+def test_many_kv_arrays_decode_within_a_budget(tmp_path: Path) -> None:
+    """4,000 KV arrays of 4,096 u8 values (16 MB): before, every one became a Python list (the issue's 270 MB
+    file with 65k such arrays took 2.4 GB); now past 65,536 decoded values they are skipped."""
+    n_kv = 4000
+    kvs = b"".join(gguf_str(f"k{i}") + struct.pack("<IIQ", 9, 0, 4096) + bytes(4096) for i in range(n_kv))
+    path = tmp_path / "arrays.gguf"
+    path.write_bytes(header(0, n_kv) + kvs + b"\0" * 64)
+    msg, peak = refused_with_peak(path)  # no general.architecture: parsed whole, then refused
+    assert "no 'general.architecture' key" in msg
+    assert peak < 24 << 20, peak  # the 16 MB header bytes once, plus a budget of decoded values (131 MB before)
+
+
+def test_kv_count_over_the_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.gguf"
+    path.write_bytes(header(0, 4097) + kv_u32("k", 1) * 4097)
+    msg, _ = refused_with_peak(path)
+    assert "4097 key/value pairs (more than 4096, the limit for a real model header)" in msg
+
+
+def test_header_larger_than_the_limit_is_refused_without_reading_it(tmp_path: Path) -> None:
+    """A 100 MB string value: the header would pass MAX_HEADER_BYTES (64 MiB), so the reader stops with a
+    message naming the limit after reading the first 2 MiB (the file is sparse: no disk is spent)."""
+    path = tmp_path / "big.gguf"
+    with open(path, "wb") as f:
+        f.write(header(0, 1) + gguf_str("k") + struct.pack("<IQ", 8, 100 << 20))
+        f.truncate(110 << 20)
+    msg, peak = refused_with_peak(path)
+    assert "GGUF header is larger than 64 MiB (the limit for a real model header)" in msg
+    assert peak < 8 << 20
+
+
+_SHRINK_CHILD = r"""
+import os, sys
+import planner.sources.gguf_file as g
+path = sys.argv[1]
+real = g.parse_gguf_header
+def parse_then_shrink(*a, **k):
+    # the file loses its tail between the first read and the next: what a copy or download being
+    # replaced does to a reader
+    os.truncate(path, 1 << 20)
+    return real(*a, **k)
+g.parse_gguf_header = parse_then_shrink
+try:
+    g.read_gguf(path)
+except g.ModelSourceError as e:
+    print("refused:", e)
+"""
+
+
+def test_file_that_shrinks_while_read_gives_an_error_not_sigbus(tmp_path: Path) -> None:
+    """A real truncation in the middle of reading (5 of 5 runs died with SIGBUS from the mmap before).
+    The header holds a 3 MB string so it needs a second read past the first 2 MiB; a child process runs it
+    so a SIGBUS would show as its exit status instead of killing the test run."""
+    path = tmp_path / "shrinking.gguf"
+    path.write_bytes(header(0, 1) + gguf_str("k") + struct.pack("<I", 8) + gguf_str("x" * (3 << 20)) + b"\0" * 64)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHRINK_CHILD, str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+    assert "refused:" in proc.stdout and "shrank while being read" in proc.stdout, proc.stdout
+
+
+def test_tensor_limit_counts_every_split_part(tmp_path: Path) -> None:
+    """Each of two parts holds 40,000 tensor infos, under the limit alone; the model's 80,000 are refused as
+    soon as the second part is read (9,999 parts of 65,536 each were accepted before)."""
+    n = 40_000
+    for i in (1, 2):
+        data = header(n, 1) + ARCH_KV + b"".join(tensor_info(f"p{i}.{j:05d}", [32]) for j in range(n))
+        (tmp_path / f"m-0000{i}-of-00002.gguf").write_bytes(data + b"\0" * 256)
+    with pytest.raises(ModelSourceError, match=r"more than 65536 tensors in the first 2 of 2 parts"):
+        read_gguf(tmp_path / "m-00001-of-00002.gguf")

@@ -3,9 +3,17 @@ safetensors headers), GGUF repos (header by range requests), offline cache, and 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +26,7 @@ from planner.errors import HubError, ModelSourceError
 from planner.model.arch import Source
 from planner.sources.gguf_file import read_gguf
 from planner.sources.hf_config import arch_from_hf_config
-from planner.sources.huggingface import choose_gguf, gguf_tensor_name, load_hf, parse_ref
+from planner.sources.huggingface import cache_dir, choose_gguf, gguf_tensor_name, load_hf, parse_ref
 
 # --- a minimal safetensors writer (format: u64 LE header length, JSON header, data) ---------------
 
@@ -122,14 +130,9 @@ def test_transformer_repo_exact_counts(hub_server: HubServer) -> None:
         16,
     )
     assert (a.ffn_size, a.vocab_size, a.context_trained, a.tied_embeddings) == (128, 100, 2048, False)
-    # config.json went through hf_hub_download into the standard HF cache.
-    assert list((Path(hub_server_home()) / "hub").glob("models--meta--tiny-llama/snapshots/*/config.json"))
-
-
-def hub_server_home() -> str:
-    import os
-
-    return os.environ["HF_HOME"]
+    # config.json is read in a bounded stream (issue 15) and kept in agiplan's record for offline use
+    records = list(cache_dir().glob("hub/meta--tiny-llama/main/*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["config"] == LLAMA_CONFIG
 
 
 def test_sharded_transformer_repo(hub_server: HubServer) -> None:
@@ -555,3 +558,104 @@ def test_awq_repo_reports_packed_dtypes_exactly(hub_server: HubServer) -> None:
     assert spec.weights.bytes_by_type() == {"I32": (64 * 8 + 2 * 8) * 4, "F16": (2 * 100 * 64 + 2 * 64) * 2}
     qweight = next(t for t in spec.weights.tensors if t.name == "blk.0.attn_q.qweight")
     assert (qweight.shape, qweight.layer) == ((8, 64), 0)
+
+
+# --- issue 15: a hostile Hub on loopback (real sockets, http.server) -------------------------------
+
+
+class _HostileHub(BaseHTTPRequestHandler):
+    """Per repository name: `endless` (model info that never ends), `drip` (a byte every 0.2 s), `latin1`
+    (a reply that is not UTF-8), `norange` (a 200 MiB GGUF served whole whatever Range asks)."""
+
+    protocol_version = "HTTP/1.0"
+    stop = threading.Event()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _stream(self, piece: bytes, pause_s: float, total: int | None = None) -> None:
+        self.send_response(200)
+        if total is not None:
+            self.send_header("Content-Length", str(total))
+        self.end_headers()
+        sent = 0
+        with contextlib.suppress(OSError):
+            while not self.stop.is_set() and (total is None or sent < total):
+                self.wfile.write(piece)
+                sent += len(piece)
+                if pause_s:
+                    time.sleep(pause_s)
+
+    def do_GET(self) -> None:
+        path = self.path
+        if "/api/models/o/endless" in path:
+            self._stream(b'{"siblings": [' + b'{"rfilename": "x"},' * 4096, 0)
+        elif "/api/models/o/drip" in path:
+            self._stream(b" ", 0.2)
+        elif "/api/models/o/latin1" in path:
+            body = '{"sha": "caf\xe9", "siblings": []}'.encode("latin-1")
+            self._stream(body, 0, len(body))
+        elif "/api/models/o/norange" in path:
+            body = json.dumps({"sha": "a" * 40, "siblings": [{"rfilename": "m-Q4_K_M.gguf", "size": 200 << 20}]})
+            self._stream(body.encode(), 0, len(body))
+        else:  # the GGUF of `norange`: Range ignored, 200 MiB of zeros
+            self._stream(bytes(1 << 20), 0, 200 << 20)
+
+
+@pytest.fixture(scope="module")
+def hostile_hub() -> Iterator[str]:
+    _HostileHub.stop.clear()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HostileHub)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    _HostileHub.stop.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# (repo, AGIPLAN_HUB_TIMEOUT_S, expected message): 80e0116's behaviour from the issue in the comments. The
+# endless body gets a long deadline so that its byte limit is what stops it.
+HOSTILE_HUB = [
+    ("endless", 30, "hf:o/endless: the Hub sent more than 32 MiB for model info; stopped reading"),  # 14.8 GB
+    ("drip", 1, "hf:o/drip: the Hub did not answer within 1 s (AGIPLAN_HUB_TIMEOUT_S)"),  # hung
+    ("latin1", 1, "hf:o/latin1 model info: not valid JSON"),  # UnicodeDecodeError traceback
+    ("norange", 30, "hf:o/norange/m-Q4_K_M.gguf: not a GGUF file"),  # read the whole file: 3.97 GB
+]
+# The child's own peak is VmHWM of /proc/self/status: getrusage's ru_maxrss survives exec, so a child of a
+# pytest process that has grown to 850 MB reports 850 MB whatever it does itself.
+_CHILD = """
+import re, sys
+from planner.errors import ModelSourceError
+from planner.sources.huggingface import load_hf
+try:
+    load_hf(sys.argv[1])
+except ModelSourceError as e:
+    print(e)
+with open("/proc/self/status") as f:
+    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) * 1024)
+"""
+
+
+@pytest.mark.parametrize(("repo", "timeout_s", "message"), HOSTILE_HUB, ids=[h[0] for h in HOSTILE_HUB])
+def test_hostile_hub_is_bounded(hostile_hub: str, tmp_path: Path, repo: str, timeout_s: int, message: str) -> None:
+    """Each in a child process, whose peak RSS (VmHWM) is the figure: under the issue's 300 MB."""
+    # a clean environment: only what the child needs (variables other tests left behind must not count)
+    keep = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME", "LANG") if k in os.environ}
+    env = {**keep, "HF_ENDPOINT": hostile_hub, "AGIPLAN_CACHE_DIR": str(tmp_path),
+           "AGIPLAN_HUB_TIMEOUT_S": str(timeout_s), "HF_HOME": str(tmp_path / "hf")}  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _CHILD, f"hf:o/{repo}"], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    error, peak_rss = proc.stdout.strip().splitlines()
+    assert error.startswith(message), error
+    assert elapsed < min(timeout_s, 5) + 5, elapsed
+    assert int(peak_rss) < 300 << 20, int(peak_rss)
+
+
+def test_hub_timeout_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGIPLAN_HUB_TIMEOUT_S", "soon")
+    with pytest.raises(HubError, match="AGIPLAN_HUB_TIMEOUT_S must be a positive number of seconds, got 'soon'"):
+        load_hf("hf:o/any")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,18 @@ BAD_STACKS = [
     ("roles:\n  - name: a\n    models: [x]\n    residency: sometimes\n", "roles.0.residency: Input should be"),
     ("- just a list\n", "expected a mapping with 'roles:' at the top"),
     ("roles: [\n", "not valid YAML"),
+    # issue 15: strict input. Each of these loaded (or crashed) before.
+    ("roles:\n  - name: a\n    models: [x]\n    ctx: '8192'\n", "roles.0.ctx: Input should be a valid integer"),
+    ("roles:\n  - name: a\n    models: [x]\n    ctx: true\n", "roles.0.ctx: Input should be a valid integer"),
+    ("roles:\n  - name: a\n    models: [x]\n    min_tok_s: .inf\n", "roles.0.min_tok_s: Input should be a finite"),
+    ("roles:\n  - name: a\n    models: [x]\n    ctx: 1\n    ctx: 2\n", "line 5: duplicate key 'ctx'"),
+    ("roles:\n  - name: a\n    models: [x]\n    ctx: " + "9" * 5000 + "\n", "an integer of 5000 characters"),
+    ("roles: " + "[" * 100_000 + "\n", "nested deeper than 32 levels"),
+    ("x: &m [a, b]\nroles:\n  - name: a\n    models: *m\n", "line 4: an alias"),
+    (
+        "roles:\n" + "".join(f"  - {{name: r{i}, models: [x]}}\n" for i in range(65)),
+        "roles: List should have at most 64",
+    ),
 ]
 
 
@@ -75,6 +90,26 @@ def test_bad_stack_file_names_file_field_and_expectation(tmp_path: Path, text: s
     assert msg.startswith(str(p)), msg
     assert expected in msg, msg
     assert "\n" not in msg
+
+
+def test_stack_file_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    """A FIFO with no writer used to block open() forever; now it is refused at once, named as a FIFO."""
+    p = tmp_path / "stack.yaml"
+    os.mkfifo(p)
+    t0 = time.perf_counter()
+    with pytest.raises(PlannerError, match=r"is a FIFO \(named pipe\); a stack file must be a regular file"):
+        load_stack(p)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_huge_stack_file_is_refused_by_size(tmp_path: Path) -> None:
+    """100k roles (3.4 MB of YAML) are refused by size before parsing: the solver never sees them."""
+    p = _write(tmp_path, "roles:\n" + "".join(f"  - {{name: r{i}, models: [x]}}\n" for i in range(100_000)))
+    assert p.stat().st_size > 128 << 10
+    t0 = time.perf_counter()
+    with pytest.raises(PlannerError, match="larger than the 128 KiB agiplan reads for a stack file"):
+        load_stack(p)
+    assert time.perf_counter() - t0 < 1.0
 
 
 def test_missing_stack_file_says_what_to_do(tmp_path: Path) -> None:
@@ -128,11 +163,25 @@ def test_server_spec_parses_counts_cpu_and_ram() -> None:
         ("main: ryzen-9-7950x, 512GiB", "supports at most 192 GiB"),
         ("main: llama-3-70b", "is a catalog model, not a GPU or CPU"),
         ("bad name!: rtx-4090", "server name"),
+        # issue 15: counts are bounded as text, before a list of that many GPUs exists (40 s, 15.6 GB before)
+        ("main: 1000000000x rtx-4090", "more than 16 GPUs; agiplan plans at most 16 per server"),
+        ("main: 99999999999999999999x rtx-4090", "more than 16 GPUs"),  # OverflowError traceback before
+        ("main: 9x rtx-4090, 8x rtx-4090", "more than 16 GPUs"),
+        ("main: rtx-4090, " + "9" * 400 + "GiB", "RAM must be more than 0 and at most 65536 GiB"),  # float inf
+        ("main: " + "rtx-4090, " * 200, "at most 1000"),
     ],
 )
 def test_bad_server_spec(spec: str, expected: str) -> None:
-    with pytest.raises(HardwareError, match=expected):
+    t0 = time.perf_counter()
+    with pytest.raises(HardwareError, match=expected) as err:
         parse_server_spec(spec, load_catalog())
+    assert time.perf_counter() - t0 < 1.0
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+
+
+def test_sixteen_gpus_is_the_bound_itself() -> None:
+    s = parse_server_spec("main: 8x rtx-4090, 8x rtx-4090", load_catalog())
+    assert len(s.gpus) == 16
 
 
 def test_server_from_detect_json_reserves_used_vram(tmp_path: Path) -> None:
@@ -178,3 +227,27 @@ def test_candidates_respect_budget_allow_and_dominance() -> None:
     assert {g for c in cands for g in c.gpus} == {"rtx-4060-ti-16gb"}
     assert [c.cost_usd for c in cands] == sorted(c.cost_usd for c in cands)
     assert any(not c.gpus for c in cands)  # the seed's "or even no GPU at all"
+
+
+def test_server_file_with_absurd_counts_is_refused(tmp_path: Path) -> None:
+    """A detect JSON with ram_total_bytes 10^400 raised OverflowError in recommend (found by
+    bench/fuzz_inputs.py); 17 GPUs would be planned one by one. Both are refused on load, in one line."""
+    cat = load_catalog()
+    host = HostInfo(
+        hostname="box",
+        gpus=[GpuInfo(0, "NVIDIA GeForce RTX 4090", "nvidia", 24564 * 2**20, 23 * GIB, GIB, "550", "rtx-4090", "nvml")],
+        cpu=CpuInfo("AMD Ryzen 9 7950X 16-Core Processor", "amd", 16, 32, True, True, "ryzen-9-7950x"),
+        ram_total_bytes=128 * GIB,
+        ram_available_bytes=120 * GIB,
+    )
+    path = tmp_path / "box.json"
+    write_host_json(path, host)
+    doc = json.loads(path.read_text())
+    for field, value, message in (
+        ("ram_total_bytes", 10**400, "ram_total_bytes: Input should be less than or equal to 4611686018427387904"),
+        ("gpus", doc["gpus"] * 17, "gpus: List should have at most 16 items"),
+    ):
+        path.write_text(json.dumps({**doc, field: value}))
+        with pytest.raises(HardwareError) as err:
+            server_from_detect(path, cat)
+        assert message in str(err.value) and "\n" not in str(err.value), str(err.value)

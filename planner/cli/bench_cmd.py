@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from planner.cli._output import Format, print_json, stderr_console, stdout_console
-from planner.errors import PlannerError
+from planner.errors import PlannerError, shown
 from planner.units import fmt_gib
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from planner.estimate.types import Device
     from planner.measure.bench_llama import LlamaBenchConfig, WorkerJob
     from planner.measure.deployed import Deployed
+    from planner.measure.endpoint import EndpointConfig
     from planner.measure.results import BenchResult, BenchRun
     from planner.measure.synthetic import SyntheticFile
     from planner.plan.schema import Placement
@@ -151,6 +152,8 @@ def bench_command(
 
         register_secret(api_key)  # masked everywhere from here on, even if it is refused just below
         api_key = header_value(api_key, "--api-key (or $OPENAI_API_KEY)")
+    if endpoint is not None:  # bad --concurrency / --timeout / URL: refused before a result exists, so nothing is saved
+        _endpoint_config(endpoint, model_name or "", concurrency, n_gen, timeout, api_key).check()
     if plan is not None and not server and deployment is None:
         raise PlannerError("--plan needs --server NAME (one of the plan's servers) or --deployment DIR.")
     # checked before anything is spent (written, loaded, started); refusals save no --out
@@ -291,6 +294,20 @@ def _bench_gguf(
     return 0
 
 
+def _endpoint_config(
+    url: str, name: str, concurrency: str, n_gen: int, timeout: float, api_key: str | None
+) -> EndpointConfig:
+    from planner.measure.endpoint import EndpointConfig
+
+    parts = [x.strip() for x in concurrency.split(",") if x.strip()]
+    if any(not x.isdigit() or len(x) > 6 for x in parts):  # bounded as text: int() of 5,000 digits fails
+        raise PlannerError(f"--concurrency takes integers separated by commas, got {shown(concurrency)!r}.")
+    return EndpointConfig(
+        url=url, model_name=name, concurrency=tuple(int(x) for x in parts), max_tokens=n_gen, timeout_s=timeout,
+        api_key=api_key,
+    )  # fmt: skip
+
+
 def _bench_endpoint(
     result: BenchResult,
     url: str,
@@ -301,17 +318,12 @@ def _bench_endpoint(
     ctx: int,
     api_key: str | None = None,
 ) -> int:
-    from planner.measure.endpoint import EndpointConfig, bench_endpoint, is_ollama, ollama_ps, ollama_timings
+    from planner.measure.endpoint import bench_endpoint, is_ollama, ollama_ps, ollama_timings
     from planner.measure.records import add_ollama_figures, endpoint_run
     from planner.redact import redact
 
-    try:
-        levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
-    except ValueError:
-        raise PlannerError(f"--concurrency takes integers separated by commas, got {concurrency!r}.") from None
-    cfg = EndpointConfig(
-        url=url, model_name=name, concurrency=levels, max_tokens=n_gen, timeout_s=timeout, api_key=api_key
-    )
+    cfg = _endpoint_config(url, name, concurrency, n_gen, timeout, api_key)
+    levels = cfg.concurrency
     cfg.check()
     ollama = is_ollama(url, timeout_s=min(timeout, 5.0))
     with _progress() as prog:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.errors import HardwareError
+from planner.errors import HardwareError, PlannerError
+from planner.io import open_regular_file
 from planner.units import GB, MIB
 
 __all__ = [
@@ -133,9 +134,9 @@ def measure_disk_read_gbs(
     if block_bytes <= 0 or max_bytes <= 0:
         raise HardwareError("block_bytes and max_bytes must be positive.")
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise HardwareError(f"Cannot open {path} to measure disk read speed: {exc.strerror}.") from exc
+        fd = open_regular_file(path, "file to measure disk read speed with")  # a FIFO would hang
+    except PlannerError as exc:
+        raise HardwareError(str(exc)) from None
     try:
         size = os.fstat(fd).st_size
         to_read = min(size, max_bytes)
@@ -170,6 +171,4 @@ def measure_disk_read_gbs(
         elapsed = max(time.perf_counter() - start, 1e-9)
     finally:
         os.close(fd)
-    return DiskReadResult(
-        read_gbs=done / elapsed / GB, bytes_read=done, cache_dropped=cache_dropped, note=note
-    )
+    return DiskReadResult(read_gbs=done / elapsed / GB, bytes_read=done, cache_dropped=cache_dropped, note=note)

@@ -35,9 +35,9 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from planner.errors import HardwareError
+from planner.errors import HardwareError, PlannerError, shown
 from planner.hardware.match import match_cpu, match_gpu
-from planner.io import write_json_atomic
+from planner.io import read_bytes_bounded, write_json_atomic
 
 __all__ = [
     "NO_GPU_NOTE",
@@ -57,7 +57,9 @@ SCHEMA_VERSION = 1
 NO_GPU_NOTE = "no GPU found: planning will use the CPU only"
 
 _CONFIG = ConfigDict(extra="forbid", strict=True)  # a saved format: no "16" for 16, no "yes" for true
-NonNegInt = Annotated[int, Field(ge=0)]
+# Counts and bytes from a server file: at most 2^62 (4 EiB), so float conversions of them cannot overflow
+# (a ram_total_bytes of 10^400 raised OverflowError in recommend; found by bench/fuzz_inputs.py).
+NonNegInt = Annotated[int, Field(ge=0, le=1 << 62)]
 Candidates = Iterable[tuple[str, list[str]]]
 
 
@@ -82,8 +84,8 @@ class CpuInfo:
 
     model_name: str
     vendor: str
-    cores_physical: Annotated[int, Field(ge=1)]
-    threads: Annotated[int, Field(ge=1)]
+    cores_physical: Annotated[int, Field(ge=1, le=1 << 20)]
+    threads: Annotated[int, Field(ge=1, le=1 << 20)]
     avx2: bool
     avx512: bool
     catalog_id: str | None
@@ -94,7 +96,7 @@ class HostInfo:
     """Everything detect learns about one host; the JSON form is documented in the module docstring."""
 
     hostname: str
-    gpus: list[GpuInfo]
+    gpus: Annotated[list[GpuInfo], Field(max_length=16)]  # plan.servers.MAX_GPUS_PER_SERVER: bounded before work
     cpu: CpuInfo
     ram_total_bytes: NonNegInt
     ram_available_bytes: NonNegInt
@@ -145,15 +147,18 @@ def write_host_json(path: Path, host: HostInfo) -> None:
 def read_host_json(path: Path) -> HostInfo:
     """Read a server file written by `agiplan detect --format json` (or `write_host_json`)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise HardwareError(
             f"Server file {path} does not exist; create it on that server with "
             "'agiplan detect --format json > server.json'."
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HardwareError(f"Cannot read server file {path}: {exc}") from None
+        )
+    try:
+        # a regular file of at most 1 MiB (one host is ~1 KiB): a FIFO would hang, a huge file fill memory
+        data = json.loads(read_bytes_bounded(path, "server file", 1 << 20))
+    except PlannerError as exc:
+        raise HardwareError(str(exc)) from None
+    except (ValueError, RecursionError) as exc:  # bad JSON, not UTF-8, an integer of > 4300 digits
+        raise HardwareError(f"Cannot read server file {path}: {shown(str(exc))}") from None
     return HostInfo.from_dict(data, origin=str(path))
 
 

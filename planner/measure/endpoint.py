@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import socket
 import statistics
 import threading
@@ -30,6 +31,20 @@ from typing import Any
 
 from planner.errors import PlannerError, shown
 from planner.redact import redact, register_secret
+
+# One thread per request in flight: 256 is beyond what one server's slots serve at once (llama-server -np,
+# vLLM --max-num-seqs default 256) and far below where thread creation fails (3000 did under a memory limit).
+MAX_CONCURRENCY = 256
+MAX_LEVELS = 32
+# Bytes a reply may take. A streamed chunk is a few hundred bytes per token (one JSON event); a line of
+# 64 KiB or a stream of 1 MiB + 16 KiB per requested token is far past any real reply and bounds memory
+# against a server whose body never ends.
+_LINE_MAX_BYTES = 64 << 10
+_STREAM_BASE_BYTES = 1 << 20
+_STREAM_BYTES_PER_TOKEN = 16 << 10
+# Ollama's JSON replies: /api/version is ~20 bytes, /api/ps ~1 KiB a model, /api/generate carries the
+# token ids of its context (a few bytes per token: ~1 MB at 128k). 16 MiB bounds them all.
+_JSON_MAX_BYTES = 16 << 20
 
 DEFAULT_PROMPT = (
     "Write a detailed, step by step explanation of how a hash map works, including collisions, "
@@ -60,6 +75,11 @@ class EndpointConfig:
             raise PlannerError(f"--timeout must be a positive number of seconds, got {self.timeout_s}.")
         if not self.concurrency or any(c < 1 for c in self.concurrency):
             raise PlannerError("--concurrency takes positive integers, e.g. 1,4,8.")
+        if max(self.concurrency) > MAX_CONCURRENCY or len(self.concurrency) > MAX_LEVELS:
+            raise PlannerError(
+                f"--concurrency takes at most {MAX_LEVELS} levels of at most {MAX_CONCURRENCY} requests each "
+                "(one thread per request)."
+            )
         if self.max_tokens < 2:
             raise PlannerError("--gen must be at least 2 tokens to measure decode speed.")
 
@@ -132,6 +152,55 @@ def _connection(root: str, timeout_s: float) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(host, u.port, timeout=timeout_s)
 
 
+class _Watchdog:
+    """One daemon thread that shuts down the socket of every connection whose deadline has passed.
+
+    A socket timeout bounds one recv, not a reply: a server that sends a byte a second never trips it
+    (`--timeout 5` was ignored by such a drip). Shutting the socket down from here makes the blocked read
+    in the request's thread return at once, whatever http.client was doing."""
+
+    _POLL_S = 0.05
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: dict[socket.socket, tuple[float, threading.Event]] = {}
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, seconds: float) -> threading.Event:
+        """Shut `sock` down `seconds` from now; the returned event is set when that happened. The socket,
+        not its HTTPConnection: http.client drops `conn.sock` once a close-delimited reply has begun."""
+        fired = threading.Event()
+        with self._lock:
+            self._due[sock] = (time.monotonic() + seconds, fired)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="agiplan-deadline", daemon=True)
+                self._thread.start()
+        return fired
+
+    def unwatch(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._due.pop(sock, None)  # type: ignore[arg-type]
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._POLL_S)
+            now = time.monotonic()
+            with self._lock:
+                if not self._due:
+                    self._thread = None
+                    return
+                late = [(c, ev) for c, (due, ev) in self._due.items() if due <= now]
+                for c, _ in late:
+                    del self._due[c]
+            for sock, fired in late:
+                fired.set()
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+_watchdog = _Watchdog()
+
+
 def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> StreamResult:
     """One streamed chat completion; never raises for server or network errors (they go to `error`)."""
     root, base = split_base(cfg.url)
@@ -150,33 +219,55 @@ def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> Str
     if cfg.api_key:
         headers["Authorization"] = f"Bearer {cfg.api_key}"
     conn = _connection(root, cfg.timeout_s)
-    with _live_lock:
-        _live.add(conn)
     t0 = time.perf_counter()
     t_first: float | None = None
     t_last: float | None = None
     chunks = 0
     usage_tokens: int | None = None
+    late = threading.Event()
+    sock: socket.socket | None = None
+    max_bytes = _STREAM_BASE_BYTES + cfg.max_tokens * _STREAM_BYTES_PER_TOKEN
+    got_bytes = 0
+
+    def too_late() -> StreamResult:
+        return StreamResult(
+            ok=False, ttft_s=None if t_first is None else t_first - t0, n_tokens=chunks,
+            total_s=time.perf_counter() - t0, error=f"no complete response within {cfg.timeout_s:g} s",
+        )  # fmt: skip
+
     try:
+        conn.connect()  # bounded by the socket timeout; the reply by the deadline below
+        sock = conn.sock
+        assert sock is not None
+        with _live_lock:
+            _live.add(sock)
+        late = _watchdog.watch(sock, cfg.timeout_s - (time.perf_counter() - t0))  # the whole reply gets --timeout
         conn.request("POST", base + "/chat/completions", body=body, headers=headers)
         if stop is not None and stop.is_set():  # connected after the abort below ran: stop here
             return StreamResult(ok=False, total_s=time.perf_counter() - t0, error="interrupted")
         resp = conn.getresponse()
         if resp.status != 200:
             detail = _server_text(resp.read(300).decode("utf-8", errors="replace"))
+            if late.is_set():
+                return too_late()
             return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=f"HTTP {resp.status}: {detail}")
         finished = False
         while True:
             if stop is not None and stop.is_set():
                 return StreamResult(ok=False, total_s=time.perf_counter() - t0, error="interrupted")
-            if time.perf_counter() - t0 > cfg.timeout_s:  # a server that trickles bytes never trips the socket timeout
-                return StreamResult(
-                    ok=False, ttft_s=None if t_first is None else t_first - t0, n_tokens=chunks,
-                    total_s=time.perf_counter() - t0, error=f"no complete response within {cfg.timeout_s:g} s",
-                )  # fmt: skip
-            raw = resp.readline(1 << 20)
+            if late.is_set() or time.perf_counter() - t0 > cfg.timeout_s:
+                return too_late()
+            raw = resp.readline(_LINE_MAX_BYTES)
             if not raw:
+                if late.is_set():  # the watchdog closed the socket: that is the deadline, not the end
+                    return too_late()
                 break
+            got_bytes += len(raw)
+            if got_bytes > max_bytes:
+                return StreamResult(
+                    ok=False, total_s=time.perf_counter() - t0,
+                    error=f"the server sent more than {max_bytes >> 20} MiB for {cfg.max_tokens} tokens: stopped",
+                )  # fmt: skip
             line = raw.decode("utf-8", errors="replace").strip()
             if not line.startswith("data:"):
                 continue
@@ -194,8 +285,11 @@ def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> Str
                 error = _server_text(str(event["error"]))
                 return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=f"server: {error}")
             usage = event.get("usage")
-            if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-                usage_tokens = usage["completion_tokens"]
+            ct = usage.get("completion_tokens") if isinstance(usage, dict) else None
+            if isinstance(ct, float) and math.isfinite(ct) and ct.is_integer():
+                ct = int(ct)  # 1e30 in JSON is a float: still a count, checked against max_tokens below
+            if isinstance(ct, int) and not isinstance(ct, bool):
+                usage_tokens = ct
             choices = event.get("choices")
             for choice in choices if isinstance(choices, list) else []:
                 if not isinstance(choice, dict):
@@ -212,10 +306,13 @@ def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> Str
     except (OSError, http.client.HTTPException) as e:
         if stop is not None and stop.is_set():  # our own abort (Ctrl-C) closed the socket
             return StreamResult(ok=False, total_s=time.perf_counter() - t0, error="interrupted")
+        if late.is_set():
+            return too_late()
         return StreamResult(ok=False, total_s=time.perf_counter() - t0, error=_server_text(f"{type(e).__name__}: {e}"))
     finally:
+        _watchdog.unwatch(sock)
         with _live_lock:
-            _live.discard(conn)
+            _live.discard(sock)
         conn.close()
     total = time.perf_counter() - t0
     if t_first is None:
@@ -224,6 +321,17 @@ def stream_chat(cfg: EndpointConfig, stop: threading.Event | None = None) -> Str
         return StreamResult(
             ok=False, ttft_s=t_first - t0, n_tokens=chunks, total_s=total,
             error=f"the stream ended after {chunks} token(s) without finishing ([DONE] or finish_reason)",
+        )  # fmt: skip
+    if chunks > cfg.max_tokens:  # every content chunk holds at least one token
+        return StreamResult(
+            ok=False, ttft_s=t_first - t0, n_tokens=chunks, total_s=total,
+            error=f"the server streamed {chunks} chunks of text for max_tokens {cfg.max_tokens}",
+        )  # fmt: skip
+    if usage_tokens is not None and usage_tokens > cfg.max_tokens:
+        # a server's own count past what was asked for is not a measurement (1e30 gave "3.4e34 tok/s")
+        return StreamResult(
+            ok=False, ttft_s=t_first - t0, n_tokens=chunks, total_s=total,
+            error=f"the server reported {usage_tokens:g} completion tokens for max_tokens {cfg.max_tokens}",
         )  # fmt: skip
     n = usage_tokens if usage_tokens is not None and usage_tokens >= chunks else chunks
     decode = None
@@ -257,18 +365,16 @@ def bench_level(
 
 
 _live_lock = threading.Lock()
-_live: set[http.client.HTTPConnection] = set()  # connections of requests in flight (all threads)
+_live: set[socket.socket] = set()  # sockets of requests in flight (all threads)
 
 
 def _abort_live_connections() -> None:
     """Shut down the sockets of every request in flight, so threads blocked in a read return at once."""
     with _live_lock:
-        conns = list(_live)
-    for conn in conns:
-        sock = conn.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        socks = list(_live)
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _outcome(f: Future[StreamResult]) -> StreamResult:
@@ -312,20 +418,36 @@ def bench_endpoint(
 
 
 def _get_json(root: str, path: str, timeout_s: float, body: dict[str, Any] | None = None) -> Any:
+    """A JSON reply, or None for any failure: at most _JSON_MAX_BYTES, within `timeout_s` in all."""
     conn = _connection(root, timeout_s)
+    t0 = time.perf_counter()
+    sock: socket.socket | None = None
     try:
+        conn.connect()
+        sock = conn.sock
+        assert sock is not None
+        late = _watchdog.watch(sock, timeout_s - (time.perf_counter() - t0))
         if body is None:
             conn.request("GET", path)
         else:
             conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
-        raw = resp.read()
-        if resp.status != 200:
+        parts: list[bytes] = []
+        n_bytes = 0
+        while n_bytes <= _JSON_MAX_BYTES:  # in pieces: read(n) would allocate the whole limit up front
+            piece = resp.read(64 << 10)
+            if not piece:
+                break
+            parts.append(piece)
+            n_bytes += len(piece)
+        if resp.status != 200 or late.is_set() or n_bytes > _JSON_MAX_BYTES:
             return None
+        raw = b"".join(parts)
         return json.loads(raw)
-    except (OSError, http.client.HTTPException, json.JSONDecodeError):
+    except (OSError, http.client.HTTPException, ValueError, RecursionError):  # ValueError: JSON, UTF-8
         return None
     finally:
+        _watchdog.unwatch(sock)
         conn.close()
 
 
@@ -353,18 +475,26 @@ def ollama_timings(cfg: EndpointConfig) -> OllamaTimings | None:
     if not isinstance(data, dict) or "eval_count" not in data:
         return None
     try:
-        return parse_ollama_timings(data)
+        return parse_ollama_timings(data, cfg.max_tokens)
     except (TypeError, ValueError, OverflowError, ZeroDivisionError):  # fields of the wrong type: no timings
         return None
 
 
-def parse_ollama_timings(data: dict[str, Any]) -> OllamaTimings:
+def parse_ollama_timings(data: dict[str, Any], max_tokens: int | None = None) -> OllamaTimings:
+    """Ollama's counts and nanosecond durations. Raises ValueError for figures that cannot be true: a
+    negative count or duration, or more generated tokens than `max_tokens` asked for."""
+
     def rate(n: int, ns: int) -> float | None:
         return n / (ns / 1e9) if ns else None
 
     pc, pd = int(data.get("prompt_eval_count", 0)), int(data.get("prompt_eval_duration", 0))
     ec, ed = int(data.get("eval_count", 0)), int(data.get("eval_duration", 0))
-    return OllamaTimings(pc, rate(pc, pd), ec, rate(ec, ed), int(data.get("load_duration", 0)) / 1e9)
+    load_ns = int(data.get("load_duration", 0))
+    if min(pc, pd, ec, ed, load_ns) < 0:
+        raise ValueError("negative count or duration")
+    if max_tokens is not None and ec > max_tokens:
+        raise ValueError(f"eval_count {ec} for num_predict {max_tokens}")
+    return OllamaTimings(pc, rate(pc, pd), ec, rate(ec, ed), load_ns / 1e9)
 
 
 def ollama_ps(url: str, timeout_s: float = 5.0) -> list[dict[str, Any]] | None:
@@ -373,6 +503,4 @@ def ollama_ps(url: str, timeout_s: float = 5.0) -> list[dict[str, Any]] | None:
     data = _get_json(root, "/api/ps", timeout_s)
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         return None
-    return [
-        m for m in data["models"] if isinstance(m, dict) and isinstance(m.get("size_vram", 0), int)
-    ]
+    return [m for m in data["models"] if isinstance(m, dict) and isinstance(m.get("size_vram", 0), int)]

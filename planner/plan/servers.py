@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.catalog import Catalog
-from planner.errors import HardwareError, PlannerError
+from planner.errors import HardwareError, PlannerError, shown
 from planner.estimate.devices import detected_ram_gib, gpu_device, host_device
 from planner.estimate.types import Device
 from planner.model.arch import Source
@@ -36,6 +36,7 @@ BASE_PLATFORM_NOTE = (
 )
 NEW_SERVER_RAM_GIB: tuple[int, ...] = (64, 128)  # the seed's second server: 64–128 GB RAM
 MAX_NEW_GPUS = 2
+MAX_GPUS_PER_SERVER = 16  # 8-GPU boards are the common maximum; 16 covers the largest (HGX-class 16-way) hosts
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,15 @@ class Server:
 
 _RAM_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(gib|gb|g|tib|tb|t)$", re.IGNORECASE)
 _GPU_RE = re.compile(r"^(?:(\d+)\s*[x×*]\s*)?(\S.*)$")
+MAX_RAM_GIB = 64 * 1024  # 64 TiB: above any single host's RAM today (the largest 8-socket boards hold 32 TiB)
+_SPEC_MAX_CHARS = 1000  # a --server string is typed by hand: "main: 2x rtx-4090, ryzen-9-7950x, 128GiB" is 40
 
 
 def parse_server_spec(spec: str, cat: Catalog, *, default_name: str = "main") -> Server:
     """`"main: 2x rtx-4090, ryzen-9-7950x, 128GiB"` -> Server. The name is optional; parts in any order;
     GPU ids may repeat or carry a count; RAM as 128GiB / 128GB / 128G (read as GiB)."""
+    if len(spec) > _SPEC_MAX_CHARS:
+        raise HardwareError(f"--server: a description of {len(spec)} characters; at most {_SPEC_MAX_CHARS}.")
     text = spec.strip()
     name = default_name
     if ":" in text:
@@ -143,7 +148,15 @@ def parse_server_spec(spec: str, cat: Catalog, *, default_name: str = "main") ->
             ram_gib = value * 1024 if m.group(2).lower().startswith("t") else value
             continue
         gm = _GPU_RE.match(raw)
-        count = int(gm.group(1)) if gm and gm.group(1) else 1
+        digits = gm.group(1) if gm and gm.group(1) else "1"
+        # the count is bounded as text, before int() and before a list of that many GPUs is built
+        # ("1000000000x rtx-4090" took 40 s and 15.6 GB; 20 digits overflowed)
+        count = int(digits) if len(digits) <= 3 else MAX_GPUS_PER_SERVER + 1
+        if count > MAX_GPUS_PER_SERVER - len(gpus):
+            raise HardwareError(
+                f"--server '{shown(spec)}': more than {MAX_GPUS_PER_SERVER} GPUs; agiplan plans at most "
+                f"{MAX_GPUS_PER_SERVER} per server."
+            )
         ident = gm.group(2).strip() if gm else raw
         try:
             kind, entry = cat.find(ident)
@@ -160,14 +173,12 @@ def parse_server_spec(spec: str, cat: Catalog, *, default_name: str = "main") ->
             cpu = entry.id
         else:
             raise HardwareError(f"--server '{spec}': '{ident}' is a catalog {kind}, not a GPU or CPU.")
-    if len(gpus) > 16:
-        raise HardwareError(f"--server '{spec}': {len(gpus)} GPUs; agiplan plans at most 16 per server.")
     if ram_gib is None:
         ram_gib = float(min(cat.cpu(cpu).max_ram_gib, 64)) if cpu else 64.0
     if cpu is not None and ram_gib > cat.cpu(cpu).max_ram_gib:
         raise HardwareError(f"--server '{spec}': {cpu} supports at most {cat.cpu(cpu).max_ram_gib} GiB of RAM.")
-    if ram_gib <= 0:
-        raise HardwareError(f"--server '{spec}': RAM must be positive.")
+    if not 0 < ram_gib <= MAX_RAM_GIB:
+        raise HardwareError(f"--server '{shown(spec)}': RAM must be more than 0 and at most {MAX_RAM_GIB} GiB.")
     return Server(name=name, cpu=cpu, gpus=tuple(gpus), ram_gib=ram_gib)
 
 

@@ -30,16 +30,29 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from planner.errors import PlannerError, UnknownIdError
+from planner.io import read_text_bounded
+from planner.yaml_strict import load_yaml_text
 
 PRESETS: tuple[str, ...] = ("deep", "agents", "ensemble")
 DEFAULT_QUALITY_FLOOR_KLD = 0.11  # keeps Q3_K_M (0.102) and IQ3_M (0.103), drops Q2_K (0.445): catalog quants.yaml
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", min_length=1, max_length=64)]
+# Bounds checked before any work: the presets have 5 roles; 64 roles or services is far past a real stack
+# on a few servers and keeps a hostile file (100k roles) from running the solver until killed.
+MAX_ROLES = 64
+MAX_SERVICES = 64
+MAX_CANDIDATES = 32  # models or quants listed for one role
+# A stack file is hand-written: the presets are ~1 KiB, 64 roles ~20 KiB. The strict (pure-Python) YAML
+# loader reads ~100 KB/s on its worst input (a 255 KB flow sequence took 2.8 s on the 2-core machine under
+# load), so 128 KiB keeps every stack file within the 5 s bound.
+STACK_MAX_BYTES = 128 << 10
+
 Task = Literal["reasoner", "coder", "chat", "summarizer", "embedding", "vision"]
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a number a person types is a number ("8192" and `true` are refused, not coerced)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RoleSpec(_Closed):
@@ -47,16 +60,22 @@ class RoleSpec(_Closed):
     `task` picks the catalog models tagged with that role, best catalog quality score first."""
 
     name: Name
-    models: list[Annotated[str, StringConstraints(min_length=1)]] = Field(default_factory=list)
+    models: list[Annotated[str, StringConstraints(min_length=1, max_length=512)]] = Field(
+        default_factory=list, max_length=MAX_CANDIDATES
+    )
     task: Task | None = None
-    quants: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
+    quants: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=MAX_CANDIDATES
+    )
     engines: list[Literal["llama.cpp", "vllm"]] | None = None
     ctx: int = Field(default=8192, gt=0, le=1_048_576)
     parallel: int = Field(default=1, gt=0, le=256)
-    min_tok_s: float | None = Field(default=None, ge=0)
+    min_tok_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     residency: Literal["always", "on-demand"] = "always"
-    max_swap_in_s: float | None = Field(default=None, gt=0)
-    adapters: list[str] = Field(default_factory=list)  # LoRA adapters served on this role's model
+    max_swap_in_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    adapters: list[str] = Field(
+        default_factory=list, max_length=MAX_CANDIDATES
+    )  # LoRA adapters served on this role's model
     share_with: Name | None = None  # served as extra slots of another role's loaded model
     kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     # ctx past a model's trained context only with its documented extension (catalog context_extension: YaRN)
@@ -79,18 +98,18 @@ class ServiceSpec(_Closed):
     """A process without a model (vector DB, indexer, web UI): it needs host cores, RAM and disk."""
 
     name: Name
-    cpu_cores: float = Field(default=1.0, ge=0)
-    ram_gib: float = Field(default=1.0, ge=0)
-    disk_gib: float = Field(default=0.0, ge=0)
+    cpu_cores: float = Field(default=1.0, ge=0, le=4096)
+    ram_gib: float = Field(default=1.0, ge=0, le=1 << 20)
+    disk_gib: float = Field(default=0.0, ge=0, le=1 << 30)
 
 
 class Stack(_Closed):
     name: Name = "stack"
     description: str = ""
-    quality_floor_kld: float = Field(default=DEFAULT_QUALITY_FLOOR_KLD, gt=0)
+    quality_floor_kld: float = Field(default=DEFAULT_QUALITY_FLOOR_KLD, gt=0, allow_inf_nan=False)
     disk: str = "nvme-gen4"
-    roles: list[RoleSpec] = Field(min_length=1)
-    services: list[ServiceSpec] = Field(default_factory=list)
+    roles: list[RoleSpec] = Field(min_length=1, max_length=MAX_ROLES)
+    services: list[ServiceSpec] = Field(default_factory=list, max_length=MAX_SERVICES)
 
     @model_validator(mode="after")
     def _names(self) -> Self:
@@ -138,24 +157,12 @@ def parse_stack(data: object, origin: str = "stack") -> Stack:
 
 
 def load_stack(path: Path | str) -> Stack:
-    """Read and validate a stack YAML file."""
-    import yaml
-
+    """Read and validate a stack YAML file (a regular file of at most STACK_MAX_BYTES, strict YAML)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlannerError(f"{p}: no such stack file (or use --preset {'|'.join(PRESETS)}).") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlannerError(f"{p}: cannot read the stack file ({exc}).") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PlannerError(f"{p}:{where}: not valid YAML ({problem}).") from None
-    return parse_stack(data, str(p))
+    if not p.exists() and not p.is_symlink():
+        raise PlannerError(f"{p}: no such stack file (or use --preset {'|'.join(PRESETS)}).")
+    text = read_text_bounded(p, "stack file", STACK_MAX_BYTES)
+    return parse_stack(load_yaml_text(text, str(p)), str(p))
 
 
 def preset_dir() -> Path:
@@ -183,13 +190,11 @@ def apply_override(stack: Stack, text: str) -> Stack:
     if field not in RoleSpec.model_fields or field in ("name",):
         known = ", ".join(f for f in RoleSpec.model_fields if f != "name")
         raise PlannerError(f"what-if '{text}': roles have no field '{field}' (known: {known}).")
-    import yaml
-
     parsed: object
     if field in ("models", "quants", "engines", "adapters"):
         parsed = [v.strip() for v in value.split(",")]
     else:
-        parsed = yaml.safe_load(value)
+        parsed = load_yaml_text(value, f"what-if '{text}'")
     data = stack.model_dump()
     for r in data["roles"]:
         if r["name"] == role.name:

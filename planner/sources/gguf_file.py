@@ -2,8 +2,9 @@
 
 Why not `gguf.GGUFReader`: it materialises every array (a 262k-token vocabulary becomes a quarter
 million numpy views) and takes ~30 s on the Gemma 3 270M file. This reader walks the header in one
-pass over an mmap (or a bytes prefix fetched from the Hub), keeps small values, and only *skips* big
-arrays: fixed-size element arrays by `count x size`, string arrays by hopping over their lengths.
+pass over a prefix of the file (read with pread, or fetched from the Hub with ranges), keeps small
+values, and only *skips* big arrays: fixed-size element arrays by `count x size`, string arrays by
+hopping over their lengths.
 Constants (magic, value types, tensor types, block sizes, key names) come from the gguf package so
 there is one source of truth.
 
@@ -21,7 +22,6 @@ the problem; nothing allocates more than the header's real size.
 from __future__ import annotations
 
 import functools
-import mmap
 import os
 import re
 import struct
@@ -30,16 +30,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.errors import ModelSourceError, shown
+from planner.errors import ModelSourceError, PlannerError, shown
+from planner.io import open_regular_file
 from planner.model.arch import ExpertSpec, ModelArch, ModelSpec, ModelWeights, Source, TensorInfo
 from planner.model.layout import ENCODER_ARCHS
 
 GGML_MAX_DIMS = 4  # ggml.h: GGML_MAX_DIMS
 _INT64_MAX = 2**63 - 1  # gguf.cpp rejects shapes whose element count overflows int64
 _DECODE_ARRAY_MAX = 4096  # arrays up to this many elements keep their values (per-layer arrays ≤ 512)
-_DECODE_STRING_MAX = 1 << 20
-_MAX_KV = 1 << 16
-_MAX_TENSORS = 1 << 20  # longer string values (a tokenizer.json blob) are skipped, not decoded
+_DECODE_STRING_MAX = 1 << 20  # longer string values (a tokenizer.json blob) are skipped, not decoded
+# What one header may decode in all: real headers decode a few per-layer arrays (≤ 512 values each) and a
+# chat template (tens of KiB). Past these budgets values are skipped, so 65k KV arrays of 4096 values
+# (a 270 MB file that took 2.4 GB) cost no more than one.
+_DECODE_VALUES_TOTAL = 1 << 16
+_DECODE_STRING_BYTES_TOTAL = 8 << 20
+# Real headers have 30-70 keys (gguf-py's Keys names ~200 in all); 4096 is 20x that.
+_MAX_KV = 4096
+# Tensors: a merged-expert MoE is ~20 per layer (DeepSeek V3, 61 layers: ~1,100; Llama 4 Maverick fewer);
+# unmerged experts, as old Mixtral files had, would give DeepSeek V3 61 x 256 x 3 = 46,848. 65,536 covers
+# that; each info costs ~10 µs and ~450 B to read (1M of them took 9.3 s and 455 MB).
+MAX_TENSORS = 1 << 16
+# The header bytes read at most, local or from the Hub. The largest real header we know: Gemma 3's
+# 262,144-token vocabulary (tokens + scores + types) gives 6,525,112 bytes (gemma-3-270m Q4_K_M, measured);
+# 64 MiB is 10x that, room for a GGUF that embeds a whole tokenizer.json (tens of MB) besides.
+MAX_HEADER_BYTES = 64 << 20
 
 # Value types as gguf.GGUFValueType numbers, fixed by the spec. Sizes of the fixed-width ones:
 _VT_UINT8, _VT_INT8, _VT_UINT16, _VT_INT16, _VT_UINT32, _VT_INT32 = 0, 1, 2, 3, 4, 5
@@ -120,6 +134,8 @@ class _Parser:
         self.e = endian
         self.off = 0
         self.where = "header"
+        self.values_left = _DECODE_VALUES_TOTAL
+        self.string_bytes_left = _DECODE_STRING_BYTES_TOTAL
         self._u32 = struct.Struct(endian + "I").unpack_from
         self._u64 = struct.Struct(endian + "Q").unpack_from
         self.value_names, self.quant_sizes, self.type_names = _type_tables()
@@ -162,8 +178,10 @@ class _Parser:
         self.need(n)
         start = self.off
         self.off += n
-        if limit is not None and n > limit:
+        if limit is not None and (n > limit or n > self.string_bytes_left):
             return SkippedValue("string", n)
+        if limit is not None:
+            self.string_bytes_left -= n
         return bytes(self.buf[start : start + n]).decode("utf-8", errors="replace")
 
     def key(self) -> str:
@@ -197,7 +215,8 @@ class _Parser:
             size = struct.calcsize(_SCALAR_FMT[etype])
             self.plausible(count, size, "array length")
             self.need(count * size)
-            if count <= _DECODE_ARRAY_MAX:
+            if count <= min(_DECODE_ARRAY_MAX, self.values_left):
+                self.values_left -= count
                 vals = list(struct.unpack_from(f"{self.e}{count}{_SCALAR_FMT[etype]}", self.buf, self.off))
                 self.off += count * size
                 return vals
@@ -205,7 +224,8 @@ class _Parser:
             return SkippedValue(f"array[{ename}]", count)
         if etype == _VT_STRING:
             self.plausible(count, 8, "array length")
-            if count <= _DECODE_ARRAY_MAX:
+            if count <= min(_DECODE_ARRAY_MAX, self.values_left):
+                self.values_left -= count
                 out: list[str] = []
                 for _ in range(count):
                     s = self.string(limit=_DECODE_STRING_MAX)
@@ -250,11 +270,11 @@ class _Parser:
         self.plausible(n_kv, 13, "key/value count")
         # Smallest tensor info: 8-byte name length, 4 n_dims, 8 one dim, 4 type, 8 offset.
         self.plausible(n_tensors, 32, "tensor count")
-        # Real files have < 100 keys and < 100k tensors; caps keep hostile headers from filling memory.
+        # Caps sized to real files (see _MAX_KV, MAX_TENSORS) keep hostile headers from filling memory.
         if n_kv > _MAX_KV:
-            raise self.fail(f"{n_kv} key/value pairs (more than {_MAX_KV}, not a real model header)")
-        if n_tensors > _MAX_TENSORS:
-            raise self.fail(f"{n_tensors} tensors (more than {_MAX_TENSORS}, not a real model header)")
+            raise self.fail(f"{n_kv} key/value pairs (more than {_MAX_KV}, the limit for a real model header)")
+        if n_tensors > MAX_TENSORS:
+            raise self.fail(f"{n_tensors} tensors (more than {MAX_TENSORS}, the limit for a real model header)")
 
         kv: dict[str, Any] = {}
         for i in range(n_kv):
@@ -266,8 +286,11 @@ class _Parser:
             kv[k] = self.value(self.u32())
 
         alignment = kv.get("general.alignment", 32)
-        if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or (
-            alignment & (alignment - 1)
+        if (
+            not isinstance(alignment, int)
+            or isinstance(alignment, bool)
+            or alignment <= 0
+            or (alignment & (alignment - 1))
         ):
             self.where = "key 'general.alignment'"
             raise self.fail(f"alignment {alignment!r} is not a power of two")
@@ -299,15 +322,13 @@ class _Parser:
             block, type_size = self.quant_sizes[ttype]
             if dims[0] % block:
                 raise self.fail(
-                    f"row length {dims[0]} is not a multiple of the "
-                    f"{self.type_names[ttype]} block size {block}"
+                    f"row length {dims[0]} is not a multiple of the {self.type_names[ttype]} block size {block}"
                 )
             n_bytes = n_el // block * type_size
             offset = self.u64()
             if offset % alignment:
                 raise self.fail(f"data offset {offset} is not aligned to {alignment}")
-            tensors.append(TensorInfo(name=name, shape=tuple(dims), ggml_type=self.type_names[ttype],
-                                      n_bytes=n_bytes))
+            tensors.append(TensorInfo(name=name, shape=tuple(dims), ggml_type=self.type_names[ttype], n_bytes=n_bytes))
             offsets.append(offset)
 
         self.where = "tensor data"
@@ -341,9 +362,7 @@ def _endianness(buf: Any, label: str, file_size: int) -> str:
         raise _NeedMore(8)
     magic = struct.unpack_from("<I", buf, 0)[0]
     if magic != gguf.GGUF_MAGIC:
-        raise ModelSourceError(
-            f"{label}: not a GGUF file (magic {bytes(buf[0:4])!r}, expected b'GGUF')"
-        )
+        raise ModelSourceError(f"{label}: not a GGUF file (magic {bytes(buf[0:4])!r}, expected b'GGUF')")
     version_le = struct.unpack_from("<I", buf, 4)[0]
     # A big-endian GGUF (s390x conversions) stores the version byte-swapped; the magic is bytes.
     if version_le & 0xFFFF == 0 and version_le != 0:
@@ -376,26 +395,41 @@ class NeedMoreBytes(Exception):
 
 
 def read_header_file(path: Path) -> tuple[GGUFHeader, int]:
-    """Parse the header of a local GGUF file via mmap; returns the header and the file size."""
+    """Parse the header of a local GGUF file; returns the header and the file size.
+
+    Only a regular file is opened (a FIFO would block forever). The header is read with pread into a
+    growing buffer (at most MAX_HEADER_BYTES), not mapped: a mapped file that shrinks while it is parsed
+    kills the process with SIGBUS, a short read is an error like any other."""
     label = str(path)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 8:
-                raise ModelSourceError(f"{label}: not a GGUF file ({size} bytes, too short for a header)")
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                try:
-                    return parse_gguf_header(mm, file_size=size, label=label), size
-                except NeedMoreBytes:  # cannot happen with the whole file mapped; keep the contract
-                    raise ModelSourceError(f"{label}: truncated GGUF") from None
-    except FileNotFoundError:
-        raise ModelSourceError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise ModelSourceError(f"{label}: is a directory, not a .gguf file") from None
-    except PermissionError:
-        raise ModelSourceError(f"{label}: permission denied") from None
+        fd = open_regular_file(Path(path), "GGUF model file")
+    except PlannerError as e:
+        raise ModelSourceError(str(e).rstrip(".")) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size < 8:
+            raise ModelSourceError(f"{label}: not a GGUF file ({size} bytes, too short for a header)")
+
+        def fetch(start: int, stop: int) -> bytes:
+            parts: list[bytes] = []
+            at = start
+            while at < stop:
+                chunk = os.pread(fd, stop - at, at)
+                if not chunk:
+                    raise ModelSourceError(
+                        f"{label}: the file ended at byte {at} while its header was read ({size} bytes when "
+                        "opened): it shrank while being read"
+                    )
+                parts.append(chunk)
+                at += len(chunk)
+            return b"".join(parts)
+
+        header, _ = parse_header_prefix(fetch, file_size=size, label=label, max_bytes=MAX_HEADER_BYTES)
+        return header, size
     except OSError as e:
         raise ModelSourceError(f"{label}: cannot read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
 
 
 # --- header -> ModelSpec ------------------------------------------------------------------------
@@ -468,6 +502,7 @@ def spec_from_header(
     if not _ARCH_RE.fullmatch(arch):  # it becomes part of every key name and of messages
         raise ModelSourceError(f"{label}: 'general.architecture' is '{shown(arch)}', not an architecture name")
     p = arch + "."
+    _check_bounds(kv, p, label)
     n_layers = need_key(p + "block_count")
     hidden = need_key(p + "embedding_length")
     n_heads, _ = _int_or_list(kv.get(p + "attention.head_count"))
@@ -484,6 +519,11 @@ def spec_from_header(
         )
     head_k = _int(kv.get(p + "attention.key_length")) or hidden // n_heads
     head_v = _int(kv.get(p + "attention.value_length")) or head_k
+    if head_k < 1:
+        raise ModelSourceError(
+            f"{label}: no '{p}attention.key_length' and embedding_length {hidden} / head_count {n_heads} "
+            "gives heads of 0 dimensions"
+        )
     ffn, _ = _int_or_list(kv.get(p + "feed_forward_length"))
 
     tensors = header.tensors + tuple(extra_tensors)
@@ -548,6 +588,48 @@ def spec_from_header(
     return ModelSpec(ref=ref, arch=arch_obj, weights=weights, format="gguf")
 
 
+# Ranges of the hyper-parameters the estimator multiplies, per key (after the "<arch>." prefix): a value
+# outside them is a corrupt or hostile file, not a model (an attention.key_length of -2^63 became a
+# MemoryError in the memory bar; zero or negative head counts gave "KV -0.00 GiB ... FITS"). Upper bounds
+# are ~10-100x the largest real models: hidden 16,384 (Llama 3.1 405B), head dims ≤ 576 (DeepSeek MLA),
+# 262,144-token vocabularies (Gemma 3), 10M-token contexts (Llama 4 Scout), 256 experts (DeepSeek V3).
+# (minimum, maximum); per-layer arrays may hold 0 (a layer without attention) but no negatives.
+_KEY_BOUNDS: dict[str, tuple[int, int]] = {
+    "block_count": (1, 1 << 16),
+    "embedding_length": (1, 1 << 20),
+    "attention.head_count": (1, 1 << 16),
+    "attention.head_count_kv": (1, 1 << 16),
+    "attention.key_length": (1, 1 << 16),
+    "attention.value_length": (1, 1 << 16),
+    "feed_forward_length": (0, 1 << 24),
+    "vocab_size": (0, 1 << 24),
+    "context_length": (0, 1 << 32),
+    "attention.sliding_window": (0, 1 << 32),
+    "expert_count": (0, 1 << 16),
+    "expert_used_count": (0, 1 << 16),
+    "expert_feed_forward_length": (0, 1 << 24),
+    "expert_shared_feed_forward_length": (0, 1 << 24),
+    "expert_shared_count": (0, 1 << 16),
+    "leading_dense_block_count": (0, 1 << 16),
+}
+
+
+def _check_bounds(kv: dict[str, Any], prefix: str, label: str) -> None:
+    """Refuse hyper-parameters outside _KEY_BOUNDS with a one-line error naming the key and the range."""
+    for suffix, (lo, hi) in _KEY_BOUNDS.items():
+        key = prefix + suffix
+        v = kv.get(key)
+        if isinstance(v, list):
+            ints = [x for x in v if isinstance(x, int)]
+            bad = next((x for x in ints if not 0 <= x <= hi), None)
+            if bad is None and ints and max(ints) < lo:
+                bad = max(ints)
+        else:
+            bad = v if isinstance(v, int) and not isinstance(v, bool) and not lo <= v <= hi else None
+        if bad is not None:
+            raise ModelSourceError(f"{label}: '{key}' is {bad}; a model has {lo} to {hi}: corrupt or not a model GGUF")
+
+
 def _array_len(v: Any) -> int | None:
     if isinstance(v, SkippedValue):
         return v.count
@@ -605,7 +687,16 @@ def read_gguf(path: str | Path, *, name: str | None = None) -> ModelSpec:
                 f"{p}: split GGUF with {count} parts, missing {', '.join(missing[:5])}"
                 f"{' ...' if len(missing) > 5 else ''}; put all parts in {p.parent}"
             )
-        headers = [read_header_file(q) for q in paths]
+        headers = []
+        n_tensors = 0
+        for q in paths:  # the tensor bound holds for the model, not per part: checked as each part is read
+            headers.append(read_header_file(q))
+            n_tensors += len(headers[-1][0].tensors)
+            if n_tensors > MAX_TENSORS:
+                raise ModelSourceError(
+                    f"{p}: more than {MAX_TENSORS} tensors in the first {len(headers)} of {count} parts "
+                    "(the limit for a real model)"
+                )
         p = paths[0]
     first, extra, total = merge_split_headers(headers, str(p))
     source = Source("file", str(p))
@@ -618,25 +709,30 @@ Fetch = Callable[[int, int], bytes]  # (start, stop) -> bytes of that range
 
 
 def parse_header_prefix(
-    fetch: Fetch, *, file_size: int, label: str, first_bytes: int = 2 << 20, max_bytes: int = 64 << 20
-) -> tuple[GGUFHeader, bytes]:
-    """Parse a header by fetching growing prefixes of a remote file: start at `first_bytes`, double
-    (or jump to what the parser says it needs) up to `max_bytes`. Returns the header and the bytes used."""
-    have = b""
+    fetch: Fetch,
+    *,
+    file_size: int,
+    label: str,
+    first_bytes: int = 2 << 20,
+    max_bytes: int = MAX_HEADER_BYTES,
+) -> tuple[GGUFHeader, bytearray]:
+    """Parse a header by fetching growing prefixes of a file: start at `first_bytes`, double (or jump to
+    what the parser says it needs) up to `max_bytes`. Returns the header and the bytes used (not copied)."""
+    have = bytearray()
     want = min(first_bytes, file_size)
     while True:
         if want > len(have):
             chunk = fetch(len(have), want)
             if len(chunk) != want - len(have):
-                raise ModelSourceError(
-                    f"{label}: server returned {len(chunk)} bytes for a range of {want - len(have)}"
-                )
+                raise ModelSourceError(f"{label}: got {len(chunk)} bytes for a range of {want - len(have)}")
             have += chunk
+            del chunk
         try:
             return parse_gguf_header(have, file_size=file_size, label=label), have
         except NeedMoreBytes as e:
-            if len(have) >= max_bytes:
+            if len(have) >= max_bytes or e.needed > max_bytes:
                 raise ModelSourceError(
-                    f"{label}: GGUF header is larger than {max_bytes >> 20} MiB; refusing to read further"
+                    f"{label}: GGUF header is larger than {max_bytes >> 20} MiB (the limit for a real model "
+                    "header); refusing to read further"
                 ) from None
             want = min(max(2 * len(have), e.needed + (1 << 20)), max_bytes, file_size)

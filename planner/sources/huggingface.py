@@ -1,6 +1,7 @@
-"""`hf:owner/name[@revision][/file.gguf]` -> ModelSpec, through huggingface_hub, cached for offline use.
+"""`hf:owner/name[@revision][/file.gguf]` -> ModelSpec, through huggingface_hub's session, cached for offline use.
 
-Transformer repos: config.json (hf_hub_download, in the HF cache) + the safetensors headers (range
+Every Hub reply is read in a stream, bounded in bytes, and all of one lookup share one deadline
+($AGIPLAN_HUB_TIMEOUT_S, default 120 s). Transformer repos: config.json + the safetensors headers (range
 requests: 8-byte length, JSON header) -> exact tensor bytes by dtype. GGUF repos: the file matching
 `quant`, of which only the header is fetched with growing range requests (2 MiB, doubling, 64 MiB
 cap) and parsed by the same reader as local files. What was resolved is kept under
@@ -13,18 +14,23 @@ HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN. Tokens never appear in messages
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from planner.errors import HubError, ModelSourceError
-from planner.io import write_bytes_atomic
+from planner.errors import HubError, ModelSourceError, PlannerError, shown
+from planner.io import read_bytes_bounded, write_bytes_atomic
 from planner.model.arch import ModelSpec, ModelWeights, Source, TensorInfo
 from planner.sources.gguf_file import (
+    MAX_HEADER_BYTES,
+    MAX_TENSORS,
     GGUFHeader,
     merge_split_headers,
     parse_gguf_header,
@@ -41,6 +47,19 @@ _REF_RE = re.compile(
     r"(?:/(?P<file>.+\.gguf))?$"
 )
 _SAFETENSORS_HEADER_MAX = 100 << 20  # safetensors refuses headers above 100 MB too
+# Bytes one Hub reply may take (an endless /api/models body took 14.8 GB; a Hub ignoring Range sent the
+# whole file, 3.97 GB). model info: ~150 bytes a file, 32 MiB is 200k files; config.json is a few KiB (with
+# an id2label table for 20k classes ~1 MB): 8 MiB; model.safetensors.index.json ~80 bytes a tensor
+# (DeepSeek V3's ~92k entries ~8 MB): 64 MiB.
+_INFO_MAX_BYTES = 32 << 20
+_CONFIG_MAX_BYTES = 8 << 20
+_INDEX_MAX_BYTES = 64 << 20
+# Every Hub read of one `load_hf` shares one deadline (a dripping Hub hung forever: the session has no
+# timeout). $AGIPLAN_HUB_TIMEOUT_S overrides it; a header of 64 MiB at 1 MB/s still fits.
+_HUB_TIMEOUT_S = 120.0
+# A cache record holds config.json and the safetensors headers of every shard (each under 100 MB by the
+# format, ~1 MB in practice): 256 MiB.
+_RECORD_MAX_BYTES = 256 << 20
 _CACHE_VERSION = 1
 # llama.cpp file-type names as they appear in GGUF file names (longest first so Q4_K_M beats Q4_K).
 _QUANT_NAME_RE = re.compile(
@@ -116,13 +135,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise HubError(f"cannot write the agiplan cache under {cache_dir()} ({e.strerror or e})") from None
 
 
-def _read_json(path: Path, label: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise HubError(f"{label}: not valid JSON") from None
-
-
 def _safe(s: str) -> str:
     return re.sub(r"[^\w.\-]", "_", s)
 
@@ -161,88 +173,187 @@ def _offline_error(ref: HubRef) -> HubError:
     )
 
 
-def _raise_hub_error(e: BaseException, ref: HubRef, what: str = "") -> NoReturn:
-    from huggingface_hub import errors as hfe
-
-    where = f" ({what})" if what else ""
-    if isinstance(e, hfe.GatedRepoError):
-        raise HubError(
-            f"{ref.display} is gated: accept the license on huggingface.co/{ref.repo_id} and set HF_TOKEN"
-        ) from None
-    if isinstance(e, hfe.RevisionNotFoundError):
-        raise HubError(f"{ref.display}: no such revision '{ref.revision}' in {ref.repo_id}") from None
-    if isinstance(e, hfe.RepositoryNotFoundError):
-        raise HubError(f"{ref.display}: no such repository on the Hub (or it is private: set HF_TOKEN)") from None
-    if isinstance(e, hfe.EntryNotFoundError):
-        raise HubError(f"{ref.display}: file not found in the repository{where}") from None
-    if isinstance(e, hfe.HfHubHTTPError):
-        status = e.response.status_code if e.response is not None else None
-        if status == 429:
-            raise HubError(f"{ref.display}: the Hub is rate limiting requests (HTTP 429); retry later") from None
-        if status in (401, 403):
-            raise HubError(f"{ref.display}: access denied (HTTP {status}); check HF_TOKEN") from None
-        raise HubError(f"{ref.display}: Hub request failed (HTTP {status}){where}") from None
-    raise HubError(f"{ref.display}: Hub request failed ({type(e).__name__}){where}") from None
-
-
 # --- HTTP helpers (huggingface_hub's session, so proxies / auth / user agent are the library's) ----
+
+
+def _hub_timeout_s() -> float:
+    raw = os.environ.get("AGIPLAN_HUB_TIMEOUT_S")
+    if not raw:
+        return _HUB_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise HubError(f"AGIPLAN_HUB_TIMEOUT_S must be a positive number of seconds, got {shown(raw)!r}")
+    return value
+
+
+@dataclass
+class _Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _status_error(reply: _Reply, ref: HubRef, what: str) -> HubError:
+    """The Hub's error replies as one line (X-Error-Code as huggingface_hub reads it)."""
+    code = reply.headers.get("x-error-code", "")
+    status = reply.status
+    where = f" ({what})" if what else ""
+    if code == "GatedRepo":
+        return HubError(f"{ref.display} is gated: accept the license on huggingface.co/{ref.repo_id} and set HF_TOKEN")
+    if code == "RevisionNotFound":
+        return HubError(f"{ref.display}: no such revision '{ref.revision}' in {ref.repo_id}")
+    if code == "RepoNotFound":
+        return HubError(f"{ref.display}: no such repository on the Hub (or it is private: set HF_TOKEN)")
+    if code == "EntryNotFound":
+        return HubError(f"{ref.display}: file not found in the repository{where}")
+    if status == 429:
+        return HubError(f"{ref.display}: the Hub is rate limiting requests (HTTP 429); retry later")
+    if status in (401, 403):
+        return HubError(f"{ref.display}: access denied (HTTP {status}); check HF_TOKEN")
+    return HubError(f"{ref.display}: Hub request failed (HTTP {status}){where}")
 
 
 @dataclass
 class _Hub:
+    """The Hub's HTTP API through huggingface_hub's session (proxies, user agent, auth are the library's),
+    every reply read in a stream: at most a given number of bytes, all before one deadline."""
+
     ref: HubRef
     endpoint: str
     token: str | None
+    timeout_s: float = _HUB_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.timeout_s
 
     def headers(self) -> dict[str, str]:
-        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
-
-        return dict(build_hf_headers(token=self.token, library_name="agiplan"))
+        # not huggingface_hub's build_hf_headers: with its user agent the same endless reply peaked at
+        # 431 MiB RSS instead of 60 MiB (httpx2 2.17, cause not found); the Hub needs only the token
+        out = {"User-Agent": "agiplan"}
+        if self.token:
+            out["Authorization"] = f"Bearer {self.token}"
+        return out
 
     def url(self, filename: str, revision: str) -> str:
         from huggingface_hub import hf_hub_url
 
         return str(hf_hub_url(self.ref.repo_id, filename, revision=revision, endpoint=self.endpoint))
 
-    def fetcher(self, filename: str, revision: str) -> Callable[[int, int], bytes]:
-        from huggingface_hub import get_session, hf_raise_for_status
+    def _late(self) -> HubError:
+        return HubError(
+            f"{self.ref.display}: the Hub did not answer within {self.timeout_s:g} s "
+            "(AGIPLAN_HUB_TIMEOUT_S); retry, or raise the limit"
+        )
 
+    def get(
+        self, url: str, *, max_bytes: int, what: str, extra: dict[str, str] | None = None, head: bool = False
+    ) -> _Reply:
+        """One request; the body is read up to `max_bytes` (an error past that, unless `extra` asks for a
+        Range, which keeps only its length) and before the deadline."""
+        from huggingface_hub import get_session
+
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self._late()
+        headers = {**self.headers(), "Accept-Encoding": "identity", **(extra or {})}
+        timeout_errors = _timeout_errors()
+        try:
+            method = "HEAD" if head else "GET"
+            with get_session().stream(method, url, headers=headers, timeout=left, follow_redirects=True) as r:
+                parts: list[bytes] = []  # joined once at the end: growing one buffer reallocates it
+                n_bytes = 0
+                reply = _Reply(int(r.status_code), {k.lower(): v for k, v in r.headers.items()}, b"")
+                if head:
+                    return reply
+                limit = max_bytes if reply.status < 400 else 64 << 10
+                for chunk in r.iter_bytes():
+                    parts.append(chunk)
+                    n_bytes += len(chunk)
+                    if n_bytes > limit:
+                        if (extra and "Range" in extra) or reply.status >= 400:
+                            break
+                        raise HubError(
+                            f"{self.ref.display}: the Hub sent more than {max_bytes >> 20} MiB for {what}; "
+                            "stopped reading"
+                        )
+                    if time.monotonic() > self.deadline:
+                        raise self._late()
+                reply.body = b"".join(parts)[:limit]
+                return reply
+        except timeout_errors:
+            raise self._late() from None
+
+    def get_ok(self, url: str, *, max_bytes: int, what: str, extra: dict[str, str] | None = None) -> bytes:
+        reply = self.get(url, max_bytes=max_bytes, what=what, extra=extra)
+        if reply.status >= 400:
+            raise _status_error(reply, self.ref, what)
+        return reply.body
+
+    def fetcher(self, filename: str, revision: str) -> Callable[[int, int], bytes]:
         url = self.url(filename, revision)
 
         def fetch(start: int, stop: int) -> bytes:
-            headers = {**self.headers(), "Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity"}
-            r = get_session().get(url, headers=headers)
-            hf_raise_for_status(r)
-            data = bytes(r.content)
-            if r.status_code == 200:  # server ignored the range: keep the part asked for
+            # a Hub that ignores Range answers 200 with the whole file: only `stop` bytes are read of it
+            reply = self.get(url, max_bytes=stop, what=filename, extra={"Range": f"bytes={start}-{stop - 1}"})
+            if reply.status >= 400:
+                raise _status_error(reply, self.ref, filename)
+            data = reply.body
+            if reply.status == 200:  # server ignored the range: keep the part asked for
                 data = data[start:stop]
             return data
 
         return fetch
 
     def model_info(self) -> tuple[str, dict[str, int | None]]:
-        from huggingface_hub import HfApi
+        """(commit sha, {file name: size}) from GET /api/models/{repo}[/revision/{rev}]?blobs=true, as
+        huggingface_hub's HfApi.model_info(files_metadata=True) asks for it."""
+        url = f"{self.endpoint}/api/models/{self.ref.repo_id}"
+        if self.ref.revision:
+            url += "/revision/" + urllib.parse.quote(self.ref.revision, safe="")
+        info = _parse_json(self.get_ok(url + "?blobs=true", max_bytes=_INFO_MAX_BYTES, what="model info"),
+                           f"{self.ref.display} model info")  # fmt: skip
+        siblings = info.get("siblings") if isinstance(info, dict) else None
+        if not isinstance(siblings, list):
+            raise HubError(f"{self.ref.display}: the Hub's model info has no file list")
+        files: dict[str, int | None] = {}
+        for sib in siblings:
+            name = sib.get("rfilename") if isinstance(sib, dict) else None
+            if isinstance(name, str):
+                size = sib.get("size")
+                files[name] = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+        sha = info.get("sha")
+        return str(sha if isinstance(sha, str) and sha else self.ref.revision or "main"), files
 
-        info = HfApi(endpoint=self.endpoint, library_name="agiplan").model_info(
-            self.ref.repo_id, revision=self.ref.revision, files_metadata=True, token=self.token
-        )
-        files = {s.rfilename: s.size for s in (info.siblings or [])}
-        return str(info.sha or self.ref.revision or "main"), files
+    def download_json(self, filename: str, revision: str, max_bytes: int) -> Any:
+        data = self.get_ok(self.url(filename, revision), max_bytes=max_bytes, what=filename)
+        return _parse_json(data, f"{self.ref.display}/{filename}")
 
-    def download(self, filename: str, revision: str) -> Path:
-        from huggingface_hub import hf_hub_download
+    def size(self, filename: str, revision: str) -> int:
+        reply = self.get(self.url(filename, revision), max_bytes=0, what=filename, head=True)
+        if reply.status >= 400:
+            raise _status_error(reply, self.ref, filename)
+        raw = reply.headers.get("x-linked-size") or reply.headers.get("content-length")
+        if raw is None or not raw.isdigit() or len(raw) > 20:
+            raise HubError(f"{self.ref.display}: the Hub did not report the size of {filename}")
+        return int(raw)
 
-        return Path(
-            hf_hub_download(
-                self.ref.repo_id,
-                filename,
-                revision=revision,
-                endpoint=self.endpoint,
-                token=self.token,
-                cache_dir=_hub_cache(),
-                library_name="agiplan",
-            )
-        )
+
+def _timeout_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [TimeoutError]
+    for mod in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError, AttributeError):
+            errs.append(__import__(mod).TimeoutException)
+    return tuple(errs)
+
+
+def _parse_json(data: bytes, label: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # ValueError: bad JSON, not UTF-8, an integer of > 4300 digits
+        raise HubError(f"{label}: not valid JSON") from None
 
 
 # --- GGUF repos ----------------------------------------------------------------------------------
@@ -300,25 +411,26 @@ def _fetch_gguf(hub: _Hub, sha: str, files: dict[str, int | None], filename: str
     if missing:
         raise HubError(f"{hub.ref.display}: split GGUF is missing part(s) {', '.join(missing[:3])} on the Hub")
     entries = []
+    n_tensors = 0
     for part in parts:
         size = files.get(part)
         if size is None:
             size = _remote_size(hub, part, sha)
         label = f"{hub.ref.display}/{part}"
-        _, raw = parse_header_prefix(hub.fetcher(part, sha), file_size=size, label=label)
+        header, raw = parse_header_prefix(hub.fetcher(part, sha), file_size=size, label=label)
+        n_tensors += len(header.tensors)
+        if n_tensors > MAX_TENSORS:  # the bound is the model's, not a part's
+            raise ModelSourceError(
+                f"{label}: more than {MAX_TENSORS} tensors in its split parts (the limit for a real model)"
+            )
         blob = f"{_safe(sha)}--{_safe(part)}.header"
-        _atomic_write(_record_dir(hub.ref) / blob, raw)
+        _atomic_write(_record_dir(hub.ref) / blob, bytes(raw))
         entries.append({"name": part, "size": size, "header": blob})
     return {"kind": "gguf", "sha": sha, "endpoint": hub.endpoint, "parts": entries}
 
 
 def _remote_size(hub: _Hub, filename: str, sha: str) -> int:
-    from huggingface_hub import get_hf_file_metadata
-
-    meta = get_hf_file_metadata(hub.url(filename, sha), token=hub.token, endpoint=hub.endpoint)
-    if meta.size is None:
-        raise HubError(f"{hub.ref.display}: the Hub did not report the size of {filename}")
-    return int(meta.size)
+    return hub.size(filename, sha)
 
 
 def _record_dir(ref: HubRef) -> Path:
@@ -332,8 +444,8 @@ def _spec_from_gguf_record(rec: dict[str, Any], ref: HubRef, raw_ref: str) -> Mo
         label = f"{ref.display}/{part['name']}"
         path = _record_dir(ref) / part["header"]
         try:
-            raw = path.read_bytes()
-        except OSError:
+            raw = read_bytes_bounded(path, "cached GGUF header", MAX_HEADER_BYTES)
+        except PlannerError:
             raise _offline_error(ref) from None
         headers.append((parse_gguf_header(raw, file_size=int(part["size"]), label=label), int(part["size"])))
     first, extra, total = merge_split_headers(headers, ref.display)
@@ -489,7 +601,7 @@ def tensors_from_safetensors(header: dict[str, Any], label: str) -> list[TensorI
 def _fetch_safetensors_header(hub: _Hub, filename: str, sha: str) -> dict[str, Any]:
     label = f"{hub.ref.display}/{filename}"
     fetch = hub.fetcher(filename, sha)
-    first = fetch(0, 100_000)
+    first = fetch(0, 100_000)  # a Range reply: never more than asked for
     if len(first) < 8:
         raise ModelSourceError(f"{label}: not a safetensors file (too short)")
     n = int.from_bytes(first[:8], "little")
@@ -502,10 +614,11 @@ def _fetch_safetensors_header(hub: _Hub, filename: str, sha: str) -> dict[str, A
 
 def _shards(hub: _Hub, files: dict[str, int | None], sha: str) -> list[str]:
     if "model.safetensors.index.json" in files:
-        index = _read_json(
-            hub.download("model.safetensors.index.json", sha), f"{hub.ref.display}/model.safetensors.index.json"
-        )
-        shards = sorted(set(index.get("weight_map", {}).values()))
+        index = hub.download_json("model.safetensors.index.json", sha, _INDEX_MAX_BYTES)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise HubError(f"{hub.ref.display}/model.safetensors.index.json: no weight_map of file names")
+        shards = sorted(set(weight_map.values()))
         if shards:
             return shards
     if "model.safetensors" in files:
@@ -514,7 +627,7 @@ def _shards(hub: _Hub, files: dict[str, int | None], sha: str) -> list[str]:
 
 
 def _fetch_transformers(hub: _Hub, sha: str, files: dict[str, int | None]) -> dict[str, Any]:
-    config = _read_json(hub.download("config.json", sha), f"{hub.ref.display}/config.json")
+    config = hub.download_json("config.json", sha, _CONFIG_MAX_BYTES)
     shards = _shards(hub, files, sha)
     if not shards:
         raise HubError(
@@ -573,9 +686,9 @@ def _spec_from_record(rec: dict[str, Any], ref: HubRef, raw_ref: str) -> ModelSp
 
 
 def _load_record(path: Path) -> dict[str, Any] | None:
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
+    try:  # agiplan's own cache, still read as outside input: a regular file, bounded
+        rec = json.loads(read_bytes_bounded(path, "Hub cache record", _RECORD_MAX_BYTES))
+    except (PlannerError, ValueError, RecursionError):
         return None
     if not isinstance(rec, dict) or rec.get("version") != _CACHE_VERSION:
         return None
@@ -592,9 +705,7 @@ def load_hf(ref: str, *, quant: str | None = None, token: str | None = None) -> 
             raise _offline_error(hub_ref)
         return _spec_from_record(rec, hub_ref, ref)
 
-    hub = _Hub(hub_ref, _endpoint(), token or os.environ.get("HF_TOKEN") or None)
-    from huggingface_hub import errors as hfe
-
+    hub = _Hub(hub_ref, _endpoint(), token or os.environ.get("HF_TOKEN") or None, _hub_timeout_s())
     net = _network_errors()
     try:
         sha, files = hub.model_info()
@@ -610,14 +721,12 @@ def load_hf(ref: str, *, quant: str | None = None, token: str | None = None) -> 
             rec = _fetch_transformers(hub, sha, files)
         else:
             rec = _fetch_gguf(hub, sha, files, choose_gguf(sorted(files), quant, hub_ref.display))
-    except (*net, hfe.LocalEntryNotFoundError):  # type: ignore[misc]
+    except net:
         # No network (connection refused, DNS, timeout, huggingface_hub's own offline mode): use the cache.
         rec_cached = _load_record(record_path)
         if rec_cached is None:
             raise _offline_error(hub_ref) from None
         return _spec_from_record(rec_cached, hub_ref, ref)
-    except (hfe.HfHubHTTPError, hfe.EntryNotFoundError) as e:
-        _raise_hub_error(e, hub_ref)
     rec["version"] = _CACHE_VERSION
     spec = _spec_from_record(rec, hub_ref, ref)  # validate before caching
     _atomic_write(record_path, json.dumps(rec).encode())
