@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from planner.catalog import Catalog
-from planner.plan.objective import QUALITY_POINTS, Points
+from planner.estimate.speed import DECODE_ETA, DECODE_ETA_MODERN_NVIDIA, GB
+from planner.plan.objective import QUALITY_POINTS, Points, below_floor
 from planner.plan.problem import (
     Candidate,
     EstimateCache,
@@ -275,8 +276,10 @@ def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:
 class _SetBound:
     """A lower bound on the key of any plan on {main, second}, from weight sizes alone (no estimate on the
     second server): no failures, each model item at most the better of its best candidate on the main
-    server and its best (model, quant) whose weights fit the second server's GPU memory + RAM at all (the
-    split item: main + second), the set's cost, no devices."""
+    server that meets its floor alone and its best (model, quant) whose weights fit the second server's GPU
+    memory + RAM at all and could meet the floor there (`_could_meet_floor`; the split item: main + second,
+    any combo that fits), the set's cost, no devices. A plan with no failures has every role at its floor,
+    and a plan with failures has a larger key than any bound."""
 
     def __init__(self, stack: Stack, main: Server, cat: Catalog, cache: EstimateCache, split_item: int | None) -> None:
         self.cat = cat
@@ -284,26 +287,55 @@ class _SetBound:
         self.split_item = split_item
         main_p = make_problem(stack, [main], cat, cache, mode="concurrent")
         self.main_q: list[int | None] = [
-            max((c.quality for c in cs), default=None) if ii != split_item else None
+            max((c.quality for c in cs if not below_floor(c.alone_tok_s, self.items[ii].min_tok_s)), default=None)
+            if ii != split_item
+            else None
             for ii, cs in enumerate(main_p.cands)
         ]
         self.main_cap = _raw_capacity(main, cat)
         self.main_cost = main.cost_usd
-        self.combos = [
-            [(q.weight_bytes, q.quality) for q in item_combos(ii, it, cat, cache, stack)] if it.is_model else []
+        self.combos: list[list[_ComboSize]] = [
+            [
+                _ComboSize(
+                    q.weight_bytes,
+                    q.quality,
+                    # the bytes every decode step reads, when the floor can be bounded by them: a dense model
+                    # on llama.cpp reads all its weights but token_embd (a row lookup) per token; 0: no bound
+                    0
+                    if it.min_tok_s is None or q.engine != "llama.cpp" or cache.spec(q.ref).arch.is_moe
+                    else q.sizes[0] - q.sizes[2],
+                )
+                for q in item_combos(ii, it, cat, cache, stack)
+            ]
+            if it.is_model
+            else []
             for ii, it in enumerate(self.items)
         ]
 
     def item_bounds(self, second: Server) -> list[int]:
         """Per item: the most quality points it can score on {main, second} (unplaced scores 0)."""
         cap = _raw_capacity(second, self.cat)
+        gpu_bw_gbs = max((d.bandwidth_gbs for d in second.gpu_devices(self.cat)), default=0.0)
+        gpu_cap = sum(d.available_bytes for d in second.gpu_devices(self.cat))
+        host_bw_gbs = second.host(self.cat).bandwidth_gbs
         out: list[int] = []
         for ii, it in enumerate(self.items):
             if not it.is_model:
                 out.append(0)
                 continue
-            room = cap + self.main_cap if ii == self.split_item else cap
-            q = max([self.main_q[ii] or 0, *(qq for b, qq in self.combos[ii] if b <= room)])
+            split = ii == self.split_item
+            room = cap + self.main_cap if split else cap
+            q = max(
+                [
+                    self.main_q[ii] or 0,
+                    *(
+                        c.quality
+                        for c in self.combos[ii]
+                        if c.weight_bytes <= room
+                        and (split or _could_meet_floor(c, it.min_tok_s, gpu_bw_gbs, gpu_cap, host_bw_gbs))
+                    ),
+                ]
+            )
             out.append(max(q, 0))
         return out
 
@@ -318,6 +350,47 @@ class _SetBound:
         ub = self.item_bounds(second)
         total = sum(ub)
         return [-incumbent[1] - (total - u) for u in ub]
+
+
+# the largest decode efficiency η of any device and weight family (planner.estimate.speed): no device reads
+# weights faster than η × its bandwidth
+_MAX_DECODE_ETA = max(v for t in (*DECODE_ETA.values(), DECODE_ETA_MODERN_NVIDIA) for v in t.values())
+# the bound's margin against the speed model's details it does not follow (norms, small tensors)
+_STEP_BOUND_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class _ComboSize:
+    """What the set bound knows of a combo: its weights, its points, the bytes a decode step reads (0: no
+    bound on its speed)."""
+
+    weight_bytes: int
+    quality: int
+    step_read_bytes: int
+
+
+def step_lower_bound_s(read_bytes: int, gpu_bw_gbs: float, gpu_cap_bytes: int, host_bw_gbs: float) -> float:
+    """A lower bound on the decode step (s) of a dense llama.cpp model on one server whose step reads
+    `read_bytes` (planner.estimate.speed: bytes / (η × bandwidth) per device, plus fixed times, KV and the
+    hybrid slow-down, all left out here): at most the GPUs' memory of them from GPUs, at the fastest card's
+    bandwidth, the rest from host RAM, each at the largest η. 0 when the host's bandwidth is unknown."""
+    on_gpus = min(read_bytes, gpu_cap_bytes) if gpu_bw_gbs > 0 else 0
+    on_host = read_bytes - on_gpus
+    if on_host and host_bw_gbs <= 0:
+        return 0.0
+    step_s = on_gpus / (gpu_bw_gbs * GB * _MAX_DECODE_ETA) if on_gpus else 0.0
+    return step_s + (on_host / (host_bw_gbs * GB * _MAX_DECODE_ETA) if on_host else 0.0)
+
+
+def _could_meet_floor(
+    c: _ComboSize, floor_tok_s: float | None, gpu_bw_gbs: float, gpu_cap_bytes: int, host_bw_gbs: float
+) -> bool:
+    """Whether the combo may decode at `floor_tok_s` alone on one server (`step_lower_bound_s`, with a 10 %
+    margin)."""
+    if floor_tok_s is None or c.step_read_bytes <= 0:
+        return True
+    step_s = step_lower_bound_s(c.step_read_bytes, gpu_bw_gbs, gpu_cap_bytes, host_bw_gbs) * _STEP_BOUND_SHARE
+    return step_s <= 0 or not below_floor(1.0 / step_s, floor_tok_s)
 
 
 def _raw_capacity(server: Server, cat: Catalog) -> int:
