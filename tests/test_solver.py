@@ -1090,15 +1090,12 @@ def test_step_lower_bound_is_below_every_dense_llama_cpp_candidate(server: str) 
     )
     s = _srv(server)
     p = make_problem(stack, [s], CAT, CACHE, mode="concurrent")
-    gpus = s.gpu_devices(CAT)
-    gpu_bw = max((d.bandwidth_gbs for d in gpus), default=0.0)
-    gpu_cap = sum(d.available_bytes for d in gpus)
     checked = 0
     for cands in p.cands:
         for c in cands:
             w = CACHE.weights(c.model_ref, c.quant, "llama.cpp")
             total, _file, embd = CACHE.sizes(w)
-            bound = step_lower_bound_s(total - embd, gpu_bw, gpu_cap, s.host(CAT).bandwidth_gbs)
+            bound = step_lower_bound_s(total - embd, s.gpu_devices(CAT), s.host(CAT))
             assert 0 < bound <= c.step_s, (c.model_ref, c.quant, c.gpu_slots, c.uses_cpu)
             checked += 1
     assert checked >= 10  # each model at one quant or more (CPU-only: 15; the seed server: GPU-only, offloaded)

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from planner.catalog import Catalog
-from planner.estimate.speed import DECODE_ETA, DECODE_ETA_MODERN_NVIDIA, GB
+from planner.estimate.speed import GB, decode_eta_table
+from planner.estimate.types import Device
 from planner.plan.objective import QUALITY_POINTS, Points, below_floor
 from planner.plan.problem import (
     Candidate,
@@ -278,8 +279,8 @@ class _SetBound:
     second server): no failures, each model item at most the better of its best candidate on the main
     server that meets its floor alone and its best (model, quant) whose weights fit the second server's GPU
     memory + RAM at all and could meet the floor there (`_could_meet_floor`; the split item: main + second,
-    any combo that fits), the set's cost, no devices. A plan with no failures has every role at its floor,
-    and a plan with failures has a larger key than any bound."""
+    on the GPUs of both and the main server's RAM), the set's cost, no devices. A plan with no failures has
+    every role at its floor, and a plan with failures has a larger key than any bound."""
 
     def __init__(self, stack: Stack, main: Server, cat: Catalog, cache: EstimateCache, split_item: int | None) -> None:
         self.cat = cat
@@ -293,6 +294,8 @@ class _SetBound:
             for ii, cs in enumerate(main_p.cands)
         ]
         self.main_cap = _raw_capacity(main, cat)
+        self.main_gpus = main.gpu_devices(cat)
+        self.main_host = main.host(cat)
         self.main_cost = main.cost_usd
         self.combos: list[list[_ComboSize]] = [
             [
@@ -315,9 +318,9 @@ class _SetBound:
     def item_bounds(self, second: Server) -> list[int]:
         """Per item: the most quality points it can score on {main, second} (unplaced scores 0)."""
         cap = _raw_capacity(second, self.cat)
-        gpu_bw_gbs = max((d.bandwidth_gbs for d in second.gpu_devices(self.cat)), default=0.0)
-        gpu_cap = sum(d.available_bytes for d in second.gpu_devices(self.cat))
-        host_bw_gbs = second.host(self.cat).bandwidth_gbs
+        gpus = second.gpu_devices(self.cat)
+        host = second.host(self.cat)
+        split_gpus = [*self.main_gpus, *gpus]  # a split's layers: GPUs of both servers, the rest in main's RAM
         out: list[int] = []
         for ii, it in enumerate(self.items):
             if not it.is_model:
@@ -332,7 +335,11 @@ class _SetBound:
                         c.quality
                         for c in self.combos[ii]
                         if c.weight_bytes <= room
-                        and (split or _could_meet_floor(c, it.min_tok_s, gpu_bw_gbs, gpu_cap, host_bw_gbs))
+                        and (
+                            _could_meet_floor(c, it.min_tok_s, split_gpus, self.main_host)
+                            if split
+                            else _could_meet_floor(c, it.min_tok_s, gpus, host)
+                        )
                     ),
                 ]
             )
@@ -352,9 +359,6 @@ class _SetBound:
         return [-incumbent[1] - (total - u) for u in ub]
 
 
-# the largest decode efficiency η of any device and weight family (planner.estimate.speed): no device reads
-# weights faster than η × its bandwidth
-_MAX_DECODE_ETA = max(v for t in (*DECODE_ETA.values(), DECODE_ETA_MODERN_NVIDIA) for v in t.values())
 # the bound's margin against the speed model's details it does not follow (norms, small tensors)
 _STEP_BOUND_SHARE = 0.9
 
@@ -369,27 +373,37 @@ class _ComboSize:
     step_read_bytes: int
 
 
-def step_lower_bound_s(read_bytes: int, gpu_bw_gbs: float, gpu_cap_bytes: int, host_bw_gbs: float) -> float:
-    """A lower bound on the decode step (s) of a dense llama.cpp model on one server whose step reads
-    `read_bytes` (planner.estimate.speed: bytes / (η × bandwidth) per device, plus fixed times, KV and the
-    hybrid slow-down, all left out here): at most the GPUs' memory of them from GPUs, at the fastest card's
-    bandwidth, the rest from host RAM, each at the largest η. 0 when the host's bandwidth is unknown."""
-    on_gpus = min(read_bytes, gpu_cap_bytes) if gpu_bw_gbs > 0 else 0
-    on_host = read_bytes - on_gpus
-    if on_host and host_bw_gbs <= 0:
-        return 0.0
-    step_s = on_gpus / (gpu_bw_gbs * GB * _MAX_DECODE_ETA) if on_gpus else 0.0
-    return step_s + (on_host / (host_bw_gbs * GB * _MAX_DECODE_ETA) if on_host else 0.0)
+def step_lower_bound_s(read_bytes: int, gpus: Sequence[Device], host: Device) -> float:
+    """A lower bound on the decode step (s) of a dense llama.cpp model whose step reads `read_bytes`, with
+    its layers on `gpus` and `host` (planner.estimate.speed: bytes / (η × bandwidth) per device, plus fixed
+    times, KV and the hybrid slow-down, all left out here): the bytes fill the fastest GPUs first, each up to
+    its memory, the rest is read from host RAM, each device at its largest η (of any weight family). 0 when the
+    host's bandwidth is unknown."""
+    left = read_bytes
+    step_s = 0.0
+    for d, rate in sorted(((d, _read_rate(d)) for d in gpus), key=lambda x: -x[1]):
+        here = min(left, d.available_bytes)
+        if here > 0 and rate > 0:
+            step_s += here / rate
+            left -= here
+    if left > 0:
+        if _read_rate(host) <= 0:
+            return 0.0
+        step_s += left / _read_rate(host)
+    return step_s
 
 
-def _could_meet_floor(
-    c: _ComboSize, floor_tok_s: float | None, gpu_bw_gbs: float, gpu_cap_bytes: int, host_bw_gbs: float
-) -> bool:
-    """Whether the combo may decode at `floor_tok_s` alone on one server (`step_lower_bound_s`, with a 10 %
-    margin)."""
+def _read_rate(d: Device) -> float:
+    """The most bytes per second the speed model lets device `d` read weights at: its bandwidth × its largest η."""
+    return d.bandwidth_gbs * GB * max(decode_eta_table(d).values())
+
+
+def _could_meet_floor(c: _ComboSize, floor_tok_s: float | None, gpus: Sequence[Device], host: Device) -> bool:
+    """Whether the combo may decode at `floor_tok_s` alone on `gpus` and `host` (`step_lower_bound_s`, with a
+    10 % margin)."""
     if floor_tok_s is None or c.step_read_bytes <= 0:
         return True
-    step_s = step_lower_bound_s(c.step_read_bytes, gpu_bw_gbs, gpu_cap_bytes, host_bw_gbs) * _STEP_BOUND_SHARE
+    step_s = step_lower_bound_s(c.step_read_bytes, gpus, host) * _STEP_BOUND_SHARE
     return step_s <= 0 or not below_floor(1.0 / step_s, floor_tok_s)
 
 
