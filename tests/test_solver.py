@@ -1079,7 +1079,7 @@ def test_step_lower_bound_is_below_every_dense_llama_cpp_candidate(server: str) 
     """The two-server set bound leaves out a (model, quant) that cannot meet its floor on the second server by
     `step_lower_bound_s`; it must never exceed the decode step the estimator gives a real candidate there, or a
     set would be pruned that holds a better plan. Dense models, 7B to 72B, llama.cpp."""
-    from planner.plan.options import step_lower_bound_s
+    from planner.plan.problem import step_lower_bound_s
 
     stack = _stack(
         [

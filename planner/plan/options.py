@@ -12,13 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from planner.catalog import Catalog
-from planner.estimate.speed import GB, decode_eta_table
-from planner.estimate.types import Device
 from planner.plan.objective import QUALITY_POINTS, Points, below_floor
 from planner.plan.problem import (
     Candidate,
     EstimateCache,
     Problem,
+    could_meet_floor,
     dominates,
     evaluate,
     item_combos,
@@ -133,6 +132,7 @@ def solve_two_server(
             split_pair=(0, 1) if split_ii is not None else None,
             require_server=1,
             min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
+            meet_floors=incumbent is not None and incumbent[0] == 0,
         )
         searchable = split_ii is None or bool(p.cands[split_ii])  # a split needs a split candidate
         taken = next((t for t in (_take_over(o, p) for o in optima) if t is not None), None) if searchable else None
@@ -278,7 +278,7 @@ class _SetBound:
     """A lower bound on the key of any plan on {main, second}, from weight sizes alone (no estimate on the
     second server): no failures, each model item at most the better of its best candidate on the main
     server that meets its floor alone and its best (model, quant) whose weights fit the second server's GPU
-    memory + RAM at all and could meet the floor there (`_could_meet_floor`; the split item: main + second,
+    memory + RAM at all and could meet the floor there (`could_meet_floor`; the split item: main + second,
     on the GPUs of both and the main server's RAM), the set's cost, no devices. A plan with no failures has
     every role at its floor, and a plan with failures has a larger key than any bound."""
 
@@ -297,22 +297,8 @@ class _SetBound:
         self.main_gpus = main.gpu_devices(cat)
         self.main_host = main.host(cat)
         self.main_cost = main.cost_usd
-        self.combos: list[list[_ComboSize]] = [
-            [
-                _ComboSize(
-                    q.weight_bytes,
-                    q.quality,
-                    # the bytes every decode step reads, when the floor can be bounded by them: a dense model
-                    # on llama.cpp reads all its weights but token_embd (a row lookup) per token; 0: no bound
-                    0
-                    if it.min_tok_s is None or q.engine != "llama.cpp" or cache.spec(q.ref).arch.is_moe
-                    else q.sizes[0] - q.sizes[2],
-                )
-                for q in item_combos(ii, it, cat, cache, stack)
-            ]
-            if it.is_model
-            else []
-            for ii, it in enumerate(self.items)
+        self.combos = [
+            item_combos(ii, it, cat, cache, stack) if it.is_model else [] for ii, it in enumerate(self.items)
         ]
 
     def item_bounds(self, second: Server) -> list[int]:
@@ -336,9 +322,9 @@ class _SetBound:
                         for c in self.combos[ii]
                         if c.weight_bytes <= room
                         and (
-                            _could_meet_floor(c, it.min_tok_s, split_gpus, self.main_host)
+                            could_meet_floor(c, it.min_tok_s, split_gpus, self.main_host)
                             if split
-                            else _could_meet_floor(c, it.min_tok_s, gpus, host)
+                            else could_meet_floor(c, it.min_tok_s, gpus, host)
                         )
                     ),
                 ]
@@ -357,54 +343,6 @@ class _SetBound:
         ub = self.item_bounds(second)
         total = sum(ub)
         return [-incumbent[1] - (total - u) for u in ub]
-
-
-# the bound's margin against the speed model's details it does not follow (norms, small tensors)
-_STEP_BOUND_SHARE = 0.9
-
-
-@dataclass(frozen=True)
-class _ComboSize:
-    """What the set bound knows of a combo: its weights, its points, the bytes a decode step reads (0: no
-    bound on its speed)."""
-
-    weight_bytes: int
-    quality: int
-    step_read_bytes: int
-
-
-def step_lower_bound_s(read_bytes: int, gpus: Sequence[Device], host: Device) -> float:
-    """A lower bound on the decode step (s) of a dense llama.cpp model whose step reads `read_bytes`, with
-    its layers on `gpus` and `host` (planner.estimate.speed: bytes / (η × bandwidth) per device, plus fixed
-    times, KV and the hybrid slow-down, all left out here): the bytes fill the fastest GPUs first, each up to
-    its memory, the rest is read from host RAM, each device at its largest η (of any weight family). 0 when the
-    host's bandwidth is unknown."""
-    left = read_bytes
-    step_s = 0.0
-    for d, rate in sorted(((d, _read_rate(d)) for d in gpus), key=lambda x: -x[1]):
-        here = min(left, d.available_bytes)
-        if here > 0 and rate > 0:
-            step_s += here / rate
-            left -= here
-    if left > 0:
-        if _read_rate(host) <= 0:
-            return 0.0
-        step_s += left / _read_rate(host)
-    return step_s
-
-
-def _read_rate(d: Device) -> float:
-    """The most bytes per second the speed model lets device `d` read weights at: its bandwidth × its largest η."""
-    return d.bandwidth_gbs * GB * max(decode_eta_table(d).values())
-
-
-def _could_meet_floor(c: _ComboSize, floor_tok_s: float | None, gpus: Sequence[Device], host: Device) -> bool:
-    """Whether the combo may decode at `floor_tok_s` alone on `gpus` and `host` (`step_lower_bound_s`, with a
-    10 % margin)."""
-    if floor_tok_s is None or c.step_read_bytes <= 0:
-        return True
-    step_s = step_lower_bound_s(c.step_read_bytes, gpus, host) * _STEP_BOUND_SHARE
-    return step_s <= 0 or not below_floor(1.0 / step_s, floor_tok_s)
 
 
 def _raw_capacity(server: Server, cat: Catalog) -> int:

@@ -32,6 +32,7 @@ from planner.catalog import Catalog
 from planner.errors import EstimateError, PlannerError
 from planner.estimate.context import context_limit
 from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
+from planner.estimate.speed import GB, decode_eta_table
 from planner.estimate.types import Device, Estimate, MemoryParts, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
 from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step_profile
@@ -266,6 +267,44 @@ def role_quants(cat: Catalog, role: RoleSpec, floor_kld: float) -> list[str]:
     return [q for q in QUANT_LADDER if quant_kld(cat, q) <= floor_kld]
 
 
+# the margin of `could_meet_floor` against the speed model's details `step_lower_bound_s` does not follow
+STEP_BOUND_SHARE = 0.9
+
+
+def step_lower_bound_s(read_bytes: int, gpus: Sequence[Device], host: Device) -> float:
+    """A lower bound on the decode step (s) of a dense llama.cpp model whose step reads `read_bytes`, with
+    its layers on `gpus` and `host` (planner.estimate.speed: bytes / (η × bandwidth) per device, plus fixed
+    times, KV and the hybrid slow-down, all left out here): the bytes fill the fastest GPUs first, each up to
+    its memory, the rest is read from host RAM, each device at its largest η (of any weight family). 0 when the
+    host's bandwidth is unknown."""
+    left = read_bytes
+    step_s = 0.0
+    for d, rate in sorted(((d, _read_rate(d)) for d in gpus), key=lambda x: -x[1]):
+        here = min(left, d.available_bytes)
+        if here > 0 and rate > 0:
+            step_s += here / rate
+            left -= here
+    if left > 0:
+        if _read_rate(host) <= 0:
+            return 0.0
+        step_s += left / _read_rate(host)
+    return step_s
+
+
+def _read_rate(d: Device) -> float:
+    """The most bytes per second the speed model lets device `d` read weights at: its bandwidth × its largest η."""
+    return d.bandwidth_gbs * GB * max(decode_eta_table(d).values())
+
+
+def could_meet_floor(cb: Combo, floor_tok_s: float | None, gpus: Sequence[Device], host: Device) -> bool:
+    """Whether combo `cb` may decode at `floor_tok_s` alone with its layers on `gpus` and `host`
+    (`step_lower_bound_s`, with a 10 % margin). False only when no placement there meets the floor."""
+    if floor_tok_s is None or cb.step_read_bytes <= 0:
+        return True
+    step_s = step_lower_bound_s(cb.step_read_bytes, gpus, host) * STEP_BOUND_SHARE
+    return step_s <= 0 or not below_floor(1.0 / step_s, floor_tok_s)
+
+
 def gpu_subsets(n: int) -> list[tuple[int, ...]]:
     """GPU index subsets a model may use: all non-empty subsets up to 4 cards, contiguous ranges beyond."""
     if n <= MAX_SUBSET_GPUS:
@@ -391,6 +430,9 @@ class Combo:
     sizes: tuple[int, int, int]  # weights: (total, file, token_embd) bytes
     preference: int = 0  # place in the role's model list
     tier: int = 0  # objective.QUANT_TIERS index
+    # the bytes every decode step reads, where they bound its speed (`step_lower_bound_s`): a dense model on
+    # llama.cpp reads all its weights but token_embd (a row lookup) per token; 0: no bound (MoE, vLLM)
+    step_read_bytes: int = 0
 
     @property
     def weight_bytes(self) -> int:
@@ -439,7 +481,10 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
                     w = cache.weights(ref, quant, cfg.engine)
                 except (EstimateError, PlannerError):
                     continue
-                combos.append(Combo(ref, quant, q_up, engine, cfg, quality, cache.sizes(w), pref, tier))
+                sizes = cache.sizes(w)
+                dense_llama = cfg.engine == "llama.cpp" and not spec.arch.is_moe
+                read_bytes = sizes[0] - sizes[2] if dense_llama else 0
+                combos.append(Combo(ref, quant, q_up, engine, cfg, quality, sizes, pref, tier, read_bytes))
     cache.combos[key] = combos
     return combos
 
@@ -454,9 +499,12 @@ def build_candidates(
     split_item: int | None = None,
     split_pair: tuple[int, int] | None = None,
     min_quality: Sequence[int] | None = None,
+    meet_floors: bool = False,
 ) -> tuple[list[DevSlot], list[int], list[list[Candidate]]]:
     """Every feasible-alone, non-dominated candidate of each item on `servers`. With `split_item`, that
-    item gets only llama.cpp RPC candidates spanning `split_pair` = (host server, remote server)."""
+    item gets only llama.cpp RPC candidates spanning `split_pair` = (host server, remote server). With
+    `meet_floors`, combos that cannot meet their floor (`could_meet_floor`) are not estimated on the servers
+    after the first nor split."""
     from planner.estimate.engines import rules_for
 
     slots, host_slot = _slots(servers, cat)
@@ -504,6 +552,8 @@ def build_candidates(
                 if cb.engine == "vllm" or not gpus[b]:
                     continue
                 devs = [*gpus[a], *gpus[b]]
+                if meet_floors and not could_meet_floor(cb, it.min_tok_s, devs, hosts[a]):
+                    continue
                 if cb.weight_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
                     continue
                 est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[a])
@@ -529,6 +579,9 @@ def build_candidates(
             # the first server's candidates are memoized whole: with a quality floor, filter them instead of
             # re-building them from the floor-filtered combos
             filter_here = si == 0 and floor_q is not None
+            here = combos
+            if meet_floors and si > 0:
+                here = [cb for cb in combos if could_meet_floor(cb, it.min_tok_s, gpus[si], hosts[si])]
             built = _server_candidates(
                 ii,
                 it,
@@ -541,7 +594,7 @@ def build_candidates(
                 host_margin,
                 gpu_slot_index,
                 cache,
-                item_combos(ii, it, cat, cache, stack) if filter_here else combos,
+                item_combos(ii, it, cat, cache, stack) if filter_here else here,
                 stack.quality_floor_kld,
             )
             cands += [c for c in built if floor_q is None or c.quality >= floor_q] if filter_here else built
@@ -580,7 +633,7 @@ def _server_candidates(
         srv.gpus,
         srv.ram_gib,
         srv.gpu_reserved_bytes,
-        len(combos),  # a quality-filtered list is a prefix-by-threshold of the same combos: its size names it
+        tuple((cb.ref, cb.quant, cb.engine) for cb in combos),  # filtered by quality and floor: which ones
     )
     hit = cache.server_cands.get(key)
     if hit is not None:
@@ -651,14 +704,25 @@ def make_problem(
     split_pair: tuple[int, int] | None = None,
     require_server: int | None = None,
     min_quality: Sequence[int] | None = None,
+    meet_floors: bool = False,
 ) -> Problem:
     """One option's problem. `min_quality` (per item) leaves out candidates scoring less: the caller knows
-    they are in no plan better than its incumbent, so they are not estimated on servers after the first."""
+    they are in no plan better than its incumbent, so they are not estimated on servers after the first; so
+    are, with `meet_floors`, combos that cannot meet their floor there (the caller's incumbent meets every
+    floor, so a better plan does too)."""
     from planner.estimate.engines import rules_for
 
     items = stack_items(stack, cat)
     slots, host_slot, cands = build_candidates(
-        items, servers, cat, cache, stack, split_item=split_item, split_pair=split_pair, min_quality=min_quality
+        items,
+        servers,
+        cat,
+        cache,
+        stack,
+        split_item=split_item,
+        split_pair=split_pair,
+        min_quality=min_quality,
+        meet_floors=meet_floors,
     )
     n_models = sum(1 for it in items if it.is_model)
     fixed: list[list[Candidate]] = []
