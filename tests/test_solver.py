@@ -1079,7 +1079,7 @@ def test_step_lower_bound_is_below_every_dense_llama_cpp_candidate(server: str) 
     """The two-server set bound leaves out a (model, quant) that cannot meet its floor on the second server by
     `step_lower_bound_s`; it must never exceed the decode step the estimator gives a real candidate there, or a
     set would be pruned that holds a better plan. Dense models, 7B to 72B, llama.cpp."""
-    from planner.plan.problem import step_lower_bound_s
+    from planner.plan.problem import read_rates, step_lower_bound_s
 
     stack = _stack(
         [
@@ -1095,7 +1095,7 @@ def test_step_lower_bound_is_below_every_dense_llama_cpp_candidate(server: str) 
         for c in cands:
             w = CACHE.weights(c.model_ref, c.quant, "llama.cpp")
             total, _file, embd = CACHE.sizes(w)
-            bound = step_lower_bound_s(total - embd, s.gpu_devices(CAT), s.host(CAT))
+            bound = step_lower_bound_s(total - embd, read_rates(s.gpu_devices(CAT), s.host(CAT)))
             assert 0 < bound <= c.step_s, (c.model_ref, c.quant, c.gpu_slots, c.uses_cpu)
             checked += 1
     assert checked >= 10  # each model at one quant or more (CPU-only: 15; the seed server: GPU-only, offloaded)

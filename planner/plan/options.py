@@ -22,6 +22,7 @@ from planner.plan.problem import (
     evaluate,
     item_combos,
     make_problem,
+    read_rates,
     stack_items,
 )
 from planner.plan.schema import OptionKind, Reason, RoleMiss
@@ -305,8 +306,9 @@ class _SetBound:
         """Per item: the most quality points it can score on {main, second} (unplaced scores 0)."""
         cap = _raw_capacity(second, self.cat)
         gpus = second.gpu_devices(self.cat)
-        host = second.host(self.cat)
-        split_gpus = [*self.main_gpus, *gpus]  # a split's layers: GPUs of both servers, the rest in main's RAM
+        rates = read_rates(gpus, second.host(self.cat))
+        # a split's layers: GPUs of both servers, the rest in main's RAM
+        split_rates = read_rates([*self.main_gpus, *gpus], self.main_host)
         out: list[int] = []
         for ii, it in enumerate(self.items):
             if not it.is_model:
@@ -321,11 +323,7 @@ class _SetBound:
                         c.quality
                         for c in self.combos[ii]
                         if c.weight_bytes <= room
-                        and (
-                            could_meet_floor(c, it.min_tok_s, split_gpus, self.main_host)
-                            if split
-                            else could_meet_floor(c, it.min_tok_s, gpus, host)
-                        )
+                        and (could_meet_floor(c, it.min_tok_s, split_rates if split else rates))
                     ),
                 ]
             )

@@ -176,6 +176,9 @@ class EstimateCache:
         self.calls = 0
         self.hits = 0
         self.server_cands: dict[tuple[object, ...], list[Candidate]] = {}
+        # a candidate by its estimate (by id: every estimate stays in `_est` as long as this cache) and slots:
+        # second servers that differ only in CPU or RAM share the estimates with every layer on the GPUs
+        self.cands_by_est: dict[tuple[object, ...], Candidate] = {}
         self.combos: dict[tuple[object, ...], list[Combo]] = {}
         # option kinds search side by side in threads (planner.plan.recommend): one memo fill at a time, so a
         # ModelWeights is made once per key and its `_sizes` entry (by id) stays its own
@@ -271,37 +274,51 @@ def role_quants(cat: Catalog, role: RoleSpec, floor_kld: float) -> list[str]:
 STEP_BOUND_SHARE = 0.9
 
 
-def step_lower_bound_s(read_bytes: int, gpus: Sequence[Device], host: Device) -> float:
+@dataclass(frozen=True)
+class ReadRates:
+    """How fast a server's devices can read weights at most (`read_rates`): each GPU's rate (bytes/s) and
+    memory, the fastest first, and the host's rate."""
+
+    gpus: tuple[tuple[float, int], ...]  # (bytes/s, memory bytes)
+    host_bytes_s: float
+
+
+def read_rates(gpus: Sequence[Device], host: Device) -> ReadRates:
+    """Each device's bandwidth × its largest η (of any weight family, planner.estimate.speed): no device reads
+    weights faster in the speed model."""
+
+    def rate(d: Device) -> float:
+        return d.bandwidth_gbs * GB * max(decode_eta_table(d).values())
+
+    on_gpus = sorted(((rate(d), d.available_bytes) for d in gpus if rate(d) > 0), key=lambda r: -r[0])
+    return ReadRates(tuple(on_gpus), rate(host))
+
+
+def step_lower_bound_s(read_bytes: int, rates: ReadRates) -> float:
     """A lower bound on the decode step (s) of a dense llama.cpp model whose step reads `read_bytes`, with
-    its layers on `gpus` and `host` (planner.estimate.speed: bytes / (η × bandwidth) per device, plus fixed
+    its layers on the devices of `rates` (planner.estimate.speed: bytes / (η × bandwidth) per device, plus fixed
     times, KV and the hybrid slow-down, all left out here): the bytes fill the fastest GPUs first, each up to
-    its memory, the rest is read from host RAM, each device at its largest η (of any weight family). 0 when the
-    host's bandwidth is unknown."""
+    its memory, the rest is read from host RAM. 0 when the host's bandwidth is unknown."""
     left = read_bytes
     step_s = 0.0
-    for d, rate in sorted(((d, _read_rate(d)) for d in gpus), key=lambda x: -x[1]):
-        here = min(left, d.available_bytes)
-        if here > 0 and rate > 0:
+    for rate, cap_bytes in rates.gpus:
+        here = min(left, cap_bytes)
+        if here > 0:
             step_s += here / rate
             left -= here
     if left > 0:
-        if _read_rate(host) <= 0:
+        if rates.host_bytes_s <= 0:
             return 0.0
-        step_s += left / _read_rate(host)
+        step_s += left / rates.host_bytes_s
     return step_s
 
 
-def _read_rate(d: Device) -> float:
-    """The most bytes per second the speed model lets device `d` read weights at: its bandwidth × its largest η."""
-    return d.bandwidth_gbs * GB * max(decode_eta_table(d).values())
-
-
-def could_meet_floor(cb: Combo, floor_tok_s: float | None, gpus: Sequence[Device], host: Device) -> bool:
-    """Whether combo `cb` may decode at `floor_tok_s` alone with its layers on `gpus` and `host`
+def could_meet_floor(cb: Combo, floor_tok_s: float | None, rates: ReadRates) -> bool:
+    """Whether combo `cb` may decode at `floor_tok_s` alone with its layers on the devices of `rates`
     (`step_lower_bound_s`, with a 10 % margin). False only when no placement there meets the floor."""
     if floor_tok_s is None or cb.step_read_bytes <= 0:
         return True
-    step_s = step_lower_bound_s(cb.step_read_bytes, gpus, host) * STEP_BOUND_SHARE
+    step_s = step_lower_bound_s(cb.step_read_bytes, rates) * STEP_BOUND_SHARE
     return step_s <= 0 or not below_floor(1.0 / step_s, floor_tok_s)
 
 
@@ -548,11 +565,12 @@ def build_candidates(
         if split_item == ii:
             assert split_pair is not None
             a, b = split_pair
+            split_rates = read_rates([*gpus[a], *gpus[b]], hosts[a])
             for cb in combos:
                 if cb.engine == "vllm" or not gpus[b]:
                     continue
                 devs = [*gpus[a], *gpus[b]]
-                if meet_floors and not could_meet_floor(cb, it.min_tok_s, devs, hosts[a]):
+                if meet_floors and not could_meet_floor(cb, it.min_tok_s, split_rates):
                     continue
                 if cb.weight_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
                     continue
@@ -581,7 +599,8 @@ def build_candidates(
             filter_here = si == 0 and floor_q is not None
             here = combos
             if meet_floors and si > 0:
-                here = [cb for cb in combos if could_meet_floor(cb, it.min_tok_s, gpus[si], hosts[si])]
+                rates = read_rates(gpus[si], hosts[si])
+                here = [cb for cb in combos if could_meet_floor(cb, it.min_tok_s, rates)]
             built = _server_candidates(
                 ii,
                 it,
@@ -617,11 +636,11 @@ def _server_candidates(
     combos: Sequence[Combo],
     floor: float,
 ) -> list[Candidate]:
-    """Candidates of item `ii` on server `si` (memoized: the main server's are the same for every
-    second server tried)."""
+    """Candidates of item `ii` on server `si` (memoized combo by combo: the main server's are the same for every
+    second server tried, and a server seen before under other quality or floor filters reuses them)."""
     assert it.role is not None
     srv = servers[si]
-    key = (
+    base = (
         it.role.model_dump_json(),
         it.ctx,
         it.parallel,
@@ -633,14 +652,16 @@ def _server_candidates(
         srv.gpus,
         srv.ram_gib,
         srv.gpu_reserved_bytes,
-        tuple((cb.ref, cb.quant, cb.engine) for cb in combos),  # filtered by quality and floor: which ones
     )
-    hit = cache.server_cands.get(key)
-    if hit is not None:
-        return hit
     out: list[Candidate] = []
     cap_host = slots[host_slot[si]].capacity_bytes
     for cb in combos:
+        key = (*base, cb.ref, cb.quant, cb.engine)
+        hit = cache.server_cands.get(key)
+        if hit is not None:
+            out += hit
+            continue
+        mine: list[Candidate] = []
         subsets: list[tuple[int, ...]] = gpu_subsets(len(gpus[si]))
         if cb.engine == "llama.cpp":
             subsets = [*subsets, ()]
@@ -654,10 +675,15 @@ def _server_candidates(
             if est is None or not est.fits:  # the estimator's verdict: recommend and estimate agree
                 continue
             smap = [gpu_slot_index[(si, g)] for g in sub] + [host_slot[si]]
-            c = _candidate_from_estimate(est, cb, ii, it, server=si, slot_map=smap)
+            by_est = (id(est), *base[:5], si, *smap, cb.ref, cb.quant, cb.engine)
+            c = cache.cands_by_est.get(by_est)
+            if c is None:
+                c = _candidate_from_estimate(est, cb, ii, it, server=si, slot_map=smap)
+                cache.cands_by_est[by_est] = c
             if _alone_fits(c, slots, host_margin):
-                out.append(c)
-    cache.server_cands[key] = out
+                mine.append(c)
+        cache.server_cands[key] = mine
+        out += mine
     return out
 
 
