@@ -1,12 +1,13 @@
 """Solver speed: 12 roles × the whole catalog (every model tagged with the role's task, default quant ladder)
 × 3 existing servers, concurrent placement.
 
-    python bench/solver_speed.py [--repeat 3] [--named [--time-limit 60]] [--no-presets]
+    python bench/solver_speed.py [--repeat 3] [--named [--time-limit 60]] [--no-presets | --presets-only]
 
 Prints the candidate-generation time (estimate() calls, memoized), the search time to the proven answer
 (branch and bound, then the LP-guided dive and the MILPs; `solve`), nodes, whether the answer is proven
-optimal, and the answer's key; what 1 s and 3 s of MILP time give; then `recommend()` on each preset
-(deep, agents with a $3,000 budget, ensemble) with a fresh estimate cache, all four option kinds. With
+optimal, and the answer's key; what 1 s and 5 s of MILP time give; then `recommend()` on each preset
+(deep, agents, ensemble, agents with a $1,500 budget) and the README's example stack with a fresh estimate
+cache, all four option kinds, the budget `agiplan recommend` assumes without --budget ($3,000). With
 --named: the same 12 roles with two or three named models each, as users write them, `recommend()` kind by
 kind on the main server with a $4,000 budget (every purchasable second server), then all four kinds in one
 `recommend()` side by side (threads, the default) and one after another.
@@ -19,10 +20,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+
+import yaml
 
 from planner.catalog import Catalog, load_catalog
 from planner.plan.problem import EstimateCache, make_problem
 from planner.plan.recommend import recommend
+from planner.plan.request import DEFAULT_BUDGET_USD
 from planner.plan.schema import OPTION_KINDS
 from planner.plan.servers import DEFAULT_SERVER_SPEC, new_server_candidates, parse_server_spec
 from planner.plan.solver import MILP_TIME_LIMIT_S, solve
@@ -133,11 +138,13 @@ def main() -> None:
     ap.add_argument(
         "--named", action="store_true", help="also the 12 roles with named models on main + budget (~2-3 min)"
     )
-    ap.add_argument(
-        "--time-limit", type=float, default=MILP_TIME_LIMIT_S, help="recommend's --time-limit for --named"
-    )
+    ap.add_argument("--time-limit", type=float, default=MILP_TIME_LIMIT_S, help="recommend's --time-limit for --named")
+    ap.add_argument("--presets-only", action="store_true", help="only the recommend() runs on the presets")
     args = ap.parse_args()
     cat = load_catalog()
+    if args.presets_only:
+        presets(cat)
+        return
     stack = parse_stack(stack_12_roles(), "bench")
     servers = [parse_server_spec(s, cat) for s in SERVERS]
     cache = EstimateCache(cat)
@@ -176,19 +183,29 @@ def main() -> None:
         )
     if args.named:
         named_case(cat, args.time_limit)
-    if args.no_presets:
-        return
+    if not args.no_presets:
+        presets(cat)
+
+
+def presets(cat: Catalog) -> None:
+    """recommend() on the presets and the README stack, each with a fresh estimate cache (all four kinds)."""
     main_server = parse_server_spec(DEFAULT_SERVER_SPEC, cat)
-    for preset, budget in (("deep", None), ("agents", 3000.0), ("ensemble", None)):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme_stack = parse_stack(yaml.safe_load(readme.split("```yaml\n", 1)[1].split("```", 1)[0]), "README")
+    # without --budget, `agiplan recommend` caps new hardware at DEFAULT_BUDGET_USD ($3,000): so do these
+    cases = [(p, load_preset(p), b) for p, b in (("deep", None), ("agents", None), ("ensemble", None))]
+    cases += [("agents", load_preset("agents"), 1500.0), ("README stack", readme_stack, None)]
+    for preset, preset_stack, budget in cases:
         cache = EstimateCache(cat)
-        t0 = time.perf_counter()
-        rec = recommend(load_preset(preset), [main_server], cat, budget_usd=budget, cache=cache)
-        dt = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        rec = recommend(preset_stack, [main_server], cat, budget_usd=budget or DEFAULT_BUDGET_USD, cache=cache)
+        dt, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         kinds = ", ".join(
             f"{r.kind} {r.considered} set(s) {r.solution.nodes if r.solution else 0} nodes" for r in rec.results
         )
         print(
-            f"recommend --preset {preset}{f' --budget {budget:g}' if budget else ''}: {dt:.2f} s, "
+            f"recommend {'' if ' ' in preset else '--preset '}{preset}{f' --budget {budget:g}' if budget else ''}: "
+            f"{dt:.2f} s ({cpu_s:.2f} s CPU: on a shared machine, the steadier figure), "
             f"estimate() calls {cache.calls}; {kinds}"
         )
 

@@ -1065,3 +1065,37 @@ def test_swap_in_takes_the_faster_of_disk_and_page_cache() -> None:
         rate = max(disk, page_cache_gbs(p.slots[p.host_slot[0]].device.bandwidth_gbs, True))  # free RAM holds it
         assert swap == pytest.approx(c.file_bytes / (rate * 1e9))
         assert rate == (40.0 if disk == 40.0 else page_cache_gbs(p.slots[p.host_slot[0]].device.bandwidth_gbs, True))
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        "main: 2x rtx-4090, ryzen-9-7950x, 128GiB",  # the seed server: GPU-only and partial offload
+        "side: rx-7900-xtx, ryzen-9-9950x, 64GiB",  # ROCm, one card
+        "cpu: core-i9-14900k, 64GiB",  # CPU only
+    ],
+)
+def test_step_lower_bound_is_below_every_dense_llama_cpp_candidate(server: str) -> None:
+    """The two-server set bound leaves out a (model, quant) that cannot meet its floor on the second server by
+    `step_lower_bound_s`; it must never exceed the decode step the estimator gives a real candidate there, or a
+    set would be pruned that holds a better plan. Dense models, 7B to 72B, llama.cpp."""
+    from planner.plan.problem import read_rates, step_lower_bound_s
+
+    stack = _stack(
+        [
+            {"name": "big", "models": ["qwen2.5-72b", "llama-3.3-70b"], "ctx": 8192, "min_tok_s": 1},
+            {"name": "mid", "models": ["qwen2.5-32b", "gemma-3-27b"], "ctx": 16384, "parallel": 2, "min_tok_s": 1},
+            {"name": "small", "models": ["mistral-7b", "qwen2.5-7b"], "ctx": 4096, "parallel": 3, "min_tok_s": 1},
+        ]
+    )
+    s = _srv(server)
+    p = make_problem(stack, [s], CAT, CACHE, mode="concurrent")
+    checked = 0
+    for cands in p.cands:
+        for c in cands:
+            w = CACHE.weights(c.model_ref, c.quant, "llama.cpp")
+            total, _file, embd = CACHE.sizes(w)
+            bound = step_lower_bound_s(total - embd, read_rates(s.gpu_devices(CAT), s.host(CAT)))
+            assert 0 < bound <= c.step_s, (c.model_ref, c.quant, c.gpu_slots, c.uses_cpu)
+            checked += 1
+    assert checked >= 10  # each model at one quant or more (CPU-only: 15; the seed server: GPU-only, offloaded)

@@ -12,15 +12,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from planner.catalog import Catalog
-from planner.plan.objective import QUALITY_POINTS, Points
+from planner.plan.objective import QUALITY_POINTS, Points, below_floor
 from planner.plan.problem import (
     Candidate,
     EstimateCache,
     Problem,
+    could_meet_floor,
     dominates,
     evaluate,
     item_combos,
     make_problem,
+    read_rates,
     stack_items,
 )
 from planner.plan.schema import OptionKind, Reason, RoleMiss
@@ -131,6 +133,7 @@ def solve_two_server(
             split_pair=(0, 1) if split_ii is not None else None,
             require_server=1,
             min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
+            meet_floors=incumbent is not None and incumbent[0] == 0,
         )
         searchable = split_ii is None or bool(p.cands[split_ii])  # a split needs a split candidate
         taken = next((t for t in (_take_over(o, p) for o in optima) if t is not None), None) if searchable else None
@@ -275,8 +278,10 @@ def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:
 class _SetBound:
     """A lower bound on the key of any plan on {main, second}, from weight sizes alone (no estimate on the
     second server): no failures, each model item at most the better of its best candidate on the main
-    server and its best (model, quant) whose weights fit the second server's GPU memory + RAM at all (the
-    split item: main + second), the set's cost, no devices."""
+    server that meets its floor alone and its best (model, quant) whose weights fit the second server's GPU
+    memory + RAM at all and could meet the floor there (`could_meet_floor`; the split item: main + second,
+    on the GPUs of both and the main server's RAM), the set's cost, no devices. A plan with no failures has
+    every role at its floor, and a plan with failures has a larger key than any bound."""
 
     def __init__(self, stack: Stack, main: Server, cat: Catalog, cache: EstimateCache, split_item: int | None) -> None:
         self.cat = cat
@@ -284,26 +289,44 @@ class _SetBound:
         self.split_item = split_item
         main_p = make_problem(stack, [main], cat, cache, mode="concurrent")
         self.main_q: list[int | None] = [
-            max((c.quality for c in cs), default=None) if ii != split_item else None
+            max((c.quality for c in cs if not below_floor(c.alone_tok_s, self.items[ii].min_tok_s)), default=None)
+            if ii != split_item
+            else None
             for ii, cs in enumerate(main_p.cands)
         ]
         self.main_cap = _raw_capacity(main, cat)
+        self.main_gpus = main.gpu_devices(cat)
+        self.main_host = main.host(cat)
         self.main_cost = main.cost_usd
         self.combos = [
-            [(q.weight_bytes, q.quality) for q in item_combos(ii, it, cat, cache, stack)] if it.is_model else []
-            for ii, it in enumerate(self.items)
+            item_combos(ii, it, cat, cache, stack) if it.is_model else [] for ii, it in enumerate(self.items)
         ]
 
     def item_bounds(self, second: Server) -> list[int]:
         """Per item: the most quality points it can score on {main, second} (unplaced scores 0)."""
         cap = _raw_capacity(second, self.cat)
+        gpus = second.gpu_devices(self.cat)
+        rates = read_rates(gpus, second.host(self.cat))
+        # a split's layers: GPUs of both servers, the rest in main's RAM
+        split_rates = read_rates([*self.main_gpus, *gpus], self.main_host)
         out: list[int] = []
         for ii, it in enumerate(self.items):
             if not it.is_model:
                 out.append(0)
                 continue
-            room = cap + self.main_cap if ii == self.split_item else cap
-            q = max([self.main_q[ii] or 0, *(qq for b, qq in self.combos[ii] if b <= room)])
+            split = ii == self.split_item
+            room = cap + self.main_cap if split else cap
+            q = max(
+                [
+                    self.main_q[ii] or 0,
+                    *(
+                        c.quality
+                        for c in self.combos[ii]
+                        if c.weight_bytes <= room
+                        and (could_meet_floor(c, it.min_tok_s, split_rates if split else rates))
+                    ),
+                ]
+            )
             out.append(max(q, 0))
         return out
 

@@ -32,6 +32,7 @@ from planner.catalog import Catalog
 from planner.errors import EstimateError, PlannerError
 from planner.estimate.context import context_limit
 from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
+from planner.estimate.speed import GB, decode_eta_table
 from planner.estimate.types import Device, Estimate, MemoryParts, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
 from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step_profile
@@ -175,6 +176,9 @@ class EstimateCache:
         self.calls = 0
         self.hits = 0
         self.server_cands: dict[tuple[object, ...], list[Candidate]] = {}
+        # a candidate by its estimate (by id: every estimate stays in `_est` as long as this cache) and slots:
+        # second servers that differ only in CPU or RAM share the estimates with every layer on the GPUs
+        self.cands_by_est: dict[tuple[object, ...], Candidate] = {}
         self.combos: dict[tuple[object, ...], list[Combo]] = {}
         # option kinds search side by side in threads (planner.plan.recommend): one memo fill at a time, so a
         # ModelWeights is made once per key and its `_sizes` entry (by id) stays its own
@@ -264,6 +268,58 @@ def role_quants(cat: Catalog, role: RoleSpec, floor_kld: float) -> list[str]:
     if role.quants:
         return [cat.quant(q).id for q in role.quants]
     return [q for q in QUANT_LADDER if quant_kld(cat, q) <= floor_kld]
+
+
+# the margin of `could_meet_floor` against the speed model's details `step_lower_bound_s` does not follow
+STEP_BOUND_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class ReadRates:
+    """How fast a server's devices can read weights at most (`read_rates`): each GPU's rate (bytes/s) and
+    memory, the fastest first, and the host's rate."""
+
+    gpus: tuple[tuple[float, int], ...]  # (bytes/s, memory bytes)
+    host_bytes_s: float
+
+
+def read_rates(gpus: Sequence[Device], host: Device) -> ReadRates:
+    """Each device's bandwidth × its largest η (of any weight family, planner.estimate.speed): no device reads
+    weights faster in the speed model."""
+
+    def rate(d: Device) -> float:
+        return d.bandwidth_gbs * GB * max(decode_eta_table(d).values())
+
+    on_gpus = sorted(((rate(d), d.available_bytes) for d in gpus if rate(d) > 0), key=lambda r: -r[0])
+    return ReadRates(tuple(on_gpus), rate(host))
+
+
+def step_lower_bound_s(read_bytes: int, rates: ReadRates) -> float:
+    """A lower bound on the decode step (s) of a dense llama.cpp model whose step reads `read_bytes`, with
+    its layers on the devices of `rates` (planner.estimate.speed: bytes / (η × bandwidth) per device, plus fixed
+    times, KV and the hybrid slow-down, all left out here): the bytes fill the fastest GPUs first, each up to
+    its memory, the rest is read from host RAM. 0 when the host's bandwidth is unknown."""
+    left = read_bytes
+    step_s = 0.0
+    for rate, cap_bytes in rates.gpus:
+        here = min(left, cap_bytes)
+        if here > 0:
+            step_s += here / rate
+            left -= here
+    if left > 0:
+        if rates.host_bytes_s <= 0:
+            return 0.0
+        step_s += left / rates.host_bytes_s
+    return step_s
+
+
+def could_meet_floor(cb: Combo, floor_tok_s: float | None, rates: ReadRates) -> bool:
+    """Whether combo `cb` may decode at `floor_tok_s` alone with its layers on the devices of `rates`
+    (`step_lower_bound_s`, with a 10 % margin). False only when no placement there meets the floor."""
+    if floor_tok_s is None or cb.step_read_bytes <= 0:
+        return True
+    step_s = step_lower_bound_s(cb.step_read_bytes, rates) * STEP_BOUND_SHARE
+    return step_s <= 0 or not below_floor(1.0 / step_s, floor_tok_s)
 
 
 def gpu_subsets(n: int) -> list[tuple[int, ...]]:
@@ -391,6 +447,9 @@ class Combo:
     sizes: tuple[int, int, int]  # weights: (total, file, token_embd) bytes
     preference: int = 0  # place in the role's model list
     tier: int = 0  # objective.QUANT_TIERS index
+    # the bytes every decode step reads, where they bound its speed (`step_lower_bound_s`): a dense model on
+    # llama.cpp reads all its weights but token_embd (a row lookup) per token; 0: no bound (MoE, vLLM)
+    step_read_bytes: int = 0
 
     @property
     def weight_bytes(self) -> int:
@@ -439,7 +498,10 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
                     w = cache.weights(ref, quant, cfg.engine)
                 except (EstimateError, PlannerError):
                     continue
-                combos.append(Combo(ref, quant, q_up, engine, cfg, quality, cache.sizes(w), pref, tier))
+                sizes = cache.sizes(w)
+                dense_llama = cfg.engine == "llama.cpp" and not spec.arch.is_moe
+                read_bytes = sizes[0] - sizes[2] if dense_llama else 0
+                combos.append(Combo(ref, quant, q_up, engine, cfg, quality, sizes, pref, tier, read_bytes))
     cache.combos[key] = combos
     return combos
 
@@ -454,9 +516,12 @@ def build_candidates(
     split_item: int | None = None,
     split_pair: tuple[int, int] | None = None,
     min_quality: Sequence[int] | None = None,
+    meet_floors: bool = False,
 ) -> tuple[list[DevSlot], list[int], list[list[Candidate]]]:
     """Every feasible-alone, non-dominated candidate of each item on `servers`. With `split_item`, that
-    item gets only llama.cpp RPC candidates spanning `split_pair` = (host server, remote server)."""
+    item gets only llama.cpp RPC candidates spanning `split_pair` = (host server, remote server). With
+    `meet_floors`, combos that cannot meet their floor (`could_meet_floor`) are not estimated on the servers
+    after the first nor split."""
     from planner.estimate.engines import rules_for
 
     slots, host_slot = _slots(servers, cat)
@@ -500,10 +565,13 @@ def build_candidates(
         if split_item == ii:
             assert split_pair is not None
             a, b = split_pair
+            split_rates = read_rates([*gpus[a], *gpus[b]], hosts[a])
             for cb in combos:
                 if cb.engine == "vllm" or not gpus[b]:
                     continue
                 devs = [*gpus[a], *gpus[b]]
+                if meet_floors and not could_meet_floor(cb, it.min_tok_s, split_rates):
+                    continue
                 if cb.weight_bytes > sum(sl.capacity_bytes for sl in slots if sl.server in (a, b)):
                     continue
                 est = cache.estimate(cb.ref, cb.quant, cb.cfg, devs, hosts[a])
@@ -529,6 +597,10 @@ def build_candidates(
             # the first server's candidates are memoized whole: with a quality floor, filter them instead of
             # re-building them from the floor-filtered combos
             filter_here = si == 0 and floor_q is not None
+            here = combos
+            if meet_floors and si > 0:
+                rates = read_rates(gpus[si], hosts[si])
+                here = [cb for cb in combos if could_meet_floor(cb, it.min_tok_s, rates)]
             built = _server_candidates(
                 ii,
                 it,
@@ -541,7 +613,7 @@ def build_candidates(
                 host_margin,
                 gpu_slot_index,
                 cache,
-                item_combos(ii, it, cat, cache, stack) if filter_here else combos,
+                item_combos(ii, it, cat, cache, stack) if filter_here else here,
                 stack.quality_floor_kld,
             )
             cands += [c for c in built if floor_q is None or c.quality >= floor_q] if filter_here else built
@@ -564,11 +636,11 @@ def _server_candidates(
     combos: Sequence[Combo],
     floor: float,
 ) -> list[Candidate]:
-    """Candidates of item `ii` on server `si` (memoized: the main server's are the same for every
-    second server tried)."""
+    """Candidates of item `ii` on server `si` (memoized combo by combo: the main server's are the same for every
+    second server tried, and a server seen before under other quality or floor filters reuses them)."""
     assert it.role is not None
     srv = servers[si]
-    key = (
+    base = (
         it.role.model_dump_json(),
         it.ctx,
         it.parallel,
@@ -580,14 +652,16 @@ def _server_candidates(
         srv.gpus,
         srv.ram_gib,
         srv.gpu_reserved_bytes,
-        len(combos),  # a quality-filtered list is a prefix-by-threshold of the same combos: its size names it
     )
-    hit = cache.server_cands.get(key)
-    if hit is not None:
-        return hit
     out: list[Candidate] = []
     cap_host = slots[host_slot[si]].capacity_bytes
     for cb in combos:
+        key = (*base, cb.ref, cb.quant, cb.engine)
+        hit = cache.server_cands.get(key)
+        if hit is not None:
+            out += hit
+            continue
+        mine: list[Candidate] = []
         subsets: list[tuple[int, ...]] = gpu_subsets(len(gpus[si]))
         if cb.engine == "llama.cpp":
             subsets = [*subsets, ()]
@@ -601,10 +675,15 @@ def _server_candidates(
             if est is None or not est.fits:  # the estimator's verdict: recommend and estimate agree
                 continue
             smap = [gpu_slot_index[(si, g)] for g in sub] + [host_slot[si]]
-            c = _candidate_from_estimate(est, cb, ii, it, server=si, slot_map=smap)
+            by_est = (id(est), *base[:5], si, *smap, cb.ref, cb.quant, cb.engine)
+            c = cache.cands_by_est.get(by_est)
+            if c is None:
+                c = _candidate_from_estimate(est, cb, ii, it, server=si, slot_map=smap)
+                cache.cands_by_est[by_est] = c
             if _alone_fits(c, slots, host_margin):
-                out.append(c)
-    cache.server_cands[key] = out
+                mine.append(c)
+        cache.server_cands[key] = mine
+        out += mine
     return out
 
 
@@ -651,14 +730,25 @@ def make_problem(
     split_pair: tuple[int, int] | None = None,
     require_server: int | None = None,
     min_quality: Sequence[int] | None = None,
+    meet_floors: bool = False,
 ) -> Problem:
     """One option's problem. `min_quality` (per item) leaves out candidates scoring less: the caller knows
-    they are in no plan better than its incumbent, so they are not estimated on servers after the first."""
+    they are in no plan better than its incumbent, so they are not estimated on servers after the first; so
+    are, with `meet_floors`, combos that cannot meet their floor there (the caller's incumbent meets every
+    floor, so a better plan does too)."""
     from planner.estimate.engines import rules_for
 
     items = stack_items(stack, cat)
     slots, host_slot, cands = build_candidates(
-        items, servers, cat, cache, stack, split_item=split_item, split_pair=split_pair, min_quality=min_quality
+        items,
+        servers,
+        cat,
+        cache,
+        stack,
+        split_item=split_item,
+        split_pair=split_pair,
+        min_quality=min_quality,
+        meet_floors=meet_floors,
     )
     n_models = sum(1 for it in items if it.is_model)
     fixed: list[list[Candidate]] = []
