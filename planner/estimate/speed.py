@@ -1,14 +1,17 @@
 """Decode and prefill speed from bytes moved and FLOPs, with efficiency factors fitted to published runs.
 
-Decode is memory-bound. One decode step of B slots at depth d reads, on every device holding part
-of the model, its weights once (MoE: only the experts the batch touches) plus the KV cache of its
-layers for each slot. Devices of a layer split run one after the other, so their times add:
+Decode is memory-bound at one stream. One decode step of B slots at depth d reads, on every device
+holding part of the model, its weights once (MoE: only the experts the batch touches) plus the KV cache
+of its layers for each slot, and multiplies B tokens. Devices of a layer split run one after the other,
+so their times add, plus the cost of passing the step from card to card:
 
-    t_step = Σ_devices [ bytes_d / (bandwidth_d × η_d) ] + t0_backend (+ t_sync when the CPU takes part)
-    decode tok/s per slot = 1 / t_step,   aggregate = B / t_step
+    t_step(B) = Σ_devices [ bytes_d / (bandwidth_d × η_d) + (B − 1) × t_token_d ] + t0 + t_split(n_gpus)
+                (+ t_sync when the CPU takes part)
+    t_token_d = BATCH_TOKEN_FACTOR × 2 × active_params_d / (FLOPS_d × η_prefill_d)
+    decode tok/s per slot = 1 / t_step(B),   aggregate = B / t_step(B)
 
-and never faster than the compute bound B × 2 × active_params / (FLOPS × η_prefill).
-Prefill is compute-bound: tok/s = 1 / Σ_d [ 2 × params_d / (FLOPS_d × η_prefill_d) ].
+Prefill is compute-bound: per token Σ_d [ (2 × params_d + attention FLOPs at the mean position) /
+(FLOPS_d × η_prefill_d) ], pipelined over the micro-batches of a llama_decode call on a GPU-only split.
 
 The factors were fitted (bench/speed_accuracy.py reproduces the fit and the errors) to the published
 llama-bench runs in shared/data/calibration_speed.md: llama.cpp examples/llama-bench/README.md
@@ -19,11 +22,12 @@ ik_llama.cpp README (Ryzen 9 7950X), PR #8035 (RTX 4090 + EPYC 7742 partial offl
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner.estimate.types import Device, DeviceCalibration, Speed
-from planner.model.arch import Source
+from planner.model.arch import ModelArch, Source
 
 GB = 1e9
 
@@ -112,10 +116,70 @@ def backend_key(device: Device) -> str:
     return b if b in DECODE_ETA else "cuda"
 
 
+# ---- batched decode (llama.cpp -np N continuous batching, vLLM max_num_seqs) ----
+# One step of B sequences reads the weights once and the KV of every sequence, and multiplies B tokens: each
+# sequence past the first adds BATCH_TOKEN_FACTOR × its prefill compute time per token (2 × active params /
+# (FLOPS × η_prefill)). Small batches run the matrix-vector kernels (CUDA mmvq up to 8 columns, then MMQ at
+# small tiles), far from the large-batch GEMM rate, hence a factor above 1. Fitted (bench/speed_accuracy.py,
+# fit half) to llama-bench pp512 at -ub B, which llama.cpp's developers use as the B-sequence decode proxy
+# (shared/data/concurrency_speed.csv): RTX 4090 8B Q4_0 B=1 193.1, B=16 1937 t/s (PR #20586, #7676) → 1.5;
+# RTX 3090 8B F16 B=8 423.6, B=16 764.2 (PR #15131) → 1.0; RTX 4090 8B IQ3_XXS B=1 235.6, B=8 1162.6 (#8215) → 2.3.
+# The step turns compute-bound (the B tokens' compute outweighs reading the weights) at
+# B* = 1 + t_memory / t_token (`compute_bound_slots`).
+BATCH_TOKEN_FACTOR: dict[str, dict[str, float]] = {
+    "cuda": {"f16": 1.0, "q8": 1.5, "q4": 1.5, "low": 2.3},
+    "rocm": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 5.0},
+    "vulkan": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 4.0},
+    "cpu": {"f16": 1.0, "q8": 1.0, "q4": 1.0, "low": 1.0},
+}
+# vLLM decodes a batch with CUDA graphs and cuBLAS / Marlin GEMMs: a sequence costs its prefill compute.
+VLLM_BATCH_TOKEN_FACTOR = 1.0
+
+# ---- layer split over several GPUs (llama.cpp -sm layer) ----
+# Each decode step passes the hidden state from card to card and synchronises: issue #13's figures for
+# Llama-3.1-8B Q4_K_M on 2 / 4 / 8 × RTX 4090 (13 / 17 / 19 % slower than agiplan's one-card figure of
+# 141.4 t/s, i.e. +0.93 / +1.14 / +1.35 ms per token): 0.93 ms for the first split, 0.21 ms per doubling.
+SPLIT_FIRST_S = 0.93e-3
+SPLIT_DOUBLING_S = 0.21e-3
+# Prompt processing over a layer split is pipelined (llama.cpp PR #6017): the n_batch tokens of one
+# llama_decode call go through the cards as n_batch / n_ubatch micro-batches, so stage d works on
+# micro-batch k while stage d+1 works on k-1. Per token: (Σ_d t_d + (m − 1) × max_d t_d) / m.
+
+# ---- prefill by prompt length ----
+# Attention costs 2 × n_heads × (head_dim_k + head_dim_v) FLOPs per layer per token per position of context
+# (QKᵀ and AV); a prompt of P tokens after d tokens of context averages d + P / 2 positions. Attention kernels
+# run well below the GEMM rate: ATTN_ETA_FRACTION of the prefill efficiency, fitted on the A100 80GB PCIe
+# LLaMA 7B F16 curve (PR #6017: pp512 8668 → pp8192 5112 t/s, without flash attention) → 0.21, and with flash
+# attention on the DGX Spark Qwen2.5 7B Q8_0 pp2048 2276 → pp2048 @ d32768 1283 t/s (benches/dgx-spark.md) → 0.35.
+ATTN_ETA_FRACTION = {True: 0.35, False: 0.21}  # by flash attention
+PREFILL_PROMPT_TOKENS = 512  # pp512: the figure quoted when no prompt length is given
+
+# ---- datacenter GPUs (A100 / H100 / H200 / B200) ----
+# HBM parts reach a smaller share of their nominal bandwidth and tensor rate on llama.cpp's kernels, which
+# are tuned on consumer cards: A100 80GB PCIe LLaMA 7B F16 tg128 74.77, pp512 8668 (PR #6017) → decode 0.70 and
+# prefill 0.42 of the consumer factors; issue #13 reports the unscaled model over by a median 43 % (decode)
+# and 169 % (prefill) on A100 / H100.
+DATACENTER_MARKERS = ("GA100", "GH100", "GB100", "GB200")
+DATACENTER_DECODE_SCALE = 0.70
+DATACENTER_PREFILL_SCALE = 0.42
+
+
+def _datacenter(device: Device) -> bool:
+    return device.kind == "gpu" and any(m in device.arch for m in DATACENTER_MARKERS)
+
+
+def split_cost_s(n_gpus: int) -> float:
+    """Per-token cost of a llama.cpp layer split over `n_gpus` cards (0 for one card)."""
+    if n_gpus < 2:
+        return 0.0
+    return SPLIT_FIRST_S + SPLIT_DOUBLING_S * math.log2(n_gpus / 2)
+
+
 @dataclass(frozen=True)
 class DeviceLoad:
     """What one device reads and computes per token: bytes by weight family, KV bytes per token of
-    depth per slot, the parameters it multiplies (for FLOPs), and its repeating-layer count."""
+    depth per slot, the parameters it multiplies (for FLOPs), and the attention FLOPs per token per
+    position of context of its layers (2 × Σ n_heads × (head_dim_k + head_dim_v))."""
 
     device: Device
     weight_bytes_by_family: dict[str, int]
@@ -123,6 +187,7 @@ class DeviceLoad:
     kv_bytes_per_depth_token: int
     params: int
     active_params: int
+    attn_flops_per_depth_token: int = 0
 
 
 def _eta_weighted(table: dict[str, float], by_family: dict[str, int]) -> float:
@@ -133,6 +198,43 @@ def _eta_weighted(table: dict[str, float], by_family: dict[str, int]) -> float:
     return total / sum(b / table[f] for f, b in by_family.items())
 
 
+def _prefill_flops(ld: DeviceLoad) -> float:
+    """Effective FLOP/s of dense prefill on this device (nominal × η_prefill, scaled on datacenter parts)."""
+    eta = _eta_weighted(PREFILL_ETA[backend_key(ld.device)], ld.weight_bytes_by_family)
+    if _datacenter(ld.device):
+        eta *= DATACENTER_PREFILL_SCALE
+    return ld.device.compute_tflops * 1e12 * eta
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """One device's share of a decode step: memory time at one slot and no depth, KV time per slot per
+    token of depth, compute time each extra slot adds (all in seconds, before calibration)."""
+
+    memory_s: float
+    kv_s_per_depth_token: float
+    token_s: float
+
+
+def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, batch_factor: float | None) -> StepTimes:
+    eta = _eta_weighted(decode_eta_table(ld.device), ld.weight_bytes_by_family)
+    if _datacenter(ld.device):
+        eta *= DATACENTER_DECODE_SCALE
+    bw = ld.device.bandwidth_gbs * GB * eta
+    if ld.device.kind == "cpu" and hybrid:
+        bw *= HYBRID_CPU_FACTOR
+    dense = sum(ld.weight_bytes_by_family.values()) - sum(ld.expert_bytes_by_family.values())
+    moved = dense + touched * sum(ld.expert_bytes_by_family.values())
+    flops = _prefill_flops(ld)
+    factor = (
+        batch_factor
+        if batch_factor is not None
+        else _eta_weighted(BATCH_TOKEN_FACTOR[backend_key(ld.device)], ld.weight_bytes_by_family)
+    )
+    token_s = factor * 2.0 * ld.active_params / flops if flops > 0 else 0.0
+    return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, token_s)
+
+
 def estimate_speed(
     loads: Sequence[DeviceLoad],
     *,
@@ -140,42 +242,41 @@ def estimate_speed(
     parallel: int,
     expert_fraction_one: float,
     calibration: Mapping[str, DeviceCalibration] | None = None,
+    engine: str = "llama.cpp",
+    prompt_tokens: int = PREFILL_PROMPT_TOKENS,
+    flash_attn: bool = True,
+    n_batch: int = 2048,
+    n_ubatch: int = 512,
 ) -> Speed:
     """Decode / prefill speed of one model split over `loads` (in layer order).
 
     `expert_fraction_one` is active / count experts (1.0 for dense models): with B slots decoding
     together the batch touches 1 - (1 - f)^B of the experts. `calibration` maps a device id to the
-    measured / predicted ratios `agiplan bench` saved for this host.
+    measured / predicted ratios `agiplan bench` saved for this host. Prefill is quoted for a prompt of
+    `prompt_tokens` after `depth_tokens` of context; decode at `depth_tokens`.
     """
     calibration = calibration or {}
     b = max(1, parallel)
+    used = [ld for ld in loads if ld.params or ld.kv_bytes_per_depth_token]
     uses_cpu = any(ld.device.kind == "cpu" and sum(ld.weight_bytes_by_family.values()) > 0 for ld in loads)
-    uses_gpu = any(ld.device.kind == "gpu" and sum(ld.weight_bytes_by_family.values()) > 0 for ld in loads)
-    hybrid = uses_cpu and uses_gpu
+    n_gpus = sum(1 for ld in loads if ld.device.kind == "gpu" and sum(ld.weight_bytes_by_family.values()) > 0)
+    hybrid = uses_cpu and n_gpus > 0
+    batch_factor = VLLM_BATCH_TOKEN_FACTOR if engine == "vllm" else None
 
     def step_time(slots: int, depth: int) -> float:
         touched = 1.0 - (1.0 - expert_fraction_one) ** slots
         t = 0.0
         t0 = 0.0
-        for ld in loads:
-            if ld.params == 0 and ld.kv_bytes_per_depth_token == 0:
-                continue
-            key = backend_key(ld.device)
-            eta = _eta_weighted(decode_eta_table(ld.device), ld.weight_bytes_by_family)
-            bw = ld.device.bandwidth_gbs * GB * eta
-            if ld.device.kind == "cpu" and hybrid:
-                bw *= HYBRID_CPU_FACTOR
-            dense = sum(ld.weight_bytes_by_family.values()) - sum(ld.expert_bytes_by_family.values())
-            moved = dense + touched * sum(ld.expert_bytes_by_family.values())
-            moved += slots * depth * ld.kv_bytes_per_depth_token
-            mem_t = moved / bw
-            flops = ld.device.compute_tflops * 1e12 * _eta_weighted(PREFILL_ETA[key], ld.weight_bytes_by_family)
-            compute_t = slots * 2.0 * ld.active_params / flops if flops > 0 else 0.0
+        for ld in used:
+            st = _step_times(ld, touched=touched, hybrid=hybrid, batch_factor=batch_factor)
             cal = calibration.get(ld.device.id)
-            t += max(mem_t, compute_t) / (cal.decode_ratio if cal else 1.0)
+            mem = (st.memory_s + slots * depth * st.kv_s_per_depth_token) / (cal.decode_ratio if cal else 1.0)
+            t += mem + (slots - 1) * st.token_s / (cal.batch_ratio if cal else 1.0)
             t0 = max(t0, decode_t0_s(ld.device))
         if hybrid:
             t0 += HYBRID_SYNC_S
+        if engine != "vllm":
+            t0 += split_cost_s(n_gpus)
         return t + t0
 
     single = step_time(1, depth_tokens)
@@ -183,27 +284,15 @@ def estimate_speed(
     decode = 1.0 / single if single > 0 else 0.0
     per_slot = 1.0 / multi if multi > 0 else 0.0
 
-    pf_time = 0.0
-    best_gpu = max(
-        (ld for ld in loads if ld.device.kind == "gpu" and ld.params),
-        key=lambda ld: ld.device.compute_tflops,
-        default=None,
+    prefill = _prefill_tok_s(
+        loads,
+        calibration,
+        prompt_tokens=max(1, prompt_tokens),
+        depth_tokens=depth_tokens,
+        flash_attn=flash_attn,
+        pipelined=engine != "vllm" and n_gpus >= 2 and not uses_cpu,
+        micro_batches=max(1, min(n_batch, max(1, prompt_tokens)) // max(1, n_ubatch)),
     )
-    for ld in loads:
-        if ld.active_params == 0:
-            continue
-        key = backend_key(ld.device)
-        eta = _eta_weighted(PREFILL_ETA[key], ld.weight_bytes_by_family)
-        cal = calibration.get(ld.device.id)
-        flops = ld.device.compute_tflops * 1e12 * eta * (cal.prefill_ratio if cal else 1.0)
-        t_own = 2.0 * ld.active_params / flops if flops > 0 else float("inf")
-        if ld.device.kind == "cpu" and best_gpu is not None:
-            g = best_gpu.device
-            g_flops = g.compute_tflops * 1e12 * _eta_weighted(PREFILL_ETA[backend_key(g)], ld.weight_bytes_by_family)
-            streamed = sum(ld.weight_bytes_by_family.values()) / (PCIE_GBS * GB * PREFILL_UBATCH)
-            t_own = min(t_own, streamed + 2.0 * ld.active_params / g_flops)
-        pf_time += t_own
-    prefill = 1.0 / pf_time if pf_time > 0 else 0.0
 
     calibrated = any(ld.device.id in calibration for ld in loads)
     if calibrated:
@@ -230,3 +319,62 @@ def estimate_speed(
         source=Source("calibrated" if calibrated else "formula", detail),
         calibrated=calibrated,
     )
+
+
+def compute_bound_slots(loads: Sequence[DeviceLoad], *, engine: str = "llama.cpp") -> float:
+    """B* = 1 + t_memory / t_token: past this many busy slots a decode step spends more time multiplying
+    the slots' tokens than reading the weights (∞ when the devices do no compute)."""
+    used = [ld for ld in loads if ld.params]
+    batch_factor = VLLM_BATCH_TOKEN_FACTOR if engine == "vllm" else None
+    times = [_step_times(ld, touched=1.0, hybrid=False, batch_factor=batch_factor) for ld in used]
+    token_s = sum(st.token_s for st in times)
+    return 1.0 + sum(st.memory_s for st in times) / token_s if token_s > 0 else math.inf
+
+
+def _prefill_tok_s(
+    loads: Sequence[DeviceLoad],
+    calibration: Mapping[str, DeviceCalibration],
+    *,
+    prompt_tokens: int,
+    depth_tokens: int,
+    flash_attn: bool,
+    pipelined: bool,
+    micro_batches: int,
+) -> float:
+    """Prompt tokens per second: each device's dense FLOPs plus attention over the mean position
+    (depth + prompt / 2); CPU-resident layers stream their weights to the best GPU when one is there;
+    a GPU-only layer split is pipelined over the micro-batches of one llama_decode call."""
+    mean_position = depth_tokens + prompt_tokens / 2.0
+    best_gpu = max(
+        (ld for ld in loads if ld.device.kind == "gpu" and ld.params),
+        key=lambda ld: ld.device.compute_tflops,
+        default=None,
+    )
+    stage_s: list[float] = []
+    for ld in loads:
+        if ld.active_params == 0:
+            continue
+        cal = calibration.get(ld.device.id)
+        flops = _prefill_flops(ld) * (cal.prefill_ratio if cal else 1.0)
+        attn = ld.attn_flops_per_depth_token * mean_position / ATTN_ETA_FRACTION[flash_attn]
+        t_own = (2.0 * ld.active_params + attn) / flops if flops > 0 else float("inf")
+        if ld.device.kind == "cpu" and best_gpu is not None:
+            g_flops = _prefill_flops(replace(best_gpu, weight_bytes_by_family=ld.weight_bytes_by_family))
+            streamed = sum(ld.weight_bytes_by_family.values()) / (PCIE_GBS * GB * PREFILL_UBATCH)
+            t_own = min(t_own, streamed + (2.0 * ld.active_params + attn) / g_flops)
+        stage_s.append(t_own)
+    if not stage_s:
+        return 0.0
+    if pipelined and len(stage_s) >= 2:
+        m = micro_batches
+        per_token = (sum(stage_s) + (m - 1) * max(stage_s)) / m
+    else:
+        per_token = sum(stage_s)
+    return 1.0 / per_token if per_token > 0 else 0.0
+
+
+def attention_flops_per_position(arch: ModelArch) -> int:
+    """FLOPs of one layer's attention for one token per position of context: QKᵀ (2 × heads × head_dim_k)
+    and AV (2 × heads × head_dim_v). A layer average (sliding-window layers are not capped: prompts of a
+    few thousand tokens stay inside the window)."""
+    return 2 * arch.n_heads * (arch.head_dim_k + arch.head_dim_v)

@@ -80,6 +80,7 @@ class RunConfig:
     kv_unified: bool = False
     gpu_memory_utilization: float = 0.9  # vLLM: fraction of TOTAL memory per instance
     depth_tokens: int = 0  # context already in the KV cache when decode speed is quoted (tg128 ~ 0)
+    prompt_tokens: int = 512  # prompt length prefill speed is quoted for (llama-bench pp512)
 
     def batch_sizes(self) -> tuple[int, int]:
         """(n_batch, n_ubatch) as set, llama.cpp's defaults where not."""
@@ -175,6 +176,7 @@ class DeviceCalibration:
 
     decode_ratio: float = 1.0
     prefill_ratio: float = 1.0
+    batch_ratio: float = 1.0  # on the compute each extra busy slot adds to a decode step (llama-batched-bench)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,153 @@
+"""The speed model (planner/estimate/speed.py): batched decode, layer split, prefill by prompt length,
+datacenter parts and the batch calibration ratio.
+
+Expected numbers are worked out by hand from the formula in each test's comment, on devices with round
+figures so the arithmetic is checkable; the catalog cases quote where the measured figure comes from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from planner.catalog import load_catalog
+from planner.estimate.devices import gpu_devices, host_device
+from planner.estimate.estimate import estimate
+from planner.estimate.speed import (
+    SPLIT_DOUBLING_S,
+    SPLIT_FIRST_S,
+    DeviceLoad,
+    compute_bound_slots,
+    estimate_speed,
+    split_cost_s,
+)
+from planner.estimate.types import Device, DeviceCalibration, RunConfig
+from planner.model.arch import Source
+from planner.sources.resolve import resolve_model
+
+# An Ampere-class card with round figures: 1000 GB/s, 100 TFLOPS FP16 (CUDA, not Ada: t0 = 2.9 ms).
+GPU = Device(
+    id="test-gpu",
+    kind="gpu",
+    name="test GPU",
+    capacity_bytes=24 * 2**30,
+    bandwidth_gbs=1000.0,
+    compute_tflops=100.0,
+    vendor="nvidia",
+    backend="cuda",
+    source=Source("formula", "test"),
+    arch="Ampere (GA102, sm_86)",
+)
+# 5 GB of Q4 weights, 8 B parameters, no KV at depth 0
+LOAD = DeviceLoad(GPU, {"q4": 5_000_000_000}, {}, 131072, 8_000_000_000, 8_000_000_000, 2 * 32 * 256 * 32)
+T_MEM_S = 5e9 / (1000e9 * 0.78)  # bytes / (bandwidth × η_q4)
+T0_S = 2.9e-3
+T_TOKEN_S = 1.5 * 2 * 8e9 / (100e12 * 0.66)  # BATCH_TOKEN_FACTOR q4 × 2 × params / (FLOPS × η_prefill q4)
+
+
+def _speed(loads: list[DeviceLoad], **kw: object) -> object:
+    args: dict[str, object] = {"depth_tokens": 0, "parallel": 1, "expert_fraction_one": 1.0}
+    args.update(kw)
+    return estimate_speed(loads, **args)  # type: ignore[arg-type]
+
+
+def test_batched_decode_is_not_free() -> None:
+    # t_step(B) = t_mem + t0 + (B − 1) × t_token: 9.310 ms at B = 1, 9.310 + 15 × 0.364 = 14.76 ms at B = 16
+    s1 = estimate_speed([LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0)
+    s16 = estimate_speed([LOAD], depth_tokens=0, parallel=16, expert_fraction_one=1.0)
+    assert s1.decode_tok_s == pytest.approx(1 / (T_MEM_S + T0_S), rel=1e-9)
+    assert s16.decode_tok_s == pytest.approx(s1.decode_tok_s, rel=1e-9)  # one stream is quoted alone
+    t16 = T_MEM_S + T0_S + 15 * T_TOKEN_S
+    assert s16.decode_tok_s_per_slot == pytest.approx(1 / t16, rel=1e-9)
+    assert s16.aggregate_tok_s == pytest.approx(16 / t16, rel=1e-9)
+    assert s16.aggregate_tok_s == pytest.approx(1084.0, abs=1.0)
+    assert s16.decode_tok_s_per_slot < 0.7 * s1.decode_tok_s  # 67.8 vs 107.4 t/s per stream
+
+
+def test_kv_is_read_per_slot_at_depth() -> None:
+    # each slot reads its own 8192 × 131072 B of KV: + B × 1.074 GB / 780 GB/s per step
+    s = estimate_speed([LOAD], depth_tokens=8192, parallel=4, expert_fraction_one=1.0)
+    kv_s = 4 * 8192 * 131072 / (1000e9 * 0.78)
+    assert 1 / s.decode_tok_s_per_slot == pytest.approx(T_MEM_S + T0_S + kv_s + 3 * T_TOKEN_S, rel=1e-9)
+
+
+def test_compute_bound_point() -> None:
+    # B* = 1 + t_mem / t_token = 1 + 6.410 / 0.3636 = 18.6 slots
+    assert compute_bound_slots([LOAD]) == pytest.approx(1 + T_MEM_S / T_TOKEN_S, rel=1e-9)
+    assert compute_bound_slots([LOAD]) == pytest.approx(18.63, abs=0.01)
+    # vLLM's GEMMs: a sequence costs its prefill compute (factor 1.0 instead of 1.5)
+    assert compute_bound_slots([LOAD], engine="vllm") == pytest.approx(1 + T_MEM_S / (T_TOKEN_S / 1.5), rel=1e-9)
+
+
+def test_batch_calibration_scales_only_the_per_slot_compute() -> None:
+    cal = {GPU.id: DeviceCalibration(decode_ratio=1.0, prefill_ratio=1.0, batch_ratio=2.0)}
+    s = estimate_speed([LOAD], depth_tokens=0, parallel=8, expert_fraction_one=1.0, calibration=cal)
+    assert 1 / s.decode_tok_s_per_slot == pytest.approx(T_MEM_S + T0_S + 7 * T_TOKEN_S / 2.0, rel=1e-9)
+    assert 1 / s.decode_tok_s == pytest.approx(T_MEM_S + T0_S, rel=1e-9)
+
+
+def test_split_cost_per_added_card() -> None:
+    # issue #13: Llama-3.1-8B Q4_K_M on 2 / 4 / 8 × RTX 4090 measured 13 / 17 / 19 % below 141.4 t/s
+    assert split_cost_s(1) == 0.0
+    assert split_cost_s(2) == SPLIT_FIRST_S
+    assert split_cost_s(4) == pytest.approx(SPLIT_FIRST_S + SPLIT_DOUBLING_S)
+    assert split_cost_s(8) == pytest.approx(SPLIT_FIRST_S + 2 * SPLIT_DOUBLING_S)
+    cat = load_catalog()
+    spec = resolve_model("llama-3.1-8b")
+    host = host_device(cat, None, 64)
+    one = estimate(spec, RunConfig(ctx=4096), gpu_devices(cat, ["rtx-4090"]), host, quant="Q4_K_M", suggest=False)
+    assert one.speed.decode_tok_s == pytest.approx(141.4, abs=0.05)
+    for n, slower in ((2, 0.13), (4, 0.17), (8, 0.19)):
+        est = estimate(
+            spec, RunConfig(ctx=4096), gpu_devices(cat, ["rtx-4090"] * n), host, quant="Q4_K_M", suggest=False
+        )
+        measured = 141.4 / (1 + slower)
+        assert est.speed.decode_tok_s == pytest.approx(measured, rel=0.01), n
+
+
+def test_prefill_falls_with_prompt_length() -> None:
+    # attention: 2 × 32 heads × 256 × 32 layers = 524,288 FLOPs per position; at mean position 4096 (pp8192)
+    # that is 2.15 GFLOP per token at 0.35 of the GEMM rate next to 16 GFLOP of weights
+    flops = 100e12 * 0.66
+    attn = 524288
+    for prompt in (512, 8192):
+        s = estimate_speed([LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=prompt)
+        expected = flops / (2 * 8e9 + attn * prompt / 2 / 0.35)
+        assert s.prefill_tok_s == pytest.approx(expected, rel=1e-9)
+    no_fa = estimate_speed(
+        [LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=8192, flash_attn=False
+    )
+    assert no_fa.prefill_tok_s == pytest.approx(flops / (2 * 8e9 + attn * 4096 / 0.21), rel=1e-9)
+
+
+def test_layer_split_prefill_is_pipelined() -> None:
+    # two equal stages, 2048 / 512 = 4 micro-batches per llama_decode call: (2 + 3) / 4 = 1.25 stage times per
+    # token instead of 2, i.e. 1.6 × a sequential split (issue #13: multi-GPU pp4096 was under by 39 %)
+    half = DeviceLoad(GPU, {"q4": 2_500_000_000}, {}, 65536, 4_000_000_000, 4_000_000_000, 2 * 32 * 256 * 16)
+    other = DeviceLoad(
+        Device(**{**GPU.__dict__, "id": "test-gpu-2"}),
+        {"q4": 2_500_000_000},
+        {},
+        65536,
+        4_000_000_000,
+        4_000_000_000,
+        2 * 32 * 256 * 16,
+    )
+    split = estimate_speed([half, other], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=4096)
+    one = estimate_speed([LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=4096)
+    assert split.prefill_tok_s == pytest.approx(1.6 * one.prefill_tok_s, rel=1e-9)
+    # a 512-token prompt is one micro-batch: nothing to overlap
+    short = estimate_speed([half, other], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=512)
+    one_short = estimate_speed([LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=512)
+    assert short.prefill_tok_s == pytest.approx(one_short.prefill_tok_s, rel=1e-9)
+
+
+def test_datacenter_parts_are_scaled() -> None:
+    # A100 80GB: GA100 marks a datacenter part; decode η × 0.70, prefill η × 0.42
+    a100 = Device(**{**GPU.__dict__, "arch": "Ampere (GA100, sm_80)"})
+    load = DeviceLoad(a100, {"q4": 5_000_000_000}, {}, 0, 8_000_000_000, 8_000_000_000, 0)
+    s = estimate_speed([load], depth_tokens=0, parallel=1, expert_fraction_one=1.0)
+    assert 1 / s.decode_tok_s == pytest.approx(5e9 / (1000e9 * 0.78 * 0.70) + T0_S, rel=1e-9)
+    assert s.prefill_tok_s == pytest.approx(100e12 * 0.66 * 0.42 / 16e9, rel=1e-9)
+    assert math.isfinite(compute_bound_slots([load]))
