@@ -3,11 +3,12 @@
 Decode is memory-bound at one stream. One decode step of B slots at depth d reads, on every device
 holding part of the model, its weights once (MoE: only the experts the batch touches) plus the KV cache
 of its layers for each slot, and multiplies B tokens. Devices of a layer split run one after the other,
-so their times add, plus the cost of passing the step from card to card:
+so their times add, and passing the step from card to card slows it by a fraction:
 
-    t_step(B) = Σ_devices [ bytes_d / (bandwidth_d × η_d) + (B − 1) × t_token_d ] + t0 + t_split(n_gpus)
-                (+ t_sync when the CPU takes part)
-    t_token_d = BATCH_TOKEN_FACTOR × 2 × active_params_d / (FLOPS_d × η_prefill_d)
+    t_step(B) = (Σ_devices [ bytes_d / (bandwidth_d × η_d) + compute_d(B) ] + t0) × (1 + f_split(n_gpus))
+                (+ t_sync when the CPU takes part; vLLM: + its scheduler's step time, no split factor)
+    compute_d(B) = (B − 1) × t_token_d, at the matrix-vector rate up to 8 sequences on CUDA / ROCm and
+                   at the prefill (GEMM) rate beyond
     decode tok/s per slot = 1 / t_step(B),   aggregate = B / t_step(B)
 
 Prefill is compute-bound: per token Σ_d [ (2 × params_d + attention FLOPs at the mean position) /
@@ -55,6 +56,9 @@ DECODE_T0_S: dict[str, float] = {"cuda": 2.9e-3, "rocm": 2.9e-3, "vulkan": 3.5e-
 # F16 45 t/s, ik_llama.cpp PR #27 / issue #322; RTX 4090 Llama-2-7B Q4_0 158.4, llm-tracker.info) show a
 # per-token fixed time of ≈ 1.0–1.5 ms, not Ampere's 2.9 ms; with t0 = 1.2 ms the Q8 factor refits to 0.80
 # and every Ada row is within ±6 %. (Confounded with build era: llama.cpp's CUDA graphs, PR #6766, Apr 2024.)
+# Current builds run Q4_0 faster still (RTX 4090 Llama 3 8B Q4_0 -ub 1: 193.1 t/s, PR #20586, agiplan 148.3)
+# while Q4_K_M stays near agiplan's figure (issue #13: single-stream median error 3.6 %); one 'q4' family
+# cannot hold both, and it is left as fitted.
 MODERN_NVIDIA_MARKERS = ("sm_89", "sm_90", "sm_100", "sm_120", "Ada", "Hopper", "Blackwell")
 DECODE_T0_MODERN_NVIDIA_S = 1.2e-3
 DECODE_ETA_MODERN_NVIDIA = {"f16": 0.90, "q8": 0.80, "q4": 0.78, "low": 0.70}
@@ -78,6 +82,10 @@ PREFILL_ETA: dict[str, dict[str, float]] = {
     "vulkan": {"f16": 0.50, "q8": 0.40, "q4": 0.40, "low": 0.35},
     "cpu": {"f16": 0.62, "q8": 0.65, "q4": 0.56, "low": 0.59},
 }
+# Ada and newer NVIDIA cards run quantized prompt matmuls on int8 tensor cores (MMQ, PR #7676, mid 2024): the
+# fit-half row RTX 4090 Llama 3 8B Q4_0 pp512 10358.75 t/s (2026 build, PR #7676 / #20586) gives q4 0.96 of the
+# FP16 rate, and 'low' scaled alike (0.80).
+PREFILL_ETA_MODERN_NVIDIA = {"f16": 0.85, "q8": 0.62, "q4": 0.96, "low": 0.80}
 
 # Relative half-width of the range quoted around a speed (max error seen in the fit, rounded up).
 RANGE_FRACTION: dict[str, float] = {"cuda": 0.15, "rocm": 0.2, "vulkan": 0.3, "cpu": 0.25}
@@ -101,6 +109,10 @@ def _modern_nvidia(device: Device) -> bool:
     return device.kind == "gpu" and device.vendor == "nvidia" and any(m in device.arch for m in MODERN_NVIDIA_MARKERS)
 
 
+def prefill_eta_table(device: Device) -> dict[str, float]:
+    return PREFILL_ETA_MODERN_NVIDIA if _modern_nvidia(device) else PREFILL_ETA[backend_key(device)]
+
+
 def decode_eta_table(device: Device) -> dict[str, float]:
     return DECODE_ETA_MODERN_NVIDIA if _modern_nvidia(device) else DECODE_ETA[backend_key(device)]
 
@@ -117,30 +129,39 @@ def backend_key(device: Device) -> str:
 
 
 # ---- batched decode (llama.cpp -np N continuous batching, vLLM max_num_seqs) ----
-# One step of B sequences reads the weights once and the KV of every sequence, and multiplies B tokens: each
-# sequence past the first adds BATCH_TOKEN_FACTOR × its prefill compute time per token (2 × active params /
-# (FLOPS × η_prefill)). Small batches run the matrix-vector kernels (CUDA mmvq up to 8 columns, then MMQ at
-# small tiles), far from the large-batch GEMM rate, hence a factor above 1. Fitted (bench/speed_accuracy.py,
-# fit half) to llama-bench pp512 at -ub B, which llama.cpp's developers use as the B-sequence decode proxy
-# (shared/data/concurrency_speed.csv): RTX 4090 8B Q4_0 B=1 193.1, B=16 1937 t/s (PR #20586, #7676) → 1.5;
-# RTX 3090 8B F16 B=8 423.6, B=16 764.2 (PR #15131) → 1.0; RTX 4090 8B IQ3_XXS B=1 235.6, B=8 1162.6 (#8215) → 2.3.
-# The step turns compute-bound (the B tokens' compute outweighs reading the weights) at
-# B* = 1 + t_memory / t_token (`compute_bound_slots`).
+# One step of B sequences reads the weights once and the KV of every sequence, and multiplies B tokens.
+# On CUDA / ROCm llama.cpp multiplies up to MMVQ_MAX_BATCH_SIZE = 8 columns with its matrix-vector kernels
+# (ggml-cuda/mmvq.cuh, mmvf.cuh of the pinned b11434), which pay per column: each sequence past the first
+# adds BATCH_TOKEN_FACTOR × the token's compute at the small-batch rate (2 × active params / (FLOPS ×
+# PREFILL_ETA of the backend's base table)). Past 8 it switches to the GEMM kernels (MMQ / cuBLAS): each
+# further sequence costs one token at the prefill rate. Fitted (fit half of bench/speed_accuracy.py) on
+# llama-bench pp512 at -ub B, the developers' proxy for B sequences decoding together
+# (shared/data/concurrency_speed.csv): RTX 4090 Llama 3 8B Q4_0 -ub 1 / 2: 193.1 / 364.3 t/s (PR #20586):
+# +0.31 ms a column → q4 2.2; RTX 3090 8B F16 -ub 8 → 16 (PR #15131): +0.25 ms a token, the F16 GEMM rate
+# → f16 1.0; RTX 4090 IQ3_XXS -ub 1 / 4 / 8 (PR #8215): +0.38 ms a column → low 2.5. CPU: every token
+# costs its compute (Gemma 3 270M on this project's 2-core host, bench --batched). ROCm 'low': RX 7900 XTX
+# Llama 8B Q3_K_M -ub 4 308.6 and Q2_K -ub 7 362.9 t/s (PR #26705, fit half) → 9; ROCm / Vulkan q4, q8, f16:
+# no published small-batch rows here, assumed 2–3.
+MMVQ_MAX_BATCH = 8
 BATCH_TOKEN_FACTOR: dict[str, dict[str, float]] = {
-    "cuda": {"f16": 1.0, "q8": 1.5, "q4": 1.5, "low": 2.3},
-    "rocm": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 5.0},
+    "cuda": {"f16": 1.0, "q8": 2.2, "q4": 2.2, "low": 2.5},
+    "rocm": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 9.0},
     "vulkan": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 4.0},
     "cpu": {"f16": 1.0, "q8": 1.0, "q4": 1.0, "low": 1.0},
 }
-# vLLM decodes a batch with CUDA graphs and cuBLAS / Marlin GEMMs: a sequence costs its prefill compute.
+# vLLM decodes a batch with CUDA graphs and cuBLAS / Marlin GEMMs: a sequence costs its prefill compute;
+# its scheduler adds a fixed time per step, fitted on A100 Qwen3-30B-A3B BF16 at concurrency 1,
+# ISL 4096 (96.91 t/s, tt-inference-server GPU reference run): +1.9 ms.
 VLLM_BATCH_TOKEN_FACTOR = 1.0
+VLLM_STEP_S = 1.9e-3
 
 # ---- layer split over several GPUs (llama.cpp -sm layer) ----
-# Each decode step passes the hidden state from card to card and synchronises: issue #13's figures for
-# Llama-3.1-8B Q4_K_M on 2 / 4 / 8 × RTX 4090 (13 / 17 / 19 % slower than agiplan's one-card figure of
-# 141.4 t/s, i.e. +0.93 / +1.14 / +1.35 ms per token): 0.93 ms for the first split, 0.21 ms per doubling.
-SPLIT_FIRST_S = 0.93e-3
-SPLIT_DOUBLING_S = 0.21e-3
+# Each decode step passes the hidden state from card to card and synchronises: issue #13 measured
+# Llama-3.1-8B Q4_K_M on 2 / 4 / 8 × RTX 4090 13 / 17 / 19 % slower than on one card (whose figure agiplan
+# then matched). The step takes (1 + f(n)) times one card's time: f = 0.13 for the first split, + 0.03 per
+# doubling of cards (2 and 8 cards fit, 4 cards held out: 0.16 vs 0.17 measured).
+SPLIT_FIRST_FRACTION = 0.13
+SPLIT_DOUBLING_FRACTION = 0.03
 # Prompt processing over a layer split is pipelined (llama.cpp PR #6017): the n_batch tokens of one
 # llama_decode call go through the cards as n_batch / n_ubatch micro-batches, so stage d works on
 # micro-batch k while stage d+1 works on k-1. Per token: (Σ_d t_d + (m − 1) × max_d t_d) / m.
@@ -168,11 +189,11 @@ def _datacenter(device: Device) -> bool:
     return device.kind == "gpu" and any(m in device.arch for m in DATACENTER_MARKERS)
 
 
-def split_cost_s(n_gpus: int) -> float:
-    """Per-token cost of a llama.cpp layer split over `n_gpus` cards (0 for one card)."""
+def split_slowdown(n_gpus: int) -> float:
+    """Fraction a llama.cpp layer split over `n_gpus` cards adds to a decode step (0 for one card)."""
     if n_gpus < 2:
         return 0.0
-    return SPLIT_FIRST_S + SPLIT_DOUBLING_S * math.log2(n_gpus / 2)
+    return SPLIT_FIRST_FRACTION + SPLIT_DOUBLING_FRACTION * math.log2(n_gpus / 2)
 
 
 @dataclass(frozen=True)
@@ -200,7 +221,7 @@ def _eta_weighted(table: dict[str, float], by_family: dict[str, int]) -> float:
 
 def _prefill_flops(ld: DeviceLoad) -> float:
     """Effective FLOP/s of dense prefill on this device (nominal × η_prefill, scaled on datacenter parts)."""
-    eta = _eta_weighted(PREFILL_ETA[backend_key(ld.device)], ld.weight_bytes_by_family)
+    eta = _eta_weighted(prefill_eta_table(ld.device), ld.weight_bytes_by_family)
     if _datacenter(ld.device):
         eta *= DATACENTER_PREFILL_SCALE
     return ld.device.compute_tflops * 1e12 * eta
@@ -208,15 +229,26 @@ def _prefill_flops(ld: DeviceLoad) -> float:
 
 @dataclass(frozen=True)
 class StepTimes:
-    """One device's share of a decode step: memory time at one slot and no depth, KV time per slot per
-    token of depth, compute time each extra slot adds (all in seconds, before calibration)."""
+    """One device's share of a decode step (seconds, before calibration): memory time at one slot and no
+    depth, KV time per slot per token of depth, the compute one more column adds to the matrix-vector
+    kernels (up to `vector_columns` sequences) and one more token to the GEMM kernels beyond."""
 
     memory_s: float
     kv_s_per_depth_token: float
-    token_s: float
+    vector_token_s: float
+    gemm_token_s: float
+    vector_columns: int  # sequences the matrix-vector kernels take before the GEMM ones (0: no such switch)
+
+    def compute_s(self, slots: int) -> float:
+        """Compute the slots past the first add to a step."""
+        extra = max(0, slots - 1)
+        if self.vector_columns <= 0:
+            return extra * self.vector_token_s
+        small = min(extra, self.vector_columns - 1)
+        return small * self.vector_token_s + (extra - small) * self.gemm_token_s
 
 
-def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, batch_factor: float | None) -> StepTimes:
+def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, engine: str) -> StepTimes:
     eta = _eta_weighted(decode_eta_table(ld.device), ld.weight_bytes_by_family)
     if _datacenter(ld.device):
         eta *= DATACENTER_DECODE_SCALE
@@ -225,14 +257,16 @@ def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, batch_factor: f
         bw *= HYBRID_CPU_FACTOR
     dense = sum(ld.weight_bytes_by_family.values()) - sum(ld.expert_bytes_by_family.values())
     moved = dense + touched * sum(ld.expert_bytes_by_family.values())
-    flops = _prefill_flops(ld)
-    factor = (
-        batch_factor
-        if batch_factor is not None
-        else _eta_weighted(BATCH_TOKEN_FACTOR[backend_key(ld.device)], ld.weight_bytes_by_family)
-    )
-    token_s = factor * 2.0 * ld.active_params / flops if flops > 0 else 0.0
-    return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, token_s)
+    key = backend_key(ld.device)
+    flops = 2.0 * ld.active_params
+    gemm_s = flops / _prefill_flops(ld) if ld.active_params else 0.0
+    if engine == "vllm":
+        return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, VLLM_BATCH_TOKEN_FACTOR * gemm_s, gemm_s, 0)
+    base_flops = ld.device.compute_tflops * 1e12 * _eta_weighted(PREFILL_ETA[key], ld.weight_bytes_by_family)
+    factor = _eta_weighted(BATCH_TOKEN_FACTOR[key], ld.weight_bytes_by_family)
+    vector_s = factor * flops / base_flops if base_flops > 0 and ld.active_params else 0.0
+    columns = MMVQ_MAX_BATCH if key in ("cuda", "rocm") else 0
+    return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, vector_s, gemm_s, columns)
 
 
 def estimate_speed(
@@ -261,23 +295,22 @@ def estimate_speed(
     uses_cpu = any(ld.device.kind == "cpu" and sum(ld.weight_bytes_by_family.values()) > 0 for ld in loads)
     n_gpus = sum(1 for ld in loads if ld.device.kind == "gpu" and sum(ld.weight_bytes_by_family.values()) > 0)
     hybrid = uses_cpu and n_gpus > 0
-    batch_factor = VLLM_BATCH_TOKEN_FACTOR if engine == "vllm" else None
 
     def step_time(slots: int, depth: int) -> float:
         touched = 1.0 - (1.0 - expert_fraction_one) ** slots
         t = 0.0
         t0 = 0.0
         for ld in used:
-            st = _step_times(ld, touched=touched, hybrid=hybrid, batch_factor=batch_factor)
+            st = _step_times(ld, touched=touched, hybrid=hybrid, engine=engine)
             cal = calibration.get(ld.device.id)
             mem = (st.memory_s + slots * depth * st.kv_s_per_depth_token) / (cal.decode_ratio if cal else 1.0)
-            t += mem + (slots - 1) * st.token_s / (cal.batch_ratio if cal else 1.0)
+            t += mem + st.compute_s(slots) / (cal.batch_ratio if cal else 1.0)
             t0 = max(t0, decode_t0_s(ld.device))
         if hybrid:
             t0 += HYBRID_SYNC_S
-        if engine != "vllm":
-            t0 += split_cost_s(n_gpus)
-        return t + t0
+        if engine == "vllm":
+            return t + t0 + VLLM_STEP_S
+        return (t + t0) * (1.0 + split_slowdown(n_gpus))
 
     single = step_time(1, depth_tokens)
     multi = step_time(b, depth_tokens)
@@ -321,14 +354,15 @@ def estimate_speed(
     )
 
 
-def compute_bound_slots(loads: Sequence[DeviceLoad], *, engine: str = "llama.cpp") -> float:
-    """B* = 1 + t_memory / t_token: past this many busy slots a decode step spends more time multiplying
-    the slots' tokens than reading the weights (∞ when the devices do no compute)."""
-    used = [ld for ld in loads if ld.params]
-    batch_factor = VLLM_BATCH_TOKEN_FACTOR if engine == "vllm" else None
-    times = [_step_times(ld, touched=1.0, hybrid=False, batch_factor=batch_factor) for ld in used]
-    token_s = sum(st.token_s for st in times)
-    return 1.0 + sum(st.memory_s for st in times) / token_s if token_s > 0 else math.inf
+def compute_bound_slots(loads: Sequence[DeviceLoad], *, engine: str = "llama.cpp", limit: int = 4096) -> int | None:
+    """The smallest number of busy slots at which a decode step spends more time multiplying the slots'
+    tokens than reading the weights (None when that does not happen by `limit` slots)."""
+    times = [_step_times(ld, touched=1.0, hybrid=False, engine=engine) for ld in loads if ld.params]
+    memory_s = sum(st.memory_s for st in times)
+    for slots in range(1, limit + 1):
+        if sum(st.compute_s(slots) for st in times) > memory_s:
+            return slots
+    return None
 
 
 def _prefill_tok_s(
