@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass, replace
 
 from planner.catalog import load_catalog
-from planner.estimate.devices import gpu_devices, host_device
+from planner.estimate.devices import gpu_devices, host_device, unified_host
 from planner.estimate.estimate import estimate
 from planner.estimate.types import Device, RunConfig
 from planner.model.arch import ModelArch, ModelSpec, Source
@@ -718,7 +718,60 @@ CASES: list[Case] = [
 ]
 
 
-GROUP_ORDER = ("consumer GPU", "datacenter GPU", "multi-GPU", "CPU", "AMD")
+# NVIDIA DGX Spark (GB10, unified LPDDR5X 273 GB/s), Qwen2.5-Coder-7B Q8_0, llama-batched-bench PP=512 TG=32 and
+# llama-bench, build 2f68ce7cf (6918), Nov 2025 (ggml-org/llama.cpp benches/dgx-spark.md, CSV rows 4-9, 76-77)
+SPARK = f"{CSV} (benches/dgx-spark.md, build 6918)"
+CASES += [
+    Case("DGX Spark · Qwen2.5 7B Q8_0 tg32", "qwen2.5-7b", "Q8_0", ("dgx-spark",), "decode", 29.3, SPARK),
+    Case(
+        "DGX Spark · Qwen2.5 7B Q8_0 B=1 @ 528",
+        "qwen2.5-7b",
+        "Q8_0",
+        ("dgx-spark",),
+        "decode",
+        29.24,
+        SPARK,
+        depth_tokens=528,
+    ),
+    Case(
+        "DGX Spark · Qwen2.5 7B Q8_0 pp2048",
+        "qwen2.5-7b",
+        "Q8_0",
+        ("dgx-spark",),
+        "prefill",
+        2276.28,
+        SPARK,
+        prompt_tokens=2048,
+    ),
+    Case(
+        "DGX Spark · Qwen2.5 7B Q8_0 pp2048 @ d4096",
+        "qwen2.5-7b",
+        "Q8_0",
+        ("dgx-spark",),
+        "prefill",
+        2090.96,
+        SPARK,
+        prompt_tokens=2048,
+        depth_tokens=4096,
+    ),
+    *(
+        Case(
+            f"DGX Spark · Qwen2.5 7B Q8_0 B={b}",
+            "qwen2.5-7b",
+            "Q8_0",
+            ("dgx-spark",),
+            "batched",
+            v,
+            SPARK,
+            slots=b,
+            depth_tokens=528,
+        )
+        for b, v in ((4, 104.33), (8, 195.67), (16, 335.01), (32, 593.27))
+    ),
+]
+
+
+GROUP_ORDER = ("consumer GPU", "datacenter GPU", "multi-GPU", "CPU", "AMD", "unified memory")
 
 
 def case_group(c: Case, cat: object) -> str:
@@ -730,6 +783,8 @@ def case_group(c: Case, cat: object) -> str:
     if len(c.gpus) > 1:
         return "multi-GPU"
     g = cat.gpu(c.gpus[0])
+    if g.unified_memory:
+        return "unified memory"
     if g.vendor == "amd":
         return "AMD"
     return "datacenter GPU" if g.form == "datacenter" else "consumer GPU"
@@ -748,6 +803,7 @@ def predict_case(c: Case) -> float:
         depth_tokens=c.depth_tokens,
         prompt_tokens=c.prompt_tokens,
     )
+    host = unified_host(cat, list(c.gpus), host)
     est = estimate(spec, cfg, gpu_devices(cat, list(c.gpus)), host, quant=c.quant, suggest=False)
     sp = est.speed
     return {"decode": sp.decode_tok_s, "prefill": sp.prefill_tok_s, "batched": sp.aggregate_tok_s}[c.metric]

@@ -161,3 +161,46 @@ def test_datacenter_parts_are_scaled() -> None:
     assert 1 / s.decode_tok_s == pytest.approx(5e9 / (1000e9 * 0.78 * 0.70) + T0_S, rel=1e-9)
     assert s.prefill_tok_s == pytest.approx(100e12 * 0.66 * 0.42 / 16e9, rel=1e-9)
     assert math.isfinite(compute_bound_slots([load]))
+
+
+# ------------------------------------------------------------------------------------- unified memory
+
+
+@pytest.mark.parametrize(
+    ("gpu_id", "pool_gib", "share"),
+    [
+        ("apple-m2-ultra-192gb", 192, 0.75),  # macOS recommendedMaxWorkingSetSize ≈ 3/4 of RAM
+        ("apple-m4-max-128gb", 128, 0.75),
+        ("ryzen-ai-max-395-128gb", 128, 0.75),  # 96 of 128 GB assignable (AMD Variable Graphics Memory)
+        ("dgx-spark", 128, 0.9),
+    ],
+)
+def test_unified_memory_is_one_pool(gpu_id: str, pool_gib: int, share: float) -> None:
+    from planner.estimate.devices import unified_host
+
+    cat = load_catalog()
+    (gpu,) = gpu_devices(cat, [gpu_id])
+    host = unified_host(cat, [gpu_id], host_device(cat, None, None))
+    # the GPU's part and the host's part add up to the pool: nothing is counted twice
+    assert gpu.capacity_bytes + host.capacity_bytes == pool_gib * 2**30
+    assert gpu.capacity_bytes == pytest.approx(share * pool_gib * 2**30, abs=2**20)
+    assert host.bandwidth_gbs == gpu.bandwidth_gbs  # offloaded layers read the same memory
+    # Llama 3.3 70B Q4_K_M (≈ 40 GiB of weights) at 8k: weights are placed once, on the GPU's part
+    est = estimate(resolve_model("llama-3.3-70b"), RunConfig(ctx=8192), [gpu], host, quant="Q4_K_M", suggest=False)
+    assert est.fits
+    used = sum(d.used_bytes for d in est.devices)
+    assert used < pool_gib * 2**30
+    assert est.devices[0].layers == tuple(range(80))
+
+
+def test_unified_machine_goes_alone() -> None:
+    from planner.errors import HardwareError
+    from planner.estimate.devices import unified_host
+
+    cat = load_catalog()
+    host = host_device(cat, None, None)
+    assert unified_host(cat, ["rtx-4090"], host) is host  # a discrete card: the host as given
+    with pytest.raises(HardwareError, match="alone"):
+        unified_host(cat, ["apple-m4-max-128gb", "rtx-4090"], host)
+    with pytest.raises(HardwareError, match="alone"):
+        unified_host(cat, ["dgx-spark", "dgx-spark"], host)

@@ -49,9 +49,11 @@ DECODE_ETA: dict[str, dict[str, float]] = {
     "cuda": {"f16": 0.90, "q8": 0.97, "q4": 0.78, "low": 0.70},
     "rocm": {"f16": 0.90, "q8": 0.97, "q4": 0.78, "low": 0.70},
     "vulkan": {"f16": 0.77, "q8": 0.82, "q4": 0.66, "low": 0.60},
+    "metal": {"f16": 0.77, "q8": 0.82, "q4": 0.66, "low": 0.60},
     "cpu": {"f16": 0.80, "q8": 0.76, "q4": 0.70, "low": 0.67},
 }
-DECODE_T0_S: dict[str, float] = {"cuda": 2.9e-3, "rocm": 2.9e-3, "vulkan": 3.5e-3, "cpu": 0.0}
+# Metal (Apple M-series): no published run in the shared data set; Vulkan's factors and range, an assumption.
+DECODE_T0_S: dict[str, float] = {"cuda": 2.9e-3, "rocm": 2.9e-3, "vulkan": 3.5e-3, "metal": 3.5e-3, "cpu": 0.0}
 # Ada and newer NVIDIA cards (sm_89+): held-out rows (RTX 4080 Gemma-2-2B Q4_K_S tg128 251.9 and Qwen2.5-7B
 # F16 45 t/s, ik_llama.cpp PR #27 / issue #322; RTX 4090 Llama-2-7B Q4_0 158.4, llm-tracker.info) show a
 # per-token fixed time of ≈ 1.0–1.5 ms, not Ampere's 2.9 ms; with t0 = 1.2 ms the Q8 factor refits to 0.80
@@ -80,6 +82,7 @@ PREFILL_ETA: dict[str, dict[str, float]] = {
     "cuda": {"f16": 0.85, "q8": 0.62, "q4": 0.66, "low": 0.55},
     "rocm": {"f16": 0.62, "q8": 0.45, "q4": 0.48, "low": 0.40},
     "vulkan": {"f16": 0.50, "q8": 0.40, "q4": 0.40, "low": 0.35},
+    "metal": {"f16": 0.50, "q8": 0.40, "q4": 0.40, "low": 0.35},
     "cpu": {"f16": 0.62, "q8": 0.65, "q4": 0.56, "low": 0.59},
 }
 # Ada and newer NVIDIA cards run quantized prompt matmuls on int8 tensor cores (MMQ, PR #7676, mid 2024): the
@@ -88,7 +91,7 @@ PREFILL_ETA: dict[str, dict[str, float]] = {
 PREFILL_ETA_MODERN_NVIDIA = {"f16": 0.85, "q8": 0.62, "q4": 0.96, "low": 0.80}
 
 # Relative half-width of the range quoted around a speed (max error seen in the fit, rounded up).
-RANGE_FRACTION: dict[str, float] = {"cuda": 0.15, "rocm": 0.2, "vulkan": 0.3, "cpu": 0.25}
+RANGE_FRACTION: dict[str, float] = {"cuda": 0.15, "rocm": 0.2, "vulkan": 0.3, "metal": 0.3, "cpu": 0.25}
 CALIBRATED_RANGE_FRACTION = 0.05
 
 
@@ -147,6 +150,7 @@ BATCH_TOKEN_FACTOR: dict[str, dict[str, float]] = {
     "cuda": {"f16": 1.0, "q8": 2.2, "q4": 2.2, "low": 2.5},
     "rocm": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 9.0},
     "vulkan": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 4.0},
+    "metal": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 4.0},
     "cpu": {"f16": 1.0, "q8": 1.0, "q4": 1.0, "low": 1.0},
 }
 # vLLM decodes a batch with CUDA graphs and cuBLAS / Marlin GEMMs: a sequence costs its prefill compute;
