@@ -204,3 +204,19 @@ def test_unified_machine_goes_alone() -> None:
         unified_host(cat, ["apple-m4-max-128gb", "rtx-4090"], host)
     with pytest.raises(HardwareError, match="alone"):
         unified_host(cat, ["dgx-spark", "dgx-spark"], host)
+
+
+def test_rpc_cost_by_link_speed() -> None:
+    from planner.estimate.speed import RpcLink, rpc_decode_s, rpc_prefill_s_per_token
+
+    # a 70B model's hidden state (8192 × 4 B = 32 KiB) there and back: 65,536 B per token per remote host
+    gbe = RpcLink(link_gbps=1.0, rtt_s=0.3e-3)
+    ten = RpcLink(link_gbps=10.0, rtt_s=0.3e-3)
+    assert rpc_decode_s(8192, 1, gbe) == pytest.approx(0.3e-3 + 65536 / 125e6)  # 0.82 ms
+    assert rpc_decode_s(8192, 1, ten) == pytest.approx(0.3e-3 + 65536 / 1.25e9)  # 0.35 ms
+    assert rpc_decode_s(8192, 4, gbe, remote_hosts=2) == pytest.approx(2 * (0.3e-3 + 4 * 65536 / 125e6))
+    # prefill: 0.52 ms a token on 1 GbE caps a split prompt near 1,900 t/s whatever the GPUs do
+    per_token = rpc_prefill_s_per_token(8192, 512, gbe)
+    assert per_token == pytest.approx(0.3e-3 / 512 + 65536 / 125e6)
+    assert 1 / per_token == pytest.approx(1905, abs=1)
+    assert rpc_prefill_s_per_token(8192, 512, ten) == pytest.approx(per_token / 10, rel=0.02)

@@ -416,3 +416,40 @@ def attention_flops_per_position(arch: ModelArch) -> int:
     and AV (2 × heads × head_dim_v). A layer average (sliding-window layers are not capped: prompts of a
     few thousand tokens stay inside the window)."""
     return 2 * arch.n_heads * (arch.head_dim_k + arch.head_dim_v)
+
+
+# ---- llama.cpp RPC across hosts (ggml-rpc-server), the link speed as an input ----
+# In the pinned b11434 (ggml/src/ggml-rpc/ggml-rpc.cpp) a remote backend keeps the compute graph
+# (RPC_CMD_GRAPH_RECOMPUTE after the first RPC_CMD_GRAPH_COMPUTE) and sets inputs / gets outputs with async
+# commands: per llama_decode call each remote host receives the hidden states of the call's tokens and
+# returns them (f32, hidden_size × 4 bytes a token each way) and costs about one network round trip. A
+# prompt crosses as n_ubatch-token micro-batches, so prefill pays 2 × hidden × 4 bytes a token on the link:
+# 64 KiB a token for a 70B model, 0.52 ms on 1 GbE — the reason RPC loses heavily on slow links (issue #11474:
+# 2 hosts over a ~100 Mb/s network, DeepSeek-R1 IQ1_S 1.2 t/s; issue #10047: one remote card on Ethernet
+# cut a 4070 Laptop's 44.7 t/s by about 5×; issue #8832: 1.9 vs 25 t/s through localhost, build 3501, before
+# graph caching). The round trip time is an input; 0.3 ms is a switched LAN's order of magnitude (assumed).
+RPC_DEFAULT_RTT_S = 0.3e-3
+
+
+@dataclass(frozen=True)
+class RpcLink:
+    """The network between the host running llama-server and its ggml-rpc-server hosts."""
+
+    link_gbps: float  # line rate, Gbit/s (1, 2.5, 10, 25 …)
+    rtt_s: float = RPC_DEFAULT_RTT_S
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.link_gbps * 1e9 / 8
+
+
+def rpc_decode_s(hidden_size: int, slots: int, link: RpcLink, remote_hosts: int = 1) -> float:
+    """Seconds a decode step of `slots` sequences spends on the network: per remote host one round trip
+    and the slots' hidden states there and back."""
+    return remote_hosts * (link.rtt_s + 2 * max(1, slots) * hidden_size * 4 / link.bytes_per_s)
+
+
+def rpc_prefill_s_per_token(hidden_size: int, n_ubatch: int, link: RpcLink, remote_hosts: int = 1) -> float:
+    """Seconds a prompt token spends on the network: its hidden state there and back per remote host, and
+    a round trip per micro-batch of `n_ubatch` tokens."""
+    return remote_hosts * (link.rtt_s / max(1, n_ubatch) + 2 * hidden_size * 4 / link.bytes_per_s)
