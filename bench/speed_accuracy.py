@@ -733,6 +733,19 @@ CASES += [
         SPARK,
         depth_tokens=528,
     ),
+    *(
+        Case(
+            f"DGX Spark · Qwen2.5 7B Q8_0 tg32 @ d{d}",
+            "qwen2.5-7b",
+            "Q8_0",
+            ("dgx-spark",),
+            "decode",
+            v,
+            SPARK,
+            depth_tokens=d,
+        )
+        for d, v in ((4096, 28.27), (8192, 27.42), (16384, 25.93), (32768, 22.7))  # CSV rows 79, 81, 83, 85
+    ),
     Case(
         "DGX Spark · Qwen2.5 7B Q8_0 pp2048",
         "qwen2.5-7b",
