@@ -123,7 +123,9 @@ def bench_command(
         if endpoint is not None or plan is not None:
             raise PlannerError("--batched runs a GGUF: give --model PATH or --synthetic ID.")
         path = _model_path(model) if model else _synthetic_path(synthetic or "", quant or "Q4_K_M")
-        _bench_batched(path, batched, threads, n_prompt, n_gen, gpu_layers or 0, flash_attn, calibrate, fmt)
+        _bench_batched(
+            path, batched, threads, n_prompt, n_gen, gpu_layers or 0, flash_attn, calibrate, fmt, repetitions
+        )
         return
     from planner.measure.bench_llama import LlamaBenchConfig
 
@@ -345,8 +347,9 @@ def _bench_batched(
     flash_attn: bool,
     calibrate: bool,
     fmt: Format,
+    repetitions: int,
 ) -> None:
-    """llama-batched-bench's slot curve against the estimate, calibrated when asked."""
+    """llama-batched-bench's slot curve (best of `repetitions` runs) against the estimate, calibrated when asked."""
     from planner.calibration import calibrate_from_slot_curve
     from planner.measure.batched_bench import check_slots, run_batched_bench
     from planner.sources.gguf_file import read_gguf
@@ -368,6 +371,7 @@ def _bench_batched(
             threads=threads,
             gpu_layers=gpu_layers,
             flash_attn=flash_attn,
+            repetitions=repetitions,
         )
     gpus: list[Device] = _HOST_CACHE["gpus"] if gpu_layers else []
     fit = calibrate_from_slot_curve(
