@@ -8,6 +8,7 @@ Q4_K_M GGUF and checks that agiplan, calibrated on that curve, predicts every po
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,12 @@ def test_real_batched_bench_curve_within_20_percent(gemma_gguf_path: Path, tmp_p
         find_tools()
     except PlannerError as e:
         pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
-    res = run_batched_bench(gemma_gguf_path, slots=(1, 2, 4, 8, 16), threads=2, timeout_s=600)
+    load_1min = os.getloadavg()[0]
+    if load_1min > (os.cpu_count() or 1):
+        # 2 threads that cannot both run spin at llama.cpp's barriers: at load 9-11 on this 2-core host one
+        # sequence decoded at 1.2-2.9 t/s instead of 97.9 — interference, not the engine
+        pytest.skip(f"host too busy for a speed measurement (load {load_1min:.1f} on {os.cpu_count()} cores)")
+    res = run_batched_bench(gemma_gguf_path, slots=(1, 2, 4, 8, 16), threads=2, timeout_s=600, repetitions=2)
     assert [p.slots for p in res.points] == [1, 2, 4, 8, 16]
     agg = [p.aggregate_decode_tok_s for p in res.points]
     # batching is not free, and it is not useless either: 16 sequences give more than one, far less than 16×
