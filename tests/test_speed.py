@@ -220,3 +220,15 @@ def test_rpc_cost_by_link_speed() -> None:
     assert per_token == pytest.approx(0.3e-3 / 512 + 65536 / 125e6)
     assert 1 / per_token == pytest.approx(1905, abs=1)
     assert rpc_prefill_s_per_token(8192, 512, ten) == pytest.approx(per_token / 10, rel=0.02)
+
+
+def test_cpu_repacked_weights_are_reread_below_four_rows() -> None:
+    # ggml-cpu/repack.cpp (pinned b11434): rows of a batch go through gemm in groups of 4 and one at a time
+    # (gemv) for the B mod 4 left over, each gemv reading the repacked weights again
+    cpu = Device(**{**GPU.__dict__, "id": "cpu", "kind": "cpu", "backend": "cpu", "vendor": "cpu", "arch": ""})
+    load = DeviceLoad(cpu, {"q4": 1_000_000_000}, {}, 0, 2_000_000_000, 2_000_000_000, 0, 1_000_000_000)
+    mem_s = 1e9 / (1000e9 * 0.70)  # CPU η q4
+    token_s = 2 * 2e9 / (100e12 * 0.56)  # CPU: each extra sequence at the prefill rate (factor 1)
+    for slots, passes in ((1, 1), (2, 2), (3, 3), (4, 1), (5, 2), (8, 1), (16, 1)):
+        s = estimate_speed([load], depth_tokens=0, parallel=slots, expert_fraction_one=1.0)
+        assert 1 / s.decode_tok_s_per_slot == pytest.approx(passes * mem_s + (slots - 1) * token_s, rel=1e-9), slots

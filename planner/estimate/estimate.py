@@ -268,6 +268,7 @@ def _llama_cpp_loads(
     active = [0] * (n + 1)
     kv_tok = [0] * (n + 1)
     attn = [0] * (n + 1)
+    repacked = [0] * (n + 1)
     frac = (arch.experts.active / arch.experts.count) if arch.experts else 1.0
     per_layer_kv = kv_bytes_per_token(arch, cfg.kv_type_k, cfg.kv_type_v) // max(1, arch.n_layers)
     for i in range(arch.n_layers):
@@ -289,6 +290,8 @@ def _llama_cpp_loads(
         active[exp_slot] += int(ep * frac)
         kv_tok[slot] += per_layer_kv
         attn[slot] += attention_flops_per_position(arch)
+        if slot == n:
+            repacked[n] += table.layer_repack_bytes.get(i, 0)
     out_slot = n if placement.output_device < 0 else placement.output_device
     for f, b in table.output_family_bytes.items():
         fam[out_slot][f] += b

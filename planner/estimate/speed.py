@@ -213,6 +213,7 @@ class DeviceLoad:
     params: int
     active_params: int
     attn_flops_per_depth_token: int = 0
+    repacked_bytes: int = 0  # CPU only: weights in the CPU backend's repacked layout (Q4_0 / Q4_K / IQ4_NL)
 
 
 def _eta_weighted(table: dict[str, float], by_family: dict[str, int]) -> float:
@@ -242,6 +243,14 @@ class StepTimes:
     vector_token_s: float
     gemm_token_s: float
     vector_columns: int  # sequences the matrix-vector kernels take before the GEMM ones (0: no such switch)
+    repacked_memory_s: float = 0.0  # reading the repacked weights once (part of memory_s)
+
+    def memory_passes_s(self, slots: int) -> float:
+        """Extra weight reads of a step on the CPU's repacked weights: ggml-cpu/repack.cpp multiplies rows of
+        the batch in groups of 4 (gemm) and the remaining B mod 4 one at a time (gemv), each gemv a pass
+        over the weights: 2 sequences read them twice, 4 once, 5 twice."""
+        passes = (1 if slots >= 4 else 0) + slots % 4
+        return max(0, passes - 1) * self.repacked_memory_s
 
     def compute_s(self, slots: int) -> float:
         """Compute the slots past the first add to a step."""
@@ -270,7 +279,8 @@ def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, engine: str) ->
     factor = _eta_weighted(BATCH_TOKEN_FACTOR[key], ld.weight_bytes_by_family)
     vector_s = factor * flops / base_flops if base_flops > 0 and ld.active_params else 0.0
     columns = MMVQ_MAX_BATCH if key in ("cuda", "rocm") else 0
-    return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, vector_s, gemm_s, columns)
+    repacked_s = ld.repacked_bytes / bw if ld.device.kind == "cpu" else 0.0
+    return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, vector_s, gemm_s, columns, repacked_s)
 
 
 def estimate_speed(
@@ -307,7 +317,8 @@ def estimate_speed(
         for ld in used:
             st = _step_times(ld, touched=touched, hybrid=hybrid, engine=engine)
             cal = calibration.get(ld.device.id)
-            mem = (st.memory_s + slots * depth * st.kv_s_per_depth_token) / (cal.decode_ratio if cal else 1.0)
+            mem = st.memory_s + st.memory_passes_s(slots) + slots * depth * st.kv_s_per_depth_token
+            mem /= cal.decode_ratio if cal else 1.0
             t += mem + st.compute_s(slots) / (cal.batch_ratio if cal else 1.0)
             t0 = max(t0, decode_t0_s(ld.device))
         if hybrid:
