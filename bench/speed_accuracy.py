@@ -5,6 +5,12 @@ shared/data/calibration_speed.md (source in the row); the model shapes are the m
 configs. Prints predicted vs published tok/s and the error, and a summary per device class.
 The efficiency factors in planner/estimate/speed.py were fitted to these rows, so this shows the
 fit's residuals, not an independent validation — except the rows marked `held_out`.
+
+Then the split-half evaluation of issue #13 (`split_half`): the published runs in CASES, by metric
+(one-stream decode, prefill, aggregate decode at >= 4 sequences) and group (consumer GPU, datacenter GPU,
+multi-GPU, CPU, AMD), alternate between a fit half and a test half; the factors added for batched decode,
+layer split, prompt length, datacenter parts and vLLM were set on the fit half, and the table reports the
+test half (median |error|), with and without the one-number correction the fit half would still suggest.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import statistics
 from dataclasses import dataclass, replace
 
 from planner.catalog import load_catalog
-from planner.estimate.devices import gpu_devices, host_device
+from planner.estimate.devices import gpu_devices, host_device, unified_host
 from planner.estimate.estimate import estimate
 from planner.estimate.types import Device, RunConfig
 from planner.model.arch import ModelArch, ModelSpec, Source
@@ -328,6 +334,526 @@ def _group(row: Row) -> str:
     return f"{gpus} + CPU" if row.gpu_layers is not None and row.gpu_layers > 0 else gpus
 
 
+# ------------------------------------------------------------------ split-half evaluation (issue #13)
+# Every published run below is a Case; the rows of each (metric, group) alternate between the fit half
+# (even positions) and the test half (odd positions). The fit half sets one correction per (metric, group):
+# the median of published / predicted. The test half is reported with speed.py as it is and with that
+# correction; speed.py's factors were set from the fit half only. Sources: shared/data/concurrency_speed.csv
+# (row numbers in `source`), shared/data/calibration_speed.md, issue #13.
+
+CSV = "shared/data/concurrency_speed.csv"
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    model: str | ModelSpec
+    quant: str | None
+    gpus: tuple[str, ...]
+    metric: str  # decode (one stream), prefill, batched (aggregate decode at `slots` >= 4)
+    published_tok_s: float
+    source: str
+    slots: int = 1
+    prompt_tokens: int = 512
+    depth_tokens: int = 0
+    engine: str = "llama.cpp"
+    flash_attn: bool = True
+    host_cpu: str | None = None
+    gpu_layers: int | None = None
+
+
+def _ub(gpu: str, model: str, quant: str, b: int, value: float, src: str) -> Case:
+    """llama-bench pp512 at -ub B: the developers' proxy for B sequences decoding together. One sequence reads
+    its short KV once per micro-batch, not once per token: modelled at depth 0."""
+    return Case(f"{gpu} · {model} {quant} pp512 -ub {b}", model, quant, (gpu,), "batched", value, src, slots=b)
+
+
+CASES: list[Case] = [
+    # --- single-stream decode
+    Case(
+        "4090 · Llama 3 8B Q4_0 -ub 1",
+        "llama-3-8b",
+        "Q4_0",
+        ("rtx-4090",),
+        "decode",
+        193.09,
+        f"{CSV} row 232 (PR #20586)",
+    ),
+    Case(
+        "4090 · Llama 3 8B IQ3_XXS -ub 1",
+        "llama-3-8b",
+        "IQ3_XXS",
+        ("rtx-4090",),
+        "decode",
+        235.58,
+        f"{CSV} row 337 (PR #8215)",
+    ),
+    Case(
+        "3090 · Llama 3 8B IQ3_XXS -ub 1",
+        "llama-3-8b",
+        "IQ3_XXS",
+        ("rtx-3090",),
+        "decode",
+        143.46,
+        f"{CSV} row 333 (PR #8215)",
+    ),
+    Case(
+        "3090 · Llama 3 8B BF16 -ub 1",
+        "llama-3-8b",
+        "BF16",
+        ("rtx-3090",),
+        "decode",
+        58.27,
+        f"{CSV} row 192 (PR #14262)",
+    ),
+    Case("4090 · CodeLlama 7B F16", _spec(CODELLAMA_7B), "F16", ("rtx-4090",), "decode", 61.03, "llama.cpp PR #4766"),
+    Case("4090 · CodeLlama 7B Q8_0", _spec(CODELLAMA_7B), "Q8_0", ("rtx-4090",), "decode", 98.13, "llama.cpp PR #4766"),
+    Case("3090 · LLaMA 7B Q4_0", _spec(LLAMA_7B), "Q4_0", ("rtx-3090",), "decode", 121.82, "llama.cpp PR #4766"),
+    Case("3090 · LLaMA 7B F16", _spec(LLAMA_7B), "F16", ("rtx-3090",), "decode", 48.52, "llama.cpp PR #4766"),
+    Case("4080 · Qwen2.5-7B F16", "qwen2.5-7b", "F16", ("rtx-4080",), "decode", 45.0, "ik_llama.cpp issue #322"),
+    Case("3090 Ti · LLaMA 7B Q4_0", _spec(LLAMA_7B), "Q4_0", ("rtx-3090-ti",), "decode", 127.43, "llama.cpp PR #4812"),
+    Case(
+        "A100 PCIe · LLaMA 7B F16 tg128",
+        _spec(LLAMA_7B),
+        "F16",
+        ("a100-80gb",),
+        "decode",
+        74.77,
+        f"{CSV} row 322 (PR #6017)",
+        flash_attn=False,
+    ),
+    Case(
+        "A100 · Qwen3-30B-A3B vLLM c1",
+        "qwen3-30b-a3b",
+        None,
+        ("a100-80gb",),
+        "decode",
+        103.92,
+        f"{CSV} row 353 (tt-inference-server GPU reference)",
+        engine="vllm",
+        depth_tokens=128,
+    ),
+    Case(
+        "A100 · Qwen3-30B-A3B vLLM c1 ISL 4096",
+        "qwen3-30b-a3b",
+        None,
+        ("a100-80gb",),
+        "decode",
+        96.91,
+        f"{CSV} row 358",
+        engine="vllm",
+        depth_tokens=4096 + 64,
+    ),
+    Case(
+        "A100 · Qwen3-30B-A3B vLLM c1 ISL 2048",
+        "qwen3-30b-a3b",
+        None,
+        ("a100-80gb",),
+        "decode",
+        100.57,
+        f"{CSV} row 356",
+        engine="vllm",
+        depth_tokens=2048 + 64,
+    ),
+    Case(
+        "7900 XTX · Llama 8B Q4_K_M tg64",
+        "llama-3.1-8b",
+        "Q4_K_M",
+        ("rx-7900-xtx",),
+        "decode",
+        105.81,
+        f"{CSV} row 273",
+    ),
+    Case(
+        "7900 XTX · Llama 8B Q4_K_M tg64 @ d4096",
+        "llama-3.1-8b",
+        "Q4_K_M",
+        ("rx-7900-xtx",),
+        "decode",
+        98.54,
+        f"{CSV} row 274",
+        depth_tokens=4096,
+    ),
+    Case(
+        "7900 XTX · Qwen2.5-Coder-7B Q4_K_M",
+        "qwen2.5-7b",
+        "Q4_K_M",
+        ("rx-7900-xtx",),
+        "decode",
+        112.0,
+        "llama.cpp issue #20934",
+    ),
+    Case(
+        "7900 XTX · Llama 8B Q3_K_M -ub 1", "llama-3-8b", "Q3_K_M", ("rx-7900-xtx",), "decode", 124.49, f"{CSV} row 284"
+    ),
+    *(
+        Case(
+            f"7950X CPU · Llama-3-8B {q}",
+            "llama-3-8b",
+            q,
+            (),
+            "decode",
+            tg,
+            "ik_llama.cpp README",
+            host_cpu="ryzen-9-7950x",
+            gpu_layers=0,
+        )
+        for q, tg in (("F16", 4.20), ("Q8_0", 7.40), ("Q4_K_S", 13.24), ("Q4_0", 10.97), ("Q2_K_S", 18.70))
+    ),
+    Case(
+        "7950X CPU · Gemma-2-2B Q4_K_S",
+        ModelSpec(ref="gemma-2-2b", arch=GEMMA2_2B),
+        "Q4_K_S",
+        (),
+        "decode",
+        32.68,
+        "ik_llama.cpp PR #27",
+        host_cpu="ryzen-9-7950x",
+        gpu_layers=0,
+    ),
+    Case(
+        "13900K CPU · LLaMA 7B Q4_0 (8 t)",
+        _spec(LLAMA_7B),
+        "Q4_0",
+        (),
+        "decode",
+        16.71,
+        "llama.cpp llama-bench README",
+        host_cpu="core-i9-13900k",
+        gpu_layers=0,
+    ),
+    *(
+        Case(
+            f"{n} × 4090 · Llama-3.1-8B Q4_K_M",
+            "llama-3.1-8b",
+            "Q4_K_M",
+            ("rtx-4090",) * n,
+            "decode",
+            141.4 / (1 + slower),
+            f"issue #13 (measured {slower:.0%} below one card's 141.4 t/s)",
+        )
+        for n, slower in ((2, 0.13), (4, 0.17), (8, 0.19))
+    ),
+    Case(
+        "7900 XT + 7900 XTX · Llama-2-7B Q4_0",
+        _spec(LLAMA2_7B),
+        "Q4_0",
+        ("rx-7900-xt", "rx-7900-xtx"),
+        "decode",
+        107.15,
+        "llm-tracker.info AMD GPUs",
+    ),
+    # --- prefill
+    *(
+        Case(
+            f"A100 PCIe · LLaMA 7B F16 pp{p}",
+            _spec(LLAMA_7B),
+            "F16",
+            ("a100-80gb",),
+            "prefill",
+            v,
+            f"{CSV} row {r} (PR #6017)",
+            prompt_tokens=p,
+            flash_attn=False,
+        )
+        for r, p, v in (
+            (317, 512, 8668.24),
+            (318, 1024, 8251.25),
+            (319, 2048, 7592.36),
+            (320, 4096, 6574.66),
+            (321, 8192, 5112.25),
+        )
+    ),
+    Case(
+        "A100 PCIe · LLaMA 7B Q8_0 pp512",
+        _spec(LLAMA_7B),
+        "Q8_0",
+        ("a100-80gb",),
+        "prefill",
+        6914.08,
+        f"{CSV} row 323",
+        flash_attn=False,
+    ),
+    Case(
+        "4090 · CodeLlama 7B F16 pp512",
+        _spec(CODELLAMA_7B),
+        "F16",
+        ("rtx-4090",),
+        "prefill",
+        11048,
+        "llama.cpp PR #4766",
+    ),
+    Case(
+        "4090 · CodeLlama 7B Q8_0 pp512",
+        _spec(CODELLAMA_7B),
+        "Q8_0",
+        ("rtx-4090",),
+        "prefill",
+        7664,
+        "llama.cpp PR #4766",
+    ),
+    Case("3090 · LLaMA 7B Q4_0 pp512", _spec(LLAMA_7B), "Q4_0", ("rtx-3090",), "prefill", 3408, "llama.cpp PR #4766"),
+    Case("3090 · LLaMA 7B F16 pp512", _spec(LLAMA_7B), "F16", ("rtx-3090",), "prefill", 4185, "llama.cpp PR #4766"),
+    Case(
+        "4090 · Llama 3 8B Q4_0 pp512 -ub 512",
+        "llama-3-8b",
+        "Q4_0",
+        ("rtx-4090",),
+        "prefill",
+        10358.75,
+        f"{CSV} row 329",
+    ),
+    Case(
+        "5090 · Llama 3 8B Q4_0 pp512 -ub 512",
+        "llama-3-8b",
+        "Q4_0",
+        ("rtx-5090",),
+        "prefill",
+        16129.48,
+        f"{CSV} row 252",
+    ),
+    Case(
+        "3090 Ti · LLaMA 7B Q4_0 pp512",
+        _spec(LLAMA_7B),
+        "Q4_0",
+        ("rtx-3090-ti",),
+        "prefill",
+        4035.47,
+        "llama.cpp PR #4812",
+    ),
+    Case(
+        "4080 · Gemma-2-2B Q4_K_S pp512",
+        ModelSpec(ref="gemma-2-2b", arch=GEMMA2_2B),
+        "Q4_K_S",
+        ("rtx-4080",),
+        "prefill",
+        19127.14,
+        "ik_llama.cpp PR #27",
+    ),
+    Case(
+        "7900 XTX · Llama 8B Q4_K_M pp2048",
+        "llama-3.1-8b",
+        "Q4_K_M",
+        ("rx-7900-xtx",),
+        "prefill",
+        3226.54,
+        f"{CSV} row 271",
+        prompt_tokens=2048,
+    ),
+    Case(
+        "7900 XTX · Llama 8B Q4_K_M pp2048 @ d4096",
+        "llama-3.1-8b",
+        "Q4_K_M",
+        ("rx-7900-xtx",),
+        "prefill",
+        2693.13,
+        f"{CSV} row 272",
+        prompt_tokens=2048,
+        depth_tokens=4096,
+    ),
+    Case(
+        "7900 XTX · Llama-3.1-8B Q4_K_M pp2048 (PR #26284)",
+        "llama-3.1-8b",
+        "Q4_K_M",
+        ("rx-7900-xtx",),
+        "prefill",
+        3189.36,
+        "llama.cpp PR #26284",
+        prompt_tokens=2048,
+    ),
+    Case(
+        "7900 XTX · Qwen2.5-Coder-7B Q4_K_M pp512",
+        "qwen2.5-7b",
+        "Q4_K_M",
+        ("rx-7900-xtx",),
+        "prefill",
+        3900.0,
+        "llama.cpp issue #20934",
+    ),
+    *(
+        Case(
+            f"7950X CPU · Llama-3-8B {q} pp512",
+            "llama-3-8b",
+            q,
+            (),
+            "prefill",
+            pp,
+            "ik_llama.cpp README",
+            host_cpu="ryzen-9-7950x",
+            gpu_layers=0,
+        )
+        for q, pp in (("F16", 112.4), ("Q8_0", 118.1), ("Q4_K_S", 98.9), ("Q4_0", 104.5), ("Q2_K_S", 110.1))
+    ),
+    Case(
+        "7950X CPU · Gemma-2-2B Q4_K_S pp512",
+        ModelSpec(ref="gemma-2-2b", arch=GEMMA2_2B),
+        "Q4_K_S",
+        (),
+        "prefill",
+        278.34,
+        "ik_llama.cpp PR #27",
+        host_cpu="ryzen-9-7950x",
+        gpu_layers=0,
+    ),
+    # --- aggregate decode at >= 4 sequences
+    *(
+        _ub("rtx-4090", "llama-3-8b", "Q4_0", b, v, f"{CSV} PR #15131 / #7676")
+        for b, v in ((10, 1216.63), (12, 1460.17), (14, 1684.51), (16, 1930.5), (32, 3427.61))
+    ),
+    *(
+        _ub("rtx-3090", "llama-3-8b", "F16", b, v, f"{CSV} PR #15131")
+        for b, v in ((8, 423.63), (10, 492.08), (12, 585.9), (14, 671.95), (16, 764.17))
+    ),
+    *(
+        _ub("rtx-5090", "llama-3-8b", "Q4_0", b, v, f"{CSV} PR #20586")
+        for b, v in ((4, 967.76), (8, 1382.43), (16, 2498.42), (32, 4236.84))
+    ),
+    *(_ub("rtx-4090", "llama-3-8b", "IQ3_XXS", b, v, f"{CSV} PR #8215") for b, v in ((4, 731.84), (8, 1162.57))),
+    *(_ub("rtx-3090", "llama-3-8b", "IQ3_XXS", b, v, f"{CSV} PR #8215") for b, v in ((4, 367.51), (8, 527.16))),
+    *(_ub("rx-7900-xtx", "llama-3-8b", "Q3_K_M", b, v, f"{CSV} PR #26705") for b, v in ((4, 308.64),)),
+    *(
+        _ub("rx-7900-xtx", "llama-3-8b", "Q2_K", b, v, f"{CSV} PR #26705")
+        for b, v in ((4, 306.84), (7, 362.93), (8, 380.13))
+    ),
+]
+
+
+# NVIDIA DGX Spark (GB10, unified LPDDR5X 273 GB/s), Qwen2.5-Coder-7B Q8_0, llama-batched-bench PP=512 TG=32 and
+# llama-bench, build 2f68ce7cf (6918), Nov 2025 (ggml-org/llama.cpp benches/dgx-spark.md, CSV rows 4-9, 76-77)
+SPARK = f"{CSV} (benches/dgx-spark.md, build 6918)"
+CASES += [
+    Case("DGX Spark · Qwen2.5 7B Q8_0 tg32", "qwen2.5-7b", "Q8_0", ("dgx-spark",), "decode", 29.3, SPARK),
+    Case(
+        "DGX Spark · Qwen2.5 7B Q8_0 B=1 @ 528",
+        "qwen2.5-7b",
+        "Q8_0",
+        ("dgx-spark",),
+        "decode",
+        29.24,
+        SPARK,
+        depth_tokens=528,
+    ),
+    *(
+        Case(
+            f"DGX Spark · Qwen2.5 7B Q8_0 tg32 @ d{d}",
+            "qwen2.5-7b",
+            "Q8_0",
+            ("dgx-spark",),
+            "decode",
+            v,
+            SPARK,
+            depth_tokens=d,
+        )
+        for d, v in ((4096, 28.27), (8192, 27.42), (16384, 25.93), (32768, 22.7))  # CSV rows 79, 81, 83, 85
+    ),
+    Case(
+        "DGX Spark · Qwen2.5 7B Q8_0 pp2048",
+        "qwen2.5-7b",
+        "Q8_0",
+        ("dgx-spark",),
+        "prefill",
+        2276.28,
+        SPARK,
+        prompt_tokens=2048,
+    ),
+    Case(
+        "DGX Spark · Qwen2.5 7B Q8_0 pp2048 @ d4096",
+        "qwen2.5-7b",
+        "Q8_0",
+        ("dgx-spark",),
+        "prefill",
+        2090.96,
+        SPARK,
+        prompt_tokens=2048,
+        depth_tokens=4096,
+    ),
+    *(
+        Case(
+            f"DGX Spark · Qwen2.5 7B Q8_0 B={b}",
+            "qwen2.5-7b",
+            "Q8_0",
+            ("dgx-spark",),
+            "batched",
+            v,
+            SPARK,
+            slots=b,
+            depth_tokens=528,
+        )
+        for b, v in ((4, 104.33), (8, 195.67), (16, 335.01), (32, 593.27))
+    ),
+]
+
+
+GROUP_ORDER = ("consumer GPU", "datacenter GPU", "multi-GPU", "CPU", "AMD", "unified memory")
+
+
+def case_group(c: Case, cat: object) -> str:
+    from planner.catalog import Catalog
+
+    assert isinstance(cat, Catalog)
+    if not c.gpus:
+        return "CPU"
+    if len(c.gpus) > 1:
+        return "multi-GPU"
+    g = cat.gpu(c.gpus[0])
+    if g.unified_memory:
+        return "unified memory"
+    if g.vendor == "amd":
+        return "AMD"
+    return "datacenter GPU" if g.form == "datacenter" else "consumer GPU"
+
+
+def predict_case(c: Case) -> float:
+    cat = load_catalog()
+    spec = resolve_model(c.model) if isinstance(c.model, str) else c.model
+    host = host_device(cat, c.host_cpu, 128 if c.host_cpu is None or c.host_cpu.startswith(("epyc", "thread")) else 64)
+    cfg = RunConfig(
+        engine=c.engine,  # type: ignore[arg-type]
+        ctx=max(512, c.prompt_tokens + c.depth_tokens + 128),
+        parallel=c.slots,
+        flash_attn=c.flash_attn,
+        gpu_layers=c.gpu_layers,
+        depth_tokens=c.depth_tokens,
+        prompt_tokens=c.prompt_tokens,
+    )
+    host = unified_host(cat, list(c.gpus), host)
+    est = estimate(spec, cfg, gpu_devices(cat, list(c.gpus)), host, quant=c.quant, suggest=False)
+    sp = est.speed
+    return {"decode": sp.decode_tok_s, "prefill": sp.prefill_tok_s, "batched": sp.aggregate_tok_s}[c.metric]
+
+
+def split_half() -> None:
+    cat = load_catalog()
+    cells: dict[tuple[str, str], list[tuple[Case, float]]] = {}
+    for c in CASES:
+        cells.setdefault((c.metric, case_group(c, cat)), []).append((c, predict_case(c)))
+    print(
+        f"\n{'metric':8} {'group':15} {'fit n':>5} {'correction':>10} {'test n':>6} "
+        f"{'median |err|':>12} {'corrected':>10}"
+    )
+    for metric in ("decode", "prefill", "batched"):
+        for group in GROUP_ORDER:
+            rows = cells.get((metric, group))
+            if not rows:
+                continue
+            fit, test = rows[0::2], rows[1::2]
+            corr = statistics.median(c.published_tok_s / p for c, p in fit)
+            if not test:
+                print(f"{metric:8} {group:15} {len(fit):5} {corr:10.3f} {0:6}  (no test row)")
+                continue
+            raw = statistics.median(abs(p / c.published_tok_s - 1) * 100 for c, p in test)
+            fixed = statistics.median(abs(p * corr / c.published_tok_s - 1) * 100 for c, p in test)
+            print(f"{metric:8} {group:15} {len(fit):5} {corr:10.3f} {len(test):6} {raw:11.1f}% {fixed:9.1f}%")
+    print("\nrows (F = fit half, T = test half): published, predicted, error")
+    for (metric, group), rows in cells.items():
+        for i, (c, p) in enumerate(rows):
+            half = "F" if i % 2 == 0 else "T"
+            print(
+                f"  {half} {metric:7} {group:14} {c.label[:58]:58} {c.published_tok_s:9.1f} {p:9.1f} "
+                f"{(p / c.published_tok_s - 1) * 100:+6.1f}%"
+            )
+
+
 def main() -> None:
     print(
         f"{'row':44} {'size GiB':>8} {'tg pub':>7} {'tg ours':>7} {'err':>7}  {'pp pub':>7} {'pp ours':>7} {'err':>7}"
@@ -368,3 +894,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    split_half()

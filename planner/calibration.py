@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,10 +28,21 @@ from planner.io import safe_file_name, validation_message, write_text_atomic
 if TYPE_CHECKING:
     from planner.catalog.load import Catalog
     from planner.estimate.types import Estimate, RunConfig
+    from planner.measure.batched_bench import SlotPoint
     from planner.measure.results import BenchRun, CalibrationUpdate
     from planner.model.arch import ModelSpec
 
 SCHEMA_VERSION = 1
+
+
+class SlotCurvePoint(BaseModel):
+    """One batch size of a llama-batched-bench run: measured aggregate decode and the calibrated prediction."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    slots: int = Field(ge=1)
+    measured_aggregate_tok_s: float = Field(gt=0)
+    predicted_aggregate_tok_s: float = Field(gt=0)
 
 
 class CalibrationEntry(BaseModel):
@@ -39,9 +51,12 @@ class CalibrationEntry(BaseModel):
     device_id: str
     decode_ratio: float = Field(gt=0, lt=100)
     prefill_ratio: float = Field(gt=0, lt=100)
+    # measured ÷ predicted on the compute each extra busy slot adds to a decode step (from a slot curve)
+    batch_ratio: float = Field(default=1.0, gt=0, lt=100)
     samples: int = Field(ge=1)
     model: str
     measured_at: str
+    slot_curve: list[SlotCurvePoint] = Field(default_factory=list)  # the last llama-batched-bench run
 
 
 class CalibrationProfile(BaseModel):
@@ -113,9 +128,11 @@ def update_profile(
             device_id=device_id,
             decode_ratio=(old.decode_ratio * n + decode_ratio) / (n + 1),
             prefill_ratio=(old.prefill_ratio * n + prefill_ratio) / (n + 1),
+            batch_ratio=old.batch_ratio,
             samples=n + 1,
             model=model,
             measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            slot_curve=old.slot_curve,
         )
     prof.entries[device_id] = entry
     save_profile(prof, path)
@@ -131,7 +148,7 @@ def calibration_for_devices(devices: Iterable[Device], path: Path | None = None)
     for d in devices:
         e = prof.entries.get(d.id)
         if e is not None:
-            out[d.id] = DeviceCalibration(e.decode_ratio, e.prefill_ratio)
+            out[d.id] = DeviceCalibration(e.decode_ratio, e.prefill_ratio, e.batch_ratio)
     return out
 
 
@@ -187,3 +204,139 @@ def calibrate_from_run(
             )
         )
     return updates
+
+
+@dataclass(frozen=True)
+class SlotCurveFit:
+    """Ratios a slot curve gives one device, and the curve predicted before and after them."""
+
+    device_id: str
+    decode_ratio: float
+    prefill_ratio: float
+    batch_ratio: float
+    points: tuple[SlotCurvePoint, ...]  # predicted = after calibration
+    predicted_before_tok_s: tuple[float, ...]
+    profile_path: str
+
+
+def _step_parts(
+    spec: ModelSpec, cfg: RunConfig, gpus: list[Device], host: Device, dev_id: str
+) -> tuple[float, float, float]:
+    """A decode step's seconds split as the estimator sees them: (memory part the decode ratio divides,
+    per-slot compute the batch ratio divides, fixed part), from three estimates with probe ratios."""
+    from planner.estimate.estimate import estimate
+
+    def step(decode: float, batch: float) -> float:
+        cal = {dev_id: DeviceCalibration(decode, 1.0, batch)}
+        est = estimate(spec, cfg, gpus, host, calibration=cal, suggest=False)
+        return 1.0 / est.speed.decode_tok_s_per_slot
+
+    x = step(1.0, 1.0)
+    memory = 2.0 * (x - step(2.0, 1.0))
+    compute = 2.0 * (x - step(1.0, 2.0))
+    return memory, compute, x - memory - compute
+
+
+def fit_slot_curve(parts: list[tuple[float, float, float]], measured_step_s: list[float]) -> tuple[float, float]:
+    """(decode_ratio, batch_ratio) minimising the squared relative error of
+    t(B) = memory / decode_ratio + compute / batch_ratio + fixed against the measured step times.
+    With only one batch size (or no per-slot compute) the batch ratio stays 1."""
+    # unknowns u = 1 / decode_ratio, v = 1 / batch_ratio; rows weighted by 1 / measured
+    rows = [(m / t, c / t, (t - f) / t) for (m, c, f), t in zip(parts, measured_step_s, strict=True)]
+    smm = sum(a * a for a, _, _ in rows)
+    scc = sum(b * b for _, b, _ in rows)
+    smc = sum(a * b for a, b, _ in rows)
+    smy = sum(a * y for a, _, y in rows)
+    scy = sum(b * y for _, b, y in rows)
+    det = smm * scc - smc * smc
+    if scc <= 0 or abs(det) < 1e-12 * max(smm * scc, 1e-30):
+        u = smy / smm if smm > 0 else 1.0
+        return _ratio(u), 1.0
+    u = (smy * scc - scy * smc) / det
+    v = (smm * scy - smc * smy) / det
+    return _ratio(u), _ratio(v)
+
+
+def _ratio(inverse: float) -> float:
+    return min(99.0, max(0.01, 1.0 / inverse)) if inverse > 0 else 99.0
+
+
+def calibrate_from_slot_curve(
+    spec: ModelSpec,
+    curve: Sequence[SlotPoint],
+    *,
+    gpus: list[Device],
+    host: Device,
+    gpu_layers: int,
+    flash_attn: bool,
+    model: str,
+    path: Path | None = None,
+    save: bool = True,
+) -> SlotCurveFit:
+    """Fit this host's decode and batch ratios to a llama-batched-bench slot curve (prefill from its
+    one-sequence prompt speed) and save them, with the curve, in the profile. The model must sit on one
+    device (the CPU with `gpu_layers` 0, or one GPU); a curve replaces the device's ratios. `save` False
+    fits and reports without touching the profile."""
+    from planner.estimate.estimate import estimate
+    from planner.estimate.types import RunConfig
+
+    if not curve:
+        raise PlannerError("no slot curve to calibrate from.")
+    points = sorted(curve, key=lambda p: p.slots)
+
+    def config(p: SlotPoint) -> RunConfig:
+        return RunConfig(
+            ctx=p.prompt_tokens + p.gen_tokens,
+            parallel=p.slots,
+            flash_attn=flash_attn,
+            gpu_layers=gpu_layers,
+            depth_tokens=p.mean_depth_tokens,
+            prompt_tokens=p.prompt_tokens,
+        )
+
+    first = estimate(spec, config(points[0]), gpus, host, suggest=False)
+    used = [d for d in first.devices if d.layers or d.holds_output]
+    if len(used) != 1:
+        raise PlannerError("a slot curve calibrates one device: run the model on the CPU (-ngl 0) or on one GPU.")
+    dev = used[0].device
+    parts = [_step_parts(spec, config(p), gpus, host, dev.id) for p in points]
+    decode_ratio, batch_ratio = fit_slot_curve(parts, [p.step_s for p in points])
+    one = next((p for p in points if p.slots == 1), points[0])
+    pf_pred = estimate(spec, config(one), gpus, host, suggest=False).speed.prefill_tok_s
+    prefill_ratio = min(99.0, max(0.01, one.prefill_tok_s / one.slots / pf_pred))
+    fitted = [
+        SlotCurvePoint(
+            slots=p.slots,
+            measured_aggregate_tok_s=p.aggregate_decode_tok_s,
+            predicted_aggregate_tok_s=p.slots / (m / decode_ratio + c / batch_ratio + f),
+        )
+        for p, (m, c, f) in zip(points, parts, strict=True)
+    ]
+    before = tuple(p.slots / (m + c + f) for p, (m, c, f) in zip(points, parts, strict=True))
+    prof = load_profile(path) or CalibrationProfile(
+        schema_version=SCHEMA_VERSION, hostname=socket.gethostname() or "localhost"
+    )
+    old = prof.entries.get(dev.id)
+    entry = CalibrationEntry(
+        device_id=dev.id,
+        decode_ratio=decode_ratio,
+        prefill_ratio=prefill_ratio,
+        batch_ratio=batch_ratio,
+        samples=(old.samples + 1) if old else 1,
+        model=model,
+        measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        slot_curve=fitted,
+    )
+    saved = ""
+    if save:
+        prof.entries[dev.id] = entry
+        saved = str(save_profile(prof, path))
+    return SlotCurveFit(
+        device_id=dev.id,
+        decode_ratio=decode_ratio,
+        prefill_ratio=prefill_ratio,
+        batch_ratio=batch_ratio,
+        points=tuple(fitted),
+        predicted_before_tok_s=before,
+        profile_path=saved,
+    )

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from planner.catalog import load_catalog
 from planner.errors import PlannerError
 from planner.estimate.estimate import estimate
+from planner.estimate.speed import DECODE_T0_MODERN_NVIDIA_S
 from planner.estimate.types import RunConfig
 from planner.plan.contention import page_cache_gbs, step_profile
 from planner.plan.options import fit_reason
@@ -311,10 +312,10 @@ def test_contention_two_models_time_share_one_gpu() -> None:
     assert ev.roles[1].decode_tok_s == pytest.approx(1 / (b.step_s + tau_a))
     assert ev.roles[0].decode_tok_s < a.alone_tok_s
     # τ is the bandwidth part of the estimator's step: step − t0, with the estimator's t0 for the card
-    # (RTX 4090 is Ada: 1.2 ms, planner.estimate.speed DECODE_T0_MODERN_NVIDIA_S; older CUDA cards 2.9 ms)
+    # (RTX 4090 is Ada: planner.estimate.speed DECODE_T0_MODERN_NVIDIA_S, 1.2 ms; older CUDA cards 2.9 ms)
     assert a.est is not None
     prof = step_profile(a.est)
-    assert sum(prof.device_s) == pytest.approx(prof.step_s - 1.2e-3)
+    assert sum(prof.device_s) == pytest.approx(prof.step_s - DECODE_T0_MODERN_NVIDIA_S)
     # alone (b on demand and not loaded): unaffected
     ev_alone = evaluate(p, [ia, PENDING])
     assert ev_alone.roles[0].decode_tok_s == pytest.approx(a.alone_tok_s)

@@ -22,7 +22,7 @@ NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 
 Role = Literal["reasoner", "coder", "chat", "summarizer", "embedding", "vision"]
-Vendor = Literal["nvidia", "amd", "intel"]
+Vendor = Literal["nvidia", "amd", "intel", "apple"]
 Backend = Literal["cuda", "rocm", "vulkan", "metal", "sycl", "cpu"]
 WeightFormat = Literal["gguf", "safetensors", "awq", "gptq", "fp8", "exl2"]
 DdrGeneration = Literal["DDR4", "DDR5"]
@@ -338,6 +338,16 @@ class GpuEntry(_Priced):
     tdp_w: PosInt
     backends: list[Backend] = Field(min_length=1)
     form: Literal["consumer", "workstation", "datacenter"]
+    # A machine whose GPU and CPU share one memory (Apple M-series, Ryzen AI Max, DGX Spark): memory_mib is the
+    # whole pool, gpu_share the part the GPU may use by default; the rest is the host's RAM.
+    unified_memory: bool = False
+    gpu_share: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _unified_has_share(self) -> Self:
+        if self.unified_memory != (self.gpu_share is not None):
+            raise ValueError("unified_memory and gpu_share go together (the part of the pool the GPU may use)")
+        return self
 
 
 class CpuEntry(_Priced):

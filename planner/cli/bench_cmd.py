@@ -112,6 +112,15 @@ def bench_command(
     ] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the result (JSON) here.")] = None,
+    batched: Annotated[
+        str | None,
+        typer.Option(
+            "--batched",
+            help="With --model/--synthetic: run llama-batched-bench at these sequence counts (1,2,4,8,16), "
+            "save the slot curve in the calibration profile.",
+        ),
+    ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", help="--batched: CPU threads.")] = None,
 ) -> None:
     """Measure memory and speed on this machine, compare with the estimate, and calibrate it."""
     if fmt is Format.markdown:
@@ -128,6 +137,14 @@ def bench_command(
         )
     if show_calibration:
         _show_calibration(fmt)
+        return
+    if batched is not None:
+        if endpoint is not None or plan is not None:
+            raise PlannerError("--batched runs a GGUF: give --model PATH or --synthetic ID.")
+        path = _model_path(model) if model else _synthetic_path(synthetic or "", quant or "Q4_K_M")
+        _bench_batched(
+            path, batched, threads, n_prompt, n_gen, gpu_layers or 0, flash_attn, calibrate, fmt, repetitions
+        )
         return
     from planner.measure.bench_llama import LlamaBenchConfig
 
@@ -452,6 +469,97 @@ def _bench_plan(result: BenchResult, planned: _PlanBench) -> int:
                 record(plan_run(pl, path, "plan-together", o.measured, o.error))
         prog.advance(task)
     return 1 if result.failed else 0
+
+
+def _bench_batched(
+    path: Path,
+    levels: str,
+    threads: int | None,
+    n_prompt: int,
+    n_gen: int,
+    gpu_layers: int,
+    flash_attn: bool,
+    calibrate: bool,
+    fmt: Format,
+    repetitions: int,
+) -> None:
+    """llama-batched-bench's slot curve (best of `repetitions` runs) against the estimate, calibrated when asked."""
+    from planner.calibration import calibrate_from_slot_curve
+    from planner.measure.batched_bench import check_slots, run_batched_bench
+    from planner.sources.gguf_file import read_gguf
+
+    try:
+        slots = [int(x) for x in levels.split(",") if x.strip()]
+    except ValueError:
+        raise PlannerError(f"--batched takes integers separated by commas, got {levels!r}.") from None
+    check_slots(slots)
+    spec = read_gguf(path)
+    _host(False, None)
+    with _progress() as prog:
+        prog.add_task(f"llama-batched-bench {spec.arch.name} at {levels}", total=None)
+        res = run_batched_bench(
+            path,
+            slots=slots,
+            prompt_tokens=n_prompt,
+            gen_tokens=n_gen,
+            threads=threads,
+            gpu_layers=gpu_layers,
+            flash_attn=flash_attn,
+            repetitions=repetitions,
+        )
+    gpus: list[Device] = _HOST_CACHE["gpus"] if gpu_layers else []
+    fit = calibrate_from_slot_curve(
+        spec,
+        res.points,
+        gpus=gpus,
+        host=_HOST_CACHE["host"],
+        gpu_layers=gpu_layers,
+        flash_attn=flash_attn,
+        model=spec.arch.name,
+        save=calibrate,
+    )
+    rows = [
+        {
+            "slots": p.slots,
+            "measured_aggregate_tok_s": round(p.measured_aggregate_tok_s, 2),
+            "predicted_before_tok_s": round(before, 2),
+            "predicted_after_tok_s": round(p.predicted_aggregate_tok_s, 2),
+        }
+        for p, before in zip(fit.points, fit.predicted_before_tok_s, strict=True)
+    ]
+    if fmt is Format.json:
+        print_json(
+            {
+                "model": str(path),
+                "build": res.build,
+                "threads": res.threads,
+                "device": fit.device_id,
+                "decode_ratio": fit.decode_ratio,
+                "batch_ratio": fit.batch_ratio,
+                "prefill_ratio": fit.prefill_ratio,
+                "calibrated": calibrate,
+                "points": rows,
+            }
+        )
+        return
+    from rich.table import Table
+
+    con = stdout_console()
+    con.print(f"{spec.arch.name} · llama-batched-bench · {res.build} · {res.threads} thread(s) · -ngl {gpu_layers}")
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("sequences", "measured tok/s", "predicted", "calibrated", "Δ"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        m, a = r["measured_aggregate_tok_s"], r["predicted_after_tok_s"]
+        t.add_row(
+            str(r["slots"]), f"{m:.1f}", f"{r['predicted_before_tok_s']:.1f}", f"{a:.1f}", f"{(a / m - 1) * 100:+.1f} %"
+        )
+    con.print(t)
+    saved = f" · saved in {fit.profile_path}" if calibrate else " (not saved: --no-calibrate)"
+    con.print(
+        f"{fit.device_id}: decode × {fit.decode_ratio:.3f}, per-slot compute × {fit.batch_ratio:.3f}, "
+        f"prefill × {fit.prefill_ratio:.3f}{saved}"
+    )
 
 
 # ------------------------------------------------------------------------------------------ rendering

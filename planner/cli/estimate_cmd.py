@@ -52,7 +52,7 @@ def estimate_command(
 ) -> None:
     """Memory (weights, KV cache, compute, overhead) per device, fit, and decode / prefill speed."""
     from planner.catalog import load_catalog
-    from planner.estimate.devices import gpu_devices, host_device
+    from planner.estimate.devices import gpu_devices, host_device, unified_host
     from planner.estimate.engines import rules_for
     from planner.estimate.estimate import estimate
     from planner.estimate.serialize import estimate_dict
@@ -62,7 +62,7 @@ def estimate_command(
     eng = rules_for(engine).engine
     cat = load_catalog()
     gpus = gpu_devices(cat, gpu or [])
-    host = host_device(cat, cpu, ram)
+    host = unified_host(cat, gpu or [], host_device(cat, cpu, ram))  # one pool on unified-memory machines
     spec = resolve_model(model, quant=quant)
     cfg = RunConfig(
         engine=eng,

@@ -22,13 +22,14 @@ GENERIC_HOST_FP32_TFLOPS = 2.0
 
 
 def gpu_device(cat: Catalog, gpu_id: str, *, reserved_bytes: int = 0) -> Device:
+    """A catalog GPU; on a unified-memory machine only the part of the pool its GPU may use."""
     g = cat.gpu(gpu_id)
     backend = "cuda" if g.vendor == "nvidia" else ("rocm" if "rocm" in g.backends else g.backends[0])
     return Device(
         id=g.id,
         kind="gpu",
         name=g.name,
-        capacity_bytes=g.memory_mib * MIB,
+        capacity_bytes=_gpu_part_bytes(g.memory_mib, g.gpu_share),
         bandwidth_gbs=g.bandwidth_gbs,
         compute_tflops=g.fp16_tflops,
         vendor=g.vendor,
@@ -36,6 +37,45 @@ def gpu_device(cat: Catalog, gpu_id: str, *, reserved_bytes: int = 0) -> Device:
         source=Source("catalog", f"catalog/hardware.yaml: {g.id} ({g.source})"),
         reserved_bytes=reserved_bytes,
         arch=g.arch,
+    )
+
+
+def _gpu_part_bytes(memory_mib: int, gpu_share: float | None) -> int:
+    total = memory_mib * MIB
+    return total if gpu_share is None else int(total * gpu_share) // MIB * MIB
+
+
+def unified_host(cat: Catalog, gpu_ids: Sequence[str], host: Device) -> Device:
+    """The host of a unified-memory machine: the pool less its GPU's part, read at the pool's bandwidth.
+
+    On such a machine (Apple M-series, Ryzen AI Max, DGX Spark) the GPU and the CPU share one memory, so
+    the model's weights live there once: a layer is either in the GPU's part or in the rest, never in
+    both, and the two parts add up to the pool. Without a unified GPU among `gpu_ids`, `host` as given."""
+    unified = [cat.gpu(g) for g in gpu_ids if cat.gpu(g).unified_memory]
+    if not unified:
+        return host
+    if len(gpu_ids) != 1:
+        raise HardwareError(
+            f"{unified[0].name} is a whole machine with unified memory: give it alone with --gpu, once."
+        )
+    g = unified[0]
+    total = g.memory_mib * MIB
+    gpu_part = _gpu_part_bytes(g.memory_mib, g.gpu_share)
+    return Device(
+        id=f"{g.id}-host",
+        kind="cpu",
+        name=f"{g.name}: the CPU's part of the unified memory, {(total - gpu_part) / GIB:.1f} GiB",
+        capacity_bytes=total - gpu_part,
+        bandwidth_gbs=g.bandwidth_gbs,
+        compute_tflops=host.compute_tflops,
+        vendor="cpu",
+        backend="cpu",
+        source=Source(
+            "catalog",
+            f"catalog/hardware.yaml: {g.id}: pool {g.memory_mib} MiB less the GPU's share {g.gpu_share} "
+            f"({g.source_of('gpu_share')})",
+        ),
+        threads=host.threads,
     )
 
 

@@ -23,7 +23,7 @@ from planner.estimate.kv import (
     vllm_page_bytes,
 )
 from planner.estimate.placement import LayerTable, Placement, device_usages, layer_table, place_layers
-from planner.estimate.speed import DeviceLoad, estimate_speed, weight_family
+from planner.estimate.speed import DeviceLoad, attention_flops_per_position, estimate_speed, weight_family
 from planner.estimate.types import Device, DeviceCalibration, DeviceUsage, Estimate, MemoryParts, RunConfig, Suggestion
 from planner.model.arch import ModelArch, ModelSpec, ModelWeights, Source
 from planner.model.layout import is_encoder
@@ -211,6 +211,11 @@ def _estimate_llama_cpp(
         parallel=cfg.parallel,
         expert_fraction_one=(arch.experts.active / arch.experts.count) if arch.experts else 1.0,
         calibration=calibration,
+        engine=cfg.engine,
+        prompt_tokens=cfg.prompt_tokens,
+        flash_attn=cfg.flash_attn,
+        n_batch=cfg.batch_sizes()[0],
+        n_ubatch=cfg.batch_sizes()[1],
     )
     if arch.sliding_window and not layout.swa_applies and any(arch.is_swa(i) for i in range(arch.n_layers)):
         notes.append(
@@ -268,6 +273,8 @@ def _llama_cpp_loads(
     params = [0] * (n + 1)
     active = [0] * (n + 1)
     kv_tok = [0] * (n + 1)
+    attn = [0] * (n + 1)
+    repacked = [0] * (n + 1)
     frac = (arch.experts.active / arch.experts.count) if arch.experts else 1.0
     per_layer_kv = kv_bytes_per_token(arch, cfg.kv_type_k, cfg.kv_type_v) // max(1, arch.n_layers)
     for i in range(arch.n_layers):
@@ -288,13 +295,19 @@ def _llama_cpp_loads(
         active[slot] += lp - ep
         active[exp_slot] += int(ep * frac)
         kv_tok[slot] += per_layer_kv
+        attn[slot] += attention_flops_per_position(arch)
+        if slot == n:
+            repacked[n] += table.layer_repack_bytes.get(i, 0)
     out_slot = n if placement.output_device < 0 else placement.output_device
     for f, b in table.output_family_bytes.items():
         fam[out_slot][f] += b
     params[out_slot] += table.output_params
     active[out_slot] += table.output_params
     devices = [*gpus, host]
-    return [DeviceLoad(devices[i], dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i]) for i in range(n + 1)]
+    return [
+        DeviceLoad(devices[i], dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i], attn[i])
+        for i in range(n + 1)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ vLLM
@@ -391,6 +404,7 @@ def _estimate_vllm(
         kv_tok * tp,
         weights.n_params,
         active * tp,
+        attention_flops_per_position(arch) * arch.n_layers,
     )
     speed = estimate_speed(
         [merged],
@@ -398,6 +412,9 @@ def _estimate_vllm(
         parallel=cfg.parallel,
         expert_fraction_one=frac,
         calibration=calibration,
+        engine="vllm",
+        prompt_tokens=cfg.prompt_tokens,
+        flash_attn=True,
     )
     return Estimate(
         model_ref=spec.ref,

@@ -1,14 +1,18 @@
 """Decode and prefill speed from bytes moved and FLOPs, with efficiency factors fitted to published runs.
 
-Decode is memory-bound. One decode step of B slots at depth d reads, on every device holding part
-of the model, its weights once (MoE: only the experts the batch touches) plus the KV cache of its
-layers for each slot. Devices of a layer split run one after the other, so their times add:
+Decode is memory-bound at one stream. One decode step of B slots at depth d reads, on every device
+holding part of the model, its weights once (MoE: only the experts the batch touches) plus the KV cache
+of its layers for each slot, and multiplies B tokens. Devices of a layer split run one after the other,
+so their times add, and passing the step from card to card slows it by a fraction:
 
-    t_step = Σ_devices [ bytes_d / (bandwidth_d × η_d) ] + t0_backend (+ t_sync when the CPU takes part)
-    decode tok/s per slot = 1 / t_step,   aggregate = B / t_step
+    t_step(B) = (Σ_devices [ bytes_d / (bandwidth_d × η_d) + compute_d(B) ] + t0) × (1 + f_split(n_gpus))
+                (+ t_sync when the CPU takes part; vLLM: + its scheduler's step time, no split factor)
+    compute_d(B) = (B − 1) × t_token_d, at the matrix-vector rate up to 8 sequences on CUDA / ROCm and
+                   at the prefill (GEMM) rate beyond
+    decode tok/s per slot = 1 / t_step(B),   aggregate = B / t_step(B)
 
-and never faster than the compute bound B × 2 × active_params / (FLOPS × η_prefill).
-Prefill is compute-bound: tok/s = 1 / Σ_d [ 2 × params_d / (FLOPS_d × η_prefill_d) ].
+Prefill is compute-bound: per token Σ_d [ (2 × params_d + attention FLOPs at the mean position) /
+(FLOPS_d × η_prefill_d) ], pipelined over the micro-batches of a llama_decode call on a GPU-only split.
 
 The factors were fitted (bench/speed_accuracy.py reproduces the fit and the errors) to the published
 llama-bench runs in shared/data/calibration_speed.md: llama.cpp examples/llama-bench/README.md
@@ -19,11 +23,12 @@ ik_llama.cpp README (Ryzen 9 7950X), PR #8035 (RTX 4090 + EPYC 7742 partial offl
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner.estimate.types import Device, DeviceCalibration, Speed
-from planner.model.arch import Source
+from planner.model.arch import ModelArch, Source
 
 GB = 1e9
 
@@ -44,13 +49,18 @@ DECODE_ETA: dict[str, dict[str, float]] = {
     "cuda": {"f16": 0.90, "q8": 0.97, "q4": 0.78, "low": 0.70},
     "rocm": {"f16": 0.90, "q8": 0.97, "q4": 0.78, "low": 0.70},
     "vulkan": {"f16": 0.77, "q8": 0.82, "q4": 0.66, "low": 0.60},
+    "metal": {"f16": 0.77, "q8": 0.82, "q4": 0.66, "low": 0.60},
     "cpu": {"f16": 0.80, "q8": 0.76, "q4": 0.70, "low": 0.67},
 }
-DECODE_T0_S: dict[str, float] = {"cuda": 2.9e-3, "rocm": 2.9e-3, "vulkan": 3.5e-3, "cpu": 0.0}
+# Metal (Apple M-series): no published run in the shared data set; Vulkan's factors and range, an assumption.
+DECODE_T0_S: dict[str, float] = {"cuda": 2.9e-3, "rocm": 2.9e-3, "vulkan": 3.5e-3, "metal": 3.5e-3, "cpu": 0.0}
 # Ada and newer NVIDIA cards (sm_89+): held-out rows (RTX 4080 Gemma-2-2B Q4_K_S tg128 251.9 and Qwen2.5-7B
 # F16 45 t/s, ik_llama.cpp PR #27 / issue #322; RTX 4090 Llama-2-7B Q4_0 158.4, llm-tracker.info) show a
 # per-token fixed time of ≈ 1.0–1.5 ms, not Ampere's 2.9 ms; with t0 = 1.2 ms the Q8 factor refits to 0.80
 # and every Ada row is within ±6 %. (Confounded with build era: llama.cpp's CUDA graphs, PR #6766, Apr 2024.)
+# Current builds run Q4_0 faster still (RTX 4090 Llama 3 8B Q4_0 -ub 1: 193.1 t/s, PR #20586, agiplan 148.3)
+# while Q4_K_M stays near agiplan's figure (issue #13: single-stream median error 3.6 %); one 'q4' family
+# cannot hold both, and it is left as fitted.
 MODERN_NVIDIA_MARKERS = ("sm_89", "sm_90", "sm_100", "sm_120", "Ada", "Hopper", "Blackwell")
 DECODE_T0_MODERN_NVIDIA_S = 1.2e-3
 DECODE_ETA_MODERN_NVIDIA = {"f16": 0.90, "q8": 0.80, "q4": 0.78, "low": 0.70}
@@ -72,11 +82,16 @@ PREFILL_ETA: dict[str, dict[str, float]] = {
     "cuda": {"f16": 0.85, "q8": 0.62, "q4": 0.66, "low": 0.55},
     "rocm": {"f16": 0.62, "q8": 0.45, "q4": 0.48, "low": 0.40},
     "vulkan": {"f16": 0.50, "q8": 0.40, "q4": 0.40, "low": 0.35},
+    "metal": {"f16": 0.50, "q8": 0.40, "q4": 0.40, "low": 0.35},
     "cpu": {"f16": 0.62, "q8": 0.65, "q4": 0.56, "low": 0.59},
 }
+# Ada and newer NVIDIA cards run quantized prompt matmuls on int8 tensor cores (MMQ, PR #7676, mid 2024): the
+# fit-half row RTX 4090 Llama 3 8B Q4_0 pp512 10358.75 t/s (2026 build, PR #7676 / #20586) gives q4 0.96 of the
+# FP16 rate, and 'low' scaled alike (0.80).
+PREFILL_ETA_MODERN_NVIDIA = {"f16": 0.85, "q8": 0.62, "q4": 0.96, "low": 0.80}
 
 # Relative half-width of the range quoted around a speed (max error seen in the fit, rounded up).
-RANGE_FRACTION: dict[str, float] = {"cuda": 0.15, "rocm": 0.2, "vulkan": 0.3, "cpu": 0.25}
+RANGE_FRACTION: dict[str, float] = {"cuda": 0.15, "rocm": 0.2, "vulkan": 0.3, "metal": 0.3, "cpu": 0.25}
 CALIBRATED_RANGE_FRACTION = 0.05
 
 
@@ -97,6 +112,10 @@ def _modern_nvidia(device: Device) -> bool:
     return device.kind == "gpu" and device.vendor == "nvidia" and any(m in device.arch for m in MODERN_NVIDIA_MARKERS)
 
 
+def prefill_eta_table(device: Device) -> dict[str, float]:
+    return PREFILL_ETA_MODERN_NVIDIA if _modern_nvidia(device) else PREFILL_ETA[backend_key(device)]
+
+
 def decode_eta_table(device: Device) -> dict[str, float]:
     return DECODE_ETA_MODERN_NVIDIA if _modern_nvidia(device) else DECODE_ETA[backend_key(device)]
 
@@ -112,10 +131,80 @@ def backend_key(device: Device) -> str:
     return b if b in DECODE_ETA else "cuda"
 
 
+# ---- batched decode (llama.cpp -np N continuous batching, vLLM max_num_seqs) ----
+# One step of B sequences reads the weights once and the KV of every sequence, and multiplies B tokens.
+# On CUDA / ROCm llama.cpp multiplies up to MMVQ_MAX_BATCH_SIZE = 8 columns with its matrix-vector kernels
+# (ggml-cuda/mmvq.cuh, mmvf.cuh of the pinned b11434), which pay per column: each sequence past the first
+# adds BATCH_TOKEN_FACTOR × the token's compute at the small-batch rate (2 × active params / (FLOPS ×
+# PREFILL_ETA of the backend's base table)). Past 8 it switches to the GEMM kernels (MMQ / cuBLAS): each
+# further sequence costs one token at the prefill rate. Fitted (fit half of bench/speed_accuracy.py) on
+# llama-bench pp512 at -ub B, the developers' proxy for B sequences decoding together
+# (shared/data/concurrency_speed.csv): RTX 4090 Llama 3 8B Q4_0 -ub 1 / 2: 193.1 / 364.3 t/s (PR #20586):
+# +0.31 ms a column → q4 2.2; RTX 3090 8B F16 -ub 8 → 16 (PR #15131): +0.25 ms a token, the F16 GEMM rate
+# → f16 1.0; RTX 4090 IQ3_XXS -ub 1 / 4 / 8 (PR #8215): +0.38 ms a column → low 2.5. CPU: every token
+# costs its compute (Gemma 3 270M on this project's 2-core host, bench --batched). ROCm 'low': RX 7900 XTX
+# Llama 8B Q3_K_M -ub 4 308.6 and Q2_K -ub 7 362.9 t/s (PR #26705, fit half) → 9; ROCm / Vulkan q4, q8, f16:
+# no published small-batch rows here, assumed 2–3.
+MMVQ_MAX_BATCH = 8
+BATCH_TOKEN_FACTOR: dict[str, dict[str, float]] = {
+    "cuda": {"f16": 1.0, "q8": 2.2, "q4": 2.2, "low": 2.5},
+    "rocm": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 9.0},
+    "vulkan": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 4.0},
+    "metal": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 4.0},
+    "cpu": {"f16": 1.0, "q8": 1.0, "q4": 1.0, "low": 1.0},
+}
+# vLLM decodes a batch with CUDA graphs and cuBLAS / Marlin GEMMs: a sequence costs its prefill compute;
+# its scheduler adds a fixed time per step, fitted on A100 Qwen3-30B-A3B BF16 at concurrency 1,
+# ISL 4096 (96.91 t/s, tt-inference-server GPU reference run): +1.9 ms.
+VLLM_BATCH_TOKEN_FACTOR = 1.0
+VLLM_STEP_S = 1.9e-3
+
+# ---- layer split over several GPUs (llama.cpp -sm layer) ----
+# Each decode step passes the hidden state from card to card and synchronises: issue #13 measured
+# Llama-3.1-8B Q4_K_M on 2 / 4 / 8 × RTX 4090 13 / 17 / 19 % slower than on one card (whose figure agiplan
+# then matched). The step takes (1 + f(n)) times one card's time: f = 0.13 for the first split, + 0.03 per
+# doubling of cards (2 and 8 cards fit, 4 cards held out: 0.16 vs 0.17 measured).
+SPLIT_FIRST_FRACTION = 0.13
+SPLIT_DOUBLING_FRACTION = 0.03
+# Prompt processing over a layer split is pipelined (llama.cpp PR #6017): the n_batch tokens of one
+# llama_decode call go through the cards as n_batch / n_ubatch micro-batches, so stage d works on
+# micro-batch k while stage d+1 works on k-1. Per token: (Σ_d t_d + (m − 1) × max_d t_d) / m.
+
+# ---- prefill by prompt length ----
+# Attention costs 2 × n_heads × (head_dim_k + head_dim_v) FLOPs per layer per token per position of context
+# (QKᵀ and AV); a prompt of P tokens after d tokens of context averages d + P / 2 positions. Attention kernels
+# run well below the GEMM rate: ATTN_ETA_FRACTION of the prefill efficiency, fitted on the A100 80GB PCIe
+# LLaMA 7B F16 curve (PR #6017: pp512 8668 → pp8192 5112 t/s, without flash attention) → 0.21, and with flash
+# attention on the DGX Spark Qwen2.5 7B Q8_0 pp2048 2276 → pp2048 @ d32768 1283 t/s (benches/dgx-spark.md) → 0.35.
+ATTN_ETA_FRACTION = {True: 0.35, False: 0.21}  # by flash attention
+PREFILL_PROMPT_TOKENS = 512  # pp512: the figure quoted when no prompt length is given
+
+# ---- datacenter GPUs (A100 / H100 / H200 / B200) ----
+# HBM parts reach a smaller share of their nominal bandwidth and tensor rate on llama.cpp's kernels, which
+# are tuned on consumer cards: A100 80GB PCIe LLaMA 7B F16 tg128 74.77, pp512 8668 (PR #6017) → decode 0.70 and
+# prefill 0.42 of the consumer factors; issue #13 reports the unscaled model over by a median 43 % (decode)
+# and 169 % (prefill) on A100 / H100.
+DATACENTER_MARKERS = ("GA100", "GH100", "GB100", "GB200")
+DATACENTER_DECODE_SCALE = 0.70
+DATACENTER_PREFILL_SCALE = 0.42
+
+
+def _datacenter(device: Device) -> bool:
+    return device.kind == "gpu" and any(m in device.arch for m in DATACENTER_MARKERS)
+
+
+def split_slowdown(n_gpus: int) -> float:
+    """Fraction a llama.cpp layer split over `n_gpus` cards adds to a decode step (0 for one card)."""
+    if n_gpus < 2:
+        return 0.0
+    return SPLIT_FIRST_FRACTION + SPLIT_DOUBLING_FRACTION * math.log2(n_gpus / 2)
+
+
 @dataclass(frozen=True)
 class DeviceLoad:
     """What one device reads and computes per token: bytes by weight family, KV bytes per token of
-    depth per slot, the parameters it multiplies (for FLOPs), and its repeating-layer count."""
+    depth per slot, the parameters it multiplies (for FLOPs), and the attention FLOPs per token per
+    position of context of its layers (2 × Σ n_heads × (head_dim_k + head_dim_v))."""
 
     device: Device
     weight_bytes_by_family: dict[str, int]
@@ -123,6 +212,8 @@ class DeviceLoad:
     kv_bytes_per_depth_token: int
     params: int
     active_params: int
+    attn_flops_per_depth_token: int = 0
+    repacked_bytes: int = 0  # CPU only: weights in the CPU backend's repacked layout (Q4_0 / Q4_K / IQ4_NL)
 
 
 def _eta_weighted(table: dict[str, float], by_family: dict[str, int]) -> float:
@@ -133,6 +224,65 @@ def _eta_weighted(table: dict[str, float], by_family: dict[str, int]) -> float:
     return total / sum(b / table[f] for f, b in by_family.items())
 
 
+def _prefill_flops(ld: DeviceLoad) -> float:
+    """Effective FLOP/s of dense prefill on this device (nominal × η_prefill, scaled on datacenter parts)."""
+    eta = _eta_weighted(prefill_eta_table(ld.device), ld.weight_bytes_by_family)
+    if _datacenter(ld.device):
+        eta *= DATACENTER_PREFILL_SCALE
+    return ld.device.compute_tflops * 1e12 * eta
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """One device's share of a decode step (seconds, before calibration): memory time at one slot and no
+    depth, KV time per slot per token of depth, the compute one more column adds to the matrix-vector
+    kernels (up to `vector_columns` sequences) and one more token to the GEMM kernels beyond."""
+
+    memory_s: float
+    kv_s_per_depth_token: float
+    vector_token_s: float
+    gemm_token_s: float
+    vector_columns: int  # sequences the matrix-vector kernels take before the GEMM ones (0: no such switch)
+    repacked_memory_s: float = 0.0  # reading the repacked weights once (part of memory_s)
+
+    def memory_passes_s(self, slots: int) -> float:
+        """Extra weight reads of a step on the CPU's repacked weights: ggml-cpu/repack.cpp multiplies rows of
+        the batch in groups of 4 (gemm) and the remaining B mod 4 one at a time (gemv), each gemv a pass
+        over the weights: 2 sequences read them twice, 4 once, 5 twice."""
+        passes = (1 if slots >= 4 else 0) + slots % 4
+        return max(0, passes - 1) * self.repacked_memory_s
+
+    def compute_s(self, slots: int) -> float:
+        """Compute the slots past the first add to a step."""
+        extra = max(0, slots - 1)
+        if self.vector_columns <= 0:
+            return extra * self.vector_token_s
+        small = min(extra, self.vector_columns - 1)
+        return small * self.vector_token_s + (extra - small) * self.gemm_token_s
+
+
+def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, engine: str) -> StepTimes:
+    eta = _eta_weighted(decode_eta_table(ld.device), ld.weight_bytes_by_family)
+    if _datacenter(ld.device):
+        eta *= DATACENTER_DECODE_SCALE
+    bw = ld.device.bandwidth_gbs * GB * eta
+    if ld.device.kind == "cpu" and hybrid:
+        bw *= HYBRID_CPU_FACTOR
+    dense = sum(ld.weight_bytes_by_family.values()) - sum(ld.expert_bytes_by_family.values())
+    moved = dense + touched * sum(ld.expert_bytes_by_family.values())
+    key = backend_key(ld.device)
+    flops = 2.0 * ld.active_params
+    gemm_s = flops / _prefill_flops(ld) if ld.active_params else 0.0
+    if engine == "vllm":
+        return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, VLLM_BATCH_TOKEN_FACTOR * gemm_s, gemm_s, 0)
+    base_flops = ld.device.compute_tflops * 1e12 * _eta_weighted(PREFILL_ETA[key], ld.weight_bytes_by_family)
+    factor = _eta_weighted(BATCH_TOKEN_FACTOR[key], ld.weight_bytes_by_family)
+    vector_s = factor * flops / base_flops if base_flops > 0 and ld.active_params else 0.0
+    columns = MMVQ_MAX_BATCH if key in ("cuda", "rocm") else 0
+    repacked_s = ld.repacked_bytes / bw if ld.device.kind == "cpu" else 0.0
+    return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, vector_s, gemm_s, columns, repacked_s)
+
+
 def estimate_speed(
     loads: Sequence[DeviceLoad],
     *,
@@ -140,70 +290,57 @@ def estimate_speed(
     parallel: int,
     expert_fraction_one: float,
     calibration: Mapping[str, DeviceCalibration] | None = None,
+    engine: str = "llama.cpp",
+    prompt_tokens: int = PREFILL_PROMPT_TOKENS,
+    flash_attn: bool = True,
+    n_batch: int = 2048,
+    n_ubatch: int = 512,
 ) -> Speed:
     """Decode / prefill speed of one model split over `loads` (in layer order).
 
     `expert_fraction_one` is active / count experts (1.0 for dense models): with B slots decoding
     together the batch touches 1 - (1 - f)^B of the experts. `calibration` maps a device id to the
-    measured / predicted ratios `agiplan bench` saved for this host.
+    measured / predicted ratios `agiplan bench` saved for this host. Prefill is quoted for a prompt of
+    `prompt_tokens` after `depth_tokens` of context; decode at `depth_tokens`.
     """
     calibration = calibration or {}
     b = max(1, parallel)
+    used = [ld for ld in loads if ld.params or ld.kv_bytes_per_depth_token]
     uses_cpu = any(ld.device.kind == "cpu" and sum(ld.weight_bytes_by_family.values()) > 0 for ld in loads)
-    uses_gpu = any(ld.device.kind == "gpu" and sum(ld.weight_bytes_by_family.values()) > 0 for ld in loads)
-    hybrid = uses_cpu and uses_gpu
+    n_gpus = sum(1 for ld in loads if ld.device.kind == "gpu" and sum(ld.weight_bytes_by_family.values()) > 0)
+    hybrid = uses_cpu and n_gpus > 0
 
     def step_time(slots: int, depth: int) -> float:
         touched = 1.0 - (1.0 - expert_fraction_one) ** slots
         t = 0.0
         t0 = 0.0
-        for ld in loads:
-            if ld.params == 0 and ld.kv_bytes_per_depth_token == 0:
-                continue
-            key = backend_key(ld.device)
-            eta = _eta_weighted(decode_eta_table(ld.device), ld.weight_bytes_by_family)
-            bw = ld.device.bandwidth_gbs * GB * eta
-            if ld.device.kind == "cpu" and hybrid:
-                bw *= HYBRID_CPU_FACTOR
-            dense = sum(ld.weight_bytes_by_family.values()) - sum(ld.expert_bytes_by_family.values())
-            moved = dense + touched * sum(ld.expert_bytes_by_family.values())
-            moved += slots * depth * ld.kv_bytes_per_depth_token
-            mem_t = moved / bw
-            flops = ld.device.compute_tflops * 1e12 * _eta_weighted(PREFILL_ETA[key], ld.weight_bytes_by_family)
-            compute_t = slots * 2.0 * ld.active_params / flops if flops > 0 else 0.0
+        for ld in used:
+            st = _step_times(ld, touched=touched, hybrid=hybrid, engine=engine)
             cal = calibration.get(ld.device.id)
-            t += max(mem_t, compute_t) / (cal.decode_ratio if cal else 1.0)
+            mem = st.memory_s + st.memory_passes_s(slots) + slots * depth * st.kv_s_per_depth_token
+            mem /= cal.decode_ratio if cal else 1.0
+            t += mem + st.compute_s(slots) / (cal.batch_ratio if cal else 1.0)
             t0 = max(t0, decode_t0_s(ld.device))
         if hybrid:
             t0 += HYBRID_SYNC_S
-        return t + t0
+        if engine == "vllm":
+            return t + t0 + VLLM_STEP_S
+        return (t + t0) * (1.0 + split_slowdown(n_gpus))
 
     single = step_time(1, depth_tokens)
     multi = step_time(b, depth_tokens)
     decode = 1.0 / single if single > 0 else 0.0
     per_slot = 1.0 / multi if multi > 0 else 0.0
 
-    pf_time = 0.0
-    best_gpu = max(
-        (ld for ld in loads if ld.device.kind == "gpu" and ld.params),
-        key=lambda ld: ld.device.compute_tflops,
-        default=None,
+    prefill = _prefill_tok_s(
+        loads,
+        calibration,
+        prompt_tokens=max(1, prompt_tokens),
+        depth_tokens=depth_tokens,
+        flash_attn=flash_attn,
+        pipelined=engine != "vllm" and n_gpus >= 2 and not uses_cpu,
+        micro_batches=max(1, min(n_batch, max(1, prompt_tokens)) // max(1, n_ubatch)),
     )
-    for ld in loads:
-        if ld.active_params == 0:
-            continue
-        key = backend_key(ld.device)
-        eta = _eta_weighted(PREFILL_ETA[key], ld.weight_bytes_by_family)
-        cal = calibration.get(ld.device.id)
-        flops = ld.device.compute_tflops * 1e12 * eta * (cal.prefill_ratio if cal else 1.0)
-        t_own = 2.0 * ld.active_params / flops if flops > 0 else float("inf")
-        if ld.device.kind == "cpu" and best_gpu is not None:
-            g = best_gpu.device
-            g_flops = g.compute_tflops * 1e12 * _eta_weighted(PREFILL_ETA[backend_key(g)], ld.weight_bytes_by_family)
-            streamed = sum(ld.weight_bytes_by_family.values()) / (PCIE_GBS * GB * PREFILL_UBATCH)
-            t_own = min(t_own, streamed + 2.0 * ld.active_params / g_flops)
-        pf_time += t_own
-    prefill = 1.0 / pf_time if pf_time > 0 else 0.0
 
     calibrated = any(ld.device.id in calibration for ld in loads)
     if calibrated:
@@ -230,3 +367,100 @@ def estimate_speed(
         source=Source("calibrated" if calibrated else "formula", detail),
         calibrated=calibrated,
     )
+
+
+def compute_bound_slots(loads: Sequence[DeviceLoad], *, engine: str = "llama.cpp", limit: int = 4096) -> int | None:
+    """The smallest number of busy slots at which a decode step spends more time multiplying the slots'
+    tokens than reading the weights (None when that does not happen by `limit` slots)."""
+    times = [_step_times(ld, touched=1.0, hybrid=False, engine=engine) for ld in loads if ld.params]
+    memory_s = sum(st.memory_s for st in times)
+    for slots in range(1, limit + 1):
+        if sum(st.compute_s(slots) for st in times) > memory_s:
+            return slots
+    return None
+
+
+def _prefill_tok_s(
+    loads: Sequence[DeviceLoad],
+    calibration: Mapping[str, DeviceCalibration],
+    *,
+    prompt_tokens: int,
+    depth_tokens: int,
+    flash_attn: bool,
+    pipelined: bool,
+    micro_batches: int,
+) -> float:
+    """Prompt tokens per second: each device's dense FLOPs plus attention over the mean position
+    (depth + prompt / 2); CPU-resident layers stream their weights to the best GPU when one is there;
+    a GPU-only layer split is pipelined over the micro-batches of one llama_decode call."""
+    mean_position = depth_tokens + prompt_tokens / 2.0
+    best_gpu = max(
+        (ld for ld in loads if ld.device.kind == "gpu" and ld.params),
+        key=lambda ld: ld.device.compute_tflops,
+        default=None,
+    )
+    stage_s: list[float] = []
+    for ld in loads:
+        if ld.active_params == 0:
+            continue
+        cal = calibration.get(ld.device.id)
+        flops = _prefill_flops(ld) * (cal.prefill_ratio if cal else 1.0)
+        attn = ld.attn_flops_per_depth_token * mean_position / ATTN_ETA_FRACTION[flash_attn]
+        t_own = (2.0 * ld.active_params + attn) / flops if flops > 0 else float("inf")
+        if ld.device.kind == "cpu" and best_gpu is not None:
+            g_flops = _prefill_flops(replace(best_gpu, weight_bytes_by_family=ld.weight_bytes_by_family))
+            streamed = sum(ld.weight_bytes_by_family.values()) / (PCIE_GBS * GB * PREFILL_UBATCH)
+            t_own = min(t_own, streamed + (2.0 * ld.active_params + attn) / g_flops)
+        stage_s.append(t_own)
+    if not stage_s:
+        return 0.0
+    if pipelined and len(stage_s) >= 2:
+        m = micro_batches
+        per_token = (sum(stage_s) + (m - 1) * max(stage_s)) / m
+    else:
+        per_token = sum(stage_s)
+    return 1.0 / per_token if per_token > 0 else 0.0
+
+
+def attention_flops_per_position(arch: ModelArch) -> int:
+    """FLOPs of one layer's attention for one token per position of context: QKᵀ (2 × heads × head_dim_k)
+    and AV (2 × heads × head_dim_v). A layer average (sliding-window layers are not capped: prompts of a
+    few thousand tokens stay inside the window)."""
+    return 2 * arch.n_heads * (arch.head_dim_k + arch.head_dim_v)
+
+
+# ---- llama.cpp RPC across hosts (ggml-rpc-server), the link speed as an input ----
+# In the pinned b11434 (ggml/src/ggml-rpc/ggml-rpc.cpp) a remote backend keeps the compute graph
+# (RPC_CMD_GRAPH_RECOMPUTE after the first RPC_CMD_GRAPH_COMPUTE) and sets inputs / gets outputs with async
+# commands: per llama_decode call each remote host receives the hidden states of the call's tokens and
+# returns them (f32, hidden_size × 4 bytes a token each way) and costs about one network round trip. A
+# prompt crosses as n_ubatch-token micro-batches, so prefill pays 2 × hidden × 4 bytes a token on the link:
+# 64 KiB a token for a 70B model, 0.52 ms on 1 GbE — the reason RPC loses heavily on slow links (issue #11474:
+# 2 hosts over a ~100 Mb/s network, DeepSeek-R1 IQ1_S 1.2 t/s; issue #10047: one remote card on Ethernet
+# cut a 4070 Laptop's 44.7 t/s by about 5×; issue #8832: 1.9 vs 25 t/s through localhost, build 3501, before
+# graph caching). The round trip time is an input; 0.3 ms is a switched LAN's order of magnitude (assumed).
+RPC_DEFAULT_RTT_S = 0.3e-3
+
+
+@dataclass(frozen=True)
+class RpcLink:
+    """The network between the host running llama-server and its ggml-rpc-server hosts."""
+
+    link_gbps: float  # line rate, Gbit/s (1, 2.5, 10, 25 …)
+    rtt_s: float = RPC_DEFAULT_RTT_S
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.link_gbps * 1e9 / 8
+
+
+def rpc_decode_s(hidden_size: int, slots: int, link: RpcLink, remote_hosts: int = 1) -> float:
+    """Seconds a decode step of `slots` sequences spends on the network: per remote host one round trip
+    and the slots' hidden states there and back."""
+    return remote_hosts * (link.rtt_s + 2 * max(1, slots) * hidden_size * 4 / link.bytes_per_s)
+
+
+def rpc_prefill_s_per_token(hidden_size: int, n_ubatch: int, link: RpcLink, remote_hosts: int = 1) -> float:
+    """Seconds a prompt token spends on the network: its hidden state there and back per remote host, and
+    a round trip per micro-batch of `n_ubatch` tokens."""
+    return remote_hosts * (link.rtt_s / max(1, n_ubatch) + 2 * hidden_size * 4 / link.bytes_per_s)

@@ -81,6 +81,7 @@ class RunConfig:
     gpu_memory_utilization: float = 0.9  # vLLM: fraction of TOTAL memory per instance
     vllm_version: str = "0.11.0"  # vLLM: the version whose memory profile is modelled (engines.vllm_profile)
     depth_tokens: int = 0  # context already in the KV cache when decode speed is quoted (tg128 ~ 0)
+    prompt_tokens: int = 512  # prompt length prefill speed is quoted for (llama-bench pp512)
 
     def batch_sizes(self) -> tuple[int, int]:
         """(n_batch, n_ubatch) as set, llama.cpp's defaults where not."""
@@ -176,6 +177,7 @@ class DeviceCalibration:
 
     decode_ratio: float = 1.0
     prefill_ratio: float = 1.0
+    batch_ratio: float = 1.0  # on the compute each extra busy slot adds to a decode step (llama-batched-bench)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,150 @@
+"""llama-batched-bench's slot curve (planner/measure/batched_bench.py) and the calibration fitted to it
+(planner/calibration.py: fit_slot_curve, calibrate_from_slot_curve).
+
+The `engines` test runs the real llama-batched-bench of the pinned llama.cpp build on the real Gemma 3 270M
+Q4_K_M GGUF and checks that agiplan, calibrated on that curve, predicts every point within 20 %.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from planner.calibration import calibrate_from_slot_curve, calibration_for_devices, fit_slot_curve, load_profile
+from planner.catalog import load_catalog
+from planner.errors import PlannerError
+from planner.estimate.devices import host_device
+from planner.estimate.estimate import estimate
+from planner.estimate.types import DeviceCalibration, RunConfig
+from planner.measure.batched_bench import SlotPoint, parse_batched_bench, run_batched_bench
+from planner.measure.llama_tools import find_tools
+from planner.sources.gguf_file import read_gguf
+
+# The format string of tools/batched-bench/batched-bench.cpp (llama.cpp b11434) with --output-format jsonl
+JSONL = (
+    '{{"n_kv_max": 2560, "n_batch": 2048, "n_ubatch": 512, "flash_attn": 0, "is_pp_shared": 0, "n_gpu_layers": 0, '
+    '"n_threads": 2, "n_threads_batch": 2, "pp": 128, "tg": 32, "pl": {pl}, "n_kv": {n_kv}, "t_pp": 0.5, '
+    '"speed_pp": {spp}, "t_tg": 1.0, "speed_tg": {stg}, "t": 1.5, "speed": 100.0}}'
+)
+
+
+def test_parse_reads_the_jsonl_lines_and_skips_the_log() -> None:
+    text = "\n".join(
+        [
+            "llama_model_loader: loaded meta data with 40 key-value pairs",
+            JSONL.format(pl=1, n_kv=160, spp=512.0, stg=97.9),
+            "main: some log line {not json}",
+            JSONL.format(pl=16, n_kv=2560, spp=600.0, stg=233.0),
+        ]
+    )
+    points = parse_batched_bench(text)
+    assert [p.slots for p in points] == [1, 16]
+    assert points[1].aggregate_decode_tok_s == 233.0
+    assert points[1].step_s == pytest.approx(16 / 233.0)  # one token for each of 16 sequences
+    assert points[0].mean_depth_tokens == 128 + 16
+
+
+def test_parse_rejects_a_broken_line() -> None:
+    with pytest.raises(PlannerError, match="cannot read"):
+        parse_batched_bench('{"speed_tg": 5, "pl": "x"}')
+
+
+def test_fit_recovers_known_ratios() -> None:
+    # step = memory / 0.5 + compute / 0.8 + fixed: the fit returns 0.5 and 0.8 exactly
+    parts = [(0.010, 0.0, 0.001), (0.010, 0.004, 0.001), (0.011, 0.012, 0.001), (0.012, 0.028, 0.001)]
+    steps = [m / 0.5 + c / 0.8 + f for m, c, f in parts]
+    decode, batch = fit_slot_curve(parts, steps)
+    assert decode == pytest.approx(0.5, rel=1e-9)
+    assert batch == pytest.approx(0.8, rel=1e-9)
+    # one batch size: only the decode ratio can be fitted
+    decode1, batch1 = fit_slot_curve(parts[:1], steps[:1])
+    assert (decode1, batch1) == (pytest.approx(0.5, rel=1e-9), 1.0)
+
+
+def test_calibration_from_a_curve_round_trips(gemma_gguf_path: Path, tmp_path: Path) -> None:
+    # a curve made by the estimator itself with decode × 0.6 and per-slot compute × 0.4: the fit finds those
+    # ratios, saves them with the curve, and the calibrated estimate reproduces every point
+    cat = load_catalog()
+    spec = read_gguf(gemma_gguf_path)
+    host = host_device(cat, None, 16)
+    truth = {host.id: DeviceCalibration(0.6, 1.0, 0.4)}
+    curve = []
+    for b in (1, 2, 4, 8, 16):
+        cfg = RunConfig(ctx=160, parallel=b, flash_attn=False, gpu_layers=0, depth_tokens=144, prompt_tokens=128)
+        sp = estimate(spec, cfg, [], host, calibration=truth, suggest=False).speed
+        curve.append(SlotPoint(b, 128, 32, sp.prefill_tok_s * b, sp.aggregate_tok_s))
+    profile = tmp_path / "calibration.json"
+    fit = calibrate_from_slot_curve(
+        spec, curve, gpus=[], host=host, gpu_layers=0, flash_attn=False, model="gemma", path=profile
+    )
+    assert fit.decode_ratio == pytest.approx(0.6, rel=1e-6)
+    assert fit.batch_ratio == pytest.approx(0.4, rel=1e-6)
+    assert fit.prefill_ratio == pytest.approx(1.0, rel=1e-6)
+    for p, c in zip(fit.points, curve, strict=True):
+        assert p.predicted_aggregate_tok_s == pytest.approx(c.aggregate_decode_tok_s, rel=1e-6)
+    saved = load_profile(profile)
+    assert saved is not None
+    assert [p.slots for p in saved.entries[host.id].slot_curve] == [1, 2, 4, 8, 16]
+    assert calibration_for_devices([host], profile)[host.id].batch_ratio == pytest.approx(0.4, rel=1e-6)
+    assert json.loads(profile.read_text())["entries"][host.id]["batch_ratio"] == pytest.approx(0.4, rel=1e-6)
+
+
+def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(PlannerError, match="no such GGUF"):
+        run_batched_bench(tmp_path / "absent.gguf")
+    with pytest.raises(PlannerError, match="1 … 512"):
+        run_batched_bench(tmp_path / "absent.gguf", slots=[0])
+
+
+@pytest.mark.slow
+@pytest.mark.engines
+def test_real_batched_bench_curve_within_20_percent(gemma_gguf_path: Path, tmp_path: Path) -> None:
+    """The issue's acceptance on this machine: after calibrating on the slot curve, predicted aggregate
+    decode at 1, 2, 4, 8, 16 sequences within 20 % of llama-batched-bench (Gemma 3 270M Q4_K_M, 2 threads)."""
+    try:
+        find_tools()
+    except PlannerError as e:
+        pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
+    load_1min = os.getloadavg()[0]
+    if load_1min > (os.cpu_count() or 1):
+        # 2 threads that cannot both run spin at llama.cpp's barriers: at load 9-11 on this 2-core host one
+        # sequence decoded at 1.2-2.9 t/s instead of 97.9 — interference, not the engine
+        pytest.skip(f"host too busy for a speed measurement (load {load_1min:.1f} on {os.cpu_count()} cores)")
+    res = run_batched_bench(gemma_gguf_path, slots=(1, 2, 4, 8, 16), threads=2, timeout_s=600, repetitions=2)
+    assert [p.slots for p in res.points] == [1, 2, 4, 8, 16]
+    agg = [p.aggregate_decode_tok_s for p in res.points]
+    # batching is not free, and it is not useless either: 16 sequences give more than one, far less than 16×
+    assert agg[-1] > 1.2 * agg[0]
+    assert agg[-1] < 8 * agg[0]
+    cat = load_catalog()
+    spec = read_gguf(gemma_gguf_path)
+    fit = calibrate_from_slot_curve(
+        spec,
+        res.points,
+        gpus=[],
+        host=host_device(cat, None, 16),
+        gpu_layers=0,
+        flash_attn=False,
+        model="gemma-3-270m",
+        path=tmp_path / "calibration.json",
+    )
+    for p in fit.points:
+        assert p.predicted_aggregate_tok_s == pytest.approx(p.measured_aggregate_tok_s, rel=0.20), p.slots
+
+
+def test_cli_batched_rejects_bad_input(gemma_gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    runner = CliRunner()
+    # the CLI's main() turns a PlannerError into one line and exit 2 (tests/test_cli_help.py)
+    r = runner.invoke(app, ["bench", "--model", str(gemma_gguf_path), "--batched", "1,x"])
+    assert isinstance(r.exception, PlannerError) and "--batched takes integers" in str(r.exception)
+    r = runner.invoke(app, ["bench", "--model", str(gemma_gguf_path), "--batched", "0,4"])
+    assert isinstance(r.exception, PlannerError) and "1 … 512" in str(r.exception)
+    assert not (tmp_path / "agiplan").exists()  # nothing written

@@ -1,0 +1,234 @@
+"""The speed model (planner/estimate/speed.py): batched decode, layer split, prefill by prompt length,
+datacenter parts and the batch calibration ratio.
+
+Expected numbers are worked out by hand from the formula in each test's comment, on devices with round
+figures so the arithmetic is checkable; the catalog cases quote where the measured figure comes from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from planner.catalog import load_catalog
+from planner.estimate.devices import gpu_devices, host_device
+from planner.estimate.estimate import estimate
+from planner.estimate.speed import (
+    SPLIT_DOUBLING_FRACTION,
+    SPLIT_FIRST_FRACTION,
+    VLLM_STEP_S,
+    DeviceLoad,
+    compute_bound_slots,
+    estimate_speed,
+    split_slowdown,
+)
+from planner.estimate.types import Device, DeviceCalibration, RunConfig
+from planner.model.arch import Source
+from planner.sources.resolve import resolve_model
+
+# An Ampere-class card with round figures: 1000 GB/s, 100 TFLOPS FP16 (CUDA, not Ada: t0 = 2.9 ms).
+GPU = Device(
+    id="test-gpu",
+    kind="gpu",
+    name="test GPU",
+    capacity_bytes=24 * 2**30,
+    bandwidth_gbs=1000.0,
+    compute_tflops=100.0,
+    vendor="nvidia",
+    backend="cuda",
+    source=Source("formula", "test"),
+    arch="Ampere (GA102, sm_86)",
+)
+# 5 GB of Q4 weights, 8 B parameters, no KV at depth 0
+LOAD = DeviceLoad(GPU, {"q4": 5_000_000_000}, {}, 131072, 8_000_000_000, 8_000_000_000, 2 * 32 * 256 * 32)
+T_MEM_S = 5e9 / (1000e9 * 0.78)  # bytes / (bandwidth × η_q4)
+T0_S = 2.9e-3
+T_GEMM_S = 2 * 8e9 / (100e12 * 0.66)  # a token at the prefill rate: 2 × params / (FLOPS × η_prefill q4)
+T_VECTOR_S = 2.2 * T_GEMM_S  # a column of the matrix-vector kernels: BATCH_TOKEN_FACTOR q4 × the above
+
+
+def _speed(loads: list[DeviceLoad], **kw: object) -> object:
+    args: dict[str, object] = {"depth_tokens": 0, "parallel": 1, "expert_fraction_one": 1.0}
+    args.update(kw)
+    return estimate_speed(loads, **args)  # type: ignore[arg-type]
+
+
+def test_batched_decode_is_not_free() -> None:
+    # t_step(B) = t_mem + t0 + 7 columns of the vector kernels + (B − 8) tokens at the GEMM rate:
+    # 9.310 ms at B = 1, 9.310 + 7 × 0.5333 + 8 × 0.2424 = 14.98 ms at B = 16
+    s1 = estimate_speed([LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0)
+    s16 = estimate_speed([LOAD], depth_tokens=0, parallel=16, expert_fraction_one=1.0)
+    assert s1.decode_tok_s == pytest.approx(1 / (T_MEM_S + T0_S), rel=1e-9)
+    assert s16.decode_tok_s == pytest.approx(s1.decode_tok_s, rel=1e-9)  # one stream is quoted alone
+    t16 = T_MEM_S + T0_S + 7 * T_VECTOR_S + 8 * T_GEMM_S
+    assert s16.decode_tok_s_per_slot == pytest.approx(1 / t16, rel=1e-9)
+    assert s16.aggregate_tok_s == pytest.approx(16 / t16, rel=1e-9)
+    assert s16.aggregate_tok_s == pytest.approx(1068.0, abs=1.0)
+    assert s16.decode_tok_s_per_slot < 0.7 * s1.decode_tok_s  # 66.8 vs 107.4 t/s per stream
+
+
+def test_kv_is_read_per_slot_at_depth() -> None:
+    # each slot reads its own 8192 × 131072 B of KV: + B × 1.074 GB / 780 GB/s per step
+    s = estimate_speed([LOAD], depth_tokens=8192, parallel=4, expert_fraction_one=1.0)
+    kv_s = 4 * 8192 * 131072 / (1000e9 * 0.78)
+    assert 1 / s.decode_tok_s_per_slot == pytest.approx(T_MEM_S + T0_S + kv_s + 3 * T_VECTOR_S, rel=1e-9)
+
+
+def test_compute_bound_point() -> None:
+    # compute(B) > t_mem = 6.410 ms: 7 × 0.5333 + (B − 8) × 0.2424 passes it at B = 20 (19: 6.40 ms)
+    assert 7 * T_VECTOR_S + 11 * T_GEMM_S < T_MEM_S < 7 * T_VECTOR_S + 12 * T_GEMM_S
+    assert compute_bound_slots([LOAD]) == 20
+    # vLLM's GEMMs from the second sequence on: (B − 1) × 0.2424 > 6.410 at B = 28
+    assert compute_bound_slots([LOAD], engine="vllm") == 28
+    assert compute_bound_slots([LOAD], limit=10) is None
+
+
+def test_batch_calibration_scales_only_the_per_slot_compute() -> None:
+    cal = {GPU.id: DeviceCalibration(decode_ratio=1.0, prefill_ratio=1.0, batch_ratio=2.0)}
+    s = estimate_speed([LOAD], depth_tokens=0, parallel=8, expert_fraction_one=1.0, calibration=cal)
+    assert 1 / s.decode_tok_s_per_slot == pytest.approx(T_MEM_S + T0_S + 7 * T_VECTOR_S / 2.0, rel=1e-9)
+    assert 1 / s.decode_tok_s == pytest.approx(T_MEM_S + T0_S, rel=1e-9)
+
+
+def test_vllm_step_time() -> None:
+    # vLLM: every extra sequence at the GEMM rate, plus its scheduler's fixed step time
+    s = estimate_speed([LOAD], depth_tokens=0, parallel=4, expert_fraction_one=1.0, engine="vllm")
+    assert 1 / s.decode_tok_s_per_slot == pytest.approx(T_MEM_S + T0_S + VLLM_STEP_S + 3 * T_GEMM_S, rel=1e-9)
+
+
+def test_split_slowdown_per_added_card() -> None:
+    # issue #13: Llama-3.1-8B Q4_K_M on 2 / 4 / 8 × RTX 4090 measured 13 / 17 / 19 % slower than on one card
+    assert split_slowdown(1) == 0.0
+    assert split_slowdown(2) == SPLIT_FIRST_FRACTION == 0.13
+    assert split_slowdown(4) == pytest.approx(SPLIT_FIRST_FRACTION + SPLIT_DOUBLING_FRACTION)
+    assert split_slowdown(8) == pytest.approx(0.19)
+    cat = load_catalog()
+    spec = resolve_model("llama-3.1-8b")
+    host = host_device(cat, None, 64)
+
+    def decode(n: int) -> float:
+        gpus = gpu_devices(cat, ["rtx-4090"] * n)
+        return estimate(spec, RunConfig(ctx=4096), gpus, host, quant="Q4_K_M", suggest=False).speed.decode_tok_s
+
+    one = decode(1)
+    for n, slower in ((2, 0.13), (4, 0.17), (8, 0.19)):
+        assert one / decode(n) == pytest.approx(1 + slower, abs=0.011), n
+
+
+def test_prefill_falls_with_prompt_length() -> None:
+    # attention: 2 × 32 heads × 256 × 32 layers = 524,288 FLOPs per position; at mean position 4096 (pp8192)
+    # that is 2.15 GFLOP per token at 0.35 of the GEMM rate next to 16 GFLOP of weights
+    flops = 100e12 * 0.66
+    attn = 524288
+    for prompt in (512, 8192):
+        s = estimate_speed([LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=prompt)
+        expected = flops / (2 * 8e9 + attn * prompt / 2 / 0.35)
+        assert s.prefill_tok_s == pytest.approx(expected, rel=1e-9)
+    no_fa = estimate_speed(
+        [LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=8192, flash_attn=False
+    )
+    assert no_fa.prefill_tok_s == pytest.approx(flops / (2 * 8e9 + attn * 4096 / 0.21), rel=1e-9)
+
+
+def test_layer_split_prefill_is_pipelined() -> None:
+    # two equal stages, 2048 / 512 = 4 micro-batches per llama_decode call: (2 + 3) / 4 = 1.25 stage times per
+    # token instead of 2, i.e. 1.6 × a sequential split (issue #13: multi-GPU pp4096 was under by 39 %)
+    half = DeviceLoad(GPU, {"q4": 2_500_000_000}, {}, 65536, 4_000_000_000, 4_000_000_000, 2 * 32 * 256 * 16)
+    other = DeviceLoad(
+        Device(**{**GPU.__dict__, "id": "test-gpu-2"}),
+        {"q4": 2_500_000_000},
+        {},
+        65536,
+        4_000_000_000,
+        4_000_000_000,
+        2 * 32 * 256 * 16,
+    )
+    split = estimate_speed([half, other], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=4096)
+    one = estimate_speed([LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=4096)
+    assert split.prefill_tok_s == pytest.approx(1.6 * one.prefill_tok_s, rel=1e-9)
+    # a 512-token prompt is one micro-batch: nothing to overlap
+    short = estimate_speed([half, other], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=512)
+    one_short = estimate_speed([LOAD], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=512)
+    assert short.prefill_tok_s == pytest.approx(one_short.prefill_tok_s, rel=1e-9)
+
+
+def test_datacenter_parts_are_scaled() -> None:
+    # A100 80GB: GA100 marks a datacenter part; decode η × 0.70, prefill η × 0.42
+    a100 = Device(**{**GPU.__dict__, "arch": "Ampere (GA100, sm_80)"})
+    load = DeviceLoad(a100, {"q4": 5_000_000_000}, {}, 0, 8_000_000_000, 8_000_000_000, 0)
+    s = estimate_speed([load], depth_tokens=0, parallel=1, expert_fraction_one=1.0)
+    assert 1 / s.decode_tok_s == pytest.approx(5e9 / (1000e9 * 0.78 * 0.70) + T0_S, rel=1e-9)
+    assert s.prefill_tok_s == pytest.approx(100e12 * 0.66 * 0.42 / 16e9, rel=1e-9)
+    assert math.isfinite(compute_bound_slots([load]))
+
+
+# ------------------------------------------------------------------------------------- unified memory
+
+
+@pytest.mark.parametrize(
+    ("gpu_id", "pool_gib", "share"),
+    [
+        ("apple-m2-ultra-192gb", 192, 0.75),  # macOS recommendedMaxWorkingSetSize ≈ 3/4 of RAM
+        ("apple-m4-max-128gb", 128, 0.75),
+        ("ryzen-ai-max-395-128gb", 128, 0.75),  # 96 of 128 GB assignable (AMD Variable Graphics Memory)
+        ("dgx-spark", 128, 0.9),
+    ],
+)
+def test_unified_memory_is_one_pool(gpu_id: str, pool_gib: int, share: float) -> None:
+    from planner.estimate.devices import unified_host
+
+    cat = load_catalog()
+    (gpu,) = gpu_devices(cat, [gpu_id])
+    host = unified_host(cat, [gpu_id], host_device(cat, None, None))
+    # the GPU's part and the host's part add up to the pool: nothing is counted twice
+    assert gpu.capacity_bytes + host.capacity_bytes == pool_gib * 2**30
+    assert gpu.capacity_bytes == pytest.approx(share * pool_gib * 2**30, abs=2**20)
+    assert host.bandwidth_gbs == gpu.bandwidth_gbs  # offloaded layers read the same memory
+    # Llama 3.3 70B Q4_K_M (≈ 40 GiB of weights) at 8k: weights are placed once, on the GPU's part
+    est = estimate(resolve_model("llama-3.3-70b"), RunConfig(ctx=8192), [gpu], host, quant="Q4_K_M", suggest=False)
+    assert est.fits
+    used = sum(d.used_bytes for d in est.devices)
+    assert used < pool_gib * 2**30
+    assert est.devices[0].layers == tuple(range(80))
+
+
+def test_unified_machine_goes_alone() -> None:
+    from planner.errors import HardwareError
+    from planner.estimate.devices import unified_host
+
+    cat = load_catalog()
+    host = host_device(cat, None, None)
+    assert unified_host(cat, ["rtx-4090"], host) is host  # a discrete card: the host as given
+    with pytest.raises(HardwareError, match="alone"):
+        unified_host(cat, ["apple-m4-max-128gb", "rtx-4090"], host)
+    with pytest.raises(HardwareError, match="alone"):
+        unified_host(cat, ["dgx-spark", "dgx-spark"], host)
+
+
+def test_rpc_cost_by_link_speed() -> None:
+    from planner.estimate.speed import RpcLink, rpc_decode_s, rpc_prefill_s_per_token
+
+    # a 70B model's hidden state (8192 × 4 B = 32 KiB) there and back: 65,536 B per token per remote host
+    gbe = RpcLink(link_gbps=1.0, rtt_s=0.3e-3)
+    ten = RpcLink(link_gbps=10.0, rtt_s=0.3e-3)
+    assert rpc_decode_s(8192, 1, gbe) == pytest.approx(0.3e-3 + 65536 / 125e6)  # 0.82 ms
+    assert rpc_decode_s(8192, 1, ten) == pytest.approx(0.3e-3 + 65536 / 1.25e9)  # 0.35 ms
+    assert rpc_decode_s(8192, 4, gbe, remote_hosts=2) == pytest.approx(2 * (0.3e-3 + 4 * 65536 / 125e6))
+    # prefill: 0.52 ms a token on 1 GbE caps a split prompt near 1,900 t/s whatever the GPUs do
+    per_token = rpc_prefill_s_per_token(8192, 512, gbe)
+    assert per_token == pytest.approx(0.3e-3 / 512 + 65536 / 125e6)
+    assert 1 / per_token == pytest.approx(1905, abs=1)
+    assert rpc_prefill_s_per_token(8192, 512, ten) == pytest.approx(per_token / 10, rel=0.02)
+
+
+def test_cpu_repacked_weights_are_reread_below_four_rows() -> None:
+    # ggml-cpu/repack.cpp (pinned b11434): rows of a batch go through gemm in groups of 4 and one at a time
+    # (gemv) for the B mod 4 left over, each gemv reading the repacked weights again
+    cpu = Device(**{**GPU.__dict__, "id": "cpu", "kind": "cpu", "backend": "cpu", "vendor": "cpu", "arch": ""})
+    load = DeviceLoad(cpu, {"q4": 1_000_000_000}, {}, 0, 2_000_000_000, 2_000_000_000, 0, 1_000_000_000)
+    mem_s = 1e9 / (1000e9 * 0.70)  # CPU η q4
+    token_s = 2 * 2e9 / (100e12 * 0.56)  # CPU: each extra sequence at the prefill rate (factor 1)
+    for slots, passes in ((1, 1), (2, 2), (3, 3), (4, 1), (5, 2), (8, 1), (16, 1)):
+        s = estimate_speed([load], depth_tokens=0, parallel=slots, expert_fraction_one=1.0)
+        assert 1 / s.decode_tok_s_per_slot == pytest.approx(passes * mem_s + (slots - 1) * token_s, rel=1e-9), slots
