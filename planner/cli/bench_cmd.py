@@ -141,7 +141,19 @@ def bench_command(
     if batched is not None:
         if endpoint is not None or plan is not None:
             raise PlannerError("--batched runs a GGUF: give --model PATH or --synthetic ID.")
-        path = _model_path(model) if model else _synthetic_path(synthetic or "", quant or "Q4_K_M")
+        from planner.measure.batched_bench import check_slots
+        from planner.measure.llama_tools import find_tools
+
+        find_tools()  # checked before anything is spent: no synthetic file is written without the engine
+        check_slots(_batched_levels(batched))
+        if model:
+            path = _model_path(model)
+        else:
+            from planner.measure.synthetic import check_room_for, synthetic_file
+
+            batched_file = synthetic_file(synthetic or "", quant or "Q4_K_M")
+            check_room_for([batched_file])
+            path = _write_synthetic(batched_file)
         _bench_batched(
             path, batched, threads, n_prompt, n_gen, gpu_layers or 0, flash_attn, calibrate, fmt, repetitions
         )
@@ -471,6 +483,13 @@ def _bench_plan(result: BenchResult, planned: _PlanBench) -> int:
     return 1 if result.failed else 0
 
 
+def _batched_levels(levels: str) -> list[int]:
+    try:
+        return [int(x) for x in levels.split(",") if x.strip()]
+    except ValueError:
+        raise PlannerError(f"--batched takes integers separated by commas, got {levels!r}.") from None
+
+
 def _bench_batched(
     path: Path,
     levels: str,
@@ -488,10 +507,7 @@ def _bench_batched(
     from planner.measure.batched_bench import check_slots, run_batched_bench
     from planner.sources.gguf_file import read_gguf
 
-    try:
-        slots = [int(x) for x in levels.split(",") if x.strip()]
-    except ValueError:
-        raise PlannerError(f"--batched takes integers separated by commas, got {levels!r}.") from None
+    slots = _batched_levels(levels)
     check_slots(slots)
     spec = read_gguf(path)
     _host(False, None)

@@ -173,7 +173,7 @@ def run_batched_bench(
         threads=n_threads,
         gpu_layers=gpu_layers,
         command=tuple(cmd),
-        build=tools.version(),
+        build=tools.build(),
     )
 
 
