@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerError
 from planner.estimate.types import Device, DeviceCalibration
-from planner.io import safe_file_name, validation_message, write_text_atomic
+from planner.io import read_text_bounded, safe_file_name, validation_message, write_text_atomic
 
 if TYPE_CHECKING:
     from planner.catalog.load import Catalog
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from planner.model.arch import ModelSpec
 
 SCHEMA_VERSION = 1
+# a profile is a few KiB (one entry per device, a slot curve of ≤ 32 points per model): 4 MiB is hundreds of
+# times that, and a file past it is not one agiplan wrote
+_MAX_PROFILE_BYTES = 4 << 20
 
 
 class SlotCurvePoint(BaseModel):
@@ -83,8 +86,8 @@ def load_profile(path: Path | None = None) -> CalibrationProfile | None:
     if not p.exists():
         return None
     try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = json.loads(read_text_bounded(p, "calibration profile", _MAX_PROFILE_BYTES))
+    except json.JSONDecodeError as e:
         raise PlannerError(f"{p}: not a readable calibration profile ({e}). Delete it or rerun 'agiplan bench'.") from e
     if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
         version = raw.get("schema_version") if isinstance(raw, dict) else None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,3 +242,20 @@ def test_calibrate_from_run_skips(  # type: ignore[no-untyped-def]
     assert calibrate_from_run(spec, cfg, est, run, gpus, host, cat, tmp_path / "cal.json") == []
     assert run.notes == ([note] if note else [])
     assert not (tmp_path / "cal.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: os.mkfifo(p), "is a FIFO (named pipe); a calibration profile must be a regular file"),  # hung
+        (lambda p: p.write_bytes(b" " * (5 << 20)), "larger than the 4096 KiB agiplan reads"),  # read whole
+        (lambda p: p.write_bytes(b"\xff{}"), "not UTF-8 text (byte 0)"),
+    ],
+    ids=["fifo", "5-MiB", "not-utf8"],
+)
+def test_calibration_profile_is_read_as_outside_input(tmp_path: Path, make: Any, message: str) -> None:
+    """Issue 15: the profile is a file on disk like any other: only a regular file, bounded, one-line errors."""
+    profile = tmp_path / "calibration.json"
+    make(profile)
+    with pytest.raises(PlannerError, match=re.escape(message)):
+        load_profile(profile)
