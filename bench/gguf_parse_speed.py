@@ -99,10 +99,14 @@ def main() -> None:
             spec = read_gguf(path)
             assert spec.weights is not None
             times = _time(lambda p=path: read_gguf(p), args.repeat)
-            print(f"{label}: {path.stat().st_size / 1e9:.2f} GB file, {len(spec.weights.tensors)} tensors, "
-                  f"vocab {spec.arch.vocab_size}")
-            print(f"  agiplan read_gguf: median {statistics.median(times) * 1000:.0f} ms, "
-                  f"min {min(times) * 1000:.0f} ms over {args.repeat} runs")
+            print(
+                f"{label}: {path.stat().st_size / 1e9:.2f} GB file, {len(spec.weights.tensors)} tensors, "
+                f"vocab {spec.arch.vocab_size}"
+            )
+            print(
+                f"  agiplan read_gguf: median {statistics.median(times) * 1000:.0f} ms, "
+                f"min {min(times) * 1000:.0f} ms over {args.repeat} runs"
+            )
             if not args.no_reader:
                 t = time.perf_counter()
                 reader = gguf.GGUFReader(path)

@@ -146,9 +146,7 @@ class HubServer:
         with self._lock:
             self.log.append(LoggedRequest(h.command, h.path, h.headers.get("Range"), status, sent))
 
-    def _error(
-        self, h: BaseHTTPRequestHandler, status: int, code: str | None, msg: str, *, head: bool
-    ) -> None:
+    def _error(self, h: BaseHTTPRequestHandler, status: int, code: str | None, msg: str, *, head: bool) -> None:
         headers = {"Content-Type": "application/json"}
         if code:
             headers["X-Error-Code"] = code
@@ -189,8 +187,7 @@ class HubServer:
                 "private": False,
                 "gated": False,
                 "siblings": [
-                    {"rfilename": n, "size": repo.size(n), "blobId": repo.etag(n)[:40]}
-                    for n in sorted(repo.files)
+                    {"rfilename": n, "size": repo.size(n), "blobId": repo.etag(n)[:40]} for n in sorted(repo.files)
                 ],
             }
             self._send(h, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head=head)

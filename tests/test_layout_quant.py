@@ -390,9 +390,7 @@ def test_safetensors_bf16_is_two_bytes_per_parameter() -> None:
     assert set(w.bytes_by_type()) == {"BF16"}
     gguf_f16 = weights_for(QWEN25_7B, "F16")  # GGUF: norms and biases stay F32
     assert gguf_f16.total_bytes > w.total_bytes
-    assert gguf_f16.bytes_by_type()["F32"] == 4 * sum(
-        t.n_elements for t in gguf_f16.tensors if len(t.shape) == 1
-    )
+    assert gguf_f16.bytes_by_type()["F32"] == 4 * sum(t.n_elements for t in gguf_f16.tensors if len(t.shape) == 1)
 
 
 def test_awq_and_gptq_packing() -> None:

@@ -140,9 +140,14 @@ def test_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     exe = env_dir / "bin" / "agiplan"
     home = tmp_path / "home"
     home.mkdir()
-    env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
-           "XDG_CONFIG_HOME": str(home / ".config"), "LANG": "C.UTF-8",
-           "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}  # fmt: skip  (name the shell; see test above)
+    env = {
+        "PATH": f"{env_dir / 'bin'}:/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "LANG": "C.UTF-8",
+        "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1",
+    }  # fmt: skip  (name the shell; see test above)
 
     def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=home, env=env, timeout=timeout,

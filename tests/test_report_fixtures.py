@@ -67,9 +67,7 @@ def placement(role: str, model: str, name: str, engine: str = "llama.cpp", **kw:
     base.update(kw)
     if "memory_by_device" not in kw:
         gi = base["gpu_indices"]
-        base["memory_by_device"] = (
-            {f"gpu{i}": total(m) // len(gi) for i in gi} if gi else {"cpu": total(m)}
-        )
+        base["memory_by_device"] = {f"gpu{i}": total(m) // len(gi) for i in gi} if gi else {"cpu": total(m)}
     return Placement(**base)
 
 

@@ -16,7 +16,6 @@ import typer
 from planner.cli._output import Format, print_json, stdout_console
 
 if TYPE_CHECKING:  # imported lazily at run time: `agiplan --help` must not load pydantic models or rich tables
-
     from planner.catalog import Catalog
     from planner.catalog.schema import CpuEntry, EngineEntry, GpuEntry, ModelEntry, QuantEntry
 
@@ -25,6 +24,7 @@ def load_catalog() -> Catalog:
     from planner.catalog import load_catalog as _load
 
     return _load()
+
 
 catalog_app = typer.Typer(
     name="catalog",

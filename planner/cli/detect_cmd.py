@@ -30,7 +30,6 @@ def _catalog_candidates() -> tuple[Candidates | None, Candidates | None, str | N
     return catalog.gpu_name_candidates(), catalog.cpu_name_candidates(), None
 
 
-
 def _render_table(host: HostInfo) -> None:
     from rich.table import Table
 
@@ -81,9 +80,7 @@ def register(app: typer.Typer) -> None:
         measure: Annotated[
             bool, typer.Option("--measure", help="Also measure RAM read bandwidth (a few seconds).")
         ] = False,
-        seconds: Annotated[
-            float, typer.Option("--seconds", min=0.1, help="Time spent measuring RAM bandwidth.")
-        ] = 2.0,
+        seconds: Annotated[float, typer.Option("--seconds", min=0.1, help="Time spent measuring RAM bandwidth.")] = 2.0,
         buffer_mib: Annotated[
             int, typer.Option("--buffer-mib", min=1, help="RAM buffer size; far above the CPU cache.")
         ] = 256,

@@ -30,9 +30,7 @@ _BRAND_WORDS = frozenset(
     {"nvidia", "geforce", "amd", "ati", "radeon", "intel", "tesla", "gpu", "processor", "cpu", "graphics"}
 )
 # Packaging / memory-technology tokens that do not change which catalog part it is.
-_FORM_FACTOR_WORDS = frozenset(
-    {"pcie", "sxm", "sxm2", "sxm3", "sxm4", "sxm5", "hbm2", "hbm2e", "hbm3", "hbm3e", "oam"}
-)
+_FORM_FACTOR_WORDS = frozenset({"pcie", "sxm", "sxm2", "sxm3", "sxm4", "sxm5", "hbm2", "hbm2e", "hbm3", "hbm3e", "oam"})
 _MEMORY_TOKEN = re.compile(r"^(\d+)gb$")
 _TRADEMARKS = re.compile(r"\((?:r|tm|c)\)")
 _CPU_NOISE = (
