@@ -8,6 +8,7 @@ entry against the real GGUF header from PyPI, tensor-type bits per weight agains
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -666,6 +667,24 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
     shutil.copytree(REPO_CATALOG, root)
     (root / "engines.yaml").unlink()
     with pytest.raises(CatalogError, match=r"engines.yaml: file missing in "):
+        load_catalog_dir(root)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (os.mkfifo, "hardware.yaml: cannot read: "),  # read_text() waited for a writer forever
+        (lambda p: p.write_bytes(b"#" * (5 << 20)), "larger than the 4096 KiB agiplan reads for a catalog file"),
+    ],
+    ids=["fifo", "5-MiB"],
+)
+def test_catalog_files_are_read_as_outside_input(tmp_path: Path, make: Any, expected: str) -> None:
+    """Issue 15: $AGIPLAN_CATALOG_DIR can be anyone's folder: only regular files, bounded in size."""
+    root = tmp_path / "cat"
+    shutil.copytree(REPO_CATALOG, root)
+    (root / "hardware.yaml").unlink()
+    make(root / "hardware.yaml")
+    with pytest.raises(CatalogError, match=re.escape(expected)):
         load_catalog_dir(root)
 
 

@@ -29,13 +29,16 @@ from planner.catalog.schema import (
     QuantsFile,
     RamPrice,
 )
-from planner.errors import CatalogError, UnknownIdError
+from planner.errors import CatalogError, PlannerError, UnknownIdError
 from planner.gguf_constants import ggml_block_sizes
+from planner.io import read_text_bounded
 from planner.model.arch import ExpertSpec, ModelArch, Source
 from planner.model.quant_scheme import bits_per_weight
 
 ENV_DIR = "AGIPLAN_CATALOG_DIR"
 FILES = ("models.yaml", "quants.yaml", "hardware.yaml", "engines.yaml")
+# the largest catalog file is under 50 KiB (models.yaml); 4 MiB is 80 times that, and bounds a hostile folder
+_MAX_CATALOG_FILE_BYTES = 4 << 20
 
 _PKG_DIR = Path(__file__).resolve().parent.parent  # planner/
 _INSTALLED_DIR = _PKG_DIR / "_catalog_data"
@@ -124,12 +127,12 @@ def _unique_key_loader() -> Any:
 
 
 def _read_yaml(file: Path, problems: list[str]) -> Any:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not file.exists():
         problems.append(f"{file.name}: file missing in {file.parent}")
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # a catalog folder can be anyone's ($AGIPLAN_CATALOG_DIR): read it as outside input
+        text = read_text_bounded(file, "catalog file", _MAX_CATALOG_FILE_BYTES)
+    except PlannerError as exc:
         problems.append(f"{file.name}: cannot read: {exc}")
         return None
     import yaml
