@@ -140,9 +140,10 @@ def test_every_entry_and_price_has_a_source(cat: Catalog) -> None:
 
 
 def test_street_and_used_prices_carry_month_and_source(cat: Catalog) -> None:
-    """The two street/used figures found (insiderllm.com spec table, Feb 2026): a new RTX 4090 from $2,200,
-    a used RTX 3090 from $700. A buyer's price is used only when allowed, else street, else launch MSRP."""
-    g4090, g3090, g5090 = cat.gpu("rtx-4090"), cat.gpu("rtx-3090"), cat.gpu("rtx-5090")
+    """Street/used figures found: a new RTX 4090 from $2,200 and a used RTX 3090 from $700 (insiderllm.com spec
+    table, Feb 2026), an RTX 5090 partner card from $3,059 (themoneyunlock.com, Jan 2026). A buyer's price is
+    used only when allowed, else street, else launch MSRP."""
+    g4090, g3090, xtx = cat.gpu("rtx-4090"), cat.gpu("rtx-3090"), cat.gpu("rx-7900-xtx")
     assert (g4090.street_price_usd, g4090.street_price_date) == (2200, "2026-02")
     assert (g3090.used_price_usd, g3090.used_price_date) == (700, "2026-02")
     assert "$2,200-$2,800" in g4090.sources["street_price_usd"]
@@ -157,8 +158,9 @@ def test_street_and_used_prices_carry_month_and_source(cat: Catalog) -> None:
     new3090, used3090 = g3090.purchase_price(), g3090.purchase_price(allow_used=True)
     assert new3090 is not None and (new3090.usd, new3090.basis, new3090.date) == (1499, "msrp", "2020-09")
     assert used3090 is not None and (used3090.usd, used3090.condition) == (700, "used")
-    msrp = g5090.purchase_price(allow_used=True)  # no street or used price found: launch MSRP
-    assert msrp is not None and (msrp.usd, msrp.basis) == (1999, "msrp")
+    msrp = xtx.purchase_price(allow_used=True)  # no street or used price found: launch MSRP
+    assert msrp is not None and (msrp.usd, msrp.basis, msrp.date) == (999, "msrp", "2022-12")
+    assert cat.gpu("rtx-5090").street_price_usd == 3059  # partner cards from $3,059 (Jan 2026); FE $1,999
     assert cat.gpu("h100").purchase_price() is None
 
 
