@@ -140,6 +140,31 @@ def test_every_entry_and_price_has_a_source(cat: Catalog) -> None:
         assert p.source and p.usd_per_gib > 0
 
 
+def test_street_and_used_prices_carry_month_and_source(cat: Catalog) -> None:
+    """Street/used figures found: a new RTX 4090 from $2,200 and a used RTX 3090 from $700 (insiderllm.com spec
+    table, Feb 2026), an RTX 5090 partner card from $3,059 (themoneyunlock.com, Jan 2026). A buyer's price is
+    used only when allowed, else street, else launch MSRP."""
+    g4090, g3090, xtx = cat.gpu("rtx-4090"), cat.gpu("rtx-3090"), cat.gpu("rx-7900-xtx")
+    assert (g4090.street_price_usd, g4090.street_price_date) == (2200, "2026-02")
+    assert (g3090.used_price_usd, g3090.used_price_date) == (700, "2026-02")
+    assert "$2,200-$2,800" in g4090.sources["street_price_usd"]
+    assert "$700-$1,000" in g3090.sources["used_price_usd"]
+    street = g4090.purchase_price()
+    assert street is not None and (street.usd, street.date, street.basis, street.condition) == (
+        2200,
+        "2026-02",
+        "street",
+        "new",
+    )
+    new3090, used3090 = g3090.purchase_price(), g3090.purchase_price(allow_used=True)
+    assert new3090 is not None and (new3090.usd, new3090.basis, new3090.date) == (1499, "msrp", "2020-09")
+    assert used3090 is not None and (used3090.usd, used3090.condition) == (700, "used")
+    msrp = xtx.purchase_price(allow_used=True)  # no street or used price found: launch MSRP
+    assert msrp is not None and (msrp.usd, msrp.basis, msrp.date) == (999, "msrp", "2022-12")
+    assert cat.gpu("rtx-5090").street_price_usd == 3059  # partner cards from $3,059 (Jan 2026); FE $1,999
+    assert cat.gpu("h100").purchase_price() is None
+
+
 # ------------------------------------------------------------------------------------------ models
 
 
@@ -554,6 +579,11 @@ SAIGA = _models_index("saiga-llama3-8b")
 
 # (file, mutation, expected text of the one-line problem: file, field path, pydantic's message)
 BROKEN = [
+    (
+        "hardware.yaml",
+        _set("gpus.0.street_price_date", None),
+        "street_price_usd needs street_price_date (YYYY-MM)",
+    ),
     (
         "models.yaml",
         _set("models.0.kv_heads", 0),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from planner.catalog import load_catalog
 from planner.cli import app
 from planner.errors import PlannerError
 from planner.plan.schema import OPTION_KINDS, load_plan
@@ -127,9 +128,9 @@ def test_what_if_is_a_delta_against_the_base(small_stack: Path) -> None:
     assert res.exit_code == 0, res.output
     w = json.loads(res.stdout)["what_ifs"]
     assert [x["what_if"] for x in w] == ["+1 rtx-4090", "chat.ctx=8192"]
-    # the extra card is bought (RTX 4090: $1,599 in the catalog), and never makes a role slower (speed is not in
-    # the objective once the targets are met, so the solver may leave chat where it was)
-    assert w[0]["total_cost_usd"] >= 1599 and w[0]["roles"]["chat"]["delta_tok_s"] >= 0
+    # the extra card is bought (RTX 4090: street $2,200 in the catalog, 2026-02), and never makes a role slower
+    # (speed is not in the objective once the targets are met, so the solver may leave chat where it was)
+    assert w[0]["total_cost_usd"] >= 2200 and w[0]["roles"]["chat"]["delta_tok_s"] >= 0
     assert "summary" in w[1] and w[1]["meets_targets"] is True
 
 
@@ -314,3 +315,59 @@ def test_bench_refuses_markdown_in_one_line() -> None:
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "agiplan report" in lines[0], res.stderr
     assert res.stdout == ""
+
+
+# The seed server (2x RTX 4090) holds the 70B reasoner; the coder's 20 tok/s floor needs a 24 GB card of its own
+# (on the host CPU it decodes at 3.0 tok/s), so the recommended plan buys a second server.
+USED_STACK = """\
+name: used
+allow_used: {allow}
+roles:
+  - name: reasoner
+    models: [llama-3.3-70b]
+    quants: [Q4_K_M]
+    residency: always
+  - name: coder
+    models: [qwen2.5-32b]
+    quants: [Q4_K_M]
+    min_tok_s: 20
+    residency: always
+"""
+
+
+@pytest.mark.parametrize("allow_used", [True, False])
+def test_used_parts_only_when_the_stack_allows_them(tmp_path: Path, allow_used: bool) -> None:
+    """With allow_used, the cheapest 24 GB card that meets the coder's floor is a used RTX 3090 (catalog used
+    price $700, 2026-02) rather than a new RX 7900 XTX ($999 MSRP); without it, no option buys a 3090 and every
+    part is new. Each bought part carries the catalog's price, month and which price it is."""
+    stack = tmp_path / "used.yaml"
+    stack.write_text(USED_STACK.format(allow=str(allow_used).lower()), encoding="utf-8")
+    res = runner.invoke(app, ["recommend", str(stack), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    best = data["options"][data["recommended"]]
+    assert best["meets_targets"] and best["kind"] == "two-server"
+    bought = {p["id"]: p for s in best["servers"] for p in s["parts"]}
+    cat = load_catalog()
+    for ident, part in bought.items():
+        if part["kind"] in ("cpu", "gpu"):
+            entry = cat.gpu(ident) if part["kind"] == "gpu" else cat.cpu(ident)
+            price = entry.purchase_price(allow_used=allow_used)
+            assert price is not None
+            assert (part["price_usd"], part["price_date"], part["price_basis"], part["price_source"]) == (
+                part["count"] * price.usd,
+                price.date,
+                price.basis,
+                price.source,
+            )
+    all_parts = [p for o in data["options"] for s in o["servers"] for p in s["parts"]]
+    if allow_used:
+        assert "rtx-3090" in bought and "rx-7900-xtx" not in bought
+        assert (bought["rtx-3090"]["condition"], bought["rtx-3090"]["price_usd"]) == ("used", 700.0)
+        assert bought["rtx-3090"]["price_date"] == "2026-02"
+    else:
+        assert "rx-7900-xtx" in bought and bought["rx-7900-xtx"]["price_usd"] == 999.0
+        assert all(p["id"] != "rtx-3090" and p["condition"] == "new" for p in all_parts)
+    # the table says it in one word
+    table = runner.invoke(app, ["recommend", str(stack)])
+    assert table.exit_code == 0 and ("1× rtx-3090 used $700" in table.stdout) is allow_used

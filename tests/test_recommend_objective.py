@@ -166,13 +166,14 @@ def test_russian_report_says_why_in_russian(tmp_path: Path) -> None:
 
 def test_what_if_prices_the_added_card() -> None:
     """Was: `--what-if "+1 rtx-4090"` added the card for free and reported "cost -99 USD". Now the card is a
-    bought part of the main server at its catalog price (RTX 4090: $1,599 launch MSRP, 2022-10)."""
+    bought part of the main server at its buyer's price (RTX 4090: street $2,200, 2026-02, catalog hardware.yaml;
+    launch MSRP was $1,599)."""
     res = runner.invoke(app, ["recommend", "--preset", "deep", "--what-if", "+1 rtx-4090", "--format", "json"])
     assert res.exit_code == 0, res.output
     w = json.loads(res.stdout)["what_ifs"][0]
-    assert w["total_cost_usd"] >= 1599
-    assert w["delta_cost_usd"] == 1599  # the base (deep on the seed server) buys nothing
-    assert "cost +1,599 USD" in w["summary"]
+    assert w["total_cost_usd"] >= 2200
+    assert w["delta_cost_usd"] == 2200  # the base (deep on the seed server) buys nothing
+    assert "cost +2,200 USD" in w["summary"]
 
 
 def test_a_missed_default_floor_suggests_a_slower_one(tmp_path: Path) -> None:

@@ -115,6 +115,30 @@ def test_golden_markdown(lang: str, bench_path: Path) -> None:
     check_golden(f"report_agents.{lang}.md", text)
 
 
+def test_buy_table_says_used_and_which_price() -> None:
+    """A used part is one word in the buy table (en: used, ru: б/у) and the date says which price it is."""
+    plan = agents_plan()
+    second = plan.options[1].servers[1]
+    # as servers.Part.priced writes a used RTX 3090 (catalog used_price_usd 700, 2026-02) and a street 4090
+    second.parts[0] = {
+        "id": "rtx-3090",
+        "kind": "gpu",
+        "count": 1,
+        "price_usd": 700.0,
+        "price_date": "2026-02",
+        "condition": "used",
+        "price_basis": "used",
+        "price_source": "https://insiderllm.com/guides/rtx-4090-vs-used-rtx-3090-local-ai",
+    }
+    second.parts.append({**second.parts[0], "id": "rtx-4090", "price_usd": 2200.0, "condition": "new"})
+    second.parts[-1]["price_basis"] = "street"
+    en, ru = render_report(plan, [], "en"), render_report(plan, [], "ru")
+    assert "| 1 `two-server` | second | rtx-3090 (gpu) | 1 | used | 700 | 2026-02 (used) |" in en
+    assert "| 1 `two-server` | second | rtx-4090 (gpu) | 1 | new | 2,200 | 2026-02 (street) |" in en
+    assert "| 1 `two-server` | second | rtx-3090 (gpu) | 1 | б/у | 700 | 2026-02 (б/у) |" in ru
+    assert "| 1 `two-server` | second | rtx-4090 (gpu) | 1 | новая | 2,200 | 2026-02 (розница) |" in ru
+
+
 def parse_blocks(text: str) -> tuple[list[list[int]], list[tuple[str, str]]]:
     """(column count of every row of every table, (info, content) of every fence) from markdown-it-py."""
     from markdown_it import MarkdownIt

@@ -214,11 +214,37 @@ def test_new_server_price_is_the_sum_of_catalog_parts() -> None:
     assert {p.kind for p in s.parts} == {"cpu", "ram", "gpu", "platform"}
 
 
+def test_parts_are_bought_at_street_price_and_used_only_when_allowed() -> None:
+    """catalog hardware.yaml: RTX 4090 street $2,200 (2026-02), RTX 3090 used $700 (2026-02), launch MSRP $1,499;
+    the Ryzen 9 9950X has no street price found: its $649 MSRP, said so in the part."""
+    cat = load_catalog()
+    new = new_server(cat, "ryzen-9-9950x", 64, ["rtx-4090", "rtx-3090"])
+    used = new_server(cat, "ryzen-9-9950x", 64, ["rtx-4090", "rtx-3090"], allow_used=True)
+    by_id = {p.id: p for p in new.parts}
+    assert (by_id["rtx-4090"].price_usd, by_id["rtx-4090"].price_basis, by_id["rtx-4090"].price_date) == (
+        2200,
+        "street",
+        "2026-02",
+    )
+    assert (by_id["rtx-3090"].price_usd, by_id["rtx-3090"].condition, by_id["rtx-3090"].price_basis) == (
+        1499,
+        "new",
+        "msrp",
+    )
+    assert (by_id["ryzen-9-9950x"].price_usd, by_id["ryzen-9-9950x"].price_basis) == (649, "msrp")
+    used3090 = next(p for p in used.parts if p.id == "rtx-3090")
+    assert (used3090.price_usd, used3090.condition, used3090.price_date) == (700, "used", "2026-02")
+    assert new.cost_usd - used.cost_usd == pytest.approx(1499 - 700)
+    assert used3090.as_dict()["condition"] == "used" and used3090.as_dict()["price_source"].startswith("https://")
+    # a used 3090 at $700 undercuts every new 24 GB card; without used parts it is offered new at its MSRP
+    assert "rtx-3090" in purchasable(cat, allow_used=True)[1]
+
+
 def test_candidates_respect_budget_allow_and_dominance() -> None:
     cat = load_catalog()
     cpus, gpus = purchasable(cat)
-    # rtx-3090-ti costs more than rtx-4090 with the same memory and less compute: never worth buying
-    assert "rtx-3090-ti" not in gpus and "rtx-4090" in gpus
+    # rtx-4080 ($1,199 MSRP) costs more than rtx-4080-super ($999) with no more memory, bandwidth or compute
+    assert "rtx-4080" not in gpus and "rtx-4080-super" in gpus and "rtx-4090" in gpus
     assert not any(cat.gpu(g).form == "datacenter" for g in gpus)
     assert "ryzen-9-9950x" in cpus
     cands = new_server_candidates(cat, budget_usd=2000, allow=["ryzen-9-9950x", "rtx-4060-ti-16gb"])

@@ -2,12 +2,14 @@
 
 Every entry carries `source` (a URL or document reference for its figures) and may carry
 `sources: {field_name: source}` for figures that come from elsewhere. Prices always come with
-`price_date` (YYYY-MM) and a `sources["price_usd"]` citation. Bits per weight of GGUF tensor types
-are NOT stored here: they are derived from `gguf.GGML_QUANT_SIZES` (see planner/catalog/load.py).
+`price_date` (YYYY-MM) and a `sources["price_usd"]` citation; street and used prices likewise
+(`street_price_usd` / `used_price_usd`, each with its `_date` and its `sources` entry). Bits per weight
+of GGUF tensor types are NOT stored here: they are derived from `gguf.GGML_QUANT_SIZES` (see planner/catalog/load.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -53,18 +55,59 @@ class _Sourced(_Strict):
         return self
 
 
+PriceBasis = Literal["street", "used", "msrp"]
+
+
+@dataclass(frozen=True)
+class PartPrice:
+    """What one unit of a part costs to buy: the figure, its month, its citation and which price it is
+    (street: new at retail; used: second-hand; msrp: launch list price, when no street price is known)."""
+
+    usd: float
+    date: str
+    basis: PriceBasis
+    source: str
+
+    @property
+    def condition(self) -> Literal["new", "used"]:
+        return "used" if self.basis == "used" else "new"
+
+
 class _Priced(_Sourced):
+    """Launch list price (`price_usd`, MSRP) and, where a dated public page states them, the street price
+    of a new unit and the used price (each with its month and its own citation in `sources`)."""
+
     price_usd: PosFloat | None = None
     price_date: YearMonth | None = None
+    street_price_usd: PosFloat | None = None
+    street_price_date: YearMonth | None = None
+    used_price_usd: PosFloat | None = None
+    used_price_date: YearMonth | None = None
 
     @model_validator(mode="after")
     def _price_has_date_and_source(self) -> Self:
-        if self.price_usd is not None:
-            if self.price_date is None:
-                raise ValueError("price_usd needs price_date (YYYY-MM)")
-            if "price_usd" not in self.sources:
-                raise ValueError("price_usd needs its own citation in sources.price_usd")
+        for prefix in ("", "street_", "used_"):
+            value, date = getattr(self, f"{prefix}price_usd"), getattr(self, f"{prefix}price_date")
+            if value is None and date is not None:
+                raise ValueError(f"{prefix}price_date without {prefix}price_usd")
+            if value is not None:
+                if date is None:
+                    raise ValueError(f"{prefix}price_usd needs {prefix}price_date (YYYY-MM)")
+                if f"{prefix}price_usd" not in self.sources:
+                    raise ValueError(f"{prefix}price_usd needs its own citation in sources.{prefix}price_usd")
         return self
+
+    def purchase_price(self, *, allow_used: bool = False) -> PartPrice | None:
+        """The price a buyer pays today: used when allowed and known, else street, else launch MSRP;
+        None when the catalog has no price at all."""
+        order: tuple[tuple[str, PriceBasis], ...] = (("used_", "used"), ("street_", "street"), ("", "msrp"))
+        for prefix, basis in order:
+            if basis == "used" and not allow_used:
+                continue
+            value, date = getattr(self, f"{prefix}price_usd"), getattr(self, f"{prefix}price_date")
+            if value is not None:
+                return PartPrice(usd=float(value), date=date, basis=basis, source=self.sources[f"{prefix}price_usd"])
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- models

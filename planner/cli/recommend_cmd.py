@@ -142,7 +142,7 @@ def render_table(data: dict[str, Any]) -> None:
             line = f"  server {s['name']} ({s['hardware']})"
             if s["new"]:
                 bits = ", ".join(
-                    f"{p['count']:g}× {p['id']} ${p['price_usd']:,.0f}"
+                    f"{p['count']:g}× {p['id']}{' used' if p.get('condition') == 'used' else ''} ${p['price_usd']:,.0f}"
                     if p["kind"] != "ram"
                     else f"{p['count']:g} GiB {p['id'].split('-')[0]} ${p['price_usd']:,.0f}"
                     for p in s["parts"]

@@ -129,7 +129,11 @@ def recommend(
         raise PlannerError(f"--time-limit must be a positive number of seconds, got {time_limit_s:g}.")
     cache = cache or EstimateCache(cat)
     main = existing[0]
-    new_options = new_server_candidates(cat, budget_usd=budget_usd, allow=allow) if len(existing) < 2 else []
+    new_options = (
+        new_server_candidates(cat, budget_usd=budget_usd, allow=allow, allow_used=stack.allow_used)
+        if len(existing) < 2
+        else []
+    )
     board = _Progress(progress)
 
     def search(kind: OptionKind) -> OptionResult:

@@ -168,16 +168,20 @@ class PlanServer(_Closed):
     devices: list[PlanDevice]
     placements: list[Placement]
     services: list[PlanService] = Field(default_factory=list)
-    parts: list[dict[str, Any]] = Field(default_factory=list)  # what to buy: {id, kind, count, price_usd, price_date}
+    parts: list[dict[str, Any]] = Field(
+        default_factory=list
+    )  # what to buy: {id, kind, count, price_usd, price_date, condition, price_basis, price_source}
 
     @field_validator("parts")
     @classmethod
     def _parts_typed(cls, parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The part dicts are free-form for the solver but read by report: check the types it relies on."""
         for i, part in enumerate(parts):
-            for key in ("id", "kind", "price_date"):
+            for key in ("id", "kind", "price_date", "price_basis", "price_source"):
                 if key in part and part[key] is not None and not isinstance(part[key], str):
                     raise ValueError(f"part {i}: '{key}' must be a string")
+            if part.get("condition", "new") not in ("new", "used"):
+                raise ValueError(f"part {i}: 'condition' must be new or used")
             count = part.get("count", 1)
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 raise ValueError(f"part {i}: 'count' must be a positive integer")

@@ -3,6 +3,8 @@ of `agiplan detect`) and candidate new ones assembled from catalog parts with pr
 
 A new server costs CPU + RAM (catalog price per GiB of its DDR generation) + GPUs. Motherboard, PSU,
 case and disk are not in the catalog; `BASE_PLATFORM_USD` stands for them and is stated in the plan.
+A CPU or GPU is priced at its street price where the catalog has one, else its launch MSRP; at its used
+price only where the stack allows used parts (`allow_used: true`). Each part says which price it carries.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.catalog import Catalog
+from planner.catalog.schema import CpuEntry, GpuEntry, PartPrice
 from planner.errors import HardwareError, PlannerError, shown
 from planner.estimate.devices import detected_ram_gib, gpu_device, host_device
 from planner.estimate.types import Device
@@ -44,8 +47,16 @@ class Part:
     id: str
     kind: str  # cpu / gpu / ram / platform
     count: float
-    price_usd: float
+    price_usd: float  # for all `count` units
     price_date: str | None
+    condition: str = "new"  # new / used
+    price_basis: str = "assumption"  # street / used / msrp (catalog) / estimate (RAM) / assumption (platform)
+    price_source: str | None = None
+
+    @classmethod
+    def priced(cls, id: str, kind: str, count: int, unit: PartPrice) -> Part:
+        """`count` units of a catalog part at its buyer's price."""
+        return cls(id, kind, count, count * unit.usd, unit.date, unit.condition, unit.basis, unit.source)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,7 +65,17 @@ class Part:
             "count": self.count,
             "price_usd": self.price_usd,
             "price_date": self.price_date,
+            "condition": self.condition,
+            "price_basis": self.price_basis,
+            "price_source": self.price_source,
         }
+
+
+def buyer_price(entry: CpuEntry | GpuEntry, *, allow_used: bool = False) -> PartPrice:
+    """The unit price a purchasable catalog part is bought at (see `_Priced.purchase_price`)."""
+    price = entry.purchase_price(allow_used=allow_used)
+    assert price is not None, "purchasable parts have a price"
+    return price
 
 
 @dataclass(frozen=True)
@@ -239,21 +260,21 @@ def _check_detect_strings(path: Path | str, info: HostInfo) -> None:
             raise HardwareError(f"{path}: {text!r} holds a control character; fix the server file.")
 
 
-def _dominated_cpu(a: str, b: str, cat: Catalog) -> bool:
+def _dominated_cpu(a: str, b: str, cat: Catalog, allow_used: bool) -> bool:
     """CPU `a` is dominated by `b`: b costs no more and is at least as good in cores, DRAM bandwidth,
     FP32 peak and maximum RAM, on the same DDR generation (same RAM price)."""
     ca, cb = cat.cpu(a), cat.cpu(b)
-    assert ca.price_usd is not None and cb.price_usd is not None
+    pa, pb = buyer_price(ca, allow_used=allow_used).usd, buyer_price(cb, allow_used=allow_used).usd
     no_worse = (
-        cb.price_usd <= ca.price_usd
+        pb <= pa
         and cb.cores >= ca.cores
         and cb.peak_bandwidth_gbs >= ca.peak_bandwidth_gbs
         and cb.fp32_gflops >= ca.fp32_gflops
         and cb.max_ram_gib >= ca.max_ram_gib
         and cb.ddr == ca.ddr
     )
-    strictly = (cb.price_usd, -cb.cores, -cb.peak_bandwidth_gbs, -cb.fp32_gflops) != (
-        ca.price_usd,
+    strictly = (pb, -cb.cores, -cb.peak_bandwidth_gbs, -cb.fp32_gflops) != (
+        pa,
         -ca.cores,
         -ca.peak_bandwidth_gbs,
         -ca.fp32_gflops,
@@ -261,19 +282,19 @@ def _dominated_cpu(a: str, b: str, cat: Catalog) -> bool:
     return no_worse and (strictly or b < a)
 
 
-def _dominated_gpu(a: str, b: str, cat: Catalog) -> bool:
+def _dominated_gpu(a: str, b: str, cat: Catalog, allow_used: bool) -> bool:
     """GPU `a` is dominated by `b`: same vendor, b costs no more, has at least the memory, bandwidth and FLOPS."""
     ga, gb = cat.gpu(a), cat.gpu(b)
-    assert ga.price_usd is not None and gb.price_usd is not None
+    pa, pb = buyer_price(ga, allow_used=allow_used).usd, buyer_price(gb, allow_used=allow_used).usd
     no_worse = (
         ga.vendor == gb.vendor
-        and gb.price_usd <= ga.price_usd
+        and pb <= pa
         and gb.memory_mib >= ga.memory_mib
         and gb.bandwidth_gbs >= ga.bandwidth_gbs
         and gb.fp16_tflops >= ga.fp16_tflops
     )
-    strictly = (gb.price_usd, -gb.memory_mib, -gb.bandwidth_gbs, -gb.fp16_tflops) != (
-        ga.price_usd,
+    strictly = (pb, -gb.memory_mib, -gb.bandwidth_gbs, -gb.fp16_tflops) != (
+        pa,
         -ga.memory_mib,
         -ga.bandwidth_gbs,
         -ga.fp16_tflops,
@@ -281,9 +302,11 @@ def _dominated_gpu(a: str, b: str, cat: Catalog) -> bool:
     return no_worse and (strictly or b < a)
 
 
-def purchasable(cat: Catalog, allow: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+def purchasable(
+    cat: Catalog, allow: Sequence[str] | None = None, *, allow_used: bool = False
+) -> tuple[list[str], list[str]]:
     """Priced CPUs and consumer/workstation GPUs that may be bought (only `allow` ids when given),
-    with dominated SKUs removed. Returns (cpu_ids, gpu_ids)."""
+    with SKUs dominated at their buyer's price removed. Returns (cpu_ids, gpu_ids)."""
     allowed = {cat.find(a)[1].id for a in allow} if allow else None
     cpus = [c.id for c in cat.cpus.values() if c.price_usd is not None and (allowed is None or c.id in allowed)]
     gpus = [
@@ -291,32 +314,40 @@ def purchasable(cat: Catalog, allow: Sequence[str] | None = None) -> tuple[list[
         for g in cat.gpus.values()
         if g.price_usd is not None and g.form != "datacenter" and (allowed is None or g.id in allowed)
     ]
-    cpus = [a for a in cpus if not any(b != a and _dominated_cpu(a, b, cat) for b in cpus)]
-    gpus = [a for a in gpus if not any(b != a and _dominated_gpu(a, b, cat) for b in gpus)]
+    cpus = [a for a in cpus if not any(b != a and _dominated_cpu(a, b, cat, allow_used) for b in cpus)]
+    gpus = [a for a in gpus if not any(b != a and _dominated_gpu(a, b, cat, allow_used) for b in gpus)]
     if allowed is not None and not cpus:
         # GPUs allowed but no CPU named: any priced CPU may carry them
         cpus = [c.id for c in cat.cpus.values() if c.price_usd is not None]
-        cpus = [a for a in cpus if not any(b != a and _dominated_cpu(a, b, cat) for b in cpus)]
+        cpus = [a for a in cpus if not any(b != a and _dominated_cpu(a, b, cat, allow_used) for b in cpus)]
     return sorted(cpus), sorted(gpus)
 
 
-def new_server(cat: Catalog, cpu: str, ram_gib: int, gpus: Sequence[str], *, name: str = "new") -> Server:
-    """A server to buy, priced from the catalog: CPU + RAM × price per GiB + GPUs + the base platform."""
+def new_server(
+    cat: Catalog, cpu: str, ram_gib: int, gpus: Sequence[str], *, name: str = "new", allow_used: bool = False
+) -> Server:
+    """A server to buy, priced from the catalog: CPU + RAM × price per GiB + GPUs + the base platform;
+    CPU and GPUs at their buyer's price (used where allowed and known, else street, else MSRP)."""
     c = cat.cpu(cpu)
-    assert c.price_usd is not None
     ram_price = cat.ram_prices[c.ddr]
     parts = [
-        Part(c.id, "cpu", 1, c.price_usd, c.price_date),
-        Part(f"{c.ddr}-ram-gib", "ram", ram_gib, ram_gib * ram_price.usd_per_gib, ram_price.price_date),
+        Part.priced(c.id, "cpu", 1, buyer_price(c, allow_used=allow_used)),
+        Part(
+            f"{c.ddr}-ram-gib",
+            "ram",
+            ram_gib,
+            ram_gib * ram_price.usd_per_gib,
+            ram_price.price_date,
+            price_basis="estimate",
+            price_source=ram_price.source,
+        ),
         Part("base-platform", "platform", 1, BASE_PLATFORM_USD, None),
     ]
     counts: dict[str, int] = {}
     for g in gpus:
         counts[g] = counts.get(g, 0) + 1
     for g, n in counts.items():
-        ge = cat.gpu(g)
-        assert ge.price_usd is not None
-        parts.append(Part(g, "gpu", n, n * ge.price_usd, ge.price_date))
+        parts.append(Part.priced(g, "gpu", n, buyer_price(cat.gpu(g), allow_used=allow_used)))
     cost = round(sum(p.price_usd for p in parts), 2)
     return Server(
         name=name, cpu=cpu, gpus=tuple(gpus), ram_gib=float(ram_gib), new=True, cost_usd=cost, parts=tuple(parts)
@@ -330,10 +361,11 @@ def new_server_candidates(
     allow: Sequence[str] | None = None,
     max_gpus: int = MAX_NEW_GPUS,
     name: str = "new",
+    allow_used: bool = False,
 ) -> list[Server]:
     """Every purchasable second server (CPU × RAM size × 0..max_gpus identical GPUs) within the budget,
-    cheapest first."""
-    cpus, gpus = purchasable(cat, allow)
+    cheapest first; with `allow_used`, a part that has a used price is bought used (same hardware, cheaper)."""
+    cpus, gpus = purchasable(cat, allow, allow_used=allow_used)
     gpu_sets: list[tuple[str, ...]] = [()]
     for g in gpus:
         gpu_sets += [(g,) * n for n in range(1, max_gpus + 1)]
@@ -343,7 +375,7 @@ def new_server_candidates(
             if ram > cat.cpu(cpu).max_ram_gib:
                 continue
             for gs in gpu_sets:
-                s = new_server(cat, cpu, ram, gs, name=name)
+                s = new_server(cat, cpu, ram, gs, name=name, allow_used=allow_used)
                 if budget_usd is None or s.cost_usd <= budget_usd:
                     out.append(s)
     out.sort(key=lambda s: (s.cost_usd, s.hardware))

@@ -108,6 +108,8 @@ class Stack(_Closed):
     description: str = ""
     quality_floor_kld: float = Field(default=DEFAULT_QUALITY_FLOOR_KLD, gt=0, allow_inf_nan=False)
     disk: str = "nvme-gen4"
+    # a purchasable part with a catalog used price (e.g. a used RTX 3090) is bought used; off: new only
+    allow_used: bool = False
     roles: list[RoleSpec] = Field(min_length=1, max_length=MAX_ROLES)
     services: list[ServiceSpec] = Field(default_factory=list, max_length=MAX_SERVICES)
 

@@ -15,7 +15,7 @@ from planner.errors import PlannerError
 from planner.plan.problem import EstimateCache, stack_items
 from planner.plan.recommend import recommend
 from planner.plan.schema import OPTION_KINDS, OptionKind, Plan, PlanOption
-from planner.plan.servers import Part, Server
+from planner.plan.servers import Part, Server, buyer_price
 from planner.plan.solver import MILP_TIME_LIMIT_S
 from planner.plan.stack import Stack, apply_override
 
@@ -48,12 +48,8 @@ def apply_what_if(text: str, base: Scenario, cat: Catalog) -> Scenario:
             )
         # the added cards are bought: priced as a part of the main server, so every option's cost includes them
         main = base.servers[0].with_gpus([gpu] * n)
-        price = n * entry.price_usd
-        main = replace(
-            main,
-            cost_usd=round(main.cost_usd + price, 2),
-            parts=(*main.parts, Part(gpu, "gpu", n, price, entry.price_date)),
-        )
+        part = Part.priced(gpu, "gpu", n, buyer_price(entry, allow_used=base.stack.allow_used))
+        main = replace(main, cost_usd=round(main.cost_usd + part.price_usd, 2), parts=(*main.parts, part))
         return Scenario(base.stack, (main, *base.servers[1:]), base.budget_usd)
     b = _BUDGET_RE.match(text)
     if b:

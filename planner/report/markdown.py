@@ -322,6 +322,9 @@ def _option(o: OptionView, lang: str) -> list[str]:
     return out
 
 
+_BASES = ("street", "used", "msrp", "estimate", "assumption")  # price bases the renderer phrases
+
+
 def _buy(r: Report, lang: str) -> list[str]:
     out = [f"## {t(lang, 'buy')}", ""]
     if not r.parts:
@@ -331,6 +334,7 @@ def _buy(r: Report, lang: str) -> list[str]:
         t(lang, "col.server"),
         t(lang, "col.part"),
         t(lang, "col.count"),
+        t(lang, "col.condition"),
         t(lang, "col.price"),
         t(lang, "col.date"),
     ]
@@ -340,8 +344,9 @@ def _buy(r: Report, lang: str) -> list[str]:
             md(p.server),
             f"{md(p.id)} ({md(p.kind)})" if p.kind else md(p.id),
             p.count,
+            t(lang, f"cond.{p.condition}"),
             _usd(p.price_usd) if p.price_usd is not None else "?",
-            md(p.price_date or "?"),
+            md(p.price_date or "?") + (f" ({t(lang, f'basis.{p.price_basis}')})" if p.price_basis in _BASES else ""),
         ]
         for p in r.parts
     ]

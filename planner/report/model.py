@@ -151,6 +151,8 @@ class PartView(_Closed):
     count: int
     price_usd: float | None
     price_date: str | None
+    condition: Literal["new", "used"] = "new"  # a plan written before conditions were recorded: new
+    price_basis: str | None = None  # street / used / msrp / estimate / assumption; None: not recorded
 
 
 class ServerView(_Closed):
@@ -324,6 +326,8 @@ def _parts(index: int, s: PlanServer) -> list[PartView]:
                 count=int(part.get("count", 1)),
                 price_usd=float(price) if isinstance(price, int | float) else None,
                 price_date=str(date) if date is not None else None,
+                condition="used" if part.get("condition") == "used" else "new",
+                price_basis=str(part["price_basis"]) if part.get("price_basis") is not None else None,
             )
         )
     return out
