@@ -25,6 +25,7 @@ from test_report_fixtures import GIB, device, mem, placement
 from planner.deploy import RopeScaling, build_deployment, rope_scaling
 from planner.deploy import llama_cpp as llama_mod
 from planner.errors import PlannerError
+from planner.measure.processes import stop_group
 from planner.plan.schema import PLAN_SCHEMA_VERSION, Placement, Plan, PlanOption, PlanServer
 
 README_B11434 = Path(__file__).parent / "data" / "llama_server_readme_options_b11434.md"
@@ -173,12 +174,7 @@ def test_real_llama_server_starts_with_the_rope_flags(tmp_path: Path) -> None:
                 time.sleep(0.3)
             assert status == 200, log.read_text()[-3000:]
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_group(proc, 20)
     text = log.read_text()
     assert "n_ctx_slot = 65536" in text, text[-3000:]
     assert re.search(r"freq_scale\s*=\s*0\.25", text), text[-3000:]

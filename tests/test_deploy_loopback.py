@@ -33,6 +33,7 @@ from test_report_fixtures import GIB, device, mem, placement
 from planner.deploy import Deployment, build_deployment
 from planner.deploy.write import write_deployment
 from planner.errors import PlannerError
+from planner.measure.processes import stop_group
 from planner.measure.synthetic import write_synthetic_gguf
 from planner.plan.schema import PLAN_SCHEMA_VERSION, Plan, PlanOption, PlanServer, save_plan
 
@@ -195,13 +196,7 @@ def _started(out: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 20)
         deadline = time.monotonic() + 20
         while _group_cmdlines(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)

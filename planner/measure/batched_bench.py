@@ -10,10 +10,8 @@ or Ctrl-C: no orphan is left behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 
 from planner.errors import PlannerError
 from planner.measure.llama_tools import find_tools
+from planner.measure.processes import stop_group
 
 DEFAULT_SLOTS = (1, 2, 4, 8, 16)
 DEFAULT_PROMPT_TOKENS = 128
@@ -189,19 +188,13 @@ def _run_once(cmd: list[str], env: dict[str, str], timeout_s: float) -> list[Slo
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        stop_group(proc, 0)
         raise PlannerError(f"llama-batched-bench did not finish within {timeout_s:g} s; it was stopped.") from None
     except BaseException:  # Ctrl-C included: never leave the benchmark running
-        _kill_group(proc)
+        stop_group(proc, 0)
         raise
     points = parse_batched_bench(out + "\n" + err)
     if proc.returncode != 0 or not points:
         tail = (err.strip().splitlines() or ["no output"])[-1]
         raise PlannerError(f"llama-batched-bench failed (exit {proc.returncode}): {tail[:300]}")
     return points
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()

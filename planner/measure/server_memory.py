@@ -9,8 +9,6 @@ server: loading is the measurement.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +19,7 @@ from pathlib import Path
 from planner.errors import PlannerError
 from planner.measure.llama_log import BufferSizes, parse_buffer_sizes
 from planner.measure.llama_tools import LlamaTools
+from planner.measure.processes import stop_group
 
 _READY = "listening on http"  # "llama_server: listening on http://127.0.0.1:PORT" (b11434)
 _POLL_S = 0.05
@@ -69,17 +68,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the server and anything it started (its own process group)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def measure_server_buffers(
     tools: LlamaTools, model: Path, load: ServerLoad, timeout_s: float = 120.0
 ) -> tuple[BufferSizes, str]:
@@ -105,5 +93,5 @@ def measure_server_buffers(
                     raise PlannerError(f"llama-server did not listen within {timeout_s:.0f} s: {text[-600:].strip()}")
                 time.sleep(_POLL_S)
         finally:
-            _stop(proc)
+            stop_group(proc, _STOP_TIMEOUT_S)
     return parse_buffer_sizes(text), text
