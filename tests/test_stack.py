@@ -54,6 +54,13 @@ def test_preset_unknown_suggests_the_closest() -> None:
         load_preset("agent")
 
 
+def test_preset_with_no_close_match_lists_the_presets() -> None:
+    """'one of these' once followed nothing when no preset was close to the name."""
+    with pytest.raises(UnknownIdError) as e:
+        load_preset("nope")
+    assert str(e.value) == "Unknown preset 'nope'. Presets: deep, agents, ensemble; or pass a stack file."
+
+
 # (yaml text, expected message fragment): each row one mistake a person makes in a stack file
 BAD_STACKS = [
     ("roles:\n  - name: a\n    models: [mistral-7b]\n    bogus: 1\n", "roles.0.bogus: Extra inputs are not permitted"),

@@ -175,7 +175,7 @@ def load_preset(name: str) -> Stack:
     """One of the shipped stacks: deep, agents, ensemble (planner/plan/presets/NAME.yaml)."""
     key = name.strip().lower()
     if key not in PRESETS:
-        raise UnknownIdError("preset", name, PRESETS, "Pass a stack file instead, or one of these.")
+        raise UnknownIdError("preset", name, PRESETS, f"Presets: {', '.join(PRESETS)}; or pass a stack file.")
     return load_stack(preset_dir() / f"{key}.yaml")
 
 
