@@ -22,7 +22,7 @@ from planner.catalog import load_catalog
 from planner.estimate.devices import gpu_devices, host_device, unified_host
 from planner.estimate.estimate import estimate
 from planner.estimate.types import Device, RunConfig
-from planner.model.arch import ModelArch, ModelSpec, Source
+from planner.model.arch import ExpertSpec, ModelArch, ModelSpec, Source
 from planner.sources.resolve import resolve_model
 from planner.units import GIB
 
@@ -360,6 +360,10 @@ class Case:
     flash_attn: bool = True
     host_cpu: str | None = None
     gpu_layers: int | None = None
+    split_mode: str = "layer"
+    # -sm tensor rows: the same test's -sm layer figure; predicted = it × agiplan's tensor / layer ratio, which
+    # checks the split-mode model apart from the model's own single-card error
+    layer_tok_s: float | None = None
 
 
 def _ub(gpu: str, model: str, quant: str, b: int, value: float, src: str) -> Case:
@@ -784,7 +788,56 @@ CASES += [
 ]
 
 
-GROUP_ORDER = ("consumer GPU", "datacenter GPU", "multi-GPU", "CPU", "AMD", "unified memory")
+# gpt-oss 120B (openai/gpt-oss-120b config.json): 36 layers, hidden 2880, 64 heads / 8 KV heads of 64, 128 experts
+# of width 2880 with 4 active, vocab 201088, a 128-token window on every other layer, 116.83 B params. MXFP4 is
+# not among agiplan's quants: Q4_0 (4.5 bpw, the same 'q4' kernel family) stands in for MXFP4 (4.25 bpw).
+GPT_OSS_120B = ModelArch(
+    name="gpt-oss 120B",
+    architecture="gpt-oss",
+    n_layers=36,
+    hidden_size=2880,
+    n_heads=64,
+    n_kv_heads=8,
+    head_dim_k=64,
+    head_dim_v=64,
+    ffn_size=2880,
+    vocab_size=201088,
+    context_trained=131072,
+    source=Source("formula", "openai/gpt-oss-120b config.json"),
+    sliding_window=128,
+    swa_layers=tuple(i % 2 == 0 for i in range(36)),
+    experts=ExpertSpec(count=128, active=4, ffn_size=2880),
+    params_total=116_829_156_672,
+)
+TP_PR = f"{CSV} rows 222-233 (PR #19378, 4 x RTX 4090)"
+CASES += [
+    Case(
+        f"4 × 4090 · gpt-oss 120B -sm tensor {test}",
+        ModelSpec(ref="gpt-oss-120b", arch=GPT_OSS_120B),
+        "Q4_0",
+        ("rtx-4090",) * 4,
+        metric,
+        tensor,
+        TP_PR,
+        prompt_tokens=prompt,
+        depth_tokens=depth,
+        split_mode="tensor",
+        layer_tok_s=layer,
+    )
+    # fit / test alternate within each metric: decode d0 (fit), d65536 (test); prefill pp512 d0 (fit), pp8192 d0
+    # (test), pp512 @ d65536 (fit), pp8192 @ d65536 (test)
+    for test, metric, prompt, depth, layer, tensor in (
+        ("tg128", "decode", 512, 0, 180.36, 179.79),
+        ("tg128 @ d65536", "decode", 512, 65536, 118.65, 147.89),
+        ("pp512", "prefill", 512, 0, 3822.24, 5446.21),
+        ("pp8192", "prefill", 8192, 0, 4675.65, 5211.46),
+        ("pp512 @ d65536", "prefill", 512, 65536, 2308.57, 3538.01),
+        ("pp8192 @ d65536", "prefill", 8192, 65536, 3034.32, 3762.05),
+    )
+]
+
+
+GROUP_ORDER = ("consumer GPU", "datacenter GPU", "multi-GPU", "-sm tensor", "CPU", "AMD", "unified memory")
 
 
 def case_group(c: Case, cat: object) -> str:
@@ -793,6 +846,8 @@ def case_group(c: Case, cat: object) -> str:
     assert isinstance(cat, Catalog)
     if not c.gpus:
         return "CPU"
+    if c.split_mode == "tensor":
+        return "-sm tensor"
     if len(c.gpus) > 1:
         return "multi-GPU"
     g = cat.gpu(c.gpus[0])
@@ -804,6 +859,12 @@ def case_group(c: Case, cat: object) -> str:
 
 
 def predict_case(c: Case) -> float:
+    if c.layer_tok_s is not None:
+        return c.layer_tok_s * _predict(c) / _predict(replace(c, split_mode="layer"))
+    return _predict(c)
+
+
+def _predict(c: Case) -> float:
     cat = load_catalog()
     spec = resolve_model(c.model) if isinstance(c.model, str) else c.model
     host = host_device(cat, c.host_cpu, 128 if c.host_cpu is None or c.host_cpu.startswith(("epyc", "thread")) else 64)
@@ -815,6 +876,7 @@ def predict_case(c: Case) -> float:
         gpu_layers=c.gpu_layers,
         depth_tokens=c.depth_tokens,
         prompt_tokens=c.prompt_tokens,
+        split_mode=c.split_mode,  # type: ignore[arg-type]
     )
     host = unified_host(cat, list(c.gpus), host)
     est = estimate(spec, cfg, gpu_devices(cat, list(c.gpus)), host, quant=c.quant, suggest=False)
