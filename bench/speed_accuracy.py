@@ -8,7 +8,7 @@ fit's residuals, not an independent validation — except the rows marked `held_
 
 Then the split-half evaluation of issue #13 (`split_half`): the published runs in CASES, by metric
 (one-stream decode, prefill, aggregate decode at >= 4 sequences) and group (consumer GPU, datacenter GPU,
-multi-GPU, CPU, AMD), alternate between a fit half and a test half; the factors added for batched decode,
+multi-GPU, llama.cpp -sm tensor, vLLM TP, CPU, AMD), alternate between a fit half and a test half; the factors added for batched decode,
 layer split, prompt length, datacenter parts and vLLM were set on the fit half, and the table reports the
 test half (median |error|), with and without the one-number correction the fit half would still suggest.
 """
@@ -364,6 +364,7 @@ class Case:
     # -sm tensor rows: the same test's -sm layer figure; predicted = it × agiplan's tensor / layer ratio, which
     # checks the split-mode model apart from the model's own single-card error
     layer_tok_s: float | None = None
+    vllm_version: str = ""  # vLLM rows: the version that ran (empty: agiplan's default)
 
 
 def _ub(gpu: str, model: str, quant: str, b: int, value: float, src: str) -> Case:
@@ -837,7 +838,54 @@ CASES += [
 ]
 
 
-GROUP_ORDER = ("consumer GPU", "datacenter GPU", "multi-GPU", "-sm tensor", "CPU", "AMD", "unified memory")
+# vLLM 0.5.4 tensor parallel = n_gpus (LambdaLabsML/vllm-benchmark benchmark_v0.md, "Tensor Parallel v.s. Data
+# Parallel"): output tok/s of a burst of 320 ShareGPT prompts at max-num-seqs 256, on 1 / 2 / 4 / 8 SXM cards
+# (NVLink). Modelled as aggregate decode at 256 sequences, 300 tokens deep (ShareGPT prompts and replies average a
+# few hundred tokens: an assumption). 70B at TP 1 is left out: one 80 GB card holds its FP8 weights and about 7k
+# tokens of KV, so the burst ran a handful of sequences at a time, not 256.
+VLLM_TP = f"{CSV} rows 125-172 (LambdaLabsML/vllm-benchmark, vLLM 0.5.4)"
+CASES += [
+    Case(
+        f"{n} × {gpu} · {model} {quant} vLLM 0.5.4 TP{n} burst",
+        model,
+        quant,
+        (gpu,) * n,
+        "batched",
+        value,
+        f"{VLLM_TP} row {row}",
+        slots=256,
+        depth_tokens=300,
+        engine="vllm",
+        vllm_version="0.5.4",
+    )
+    for gpu, model, quant, runs in (
+        (
+            "a100-80gb",
+            "llama-3.1-8b",
+            "FP8",
+            ((1, 1517.54, 125), (2, 1854.27, 129), (4, 1899.76, 134), (8, 1972.26, 141)),
+        ),
+        ("h100", "llama-3.1-8b", "FP8", ((1, 3400.4, 149), (2, 3688.64, 153), (4, 3475.27, 158), (8, 3931.83, 165))),
+        (
+            "a100-80gb",
+            "mistral-7b-v0.3",
+            "BF16",
+            ((1, 1591.4, 127), (2, 1861.61, 131), (4, 2228.35, 136), (8, 2381.43, 144)),
+        ),
+        (
+            "h100",
+            "mistral-7b-v0.3",
+            "BF16",
+            ((1, 3281.19, 151), (2, 3758.54, 155), (4, 4133.32, 160), (8, 4397.11, 168)),
+        ),
+        ("a100-80gb", "llama-3.1-70b", "FP8", ((2, 662.64, 130), (4, 956.53, 135), (8, 1162.78, 142))),
+        ("h100", "llama-3.1-70b", "FP8", ((2, 1727.69, 154), (4, 2242.99, 159), (8, 2572.8, 166))),
+    )
+    for n, value, row in runs
+]
+
+
+GROUP_ORDER = ("consumer GPU", "datacenter GPU", "multi-GPU", "-sm tensor", "vLLM TP", "CPU", "AMD", "unified memory")
 
 
 def case_group(c: Case, cat: object) -> str:
@@ -848,6 +896,8 @@ def case_group(c: Case, cat: object) -> str:
         return "CPU"
     if c.split_mode == "tensor":
         return "-sm tensor"
+    if (c.engine == "vllm" and len(c.gpus) > 1) or c.vllm_version:
+        return "vLLM TP"
     if len(c.gpus) > 1:
         return "multi-GPU"
     g = cat.gpu(c.gpus[0])
@@ -878,6 +928,8 @@ def _predict(c: Case) -> float:
         prompt_tokens=c.prompt_tokens,
         split_mode=c.split_mode,  # type: ignore[arg-type]
     )
+    if c.vllm_version:
+        cfg = replace(cfg, vllm_version=c.vllm_version)
     host = unified_host(cat, list(c.gpus), host)
     est = estimate(spec, cfg, gpu_devices(cat, list(c.gpus)), host, quant=c.quant, suggest=False)
     sp = est.speed

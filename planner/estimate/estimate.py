@@ -23,7 +23,14 @@ from planner.estimate.kv import (
     vllm_page_bytes,
 )
 from planner.estimate.placement import LayerTable, Placement, device_usages, layer_table, place_layers
-from planner.estimate.speed import DeviceLoad, attention_flops_per_position, estimate_speed, weight_family
+from planner.estimate.speed import (
+    DeviceLoad,
+    attention_flops_per_position,
+    estimate_speed,
+    nvlink_device,
+    vllm_cpu_s_per_seq,
+    weight_family,
+)
 from planner.estimate.types import Device, DeviceCalibration, DeviceUsage, Estimate, MemoryParts, RunConfig, Suggestion
 from planner.model.arch import ModelArch, ModelSpec, ModelWeights, Source
 from planner.model.layout import is_encoder
@@ -439,6 +446,11 @@ def _estimate_vllm(
         engine="vllm",
         prompt_tokens=cfg.prompt_tokens,
         flash_attn=True,
+        n_layers=arch.n_layers,
+        hidden_size=arch.hidden_size,
+        tensor_parallel=tp,
+        nvlink=all(nvlink_device(g) for g in gpus),
+        cpu_s_per_seq=vllm_cpu_s_per_seq(cfg.vllm_version),
     )
     return Estimate(
         model_ref=spec.ref,
