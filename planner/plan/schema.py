@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from planner.estimate.types import RunConfig
+from planner.estimate.types import RunConfig, SplitMode
 from planner.io import load_versioned
 from planner.io import read_versioned_json as read_versioned_json  # re-exported: callers import it from here
 from planner.io import write_json_atomic as write_json_atomic  # re-exported
@@ -130,6 +130,8 @@ class Placement(_Closed):
     embedding: bool | None = None
     n_ubatch: int | None = Field(default=None, gt=0, le=2**24)  # llama.cpp -b / -ub the memory was planned for
     note: Text = ""
+    # llama.cpp -sm over several GPUs: recommend plans `layer`; `tensor` (EXPERIMENTAL in b11434) only by hand
+    split_mode: SplitMode = "layer"
 
     def run_config(self) -> RunConfig:
         """The estimator's inputs as planned: what `agiplan estimate` re-runs (report headroom, property tests)."""
@@ -143,6 +145,7 @@ class Placement(_Closed):
             gpu_layers=self.gpu_layers if self.engine != "vllm" else None,
             cpu_moe_layers=self.n_cpu_moe,
             gpu_memory_utilization=self.gpu_memory_utilization or 0.9,
+            split_mode=self.split_mode,
         )
 
     def estimate_quant(self) -> str | None:
