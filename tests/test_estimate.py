@@ -105,24 +105,30 @@ def test_kv_linear_in_context(ctx_blocks: int, parallel: int) -> None:
 
 def test_compute_buffer_reserves_one_output_per_slot(gemma_gguf_path: Path, cat) -> None:  # type: ignore[no-untyped-def]
     """llama-server reserves logits for one output per slot (262144 × 4 B = 1 MiB for Gemma's vocabulary), not
-    for all 512 rows of the ubatch (512 MiB, the library's default), so Gemma 3 270M's buffer is a layer's FFN:
-    f16 masks (4096 + 1024 cells × 512 × 2 B = 5 MiB) + 3 × 2048 × 512 × 4 B + 5 × 640 × 512 × 4 B = 23.25 MiB;
-    the pinned llama-server logs 'CPU compute buffer size = 23.28 MiB' (tests/test_estimate_vs_llama_tools.py)."""
+    for all 512 rows of the ubatch (512 MiB, the library's default), so Gemma 3 270M's buffer is a layer's FFN on
+    top of the graph's inputs: 2 token-embedding rows 2 × 640 × 512 × 4 B, 20 B of ids and positions per token,
+    the output ids (4 B per slot), and per KV cache (global, sliding-window) its f16 mask (4096 + 1024 cells × 512
+    × 2 B = 5 MiB) and K and V row indices (2 × 512 × 8 B); then 3 × 640 × 512 × 4 B and gate, up and their
+    product 3 × 2048 × 512 × 4 B: 24,406,020 B at one slot. The pinned llama-server logs 'CPU compute buffer
+    size = 23.28 MiB' (24,408,096 B; tests/test_estimate_vs_llama_tools.py)."""
     spec = read_gguf(gemma_gguf_path)
     for parallel in (1, 4):
         est = estimate(spec, RunConfig(ctx=4096, parallel=parallel), [], host_device(cat, None, None))
-        assert est.devices[-1].memory.compute_bytes == 23.25 * MIB
+        inputs = 2 * 640 * 512 * 4 + 20 * 512 + 4 * parallel + 5 * MIB + 2 * 2 * 512 * 8
+        assert est.devices[-1].memory.compute_bytes == inputs + 3 * 640 * 512 * 4 + 3 * 2048 * 512 * 4
 
 
 def test_compute_grows_with_context_without_flash_attention(cat) -> None:  # type: ignore[no-untyped-def]
     """Without flash attention the KQ matrix n_kv × n_ubatch × n_head × 4 B grows with the context:
     Llama 3 8B at 131072: 131072 × 512 × 32 × 4 B = 8 GiB (+ Q and the output), far above the 250.5 MiB logits.
-    With flash attention a layer's FFN is the peak: the f16 mask 128 MiB + 3 × 14336 × 512 × 4 B + 5 × 8 MiB."""
+    With flash attention a layer's FFN is the peak: the f16 mask 128 MiB, the K and V row indices (2 × 512 × 8 B),
+    2 token-embedding rows and 3 more hidden-size buffers (5 × 8 MiB), 20 B of ids and positions per token and 4 B
+    of output ids, then gate, up and their product 3 × 14336 × 512 × 4 B."""
     spec = _spec("llama-3.1-8b")
     host = host_device(cat, None, 256)
     fa = estimate(spec, RunConfig(ctx=131072, flash_attn=True), [], host, quant="Q4_K_M")
     nofa = estimate(spec, RunConfig(ctx=131072, flash_attn=False), [], host, quant="Q4_K_M")
-    assert fa.memory.compute_bytes == (128 + 3 * 28 + 5 * 8) * MIB
+    assert fa.memory.compute_bytes == (128 + 3 * 28 + 5 * 8) * MIB + 2 * 512 * 8 + 20 * 512 + 4
     assert nofa.memory.compute_bytes >= 131072 * 512 * 32 * 4
 
 
