@@ -118,6 +118,50 @@ def test_compute_buffer_reserves_one_output_per_slot(gemma_gguf_path: Path, cat)
         assert est.devices[-1].memory.compute_bytes == inputs + 3 * 640 * 512 * 4 + 3 * 2048 * 512 * 4
 
 
+# Gemma 3 270M (640 wide, 4 heads of 256, 1 KV head, 2048 FFN, a global and a 512-token sliding cache) at ctx 4096,
+# ubatch 512, one slot, on the CPU. The graph's inputs, which ggml-alloc places before any node: 2 token-embedding
+# rows, 20 B of ids and positions per token, 4 B of output ids, and per cache K's and V's row indices.
+GEMMA_TOKEN_INPUTS = 2 * 640 * 512 * 4 + 20 * 512 + 4
+GEMMA_ROW_INDICES_FA = 2 * (512 * 8 + 512 * 8)
+
+
+@pytest.mark.parametrize(
+    ("kv", "flash_attn", "expected_bytes", "llama_server_mib"),
+    [
+        # no flash attention: V stored transposed, its row indices 512 × 256 i64 per cache; f32 masks (4096 + 1024
+        # cells) × 512; 3 hidden-size rows; Q's projection (1024 wide > 640) leaves a 2 MiB hole below Q; KQ of a
+        # global layer 4096 × 512 × 4 heads f32
+        (
+            "f16",
+            False,
+            GEMMA_TOKEN_INPUTS + 2 * (512 * 8 + 512 * 256 * 8) + 5120 * 512 * 4
+            + 3 * 640 * 512 * 4 + 2 * 1024 * 512 * 4 + 4096 * 512 * 4 * 4,
+            54.27,
+        ),
+        # q4_0 with flash attention: f16 masks, and each cache's Hadamard rotations 256 × 256 and 64 × 64 f32;
+        # the FFN's gate, up and their product on top
+        (
+            "q4_0",
+            True,
+            GEMMA_TOKEN_INPUTS + GEMMA_ROW_INDICES_FA + 2 * (256 * 256 + 64 * 64) * 4 + 5120 * 512 * 2
+            + 3 * 640 * 512 * 4 + 3 * 2048 * 512 * 4,
+            23.81,
+        ),
+    ],
+)  # fmt: skip
+def test_cpu_compute_sits_above_every_graph_input(  # type: ignore[no-untyped-def]
+    gemma_gguf_path: Path, cat, kv: str, flash_attn: bool, expected_bytes: int, llama_server_mib: float
+) -> None:
+    """The rule of planner/estimate/compute.py for the backend that runs the token embeddings, term by term (read
+    with bench/ggml_alloc_layout.py). The pinned llama-server's log, to its 0.01 MiB: 54.27 MiB without flash
+    attention (the rule before gave 52.00), 23.81 with a q4_0 cache (23.25 before); it also reserves Gemma's
+    4 B per token of row scales, which the rule leaves out (2 KiB)."""
+    cfg = RunConfig(ctx=4096, kv_type_k=kv, kv_type_v=kv, flash_attn=flash_attn)
+    est = estimate(read_gguf(gemma_gguf_path), cfg, [], host_device(cat, None, None))
+    assert est.devices[-1].memory.compute_bytes == expected_bytes
+    assert abs(expected_bytes / MIB - llama_server_mib) < 0.005
+
+
 def test_compute_grows_with_context_without_flash_attention(cat) -> None:  # type: ignore[no-untyped-def]
     """Without flash attention the KQ matrix n_kv × n_ubatch × n_head × 4 B grows with the context:
     Llama 3 8B at 131072: 131072 × 512 × 32 × 4 B = 8 GiB (+ Q and the output), far above the 250.5 MiB logits.
