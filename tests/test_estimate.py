@@ -105,24 +105,74 @@ def test_kv_linear_in_context(ctx_blocks: int, parallel: int) -> None:
 
 def test_compute_buffer_reserves_one_output_per_slot(gemma_gguf_path: Path, cat) -> None:  # type: ignore[no-untyped-def]
     """llama-server reserves logits for one output per slot (262144 × 4 B = 1 MiB for Gemma's vocabulary), not
-    for all 512 rows of the ubatch (512 MiB, the library's default), so Gemma 3 270M's buffer is a layer's FFN:
-    f16 masks (4096 + 1024 cells × 512 × 2 B = 5 MiB) + 3 × 2048 × 512 × 4 B + 5 × 640 × 512 × 4 B = 23.25 MiB;
-    the pinned llama-server logs 'CPU compute buffer size = 23.28 MiB' (tests/test_estimate_vs_llama_tools.py)."""
+    for all 512 rows of the ubatch (512 MiB, the library's default), so Gemma 3 270M's buffer is a layer's FFN on
+    top of the graph's inputs: 2 token-embedding rows 2 × 640 × 512 × 4 B, 20 B of ids and positions per token,
+    the output ids (4 B per slot), and per KV cache (global, sliding-window) its f16 mask (4096 + 1024 cells × 512
+    × 2 B = 5 MiB) and K and V row indices (2 × 512 × 8 B); then 3 × 640 × 512 × 4 B and gate, up and their
+    product 3 × 2048 × 512 × 4 B: 24,406,020 B at one slot. The pinned llama-server logs 'CPU compute buffer
+    size = 23.28 MiB' (24,408,096 B; tests/test_estimate_vs_llama_tools.py)."""
     spec = read_gguf(gemma_gguf_path)
     for parallel in (1, 4):
         est = estimate(spec, RunConfig(ctx=4096, parallel=parallel), [], host_device(cat, None, None))
-        assert est.devices[-1].memory.compute_bytes == 23.25 * MIB
+        inputs = 2 * 640 * 512 * 4 + 20 * 512 + 4 * parallel + 5 * MIB + 2 * 2 * 512 * 8
+        assert est.devices[-1].memory.compute_bytes == inputs + 3 * 640 * 512 * 4 + 3 * 2048 * 512 * 4
+
+
+# Gemma 3 270M (640 wide, 4 heads of 256, 1 KV head, 2048 FFN, a global and a 512-token sliding cache) at ctx 4096,
+# ubatch 512, one slot, on the CPU. The graph's inputs, which ggml-alloc places before any node: 2 token-embedding
+# rows, 20 B of ids and positions per token, 4 B of output ids, and per cache K's and V's row indices.
+GEMMA_TOKEN_INPUTS = 2 * 640 * 512 * 4 + 20 * 512 + 4
+GEMMA_ROW_INDICES_FA = 2 * (512 * 8 + 512 * 8)
+
+
+@pytest.mark.parametrize(
+    ("kv", "flash_attn", "expected_bytes", "llama_server_mib"),
+    [
+        # no flash attention: V stored transposed, its row indices 512 × 256 i64 per cache; f32 masks (4096 + 1024
+        # cells) × 512; 3 hidden-size rows; Q's projection (1024 wide > 640) leaves a 2 MiB hole below Q; KQ of a
+        # global layer 4096 × 512 × 4 heads f32
+        (
+            "f16",
+            False,
+            GEMMA_TOKEN_INPUTS + 2 * (512 * 8 + 512 * 256 * 8) + 5120 * 512 * 4
+            + 3 * 640 * 512 * 4 + 2 * 1024 * 512 * 4 + 4096 * 512 * 4 * 4,
+            54.27,
+        ),
+        # q4_0 with flash attention: f16 masks, and each cache's Hadamard rotations 256 × 256 and 64 × 64 f32;
+        # the FFN's gate, up and their product on top
+        (
+            "q4_0",
+            True,
+            GEMMA_TOKEN_INPUTS + GEMMA_ROW_INDICES_FA + 2 * (256 * 256 + 64 * 64) * 4 + 5120 * 512 * 2
+            + 3 * 640 * 512 * 4 + 3 * 2048 * 512 * 4,
+            23.81,
+        ),
+    ],
+)  # fmt: skip
+def test_cpu_compute_sits_above_every_graph_input(  # type: ignore[no-untyped-def]
+    gemma_gguf_path: Path, cat, kv: str, flash_attn: bool, expected_bytes: int, llama_server_mib: float
+) -> None:
+    """The rule of planner/estimate/compute.py for the backend that runs the token embeddings, term by term (read
+    with bench/ggml_alloc_layout.py). The pinned llama-server's log, to its 0.01 MiB: 54.27 MiB without flash
+    attention (the rule before gave 52.00), 23.81 with a q4_0 cache (23.25 before); it also reserves Gemma's
+    4 B per token of row scales, which the rule leaves out (2 KiB)."""
+    cfg = RunConfig(ctx=4096, kv_type_k=kv, kv_type_v=kv, flash_attn=flash_attn)
+    est = estimate(read_gguf(gemma_gguf_path), cfg, [], host_device(cat, None, None))
+    assert est.devices[-1].memory.compute_bytes == expected_bytes
+    assert abs(expected_bytes / MIB - llama_server_mib) < 0.005
 
 
 def test_compute_grows_with_context_without_flash_attention(cat) -> None:  # type: ignore[no-untyped-def]
     """Without flash attention the KQ matrix n_kv × n_ubatch × n_head × 4 B grows with the context:
     Llama 3 8B at 131072: 131072 × 512 × 32 × 4 B = 8 GiB (+ Q and the output), far above the 250.5 MiB logits.
-    With flash attention a layer's FFN is the peak: the f16 mask 128 MiB + 3 × 14336 × 512 × 4 B + 5 × 8 MiB."""
+    With flash attention a layer's FFN is the peak: the f16 mask 128 MiB, the K and V row indices (2 × 512 × 8 B),
+    2 token-embedding rows and 3 more hidden-size buffers (5 × 8 MiB), 20 B of ids and positions per token and 4 B
+    of output ids, then gate, up and their product 3 × 14336 × 512 × 4 B."""
     spec = _spec("llama-3.1-8b")
     host = host_device(cat, None, 256)
     fa = estimate(spec, RunConfig(ctx=131072, flash_attn=True), [], host, quant="Q4_K_M")
     nofa = estimate(spec, RunConfig(ctx=131072, flash_attn=False), [], host, quant="Q4_K_M")
-    assert fa.memory.compute_bytes == (128 + 3 * 28 + 5 * 8) * MIB
+    assert fa.memory.compute_bytes == (128 + 3 * 28 + 5 * 8) * MIB + 2 * 512 * 8 + 20 * 512 + 4
     assert nofa.memory.compute_bytes >= 131072 * 512 * 32 * 4
 
 

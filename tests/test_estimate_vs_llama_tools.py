@@ -56,16 +56,16 @@ def _measure(tools: LlamaTools, path: Path, cfg: RunConfig, embeddings: bool = F
     return measured
 
 
-def _assert_matches(pred: MemoryParts, measured: BufferSizes, kv_lines: int, known_gap_mib: float = 0.0) -> None:
-    """KV and weights to the printed rounding; compute within 2 %, or short of the measurement by no more than a
-    gap the estimate is known to leave (`known_gap_mib`, named where a case passes one)."""
+def _assert_matches(pred: MemoryParts, measured: BufferSizes, kv_lines: int, compute_lines: int | None = None) -> None:
+    """KV and weights to the printed rounding; compute within 2 %, and to the printed rounding where a case says
+    how many compute lines llama.cpp printed (`compute_lines`: the cases the estimate follows to the byte)."""
     compute = measured.total("compute")
     assert compute > 0
     assert abs(pred.kv_cache_bytes - measured.total("KV")) <= kv_lines * ROUNDING
     assert abs(pred.weights_bytes - measured.total("model")) <= 2 * ROUNDING  # CPU_Mapped + CPU_REPACK lines
-    within = abs(pred.compute_bytes / compute - 1) <= COMPUTE_TOLERANCE
-    known = 0 <= compute - pred.compute_bytes <= known_gap_mib * MIB
-    assert within or known, (pred.compute_bytes / MIB, compute / MIB)
+    assert abs(pred.compute_bytes / compute - 1) <= COMPUTE_TOLERANCE, (pred.compute_bytes / MIB, compute / MIB)
+    if compute_lines is not None:
+        assert abs(pred.compute_bytes - compute) <= compute_lines * ROUNDING, (pred.compute_bytes / MIB, compute / MIB)
 
 
 def test_the_estimate_names_the_pinned_build(tools: LlamaTools) -> None:
@@ -77,25 +77,23 @@ def test_the_estimate_names_the_pinned_build(tools: LlamaTools) -> None:
         assert importlib.metadata.version(PINNED_PACKAGE) == PINNED_VERSION
 
 
-# Gemma 3 270M without flash attention: llama-server reserves 2.27 MiB more than the estimate per 512 tokens of
-# ubatch (54.27 vs 52.00 MiB at ctx 4096: -4.2 %; 0.5 at ubatch 128), in the global layer's attention; with a
-# quantized KV cache and flash attention 0.56 MiB more (27.81 vs 27.25 at q8_0). Neither is modelled yet; both
-# are pinned here so that a change shows.
-GAP_NO_FA_MIB_PER_512 = 2.3
-GAP_QUANTIZED_KV_FA_MIB = 0.6
-
+# Gemma 3 270M: every case to the printed 0.01 MiB (one compute line). Without flash attention the V cache is
+# stored transposed and its row indices are an input of n_tokens × 256 i64 per cache, and Q's projection (1024
+# wide, more than the 640 of a hidden row) leaves a hole below KQ: 54.27 MiB at ctx 4096, where the rule before
+# this one said 52.00 (-4.2 %). With a quantized cache the Hadamard rotations (256² and 64² f32 per cache) are
+# inputs too: 27.81 MiB at q8_0 (27.25 before, -2.0 %).
 GEMMA_CONFIGS = [
-    # (ctx per slot, slots, kv type, flash attention, swa_full, n_ubatch)
+    # (ctx per slot, slots, kv type, flash attention, swa_full, n_ubatch); llama-server's MiB in the comments
     (4096, 1, "f16", False, False, 512),  # issue #13's case: 54.27 MiB in llama-server (530.27 in the library)
-    (4096, 1, "f16", True, False, 512),
-    (32768, 1, "f16", False, False, 512),  # the KQ matrix and mask grow with the context
-    (32768, 1, "f16", True, False, 512),
-    (2048, 4, "f16", True, False, 512),  # 4 streams
-    (2048, 4, "f16", False, False, 512),
-    (8192, 1, "q8_0", True, False, 512),
-    (4096, 1, "q4_0", True, False, 512),
-    (4096, 1, "f16", True, True, 512),  # swa_full: both masks the full context
-    (1000, 1, "f16", False, False, 128),  # padded context, small ubatch
+    (4096, 1, "f16", True, False, 512),  # 23.28
+    (32768, 1, "f16", False, False, 512),  # 334.27: the KQ matrix and mask grow with the context
+    (32768, 1, "f16", True, False, 512),  # 51.28
+    (2048, 4, "f16", True, False, 512),  # 21.28: 4 streams
+    (2048, 4, "f16", False, False, 512),  # 34.27
+    (8192, 1, "q8_0", True, False, 512),  # 27.81
+    (4096, 1, "q4_0", True, False, 512),  # 23.81
+    (4096, 1, "f16", True, True, 512),  # 26.28: swa_full, both masks the full context
+    (1000, 1, "f16", False, False, 128),  # 5.01: padded context, small ubatch
     (16384, 1, "f16", True, False, 1024),
 ]
 
@@ -109,8 +107,7 @@ def test_gemma_memory_matches_llama_server(
         ctx=ctx, parallel=parallel, kv_type_k=kv, kv_type_v=kv, flash_attn=fa, swa_full=swa_full, n_ubatch=ubatch
     )
     measured = _measure(tools, gemma_gguf_path, cfg)
-    gap = (0.0 if fa else GAP_NO_FA_MIB_PER_512 * ubatch / 512) + (GAP_QUANTIZED_KV_FA_MIB if kv != "f16" else 0.0)
-    _assert_matches(_predicted(read_gguf(gemma_gguf_path), cfg), measured, kv_lines=2, known_gap_mib=gap)
+    _assert_matches(_predicted(read_gguf(gemma_gguf_path), cfg), measured, kv_lines=2, compute_lines=1)
     assert measured.total("output") == 262144 * parallel * 4  # logits of one output per slot
 
 
@@ -126,12 +123,16 @@ def _cut(arch: ModelArch, n_layers: int) -> ModelArch:
 
 SYNTHETIC = [
     # (catalog id, layers kept, quant, ctx, slots, flash attention); measured vs predicted MiB in the comments
-    ("llama-3-8b", 2, "Q4_K_M", 8192, 1, True),  # 132.02 vs 132.00
-    ("llama-3-8b", 2, "Q4_K_M", 8192, 1, False),  # 580.01 vs 580.00: the KQ matrix
+    ("llama-3-8b", 2, "Q4_K_M", 8192, 1, True),  # 132.02 vs 132.02
+    ("llama-3-8b", 2, "Q4_K_M", 8192, 1, False),  # 580.01 vs 580.01: the KQ matrix
     ("qwen2.5-7b", 2, "Q4_K_M", 4096, 2, False),  # QKV biases, 152k vocabulary, 2 slots
-    ("mistral-7b", 2, "Q4_K_M", 16384, 1, True),  # 140.02 vs 140.00
-    ("gemma-3-27b", 6, "Q4_K_M", 8192, 1, False),  # SWA 5:1; 599.52 vs 597.00
-    ("qwen3-30b-a3b", 2, "Q4_K_M", 8192, 1, True),  # MoE, 8 of 128 experts: the down projections; 96.02 vs 96.00
+    ("mistral-7b", 2, "Q4_K_M", 16384, 1, True),  # 140.02 vs 140.02
+    # SWA 5:1; 599.52 vs 607.52 (+1.3 %): in the 6-layer cut no layer after the global one reads the sliding
+    # cache, so its inputs are freed by then, the residual stream moves into their space and Q into the slot it
+    # left, below KQ (bench/ggml_alloc_layout.py). With sliding layers after the global one, as in the full model,
+    # the rule holds to the byte: an 8-layer cut measured and predicted 607.52 MiB.
+    ("gemma-3-27b", 6, "Q4_K_M", 8192, 1, False),
+    ("qwen3-30b-a3b", 2, "Q4_K_M", 8192, 1, True),  # MoE, 8 of 128 experts: the down projections; 96.02 vs 96.02
 ]
 
 
