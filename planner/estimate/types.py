@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from planner.estimate.speculative import DraftConfig, SpeculativeSpeed
 from planner.model.arch import ModelArch, ModelWeights, Source
 
 DeviceKind = Literal["gpu", "cpu"]
@@ -82,6 +83,7 @@ class RunConfig:
     vllm_version: str = "0.11.0"  # vLLM: the version whose memory profile is modelled (engines.vllm_profile)
     depth_tokens: int = 0  # context already in the KV cache when decode speed is quoted (tg128 ~ 0)
     prompt_tokens: int = 512  # prompt length prefill speed is quoted for (llama-bench pp512)
+    draft: DraftConfig | None = None  # speculative decoding with a draft model (llama.cpp -md)
 
     def batch_sizes(self) -> tuple[int, int]:
         """(n_batch, n_ubatch) as set, llama.cpp's defaults where not."""
@@ -190,6 +192,30 @@ class Suggestion:
 
 
 @dataclass(frozen=True)
+class DraftEstimate:
+    """The draft model of an estimate: its memory on each device (part of the estimate's devices, same order),
+    the speed with it (`speed`, at the estimate's slots; `single` at one slot) and the target's without it."""
+
+    model_ref: str
+    model_name: str
+    quant: str | None
+    n_layers: int
+    gpu_layers: int  # llama.cpp -ngld
+    memory: tuple[MemoryParts, ...]
+    speed: SpeculativeSpeed
+    single: SpeculativeSpeed
+    plain_speed: Speed
+    acceptance_source: Source
+
+    @property
+    def total(self) -> MemoryParts:
+        total = MemoryParts()
+        for m in self.memory:
+            total = total + m
+        return total
+
+
+@dataclass(frozen=True)
 class Estimate:
     """The answer for one model, quantization, run configuration and set of devices."""
 
@@ -205,6 +231,7 @@ class Estimate:
     notes: tuple[str, ...] = ()
     suggestions: tuple[Suggestion, ...] = field(default=())
     cpu_moe_layers: int = 0  # MoE: layers whose routed experts stay on the CPU (llama.cpp --n-cpu-moe)
+    draft: DraftEstimate | None = None  # speculative decoding: the draft's part (already in `devices`, `speed`)
 
     @property
     def memory(self) -> MemoryParts:
