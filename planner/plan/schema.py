@@ -7,7 +7,8 @@ JSON shape (stable keys, issue #3):
      options[] {kind, servers[] {name, new, cost_usd, hardware, cpu, ram_bytes, devices[] {id, index, kind,
                 used_bytes, capacity_bytes, memory{...}},
                 placements[] {role, model, quant, ctx, parallel, engine, devices, gpu_indices, memory_bytes,
-                              memory{...}, decode_tok_s, ...}, services[]},
+                              memory{...}, decode_tok_s, draft{model, quant, n_max, n_min, acceptance,
+                              gpu_layers, memory_bytes, speedup} | null, ...}, services[]},
                 total_cost_usd, meets_targets, quality_score, why, failing_roles[]},
      recommended, assumptions[]}
 """
