@@ -1,6 +1,6 @@
 """deploy with a draft model: llama-server's -md / --spec-* / -ngld / -devd / -ctkd flags (each a flag of the pinned
-b11434's option table), fetch.sh downloading the draft's file, vLLM's --speculative-config as its docs write it, and
-Ollama's note that it has no speculative decoding."""
+b11434's option table), fetch.sh downloading the draft's file, vLLM's --speculative-config as its docs write it,
+Ollama's note that it has no speculative decoding, and the report naming the draft."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from test_report_fixtures import GIB, mem, placement
 
 from planner.deploy import build_deployment
 from planner.deploy.fetch import fetch_script
 from planner.plan.schema import PLAN_SCHEMA_VERSION, Placement, Plan, PlanDraft, PlanOption, PlanServer
+from planner.report import build_report, render_markdown
 
 README_B11434 = Path(__file__).parent / "data" / "llama_server_readme_options_b11434.md"
 DRAFT = PlanDraft(
@@ -89,3 +91,16 @@ def test_ollama_says_it_has_no_speculative_decoding() -> None:
     dep = build_deployment(_plan(p, ["rtx-4090", "rtx-4090"]), "main")
     assert any("Ollama has no speculative decoding" in n and "×1.86" in n for n in dep.notes)
     assert all("-md" not in proc.argv for proc in dep.processes)
+
+
+@pytest.mark.parametrize(
+    ("lang", "phrase"),
+    [
+        ("en", "Llama 3.3 70B + draft Llama 3.2 3B Instruct Q4_K_M (decode ×1.86)"),
+        ("ru", "Llama 3.3 70B + черновая модель Llama 3.2 3B Instruct Q4_K_M (декодирование ×1.86)"),
+    ],
+)
+def test_report_names_the_draft(lang: str, phrase: str) -> None:
+    """The report's role table says which draft a role runs with and the speed-up the plan counted."""
+    report = build_report(_plan(_reasoner(), ["rtx-4090", "rtx-4090"]), [], margins=False, deployment=False)
+    assert phrase in render_markdown(report, lang)
