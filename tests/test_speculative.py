@@ -117,7 +117,8 @@ def _host():  # type: ignore[no-untyped-def]
 
 def test_draft_memory_is_its_own_context_at_the_targets_ctx() -> None:
     """The draft adds what it would take alone at the same ctx × slots (llama.cpp gives the draft context the
-    target's n_ctx), less the process baseline counted once; its KV is its own layers' at that ctx."""
+    target's n_ctx), less the process baseline counted once; its KV is its own layers' at that ctx. The target's
+    output buffer grows to k + 1 rows per slot for verification (src/llama-context.cpp output_reserve)."""
     target, draft = resolve_model("gemma-3-27b"), resolve_model("gemma-3-270m")
     cfg = RunConfig(ctx=8192, parallel=2)
     alone = estimate(draft, cfg, [], _host(), suggest=False).devices[-1].memory
@@ -130,7 +131,11 @@ def test_draft_memory_is_its_own_context_at_the_targets_ctx() -> None:
         alone.kv_cache_bytes,
         alone.compute_bytes,
     )
-    assert d.overhead_bytes == alone.overhead_bytes - 150 * MIB  # the 150 MiB process baseline, once
+    # its output buffer (the 150 MiB process baseline counted once), and the target's output buffer grown from one
+    # row per slot to k + 1 = 4: 2 slots × 3 more rows × Gemma 3 27B's 262,208 tokens × 4 B
+    verify = 2 * 3 * 262208 * 4
+    assert with_draft.draft.verify_output_bytes == verify
+    assert d.overhead_bytes == alone.overhead_bytes - 150 * MIB + verify
     assert with_draft.devices[-1].memory == plain + d
 
 

@@ -132,7 +132,10 @@ def test_deployed_draft_runs_and_its_memory_matches(tools: LlamaTools, gemma_ggu
     assert abs(d.weights_bytes - draft.total("model")) <= 2 * ROUNDING
     assert abs(d.kv_cache_bytes - draft.total("KV")) <= 2 * ROUNDING
     assert abs(d.compute_bytes / draft.total("compute") - 1) <= 0.02, (d.compute_bytes / MIB, draft.total("compute"))
-    assert abs(d.overhead_bytes - draft.total("output")) <= ROUNDING  # the draft's logits: one output per slot
+    # the draft's logits, one output per slot, printed at load; the target's output buffer grows to k + 1 = 5 rows per
+    # slot at the first verification (not printed at -lv 4): 2 slots × 4 more rows × 262,144 tokens × 4 B = 8 MiB
+    assert est.draft.verify_output_bytes == 2 * 4 * 262144 * 4
+    assert abs(d.overhead_bytes - est.draft.verify_output_bytes - draft.total("output")) <= ROUNDING
     # the target's own buffers are unchanged by the draft: those of the same plan without it
     alone = estimate(
         resolve_model(placement.model), placement.model_copy(update={"draft": None}).run_config(), [],

@@ -23,7 +23,12 @@ from planner.estimate.kv import (
     vllm_page_bytes,
 )
 from planner.estimate.placement import LayerTable, Placement, device_usages, layer_table, place_layers
-from planner.estimate.speculative import SPECULATIVE_SOURCE, SpeculativeSpeed, speculative_speed
+from planner.estimate.speculative import (
+    SPECULATIVE_SOURCE,
+    SpeculativeSpeed,
+    speculative_speed,
+    verification_output_bytes,
+)
 from planner.estimate.speed import DeviceLoad, attention_flops_per_position, estimate_speed, weight_family
 from planner.estimate.types import (
     Device,
@@ -150,6 +155,9 @@ def _estimate_with_draft(
         )
         for u in dest.devices
     )
+    # verifying k drafted tokens per slot grows the target's host output buffer (speculative.verification_output_bytes)
+    verify_bytes = verification_output_bytes(spec.arch.vocab_size, cfg.parallel, draft.n_max, plain.batch_sizes()[0])
+    draft_mem = (*draft_mem[:-1], draft_mem[-1] + MemoryParts(overhead_bytes=verify_bytes))
     taken = [
         replace(u.device, reserved_bytes=u.device.reserved_bytes + m.total_bytes)
         for u, m in zip(dest.devices, draft_mem, strict=True)
@@ -216,6 +224,7 @@ def _estimate_with_draft(
             single=single,
             plain_speed=est.speed,
             acceptance_source=draft.acceptance_source,
+            verify_output_bytes=verify_bytes,
         ),
     )
     if suggest and not result.fits:

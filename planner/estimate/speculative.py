@@ -71,6 +71,16 @@ SPECULATIVE_SOURCE = (
 )
 
 
+def verification_output_bytes(vocab_size: int, slots: int, n_draft: int, n_batch: int) -> int:
+    """What the target's host output buffer grows by to verify drafts: llama_context::output_reserve sizes it for
+    max(outputs of the batch, slots) rows of n_vocab floats (src/llama-context.cpp), one row per slot at load, and
+    a verification batch asks for k + 1 rows per slot, at most n_batch (server_output_limits,
+    tools/server/server-context.cpp). The load log does not show it: the buffer is reallocated at the first
+    verification."""
+    rows = min(n_batch, slots * (n_draft + 1))
+    return max(0, rows - slots) * vocab_size * 4
+
+
 def default_acceptance(task: str | None) -> float:
     """The acceptance rate assumed for a role's task (ACCEPTANCE_BY_TASK), free text's for any other."""
     return ACCEPTANCE_BY_TASK.get(task or "", DEFAULT_ACCEPTANCE)

@@ -193,8 +193,10 @@ class Suggestion:
 
 @dataclass(frozen=True)
 class DraftEstimate:
-    """The draft model of an estimate: its memory on each device (part of the estimate's devices, same order),
-    the speed with it (`speed`, at the estimate's slots; `single` at one slot) and the target's without it."""
+    """The draft model of an estimate: what it adds on each device (part of the estimate's devices, same order: its
+    own context's weights, KV, compute and output buffer, and on the host the target's output buffer grown for
+    verification), the speed with it (`speed`, at the estimate's slots; `single` at one slot) and the target's
+    without it."""
 
     model_ref: str
     model_name: str
@@ -206,9 +208,11 @@ class DraftEstimate:
     single: SpeculativeSpeed
     plain_speed: Speed
     acceptance_source: Source
+    verify_output_bytes: int = 0  # the target's output buffer grown for k + 1 rows per slot (host, in `memory[-1]`)
 
     @property
     def total(self) -> MemoryParts:
+        """Everything the draft adds: its own context's buffers and the target's larger output buffer."""
         total = MemoryParts()
         for m in self.memory:
             total = total + m
