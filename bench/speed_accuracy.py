@@ -8,7 +8,7 @@ fit's residuals, not an independent validation — except the rows marked `held_
 
 Then the split-half evaluation of issue #13 (`split_half`): the published runs in CASES, by metric
 (one-stream decode, prefill, aggregate decode at >= 4 sequences) and group (consumer GPU, datacenter GPU,
-multi-GPU, CPU, AMD), alternate between a fit half and a test half; the factors added for batched decode,
+multi-GPU, llama.cpp -sm tensor, vLLM TP, CPU, AMD), alternate between a fit half and a test half; the factors added for batched decode,
 layer split, prompt length, datacenter parts and vLLM were set on the fit half, and the table reports the
 test half (median |error|), with and without the one-number correction the fit half would still suggest.
 """
@@ -22,7 +22,7 @@ from planner.catalog import load_catalog
 from planner.estimate.devices import gpu_devices, host_device, unified_host
 from planner.estimate.estimate import estimate
 from planner.estimate.types import Device, RunConfig
-from planner.model.arch import ModelArch, ModelSpec, Source
+from planner.model.arch import ExpertSpec, ModelArch, ModelSpec, Source
 from planner.sources.resolve import resolve_model
 from planner.units import GIB
 
@@ -360,6 +360,11 @@ class Case:
     flash_attn: bool = True
     host_cpu: str | None = None
     gpu_layers: int | None = None
+    split_mode: str = "layer"
+    # -sm tensor rows: the same test's -sm layer figure; predicted = it × agiplan's tensor / layer ratio, which
+    # checks the split-mode model apart from the model's own single-card error
+    layer_tok_s: float | None = None
+    vllm_version: str = ""  # vLLM rows: the version that ran (empty: agiplan's default)
 
 
 def _ub(gpu: str, model: str, quant: str, b: int, value: float, src: str) -> Case:
@@ -784,7 +789,103 @@ CASES += [
 ]
 
 
-GROUP_ORDER = ("consumer GPU", "datacenter GPU", "multi-GPU", "CPU", "AMD", "unified memory")
+# gpt-oss 120B (openai/gpt-oss-120b config.json): 36 layers, hidden 2880, 64 heads / 8 KV heads of 64, 128 experts
+# of width 2880 with 4 active, vocab 201088, a 128-token window on every other layer, 116.83 B params. MXFP4 is
+# not among agiplan's quants: Q4_0 (4.5 bpw, the same 'q4' kernel family) stands in for MXFP4 (4.25 bpw).
+GPT_OSS_120B = ModelArch(
+    name="gpt-oss 120B",
+    architecture="gpt-oss",
+    n_layers=36,
+    hidden_size=2880,
+    n_heads=64,
+    n_kv_heads=8,
+    head_dim_k=64,
+    head_dim_v=64,
+    ffn_size=2880,
+    vocab_size=201088,
+    context_trained=131072,
+    source=Source("formula", "openai/gpt-oss-120b config.json"),
+    sliding_window=128,
+    swa_layers=tuple(i % 2 == 0 for i in range(36)),
+    experts=ExpertSpec(count=128, active=4, ffn_size=2880),
+    params_total=116_829_156_672,
+)
+TP_PR = f"{CSV} rows 222-233 (PR #19378, 4 x RTX 4090)"
+CASES += [
+    Case(
+        f"4 × 4090 · gpt-oss 120B -sm tensor {test}",
+        ModelSpec(ref="gpt-oss-120b", arch=GPT_OSS_120B),
+        "Q4_0",
+        ("rtx-4090",) * 4,
+        metric,
+        tensor,
+        TP_PR,
+        prompt_tokens=prompt,
+        depth_tokens=depth,
+        split_mode="tensor",
+        layer_tok_s=layer,
+    )
+    # fit / test alternate within each metric: decode d0 (fit), d65536 (test); prefill pp512 d0 (fit), pp8192 d0
+    # (test), pp512 @ d65536 (fit), pp8192 @ d65536 (test)
+    for test, metric, prompt, depth, layer, tensor in (
+        ("tg128", "decode", 512, 0, 180.36, 179.79),
+        ("tg128 @ d65536", "decode", 512, 65536, 118.65, 147.89),
+        ("pp512", "prefill", 512, 0, 3822.24, 5446.21),
+        ("pp8192", "prefill", 8192, 0, 4675.65, 5211.46),
+        ("pp512 @ d65536", "prefill", 512, 65536, 2308.57, 3538.01),
+        ("pp8192 @ d65536", "prefill", 8192, 65536, 3034.32, 3762.05),
+    )
+]
+
+
+# vLLM 0.5.4 tensor parallel = n_gpus (LambdaLabsML/vllm-benchmark benchmark_v0.md, "Tensor Parallel v.s. Data
+# Parallel"): output tok/s of a burst of 320 ShareGPT prompts at max-num-seqs 256, on 1 / 2 / 4 / 8 SXM cards
+# (NVLink). Modelled as aggregate decode at 256 sequences, 300 tokens deep (ShareGPT prompts and replies average a
+# few hundred tokens: an assumption). 70B at TP 1 is left out: one 80 GB card holds its FP8 weights and about 7k
+# tokens of KV, so the burst ran a handful of sequences at a time, not 256.
+VLLM_TP = f"{CSV} rows 125-172 (LambdaLabsML/vllm-benchmark, vLLM 0.5.4)"
+CASES += [
+    Case(
+        f"{n} × {gpu} · {model} {quant} vLLM 0.5.4 TP{n} burst",
+        model,
+        quant,
+        (gpu,) * n,
+        "batched",
+        value,
+        f"{VLLM_TP} row {row}",
+        slots=256,
+        depth_tokens=300,
+        engine="vllm",
+        vllm_version="0.5.4",
+    )
+    for gpu, model, quant, runs in (
+        (
+            "a100-80gb",
+            "llama-3.1-8b",
+            "FP8",
+            ((1, 1517.54, 125), (2, 1854.27, 129), (4, 1899.76, 134), (8, 1972.26, 141)),
+        ),
+        ("h100", "llama-3.1-8b", "FP8", ((1, 3400.4, 149), (2, 3688.64, 153), (4, 3475.27, 158), (8, 3931.83, 165))),
+        (
+            "a100-80gb",
+            "mistral-7b-v0.3",
+            "BF16",
+            ((1, 1591.4, 127), (2, 1861.61, 131), (4, 2228.35, 136), (8, 2381.43, 144)),
+        ),
+        (
+            "h100",
+            "mistral-7b-v0.3",
+            "BF16",
+            ((1, 3281.19, 151), (2, 3758.54, 155), (4, 4133.32, 160), (8, 4397.11, 168)),
+        ),
+        ("a100-80gb", "llama-3.1-70b", "FP8", ((2, 662.64, 130), (4, 956.53, 135), (8, 1162.78, 142))),
+        ("h100", "llama-3.1-70b", "FP8", ((2, 1727.69, 154), (4, 2242.99, 159), (8, 2572.8, 166))),
+    )
+    for n, value, row in runs
+]
+
+
+GROUP_ORDER = ("consumer GPU", "datacenter GPU", "multi-GPU", "-sm tensor", "vLLM TP", "CPU", "AMD", "unified memory")
 
 
 def case_group(c: Case, cat: object) -> str:
@@ -793,6 +894,10 @@ def case_group(c: Case, cat: object) -> str:
     assert isinstance(cat, Catalog)
     if not c.gpus:
         return "CPU"
+    if c.split_mode == "tensor":
+        return "-sm tensor"
+    if (c.engine == "vllm" and len(c.gpus) > 1) or c.vllm_version:
+        return "vLLM TP"
     if len(c.gpus) > 1:
         return "multi-GPU"
     g = cat.gpu(c.gpus[0])
@@ -804,6 +909,12 @@ def case_group(c: Case, cat: object) -> str:
 
 
 def predict_case(c: Case) -> float:
+    if c.layer_tok_s is not None:
+        return c.layer_tok_s * _predict(c) / _predict(replace(c, split_mode="layer"))
+    return _predict(c)
+
+
+def _predict(c: Case) -> float:
     cat = load_catalog()
     spec = resolve_model(c.model) if isinstance(c.model, str) else c.model
     host = host_device(cat, c.host_cpu, 128 if c.host_cpu is None or c.host_cpu.startswith(("epyc", "thread")) else 64)
@@ -815,7 +926,10 @@ def predict_case(c: Case) -> float:
         gpu_layers=c.gpu_layers,
         depth_tokens=c.depth_tokens,
         prompt_tokens=c.prompt_tokens,
+        split_mode=c.split_mode,  # type: ignore[arg-type]
     )
+    if c.vllm_version:
+        cfg = replace(cfg, vllm_version=c.vllm_version)
     host = unified_host(cat, list(c.gpus), host)
     est = estimate(spec, cfg, gpu_devices(cat, list(c.gpus)), host, quant=c.quant, suggest=False)
     sp = est.speed

@@ -41,6 +41,8 @@ LLAMA_SERVER_FLAGS_B11434 = {
     "--models-preset",  # | `--models-preset PATH` | INI file containing model presets for the router server
     "--models-max",  # | `--models-max N` | maximum number of models to load simultaneously
     "--sleep-idle-seconds",  # | `--sleep-idle-seconds SECONDS` | idleness after which the server will sleep
+    "-sm", "--split-mode",  # | `-sm, --split-mode {none,layer,row,tensor}` | ... tensor: ... EXPERIMENTAL
+    "-fit", "--fit",  # | `-fit, --fit [on\|off]` | whether to adjust unset arguments to fit in device memory
 }  # fmt: skip
 LLAMA_SERVER_SOURCE = "llama.cpp tools/server/README.md"
 
@@ -208,3 +210,24 @@ def test_moe_expert_offload_becomes_n_cpu_moe() -> None:
     argv = server_argv(server, moe, 8080, "/models")
     assert argv[argv.index("--n-cpu-moe") + 1] == "8"
     assert "--n-cpu-moe" not in server_argv(server, dense, 8081, "/models")
+
+
+def test_tensor_split_mode_is_passed_on() -> None:
+    """A placement planned with split mode tensor starts with `-sm tensor -fit off` and no memory-proportional
+    -ts (tensor mode splits evenly; llama.cpp docs/multi-gpu.md: --fit is not supported with tensor); a layer
+    split keeps -ts and gets no -sm (layer is llama-server's default)."""
+    from test_report_fixtures import main_server, placement
+
+    from planner.deploy.llama_cpp import server_argv
+
+    layer = placement("reasoner", "llama-3-70b", "Llama 3 70B")
+    layer = layer.model_copy(update={"gpu_indices": [0, 1]})
+    tensor = layer.model_copy(update={"role": "fast", "split_mode": "tensor"})
+    server = main_server([layer, tensor])
+    argv = server_argv(server, tensor, 8080, "/models")
+    assert argv[argv.index("-sm") + 1] == "tensor"
+    assert argv[argv.index("-fit") + 1] == "off"
+    assert "-ts" not in argv
+    plain = server_argv(server, layer, 8081, "/models")
+    assert "-ts" in plain and "-sm" not in plain
+    assert set(flags(argv)) <= FLAGS_BY_PROGRAM["llama-server"]

@@ -89,3 +89,24 @@ def test_v0_graphs_come_out_of_the_margin_not_the_kv(cat: Catalog) -> None:
 def test_a_version_that_is_not_a_number_is_one_line(bad: str) -> None:
     with pytest.raises(EstimateError, match="is not a version number"):
         vllm_profile(bad, 8192, 24 * GIB, "x")
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_tensor_parallel_memory_per_gpu(cat: Catalog, tp: int) -> None:
+    """vLLM tensor parallel (--tensor-parallel-size = the GPUs; vLLM docs "Distributed inference and serving"):
+    each rank loads 1 / TP of the weights and of the KV heads, its profile run's FFN activations shrink by TP
+    (8192 batched tokens on an H100 × bf16 × (3 × hidden + 3 × ffn / TP)), and every rank keeps its own CUDA
+    graphs (512 MiB) and non-torch memory, NCCL buffers included (500 MiB: vLLM issues #10517, #13061)."""
+    spec = resolve_model("llama-3.1-70b")
+    cfg = RunConfig(engine="vllm", ctx=8192, gpu_memory_utilization=0.9)
+    gpus = [gpu_device(cat, "h100")] * tp
+    est = estimate(spec, cfg, gpus, host_device(cat, None, 256), quant="BF16", suggest=False)
+    rules = rules_for("vllm")
+    assert len([u for u in est.devices if u.device.is_gpu]) == tp
+    for u in est.devices[:tp]:
+        assert u.memory.weights_bytes == -(-est.weights.total_bytes // tp)
+        assert u.memory.compute_bytes == 8192 * 2 * (3 * 8192 + 3 * 28672 // tp)
+        assert u.memory.overhead_bytes == rules.cuda_graph_bytes + rules.non_torch_bytes == 1012 * 2**20
+    # KV pages: 8 KV heads split over the ranks, 16 tokens × 80 layers × (128 + 128) × 2 B each
+    per_rank_token = 80 * (8 // tp) * 256 * 2
+    assert est.devices[0].memory.kv_cache_bytes // per_rank_token == pytest.approx(est.kv_capacity_tokens, abs=16)

@@ -39,7 +39,8 @@ def recommend_command(
         list[str] | None, typer.Option("--allow", help="Only these catalog CPU/GPU ids may be bought.")
     ] = None,
     what_if: Annotated[
-        list[str] | None, typer.Option("--what-if", help='"+1 rtx-4090", "reasoner.ctx=32768", "budget=3000".')
+        list[str] | None,
+        typer.Option("--what-if", help='"+1 rtx-4090", "reasoner.ctx=32768", "budget=3000", "link=10GbE".'),
     ] = None,
     fmt: Annotated[
         Format,

@@ -7,6 +7,8 @@ Flags (llama.cpp tools/server/README.md; tools/rpc/README.md and rpc-server.cpp 
   -np N       slots (conversations at once)
   -ngl N      layers on GPUs (repeating layers + output head, as the estimator counts them)
   -ts N0,N1   proportions per visible GPU (only with two or more GPUs)
+  -sm tensor -fit off   a placement planned with split mode tensor (EXPERIMENTAL: the cards share every layer,
+              weights and KV split evenly; --fit does not support it, docs/multi-gpu.md)
   -ctk/-ctv   KV cache types; -fa on|off   flash attention
   -dev none   CPU only (no offload); --rpc host:port,...   remote ggml-rpc-server devices
   --embeddings  embedding models: without it llama-server answers /v1/embeddings with 501 "This server does
@@ -89,7 +91,9 @@ def model_flags(server: PlanServer, p: Placement, models_dir: str, rpc: list[str
     argv = ["-c", str(p.ctx * p.parallel), "-np", str(p.parallel), "-ngl", str(p.gpu_layers)]
     if p.n_cpu_moe:
         argv += ["--n-cpu-moe", str(p.n_cpu_moe)]
-    if len(p.gpu_indices) > 1 and not rpc:
+    if p.split_mode == "tensor":  # the cards share every layer, -ts even; --fit cannot size this mode (b11434)
+        argv += ["-sm", "tensor", "-fit", "off"]
+    elif len(p.gpu_indices) > 1 and not rpc:
         argv += ["-ts", ",".join(str(x) for x in tensor_split(server, p))]
     if not p.gpu_indices and not rpc:
         argv += ["-dev", "none"]

@@ -29,7 +29,14 @@ from planner.estimate.speculative import (
     speculative_speed,
     verification_output_bytes,
 )
-from planner.estimate.speed import DeviceLoad, attention_flops_per_position, estimate_speed, weight_family
+from planner.estimate.speed import (
+    DeviceLoad,
+    attention_flops_per_position,
+    estimate_speed,
+    nvlink_device,
+    vllm_cpu_s_per_seq,
+    weight_family,
+)
 from planner.estimate.types import (
     Device,
     DeviceCalibration,
@@ -367,9 +374,15 @@ def _estimate_llama_cpp(
             f"{cfg.engine} runs GGUF files; {weights.file_type} checkpoints need vLLM (--engine vllm) "
             "or pick a GGUF quant such as Q4_K_M."
         )
+    _check_split_mode(cfg, gpus)
     layout = llama_cpp_layout(arch, cfg)
     table = _layer_table_cached(arch, weights)
     placement, usages, notes = _llama_cpp_place(arch, cfg, layout, table, gpus, host, rules)
+    if cfg.split_mode == "tensor":
+        notes.append(
+            "-sm tensor (EXPERIMENTAL in llama.cpp): speed as the cards share every layer; memory per card is shown "
+            "as for -sm layer (tensor mode spreads weights and KV evenly and runs with -fit off: size it yourself)"
+        )
 
     kv_tokens = layout.n_ctx
     speed = estimate_speed(
@@ -383,6 +396,9 @@ def _estimate_llama_cpp(
         flash_attn=cfg.flash_attn,
         n_batch=cfg.batch_sizes()[0],
         n_ubatch=cfg.batch_sizes()[1],
+        split_mode=cfg.split_mode,
+        n_layers=arch.n_layers,
+        hidden_size=arch.hidden_size,
     )
     if arch.sliding_window and not layout.swa_applies and any(arch.is_swa(i) for i in range(arch.n_layers)):
         notes.append(
@@ -475,6 +491,21 @@ def _llama_cpp_loads(
         DeviceLoad(devices[i], dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i], attn[i])
         for i in range(n + 1)
     ]
+
+
+def _check_split_mode(cfg: RunConfig, gpus: Sequence[Device]) -> None:
+    """llama.cpp's -sm tensor refuses to start without flash attention or with a quantized KV cache, and is
+    llama.cpp's alone (docs/multi-gpu.md, pinned b11434)."""
+    if cfg.split_mode == "layer":
+        return
+    if cfg.engine != "llama.cpp":
+        raise EstimateError(f"split mode {cfg.split_mode} is llama.cpp's (-sm); {cfg.engine} splits its own way.")
+    if len(gpus) < 2:
+        raise EstimateError(f"split mode {cfg.split_mode} needs at least two GPUs.")
+    if not cfg.flash_attn:
+        raise EstimateError("llama.cpp -sm tensor requires flash attention (-fa on).")
+    if {cfg.kv_type_k.lower(), cfg.kv_type_v.lower()} - {"f16", "bf16", "f32"}:
+        raise EstimateError("llama.cpp -sm tensor does not support a quantized KV cache; use f16.")
 
 
 # ------------------------------------------------------------------------------------------ vLLM
@@ -582,6 +613,11 @@ def _estimate_vllm(
         engine="vllm",
         prompt_tokens=cfg.prompt_tokens,
         flash_attn=True,
+        n_layers=arch.n_layers,
+        hidden_size=arch.hidden_size,
+        tensor_parallel=tp,
+        nvlink=all(nvlink_device(g) for g in gpus),
+        cpu_s_per_seq=vllm_cpu_s_per_seq(cfg.vllm_version),
     )
     return Estimate(
         model_ref=spec.ref,

@@ -14,6 +14,10 @@ so their times add, and passing the step from card to card slows it by a fractio
 Prefill is compute-bound: per token Σ_d [ (2 × params_d + attention FLOPs at the mean position) /
 (FLOPS_d × η_prefill_d) ], pipelined over the micro-batches of a llama_decode call on a GPU-only split.
 
+Splits that share each layer over the cards (llama.cpp -sm tensor, vLLM tensor parallel) divide the devices' work
+by the cards and add two all-reduces of the batch's hidden states per layer; a split over servers (llama.cpp RPC)
+adds the link's time per step and per prompt token (the sections below).
+
 The factors were fitted (bench/speed_accuracy.py reproduces the fit and the errors) to the published
 llama-bench runs in shared/data/calibration_speed.md: llama.cpp examples/llama-bench/README.md
 (RTX 3090 Ti, i9-13900K), PR #4766 (RTX 4090, RTX 3090), PR #4812, issue #20934 (RX 7900 XTX),
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -193,6 +198,82 @@ def _datacenter(device: Device) -> bool:
     return device.kind == "gpu" and any(m in device.arch for m in DATACENTER_MARKERS)
 
 
+# ---- tensor split over several GPUs (llama.cpp -sm tensor, EXPERIMENTAL in the pinned b11434) ----
+# llama.cpp PR #19378 (merged 2026-02; docs/multi-gpu.md of PR #22729): a "meta device" holds a slice of every
+# weight and of the KV cache on each GPU, the cards work on each layer at the same time, and the partial results
+# are summed across the cards (an all-reduce, over NCCL where built with it) after attention and after the FFN:
+#     t_step(B) = Σ_gpu-loads t_d / n + (CPU layers, in turn) + t0 + 2 × n_layers × t_allreduce(B)
+#     t_allreduce(B) = TENSOR_ALLREDUCE_S × 2 (n − 1) / 6 + 2 (n − 1) / n × B × hidden × 4 bytes / TENSOR_REDUCE_GBS
+# with no layer-split factor (one meta device) and no pipelining of the prompt. The only published rows are PR
+# #19378's 4 × RTX 4090 (PCIe), gpt-oss 120B MXFP4, -sm layer vs -sm tensor (CSV rows 222-233); the fit half
+# (bench/speed_accuracy.py, group "-sm tensor") sets the two constants:
+# - tg128 179.79 vs 180.36 t/s (rows 226-227): the all-reduce latency, 53 µs for 4 cards' ring of 2 (n − 1) = 6
+#   transfers (agiplan's -sm layer estimate of that row is 10 % low; the latency makes its tensor / layer ratio
+#   the published 0.997);
+# - pp512 5446.21 vs 3822.24 (rows 222-223): the reduction bandwidth, 11 GB/s, from the published -sm layer time
+#   per token (262 µs, not pipelined at one micro-batch) — PCIe 4.0 through the host, 4090s have no P2P. agiplan's
+#   own MoE prefill of that row is 3.9 × too fast (14,727 t/s), so a fit in its terms would ask for more than PCIe.
+# The latency per transfer is assumed the same for other card counts (no published row for 2 or 8 cards).
+TENSOR_ALLREDUCE_S = 53e-6
+TENSOR_REDUCE_GBS = 11.0
+SPLIT_MODES = ("layer", "tensor")
+
+
+def tensor_allreduce_s(n_gpus: int, tokens: int, hidden_size: int) -> float:
+    """Seconds one all-reduce of `tokens` f32 hidden states over `n_gpus` cards takes (-sm tensor)."""
+    if n_gpus < 2:
+        return 0.0
+    latency = TENSOR_ALLREDUCE_S * 2 * (n_gpus - 1) / 6
+    moved = 2 * (n_gpus - 1) / n_gpus * tokens * hidden_size * 4
+    return latency + moved / (TENSOR_REDUCE_GBS * GB)
+
+
+# ---- vLLM tensor parallelism (--tensor-parallel-size n) ----
+# Every rank holds 1 / n of each weight matrix and of the KV heads (vLLM docs, "Distributed inference and
+# serving": Megatron-LM's tensor parallel algorithm) and the ranks sum their partial outputs twice a layer (after
+# attention and after the MLP), so a step adds 2 × n_layers all-reduces of the batch's hidden states (bf16):
+#     t_allreduce(B) = latency + 2 (n − 1) / n × B × hidden × 2 bytes / bandwidth
+# NVLink parts (SXM boards: A100 / H100 / H200 / B200) use vLLM's custom all-reduce: latency VLLM_NVLINK_
+# ALLREDUCE_S, an assumption of the order NVIDIA quotes for NVLink small-message all-reduce; bandwidth 150 GB/s
+# (half of A100's 300 GB/s per direction, an assumption). PCIe cards (no P2P on GeForce cards: through the host)
+# take llama.cpp's -sm tensor figures: 53 µs a 4-card ring, 11 GB/s.
+VLLM_NVLINK_ALLREDUCE_S = 10e-6
+VLLM_NVLINK_REDUCE_GBS = 150.0
+NVLINK_MARKERS = ("SXM",)
+# vLLM before 0.6 spent most of a busy step on the CPU (HTTP server, scheduling, detokenizing): vLLM's v0.6.0
+# release blog (2024-09-05) measured Llama 3 8B on one H100 with the GPU busy 38 % of the time. Modelled as a time
+# per running sequence per step that adding GPUs does not shorten; fitted on the fit half of the LambdaLabs
+# vLLM 0.5.4 tensor-parallel rows (bench/speed_accuracy.py, group "vLLM TP"): 0.25 ms, fit-half median |error|
+# 18 % (0.18–0.40 ms all give 18–28 %). At 256 sequences that leaves an H100 busy about 30 % of a Llama 3.1 8B FP8
+# step, near the blog's 38 %. Adding GPUs to such a step buys little: 8B on 1 → 8 A100s gave 1518 → 1972 tok/s.
+# 0.6 overlaps that work with the GPU (multi-step scheduling, async output processing): not charged from 0.6 on.
+VLLM_V05_CPU_S_PER_SEQ = 0.25e-3
+
+
+VLLM_CPU_OVERLAP_FROM = (0, 6)
+
+
+def vllm_cpu_s_per_seq(version: str) -> float:
+    """CPU seconds per running sequence per step that a vLLM version adds to a busy step (0 from 0.6 on)."""
+    parts = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+    return VLLM_V05_CPU_S_PER_SEQ if parts and parts < VLLM_CPU_OVERLAP_FROM else 0.0
+
+
+def vllm_allreduce_s(tp: int, tokens: int, hidden_size: int, nvlink: bool) -> float:
+    """Seconds one all-reduce of `tokens` bf16 hidden states over `tp` vLLM ranks takes."""
+    if tp < 2:
+        return 0.0
+    moved = 2 * (tp - 1) / tp * tokens * hidden_size * 2
+    if nvlink:
+        return VLLM_NVLINK_ALLREDUCE_S + moved / (VLLM_NVLINK_REDUCE_GBS * GB)
+    return TENSOR_ALLREDUCE_S * 2 * (tp - 1) / 6 + moved / (TENSOR_REDUCE_GBS * GB)
+
+
+def nvlink_device(device: Device) -> bool:
+    """An SXM board: its GPUs talk over NVLink (the catalog's names say SXM)."""
+    return device.kind == "gpu" and any(m in device.name for m in NVLINK_MARKERS)
+
+
 def split_slowdown(n_gpus: int) -> float:
     """Fraction a llama.cpp layer split over `n_gpus` cards adds to a decode step (0 for one card)."""
     if n_gpus < 2:
@@ -295,6 +376,12 @@ def estimate_speed(
     flash_attn: bool = True,
     n_batch: int = 2048,
     n_ubatch: int = 512,
+    split_mode: str = "layer",
+    n_layers: int = 0,
+    hidden_size: int = 0,
+    tensor_parallel: int = 1,
+    nvlink: bool = False,
+    cpu_s_per_seq: float = 0.0,
 ) -> Speed:
     """Decode / prefill speed of one model split over `loads` (in layer order).
 
@@ -309,22 +396,32 @@ def estimate_speed(
     uses_cpu = any(ld.device.kind == "cpu" and sum(ld.weight_bytes_by_family.values()) > 0 for ld in loads)
     n_gpus = sum(1 for ld in loads if ld.device.kind == "gpu" and sum(ld.weight_bytes_by_family.values()) > 0)
     hybrid = uses_cpu and n_gpus > 0
+    tensor = split_mode == "tensor" and n_gpus >= 2 and engine != "vllm"
 
     def step_time(slots: int, depth: int) -> float:
         touched = 1.0 - (1.0 - expert_fraction_one) ** slots
         t = 0.0
+        t_gpus = 0.0
         t0 = 0.0
         for ld in used:
             st = _step_times(ld, touched=touched, hybrid=hybrid, engine=engine)
             cal = calibration.get(ld.device.id)
             mem = st.memory_s + st.memory_passes_s(slots) + slots * depth * st.kv_s_per_depth_token
             mem /= cal.decode_ratio if cal else 1.0
-            t += mem + st.compute_s(slots) / (cal.batch_ratio if cal else 1.0)
+            t_dev = mem + st.compute_s(slots) / (cal.batch_ratio if cal else 1.0)
+            if tensor and ld.device.kind == "gpu":
+                t_gpus += t_dev
+            else:
+                t += t_dev
             t0 = max(t0, decode_t0_s(ld.device))
         if hybrid:
             t0 += HYBRID_SYNC_S
         if engine == "vllm":
-            return t + t0 + VLLM_STEP_S
+            reduce = 2 * n_layers * vllm_allreduce_s(tensor_parallel, slots, hidden_size, nvlink)
+            return t + t0 + VLLM_STEP_S + reduce + slots * cpu_s_per_seq
+        if tensor:
+            # the cards share every layer's work and meet twice a layer (cards of one kind: -ts splits evenly)
+            return t + t_gpus / n_gpus + t0 + 2 * n_layers * tensor_allreduce_s(n_gpus, slots, hidden_size)
         return (t + t0) * (1.0 + split_slowdown(n_gpus))
 
     single = step_time(1, depth_tokens)
@@ -338,8 +435,20 @@ def estimate_speed(
         prompt_tokens=max(1, prompt_tokens),
         depth_tokens=depth_tokens,
         flash_attn=flash_attn,
-        pipelined=engine != "vllm" and n_gpus >= 2 and not uses_cpu,
+        pipelined=engine != "vllm" and n_gpus >= 2 and not uses_cpu and not tensor,
         micro_batches=max(1, min(n_batch, max(1, prompt_tokens)) // max(1, n_ubatch)),
+        tensor_gpus=n_gpus if tensor else 0,
+        reduce_s_per_token=_reduce_s_per_prompt_token(
+            engine,
+            tensor,
+            n_gpus,
+            tensor_parallel,
+            nvlink,
+            n_layers,
+            hidden_size,
+            min(n_batch, prompt_tokens),
+            n_ubatch,
+        ),
     )
 
     calibrated = any(ld.device.id in calibration for ld in loads)
@@ -369,6 +478,26 @@ def estimate_speed(
     )
 
 
+def _reduce_s_per_prompt_token(
+    engine: str,
+    tensor: bool,
+    n_gpus: int,
+    tensor_parallel: int,
+    nvlink: bool,
+    n_layers: int,
+    hidden_size: int,
+    chunk_tokens: int,
+    n_ubatch: int,
+) -> float:
+    """All-reduce seconds per prompt token: llama.cpp -sm tensor per micro-batch, vLLM TP per prompt chunk."""
+    if engine == "vllm" and tensor_parallel > 1:
+        chunk = max(1, chunk_tokens)
+        return 2 * n_layers * vllm_allreduce_s(tensor_parallel, chunk, hidden_size, nvlink) / chunk
+    if tensor:
+        return 2 * n_layers * tensor_allreduce_s(n_gpus, max(1, n_ubatch), hidden_size) / max(1, n_ubatch)
+    return 0.0
+
+
 def compute_bound_slots(loads: Sequence[DeviceLoad], *, engine: str = "llama.cpp", limit: int = 4096) -> int | None:
     """The smallest number of busy slots at which a decode step spends more time multiplying the slots'
     tokens than reading the weights (None when that does not happen by `limit` slots)."""
@@ -389,6 +518,8 @@ def _prefill_tok_s(
     flash_attn: bool,
     pipelined: bool,
     micro_batches: int,
+    tensor_gpus: int = 0,
+    reduce_s_per_token: float = 0.0,
 ) -> float:
     """Prompt tokens per second: each device's dense FLOPs plus attention over the mean position
     (depth + prompt / 2); CPU-resident layers stream their weights to the best GPU when one is there;
@@ -400,6 +531,7 @@ def _prefill_tok_s(
         default=None,
     )
     stage_s: list[float] = []
+    gpu_share_s = 0.0  # -sm tensor: the GPUs' stages, worked on by all cards at once
     for ld in loads:
         if ld.active_params == 0:
             continue
@@ -411,14 +543,20 @@ def _prefill_tok_s(
             g_flops = _prefill_flops(replace(best_gpu, weight_bytes_by_family=ld.weight_bytes_by_family))
             streamed = sum(ld.weight_bytes_by_family.values()) / (PCIE_GBS * GB * PREFILL_UBATCH)
             t_own = min(t_own, streamed + (2.0 * ld.active_params + attn) / g_flops)
+        if tensor_gpus and ld.device.kind == "gpu":
+            gpu_share_s += t_own
+            continue
         stage_s.append(t_own)
+    if tensor_gpus:
+        per_token = sum(stage_s) + gpu_share_s / tensor_gpus + reduce_s_per_token
+        return 1.0 / per_token if per_token > 0 else 0.0
     if not stage_s:
         return 0.0
     if pipelined and len(stage_s) >= 2:
         m = micro_batches
         per_token = (sum(stage_s) + (m - 1) * max(stage_s)) / m
     else:
-        per_token = sum(stage_s)
+        per_token = sum(stage_s) + reduce_s_per_token
     return 1.0 / per_token if per_token > 0 else 0.0
 
 

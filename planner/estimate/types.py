@@ -15,6 +15,7 @@ from planner.model.arch import ModelArch, ModelWeights, Source
 
 DeviceKind = Literal["gpu", "cpu"]
 Engine = Literal["llama.cpp", "ollama", "vllm"]
+SplitMode = Literal["layer", "tensor"]
 ENGINES: tuple[Engine, ...] = ("llama.cpp", "ollama", "vllm")
 
 # KV cache element types llama.cpp accepts for -ctk/-ctv, with bytes per element derived from
@@ -83,6 +84,7 @@ class RunConfig:
     vllm_version: str = "0.11.0"  # vLLM: the version whose memory profile is modelled (engines.vllm_profile)
     depth_tokens: int = 0  # context already in the KV cache when decode speed is quoted (tg128 ~ 0)
     prompt_tokens: int = 512  # prompt length prefill speed is quoted for (llama-bench pp512)
+    split_mode: SplitMode = "layer"  # llama.cpp -sm over several GPUs: layer (default) or tensor (EXPERIMENTAL)
     draft: DraftConfig | None = None  # speculative decoding with a draft model (llama.cpp -md)
 
     def batch_sizes(self) -> tuple[int, int]:

@@ -13,10 +13,15 @@ a pessimistic but simple bound (two models on one GPU each run at about half spe
 
 Swap-in of an on-demand model: its bytes ÷ disk read GB/s (catalog `disks`), or ÷ the page cache
 rate (host DDR bandwidth, capped by PCIe for GPU-resident layers) when free RAM holds the file.
+
+A model split over two servers (llama.cpp RPC) pays the network on every step and every prompt token: the
+link between the servers is the stack's `link` (default 1 GbE, the likely link to a second server on a home
+network), priced by `rpc_decode_s` / `rpc_prefill_s_per_token` of planner.estimate.speed.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from planner.estimate.speed import (
@@ -24,17 +29,21 @@ from planner.estimate.speed import (
     HYBRID_CPU_FACTOR,
     HYBRID_SYNC_S,
     PCIE_GBS,
+    RpcLink,
     decode_eta_table,
     decode_t0_s,
+    rpc_decode_s,
+    rpc_prefill_s_per_token,
     weight_family,
 )
 from planner.estimate.types import Estimate
 
-# llama.cpp RPC (split over two servers): per token the hidden state crosses the network to the
-# remote node and back. Assumed network: 10 GbE (1.25 GB/s) with ~0.3 ms per round trip; a slow
-# node drags the whole split because the devices run one after another (llama.cpp #10047).
-RPC_NETWORK_GBS = 1.25
-RPC_LATENCY_S = 0.3e-3
+# The link between servers when the stack names none: a second server added to a home or small-office network
+# usually sits on its 1 GbE (at best 2.5 GbE) switch; 10 GbE needs cards and a switch bought for it.
+DEFAULT_LINK = "1GbE"
+_LINK_RE = re.compile(r"^\s*(\d{1,4}(?:\.\d{1,3})?)\s*(g|m)(?:be|bit/s|bits/s|bps|b/s)\s*$", re.IGNORECASE)
+MIN_LINK_GBPS = 0.01  # 10 Mbit/s
+MAX_LINK_GBPS = 1600.0  # 1.6 Tbit/s: above any NIC sold today (800G)
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,35 @@ def step_profile(est: Estimate, extra_s: float = 0.0, *, embedding_bytes: int | 
     return StepProfile(step_s=step + extra_s, device_s=device_s)
 
 
-def rpc_hop_s(hidden_size: int, hops: int = 2) -> float:
-    """Per-token cost of a llama.cpp RPC split: `hops` network crossings of one f32 hidden state."""
-    return hops * (hidden_size * 4 / (RPC_NETWORK_GBS * GB) + RPC_LATENCY_S)
+def parse_link(text: str) -> RpcLink:
+    """`"1GbE"`, `"2.5GbE"`, `"10 Gbit/s"`, `"25Gbps"`, `"100MbE"` -> the link between servers (line rate; the
+    round trip time is RpcLink's default)."""
+    m = _LINK_RE.match(text)
+    if not m:
+        raise ValueError(f"link '{text[:40]}': expected a line rate such as 1GbE, 2.5GbE, 10GbE, 25GbE or '40 Gbit/s'")
+    gbps = float(m.group(1)) / (1000.0 if m.group(2).lower() == "m" else 1.0)
+    if not MIN_LINK_GBPS <= gbps <= MAX_LINK_GBPS:
+        raise ValueError(f"link '{text[:40]}': a line rate from 10 Mbit/s to {MAX_LINK_GBPS:g} Gbit/s")
+    return RpcLink(link_gbps=gbps)
+
+
+def link_label(link: RpcLink) -> str:
+    """`1 Gbit/s`, `2.5 Gbit/s`, `100 Mbit/s`."""
+    if link.link_gbps < 1:
+        return f"{link.link_gbps * 1000:g} Mbit/s"
+    return f"{link.link_gbps:g} Gbit/s"
+
+
+def rpc_step_s(hidden_size: int, slots: int, link: RpcLink) -> float:
+    """Seconds a split model's decode step of `slots` sequences adds on the network (one remote server)."""
+    return rpc_decode_s(hidden_size, slots, link)
+
+
+def rpc_prefill_tok_s(prefill_tok_s: float, hidden_size: int, n_ubatch: int, link: RpcLink) -> float:
+    """Prompt tok/s of a split model: the devices' rate with each token's network time added."""
+    if prefill_tok_s <= 0:
+        return 0.0
+    return 1.0 / (1.0 / prefill_tok_s + rpc_prefill_s_per_token(hidden_size, n_ubatch, link))
 
 
 def page_cache_gbs(host_bandwidth_gbs: float, to_gpu: bool) -> float:

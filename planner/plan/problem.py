@@ -33,10 +33,10 @@ from planner.errors import EstimateError, PlannerError
 from planner.estimate.context import context_limit
 from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
 from planner.estimate.speculative import DraftConfig, check_draft_vocabulary, vocabulary
-from planner.estimate.speed import GB, decode_eta_table
+from planner.estimate.speed import GB, RpcLink, decode_eta_table
 from planner.estimate.types import Device, Estimate, MemoryParts, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
-from planner.plan.contention import StepProfile, page_cache_gbs, rpc_hop_s, step_profile
+from planner.plan.contention import StepProfile, page_cache_gbs, parse_link, rpc_step_s, step_profile
 from planner.plan.objective import (
     TASK_FLOORS,
     Key,
@@ -155,6 +155,7 @@ class Candidate:
     parts: tuple[tuple[int, MemoryParts], ...] = ()  # (DevSlot index, its memory by part)
     preference: int = 0  # place of the model in the role's list (objective.Points)
     tier: int = 0  # quant tier (objective.QUANT_TIERS index)
+    rpc_link: RpcLink | None = None  # split over servers: the network its steps and prompt tokens cross
 
     @property
     def alone_tok_s(self) -> float:
@@ -395,6 +396,7 @@ def _candidate_from_estimate(
     extra_step_s: float = 0.0,
     split_servers: tuple[int, ...] = (),
     extra_host: tuple[int, int] | None = None,
+    rpc_link: RpcLink | None = None,
 ) -> Candidate:
     """The candidate of choice `cb` for item `item_index` with estimate `est` on `server`."""
     prof: StepProfile = step_profile(est, extra_step_s, embedding_bytes=cb.sizes[2])
@@ -437,6 +439,7 @@ def _candidate_from_estimate(
         parts=tuple(sorted(parts.items())),
         preference=cb.preference,
         tier=cb.tier,
+        rpc_link=rpc_link,
     )
 
 
@@ -598,6 +601,7 @@ def build_candidates(
         if split_item == ii:
             assert split_pair is not None
             a, b = split_pair
+            link = parse_link(stack.link)
             split_rates = read_rates([*gpus[a], *gpus[b]], hosts[a])
             for cb in combos:
                 if cb.engine == "vllm" or not gpus[b]:
@@ -620,9 +624,10 @@ def build_candidates(
                     it,
                     server=a,
                     slot_map=smap,
-                    extra_step_s=rpc_hop_s(est.arch.hidden_size),
+                    extra_step_s=rpc_step_s(est.arch.hidden_size, it.parallel, link),
                     split_servers=(a, b),
                     extra_host=(host_slot[b], RPC_SERVER_HOST_BYTES),
+                    rpc_link=link,
                 )
                 if _alone_fits(c, slots, host_margin):
                     cands.append(c)

@@ -23,7 +23,7 @@ from planner.errors import PlannerError
 from planner.estimate.context import context_limit
 from planner.estimate.types import Estimate, MemoryParts
 from planner.plan import SEARCH_THREAD_PREFIX
-from planner.plan.contention import RPC_LATENCY_S, RPC_NETWORK_GBS
+from planner.plan.contention import DEFAULT_LINK, link_label, parse_link, rpc_prefill_tok_s
 from planner.plan.objective import QUANT_TIERS, TASK_FLOORS, Points, below_floor
 from planner.plan.options import OptionResult, option_reasons, quality_score, solve_two_server, unproven_note
 from planner.plan.problem import Candidate, EstimateCache, Mode, make_problem, role_models, stack_items
@@ -73,6 +73,18 @@ def objective_notes(stack: Stack, cat: Catalog) -> list[str]:
         )
         notes.append(f"default floor for {it.name} ({f.task}, no min_tok_s in the stack): {what} — {f.reason}")
     return notes
+
+
+def split_link_note(link_text: str) -> str:
+    """The network a split option was priced on: the stack's `link`, or the default and why."""
+    link = parse_link(link_text)
+    given = "the stack's link" if link_text != DEFAULT_LINK else f"default {DEFAULT_LINK}: the stack names no link"
+    return (
+        f"split: llama.cpp RPC between the servers over {link_label(link)} ({given}) with "
+        f"{link.rtt_s * 1e3:g} ms per round trip (assumed); each decode step sends every slot's hidden state "
+        "to the other server and back, each prompt token too; devices of a split run one after another, so the "
+        "slowest node drags"
+    )
 
 
 def context_notes(stack: Stack, cat: Catalog, cache: EstimateCache) -> list[str]:
@@ -182,10 +194,7 @@ def recommend(
     if budget_usd is not None:
         notes.append(f"budget for new hardware: ${budget_usd:,.0f}")
     if any(r.kind == "split" and r.solution for r in results):
-        notes.append(
-            f"split: llama.cpp RPC over a {RPC_NETWORK_GBS * 8:g} Gbit/s network with {RPC_LATENCY_S * 1e3:g} ms "
-            "per round trip (assumed); devices of a split run one after another, so the slowest node drags"
-        )
+        notes.append(split_link_note(stack.link))
     for r in results:
         if r.solution is not None and not r.solution.exact:
             notes.append(unproven_note(r.kind, r.solution, time_limit_s))
@@ -525,6 +534,15 @@ def _option(r: OptionResult, cat: Catalog) -> PlanOption:
     )
 
 
+def _prefill_tok_s(c: Candidate) -> float:
+    """The estimator's prompt tok/s; a model split over servers also pays each token's network time."""
+    assert c.est is not None
+    pp = c.est.speed.prefill_tok_s
+    if c.rpc_link is None:
+        return pp
+    return rpc_prefill_tok_s(pp, c.est.arch.hidden_size, c.est.config.batch_sizes()[1], c.rpc_link)
+
+
 def _plan_draft(est: Estimate, spec: DraftSpec | None) -> PlanDraft | None:
     """The placement's draft model as the plan records it (deploy passes it on)."""
     d, cfg = est.draft, est.config.draft
@@ -591,7 +609,7 @@ def _placements(sol: Solution, ii: int, c: Candidate, cat: Catalog) -> list[Plac
         full_ctx_slots=min(it.parallel, est.kv_capacity_tokens // it.ctx),
         decode_tok_s=round(rr.decode_tok_s, 3),
         decode_tok_s_alone=round(c.alone_tok_s, 3),
-        prefill_tok_s=round(est.speed.prefill_tok_s, 1),
+        prefill_tok_s=round(_prefill_tok_s(c), 1),
         min_tok_s=it.min_tok_s,
         meets_target=not rr.failures,
         swap_in_s=round(rr.swap_in_s, 3) if rr.swap_in_s is not None else None,

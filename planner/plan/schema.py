@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from planner.estimate.speculative import DraftConfig
-from planner.estimate.types import RunConfig
+from planner.estimate.types import RunConfig, SplitMode
 from planner.io import load_versioned
 from planner.io import read_versioned_json as read_versioned_json  # re-exported: callers import it from here
 from planner.io import write_json_atomic as write_json_atomic  # re-exported
@@ -150,6 +150,8 @@ class Placement(_Closed):
     embedding: bool | None = None
     n_ubatch: int | None = Field(default=None, gt=0, le=2**24)  # llama.cpp -b / -ub the memory was planned for
     note: Text = ""
+    # llama.cpp -sm over several GPUs: recommend plans `layer`; `tensor` (EXPERIMENTAL in b11434) only by hand
+    split_mode: SplitMode = "layer"
     draft: PlanDraft | None = None  # speculative decoding
 
     def run_config(self) -> RunConfig:
@@ -164,6 +166,7 @@ class Placement(_Closed):
             gpu_layers=self.gpu_layers if self.engine != "vllm" else None,
             cpu_moe_layers=self.n_cpu_moe,
             gpu_memory_utilization=self.gpu_memory_utilization or 0.9,
+            split_mode=self.split_mode,
             draft=self.draft_config(),
         )
 

@@ -5,6 +5,7 @@ YAML shape (see README "## recommend"):
     name: agents
     quality_floor_kld: 0.11        # default quant ladder keeps quants with mean KLD <= this
     disk: nvme-gen4                # where on-demand models are read from (catalog disks)
+    link: 1GbE                     # network between servers, for a model split over two (default 1GbE)
     roles:
       - name: reasoner
         models: [qwen2.5-72b, llama-3.3-70b]   # candidates, preferred first (catalog id, .gguf, hf:...)
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from planner.errors import PlannerError, UnknownIdError
 from planner.estimate.speculative import LLAMA_CPP_DRAFT_N_MAX, LLAMA_CPP_DRAFT_N_MIN
 from planner.io import read_text_bounded
+from planner.plan.contention import DEFAULT_LINK, parse_link
 from planner.yaml_strict import load_yaml_text
 
 PRESETS: tuple[str, ...] = ("deep", "agents", "ensemble")
@@ -156,6 +158,8 @@ class Stack(_Closed):
     disk: str = "nvme-gen4"
     # a purchasable part with a catalog used price (e.g. a used RTX 3090) is bought used; off: new only
     allow_used: bool = False
+    # the network between servers, priced when a model is split over two (llama.cpp RPC): 1GbE, 2.5GbE, 10GbE …
+    link: str = Field(default=DEFAULT_LINK, max_length=40)
     roles: list[RoleSpec] = Field(min_length=1, max_length=MAX_ROLES)
     services: list[ServiceSpec] = Field(default_factory=list, max_length=MAX_SERVICES)
 
@@ -175,6 +179,11 @@ class Stack(_Closed):
                 raise ValueError(f"role '{r.name}': share_with '{r.share_with}' is not a role of this stack")
             if host.share_with is not None:
                 raise ValueError(f"role '{r.name}': share_with '{r.share_with}' itself shares; point at its base")
+        return self
+
+    @model_validator(mode="after")
+    def _link(self) -> Self:
+        parse_link(self.link)  # ValueError -> "link: expected a line rate such as 1GbE …"
         return self
 
     def role(self, name: str) -> RoleSpec:

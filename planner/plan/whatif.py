@@ -1,5 +1,5 @@
-"""What-ifs (`--what-if "+1 rtx-4090"`, `"reasoner.ctx=32768"`, `"budget=3000"`) as deltas against the base
-answer, and the nearest relaxation that works when nothing meets the targets (lower quant, shorter
+"""What-ifs (`--what-if "+1 rtx-4090"`, `"reasoner.ctx=32768"`, `"budget=3000"`, `"link=10GbE"`) as deltas
+against the base answer, and the nearest relaxation that works when nothing meets the targets (lower quant, shorter
 context, more budget), found by re-solving relaxed variants of the stack.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from planner.catalog import Catalog
 from planner.errors import PlannerError
+from planner.plan.contention import parse_link
 from planner.plan.problem import EstimateCache, stack_items
 from planner.plan.recommend import recommend
 from planner.plan.schema import OPTION_KINDS, OptionKind, Plan, PlanOption
@@ -21,6 +22,7 @@ from planner.plan.stack import Stack, apply_override
 
 _ADD_GPU_RE = re.compile(r"^\s*\+\s*(\d+)\s*[x×]?\s*([A-Za-z0-9][A-Za-z0-9.\-]*)\s*$")
 _BUDGET_RE = re.compile(r"^\s*budget\s*=\s*\$?([0-9][0-9_,.]*)\s*$", re.IGNORECASE)
+_LINK_RE = re.compile(r"^\s*link\s*=\s*(.*)$", re.IGNORECASE)
 MIN_RELAXED_CTX = 2048
 RELAX_KINDS: tuple[OptionKind, ...] = ("one-server-concurrent", "two-server")
 
@@ -34,7 +36,7 @@ class Scenario:
 
 def apply_what_if(text: str, base: Scenario, cat: Catalog) -> Scenario:
     """One what-if applied to the base scenario: "+N GPU-ID" adds cards to the main server,
-    "budget=USD" changes the budget, "ROLE.FIELD=VALUE" changes the stack."""
+    "budget=USD" changes the budget, "link=10GbE" the network between servers, "ROLE.FIELD=VALUE" the stack."""
     m = _ADD_GPU_RE.match(text)
     if m:
         entry = cat.gpu(m.group(2))
@@ -58,6 +60,13 @@ def apply_what_if(text: str, base: Scenario, cat: Catalog) -> Scenario:
         except ValueError:
             raise PlannerError(f"what-if '{text}': budget must be a number of USD.") from None
         return Scenario(base.stack, base.servers, value)
+    k = _LINK_RE.match(text)
+    if k:
+        try:
+            parse_link(k.group(1))
+        except ValueError as exc:
+            raise PlannerError(f"what-if '{text}': {exc}.") from None
+        return Scenario(base.stack.model_copy(update={"link": k.group(1).strip()}), base.servers, base.budget_usd)
     return Scenario(apply_override(base.stack, text), base.servers, base.budget_usd)
 
 
