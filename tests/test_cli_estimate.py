@@ -70,6 +70,9 @@ def test_markdown_table() -> None:
         (["llama-3-8b", "--engine", "tgi"], "Unknown engine 'tgi'"),
         (["llama-3-8b", "--ctx", "0"], "positive"),
         (["./missing.gguf"], "no such file"),
+        (["llama-2-70b", "--draft", "mistral-7b"], "a draft must share the target's vocabulary"),
+        (["llama-3-8b", "--draft", "llama-3.2-3b", "--engine", "ollama"], "Ollama has no speculative decoding"),
+        (["llama-3-8b", "--draft", "llama-3.2-3b", "--draft-max", "0"], "must be at least 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
@@ -110,3 +113,18 @@ def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.stdout.strip() == f"agiplan {__version__}"
+
+
+def test_draft_adds_its_memory_and_speeds_decode_up() -> None:
+    """--draft MODEL:QUANT: the JSON's memory is the target's plus the draft's (the same run without --draft), and
+    decode is the plain rate × the speculative speed-up the draft block reports."""
+    base = ["gemma-3-27b", "--ctx", "8192", "--gpu", "rtx-4090"]
+    plain = _json(base)
+    sped = _json([*base, "--draft", "gemma-3-270m:Q8_0", "--draft-max", "4"])
+    d = sped["draft"]
+    assert (d["quant"], d["n_max"], d["acceptance"], d["gpu_layers"]) == ("Q8_0", 4, 0.7, 19)  # 18 layers + output
+    assert sped["memory"]["total_bytes"] == plain["memory"]["total_bytes"] + d["memory"]["total_bytes"]
+    assert d["tokens_per_step"] == round((1 - 0.7**5) / 0.3, 4)  # Leviathan et al. 2023 at a = 0.7, k = 4
+    assert d["decode_tok_s_without"] == plain["speed"]["decode_tok_s"]
+    assert sped["speed"]["decode_tok_s"] == pytest.approx(plain["speed"]["decode_tok_s"] * d["speedup"], rel=1e-3)
+    assert plain["draft"] is None

@@ -284,3 +284,41 @@ def test_server_file_with_absurd_counts_is_refused(tmp_path: Path) -> None:
         with pytest.raises(HardwareError) as err:
             server_from_detect(path, cat)
         assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ draft models
+
+
+def test_draft_shorthand_and_mapping() -> None:
+    """`draft: MODEL[:QUANT]` or a mapping; the defaults are llama.cpp b11434's (--spec-draft-n-max 3, n-min 0)."""
+    short = parse_stack({"roles": [{"name": "r", "models": ["gemma-3-27b"], "draft": "gemma-3-270m:Q8_0"}]})
+    d = short.roles[0].draft
+    assert d is not None and (d.model, d.quant, d.n_max, d.n_min, d.acceptance) == ("gemma-3-270m", "Q8_0", 3, 0, None)
+    full = parse_stack(
+        {"roles": [{"name": "r", "models": ["m"], "draft": {"model": "hf:org/draft", "n_max": 8, "acceptance": 0.6}}]}
+    )
+    d = full.roles[0].draft
+    assert d is not None and (d.model, d.quant, d.n_max, d.acceptance) == ("hf:org/draft", None, 8, 0.6)
+
+
+@pytest.mark.parametrize(
+    ("draft", "expected"),
+    [
+        ({"model": "x", "n_max": 0}, "roles.0.draft.n_max: Input should be greater than or equal to 1"),
+        ({"model": "x", "max": 4}, "roles.0.draft.max: Extra inputs are not permitted"),
+        ({"model": "x:Q8_0", "quant": "Q4_K_M"}, "names its quant twice"),
+        ({"model": "x", "n_min": 5, "n_max": 4}, "n_min (5) must not exceed n_max (4)"),
+        ({"model": "x", "acceptance": 1.5}, "roles.0.draft.acceptance: Input should be less than or equal to 1"),
+    ],
+)
+def test_bad_draft_is_a_one_line_error(draft: dict[str, object], expected: str) -> None:
+    with pytest.raises(PlannerError, match="stack: ") as e:
+        parse_stack({"roles": [{"name": "r", "models": ["gemma-3-27b"], "draft": draft}]})
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_draft_needs_llama_cpp_and_its_own_model() -> None:
+    with pytest.raises(PlannerError, match=r"llama\.cpp only"):
+        parse_stack({"roles": [{"name": "r", "models": ["m"], "engines": ["vllm"], "draft": "d"}]})
+    with pytest.raises(PlannerError, match="drop models/task/quants/draft"):
+        parse_stack({"roles": [{"name": "a", "models": ["m"]}, {"name": "b", "share_with": "a", "draft": "d"}]})

@@ -271,6 +271,27 @@ def model_file(p: Placement, models_dir: str) -> str:
     return f"{models_dir.rstrip('/')}/{gguf_download(p)[1]}"
 
 
+def draft_placement(p: Placement) -> Placement | None:
+    """The draft model of `p` as a placement of its own (its model, quant and memory), so that the rules that find,
+    fetch and name a placement's model file apply to it unchanged; None without a draft."""
+    d = p.draft
+    if d is None:
+        return None
+    return p.model_copy(
+        update={
+            "role": f"{p.role}-draft",
+            "model": d.model,
+            "model_name": d.model_name,
+            "quant": d.quant,
+            "memory_bytes": d.memory_bytes,
+            "memory": p.memory.model_copy(
+                update={"weights_bytes": 0, "kv_cache_bytes": 0, "compute_bytes": 0, "overhead_bytes": 0}
+            ),
+            "draft": None,
+        }
+    )
+
+
 def gguf_download(p: Placement) -> tuple[str | None, str]:
     """(Hub repository or None, file name) of a catalog model's GGUF at the placement's quant: the quant's own
     `gguf_sizes[quant].file`, else the catalog's `downloads.gguf` file pattern, else `<id>-<quant>.gguf`."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 
-from planner.deploy import comment, gguf_download, hf_repo, model_file
+from planner.deploy import comment, draft_placement, gguf_download, hf_repo, model_file
 from planner.plan.schema import Placement, PlanServer
 
 # The Hub stores files of at most 50 GB; GGUF publishers split larger quants into parts in a folder
@@ -59,5 +59,7 @@ def fetch_script(server: PlanServer, header: str, models_dir: str) -> str:
     for p in server.placements:
         if not p.shares_base_with:
             lines += fetch_lines(p, models_dir)
+            if (draft := draft_placement(p)) is not None and p.engine != "ollama":
+                lines += fetch_lines(draft, models_dir)  # the draft model's file, found the same way
     lines.append('exit "$missing"')
     return "\n".join(lines) + "\n"

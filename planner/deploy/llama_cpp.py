@@ -18,6 +18,11 @@ Flags (llama.cpp tools/server/README.md; tools/rpc/README.md and rpc-server.cpp 
               large to process"), so N = ctx (planner.estimate.estimate.embedding_batch)
   --rope-scaling yarn|linear --rope-scale F --yarn-orig-ctx N   a context past the trained one, with the
               catalog's documented extension (plan's context_extension): Qwen2.5 YaRN factor 4 over 32,768
+  -md FNAME | -hfd <user>/<model>[:quant]   the draft model (speculative decoding), with
+  --spec-type draft-simple --spec-draft-n-max K --spec-draft-n-min M   b11434 needs the type named (its default is
+              none) and removed --draft-max / --draft-min ("the argument has been removed. use --spec-draft-n-max")
+  -ngld N     the draft's layers on the GPUs; -devd none with the target's -dev none (else it follows the target's
+              devices and -ts); -ctkd/-ctvd its KV types (default f16; the plan gives it the role's)
   --host/--port
   --cors-origins localhost --no-cors-credentials   CORS for localhost pages only (default "*" with credentials)
   LLAMA_ARG_API_KEY_FILE (env of --api-key-file)  the key, for servers other hosts reach
@@ -41,6 +46,7 @@ from planner.deploy import (
     KeyEnv,
     Process,
     comment,
+    draft_placement,
     local_gpu_indices,
     model_file,
     placement_vendor,
@@ -79,7 +85,7 @@ def model_args(p: Placement, models_dir: str) -> list[str]:
     return ["-m", ref]
 
 
-def model_flags(server: PlanServer, p: Placement, rpc: list[str] | None = None) -> list[str]:
+def model_flags(server: PlanServer, p: Placement, models_dir: str, rpc: list[str] | None = None) -> list[str]:
     """The flags that size and place one model (context, slots, layers, KV, devices): the same for a resident
     llama-server and for a role's section of a router's preset."""
     argv = ["-c", str(p.ctx * p.parallel), "-np", str(p.parallel), "-ngl", str(p.gpu_layers)]
@@ -103,6 +109,27 @@ def model_flags(server: PlanServer, p: Placement, rpc: list[str] | None = None) 
         argv.append("--embeddings")
     if p.n_ubatch is not None:
         argv += ["-b", str(p.n_ubatch), "-ub", str(p.n_ubatch)]
+    argv += draft_flags(p, models_dir, rpc)
+    return argv
+
+
+def draft_flags(p: Placement, models_dir: str, rpc: list[str] | None = None) -> list[str]:
+    """The draft model's flags (module docstring): its file, the speculative type and token counts, its layers
+    and devices as planned."""
+    draft = draft_placement(p)
+    if p.draft is None or draft is None:
+        return []
+    ref = model_file(draft, models_dir)
+    if ref.startswith("hf:"):
+        argv = ["-hfd", f"{ref[3:]}:{draft.quant}" if ":" not in ref[3:] else ref[3:]]
+    else:
+        argv = ["-md", ref]
+    argv += ["--spec-type", "draft-simple"]
+    argv += ["--spec-draft-n-max", str(p.draft.n_max), "--spec-draft-n-min", str(p.draft.n_min)]
+    argv += ["-ngld", str(p.draft.gpu_layers)]
+    if not p.gpu_indices and not rpc:
+        argv += ["-devd", "none"]
+    argv += ["-ctkd", p.kv_type, "-ctvd", p.kv_type]
     return argv
 
 
@@ -115,7 +142,7 @@ def server_argv(
     *,
     bind: str = "127.0.0.1",
 ) -> tuple[str, ...]:
-    argv = [LLAMA_SERVER, *model_args(p, models_dir), "-a", p.role, *model_flags(server, p, rpc)]
+    argv = [LLAMA_SERVER, *model_args(p, models_dir), "-a", p.role, *model_flags(server, p, models_dir, rpc)]
     argv += [*CORS_FLAGS, "--host", bind, "--port", str(port)]
     return tuple(argv)
 
@@ -146,6 +173,12 @@ def server_process(
         note += (
             f"\nContext {p.ctx} is past the {rope.original_ctx} tokens it was trained on: {rope.method} RoPE scaling, "
             f"factor {rope.factor:g} (the catalog's documented extension: {p.context_extension})."
+        )
+    if p.draft is not None:
+        note += (
+            f"\nDraft {p.draft.model_name} {p.draft.quant} (speculative decoding, {p.draft.n_max} tokens a step): "
+            f"planned {p.draft.memory_bytes / 2**30:.2f} GiB of the above, decode ×{p.draft.speedup:.2f} at acceptance "
+            f"{p.draft.acceptance:.2f}."
         )
     if rpc:
         note += (
@@ -233,7 +266,7 @@ def preset_ini(server: PlanServer, group: Sequence[Placement], models_dir: str, 
     """The `--models-preset` file of one router: a section per role with the flags of its resident form."""
     lines = [*comment(header), "version = 1", ""]
     for p in group:
-        argv = [*model_args(p, models_dir), *model_flags(server, p)]
+        argv = [*model_args(p, models_dir), *model_flags(server, p, models_dir)]
         lines += comment(f"role {p.role}: {p.model_name} {p.quant}")
         lines.append(f"[{_ini_value(p.role)}]")
         lines.append("load-on-startup = false")

@@ -114,6 +114,12 @@ def instances(
         env["OLLAMA_KV_CACHE_TYPE"] = kv
         env["OLLAMA_FLASH_ATTENTION"] = "1" if fa else "0"
         notes += [extension_note(p.role, rope) for p in ps if (rope := rope_scaling(p)) is not None]
+        notes += [
+            f"{p.role}: Ollama has no speculative decoding, so the draft model {p.draft.model_name} is not used and "
+            f"the role decodes without its ×{p.draft.speedup:.2f} (run it on llama.cpp to use the draft)."
+            for p in ps
+            if p.draft is not None
+        ]
         if kv not in OLLAMA_KV_TYPES:
             notes.append(f"ollama-{n}: KV type {kv} is not one of Ollama's ({', '.join(OLLAMA_KV_TYPES)}).")
         if bind != LOOPBACK:

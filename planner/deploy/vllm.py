@@ -17,6 +17,7 @@ from planner.deploy import (
     KeyEnv,
     Process,
     RopeScaling,
+    draft_placement,
     hf_repo,
     local_gpu_indices,
     placement_vendor,
@@ -124,7 +125,20 @@ def serve_argv(
         argv += ["--enable-lora", "--lora-modules", *(f"{a.rsplit('/', 1)[-1]}={a}" for a in p.adapters)]
     if (rope := rope_scaling(p)) is not None:
         argv += ["--hf-overrides", hf_overrides_rope(rope)]
+    if (spec := speculative_config(p)) is not None:
+        argv += ["--speculative-config", spec]
     return tuple(argv)
+
+
+def speculative_config(p: Placement) -> str | None:
+    """--speculative-config for a draft model (docs.vllm.ai features/speculative_decoding/draft_model: `{"model":
+    REPO, "num_speculative_tokens": K, "method": "draft_model"}`, vLLM PR #24322): the draft's checkpoint and the
+    tokens drafted a step; None without a draft."""
+    draft = draft_placement(p)
+    if p.draft is None or draft is None:
+        return None
+    config = {"model": hf_repo(draft), "num_speculative_tokens": p.draft.n_max, "method": "draft_model"}
+    return json.dumps(config, separators=(",", ":"))
 
 
 def serve_process(

@@ -23,6 +23,12 @@ from planner.estimate.kv import (
     vllm_page_bytes,
 )
 from planner.estimate.placement import LayerTable, Placement, device_usages, layer_table, place_layers
+from planner.estimate.speculative import (
+    SPECULATIVE_SOURCE,
+    SpeculativeSpeed,
+    speculative_speed,
+    verification_output_bytes,
+)
 from planner.estimate.speed import (
     DeviceLoad,
     attention_flops_per_position,
@@ -31,7 +37,17 @@ from planner.estimate.speed import (
     vllm_cpu_s_per_seq,
     weight_family,
 )
-from planner.estimate.types import Device, DeviceCalibration, DeviceUsage, Estimate, MemoryParts, RunConfig, Suggestion
+from planner.estimate.types import (
+    Device,
+    DeviceCalibration,
+    DeviceUsage,
+    DraftEstimate,
+    Estimate,
+    MemoryParts,
+    RunConfig,
+    Speed,
+    Suggestion,
+)
 from planner.model.arch import ModelArch, ModelSpec, ModelWeights, Source
 from planner.model.layout import is_encoder
 
@@ -68,6 +84,8 @@ def estimate(
     suggest: bool = True,
 ) -> Estimate:
     """Estimate memory on each device and speed for `spec` run as `cfg` on `gpus` + `host`."""
+    if cfg.draft is not None:
+        return _estimate_with_draft(spec, cfg, gpus, host, quant=quant, calibration=calibration, suggest=suggest)
     asked = cfg
     cfg = embedding_batch(spec.arch, cfg)
     weights = resolve_weights(spec, quant, cfg.engine)
@@ -92,6 +110,155 @@ def embedding_batch(arch: ModelArch, cfg: RunConfig) -> RunConfig:
     if not is_encoder(arch) or cfg.engine != "llama.cpp" or cfg.n_ubatch is not None or cfg.n_batch is not None:
         return cfg
     return replace(cfg, n_ubatch=cfg.ctx, n_batch=cfg.ctx)
+
+
+# ------------------------------------------------------------------------------------------ draft model
+
+
+def _estimate_with_draft(
+    spec: ModelSpec,
+    cfg: RunConfig,
+    gpus: Sequence[Device],
+    host: Device,
+    *,
+    quant: str | None,
+    calibration: Mapping[str, DeviceCalibration] | None,
+    suggest: bool,
+) -> Estimate:
+    """The target with a draft model (llama.cpp -md, planner.estimate.speculative). Memory: the draft's own
+    context (weights, KV at the target's ctx × slots with its own KV types, compute, output buffer) on the same
+    devices, placed first, all of its layers on the GPUs unless `gpu_layers` says otherwise; the target is then
+    placed in what it leaves. Speed: the speculative step of k draft decodes and one target pass over k + 1
+    tokens per slot, both from the batched-decode model; prefill also runs the prompt through the draft."""
+    draft = cfg.draft
+    assert draft is not None
+    if cfg.engine != "llama.cpp":
+        raise EstimateError(
+            f"{cfg.engine}: agiplan plans draft models on llama.cpp only"
+            + (" (Ollama has no speculative decoding)" if cfg.engine == "ollama" else "")
+            + "; use --engine llama.cpp or drop the draft."
+        )
+    if spec.arch.is_embedding or draft.spec.arch.is_embedding:
+        raise EstimateError("a draft model speeds up decoding; embedding models do not decode (drop the draft).")
+    plain = replace(cfg, draft=None)
+    rules = rules_for(cfg.engine)
+    n_draft_layers = draft.spec.arch.n_layers + 1
+    dcfg = replace(
+        plain,
+        kv_type_k=draft.kv_type_k,
+        kv_type_v=draft.kv_type_v,
+        gpu_layers=draft.gpu_layers if draft.gpu_layers is not None else (n_draft_layers if gpus else 0),
+        cpu_moe_layers=0,
+    )
+    dest = estimate(draft.spec, dcfg, gpus, host, quant=draft.quant, calibration=calibration, suggest=False)
+    # the draft shares the target's process: its backend contexts and process baseline are counted once
+    draft_mem = tuple(
+        replace(
+            u.memory,
+            overhead_bytes=max(
+                0,
+                u.memory.overhead_bytes - (rules.gpu_runtime_bytes if u.device.is_gpu else rules.host_runtime_bytes),
+            ),
+        )
+        for u in dest.devices
+    )
+    # verifying k drafted tokens per slot grows the target's host output buffer (speculative.verification_output_bytes)
+    verify_bytes = verification_output_bytes(spec.arch.vocab_size, cfg.parallel, draft.n_max, plain.batch_sizes()[0])
+    draft_mem = (*draft_mem[:-1], draft_mem[-1] + MemoryParts(overhead_bytes=verify_bytes))
+    taken = [
+        replace(u.device, reserved_bytes=u.device.reserved_bytes + m.total_bytes)
+        for u, m in zip(dest.devices, draft_mem, strict=True)
+    ]
+    est = estimate(spec, plain, taken[:-1], taken[-1], quant=quant, calibration=calibration, suggest=False)
+    devices = tuple(
+        replace(u, device=d.device, memory=u.memory + m, reclaimable_bytes=u.reclaimable_bytes + d.reclaimable_bytes)
+        for u, d, m in zip(est.devices, dest.devices, draft_mem, strict=True)
+    )
+
+    def verify_step_s(slots: int) -> float:
+        # one target pass over slots × (k + 1) tokens: the batched decode step at that many sequences, same placement
+        c = replace(
+            plain, parallel=slots * (draft.n_max + 1), gpu_layers=est.gpu_layers, cpu_moe_layers=est.cpu_moe_layers
+        )
+        return (
+            1.0
+            / estimate(
+                spec, c, taken[:-1], taken[-1], quant=quant, calibration=calibration, suggest=False
+            ).speed.decode_tok_s_per_slot
+        )
+
+    a = draft.acceptance_rate
+    single = speculative_speed(
+        acceptance=a, n_draft=draft.n_max, slots=1, draft_step_s=1.0 / dest.speed.decode_tok_s,
+        verify_step_s=verify_step_s(1), plain_step_s=1.0 / est.speed.decode_tok_s,
+    )  # fmt: skip
+    busy = single
+    if cfg.parallel > 1:
+        busy = speculative_speed(
+            acceptance=a, n_draft=draft.n_max, slots=cfg.parallel,
+            draft_step_s=1.0 / dest.speed.decode_tok_s_per_slot, verify_step_s=verify_step_s(cfg.parallel),
+            plain_step_s=1.0 / est.speed.decode_tok_s_per_slot,
+        )  # fmt: skip
+    result = Estimate(
+        model_ref=est.model_ref,
+        arch=est.arch,
+        weights=est.weights,
+        config=cfg,
+        ctx_effective=est.ctx_effective,
+        devices=devices,
+        kv_capacity_tokens=est.kv_capacity_tokens,
+        speed=_sped_up(est.speed, dest.speed, single, busy),
+        sources={
+            **est.sources,
+            "speculative": Source("formula", SPECULATIVE_SOURCE),
+            "acceptance": draft.acceptance_source,
+        },
+        notes=(
+            *est.notes,
+            f"draft {dest.arch.name} ({dest.weights.file_type}): {draft.n_max} tokens drafted a step, acceptance "
+            f"{a:.2f}, {single.tokens_per_step:.2f} tokens a step, decode ×{single.speedup:.2f} at one slot"
+            + (f", ×{busy.speedup:.2f} at {cfg.parallel} slots" if cfg.parallel > 1 else ""),
+        ),
+        cpu_moe_layers=est.cpu_moe_layers,
+        draft=DraftEstimate(
+            model_ref=dest.model_ref,
+            model_name=dest.arch.name,
+            quant=dest.weights.file_type,
+            n_layers=dest.arch.n_layers,
+            gpu_layers=dest.gpu_layers,
+            memory=draft_mem,
+            speed=busy,
+            single=single,
+            plain_speed=est.speed,
+            acceptance_source=draft.acceptance_source,
+            verify_output_bytes=verify_bytes,
+        ),
+    )
+    if suggest and not result.fits:
+        result = replace(result, suggestions=tuple(_suggestions(spec, result.weights, cfg, gpus, host, quant, result)))
+    return result
+
+
+def _sped_up(target: Speed, draft: Speed, single: SpeculativeSpeed, busy: SpeculativeSpeed) -> Speed:
+    """The target's speed with the draft: decode from the speculative step (its range scaled alike), prefill
+    slowed by running the prompt through the draft too (the times per token add)."""
+    r = single.speedup
+
+    def both(t: float, d: float) -> float:
+        return 1.0 / (1.0 / t + 1.0 / d) if t > 0 and d > 0 else 0.0
+
+    return replace(
+        target,
+        decode_tok_s=single.decode_tok_s_per_slot,
+        decode_low_tok_s=target.decode_low_tok_s * r,
+        decode_high_tok_s=target.decode_high_tok_s * r,
+        prefill_tok_s=both(target.prefill_tok_s, draft.prefill_tok_s),
+        prefill_low_tok_s=both(target.prefill_low_tok_s, draft.prefill_low_tok_s),
+        prefill_high_tok_s=both(target.prefill_high_tok_s, draft.prefill_high_tok_s),
+        decode_tok_s_per_slot=busy.decode_tok_s_per_slot,
+        aggregate_tok_s=busy.aggregate_tok_s,
+        bytes_per_token=target.bytes_per_token + draft.bytes_per_token,
+    )
 
 
 # ------------------------------------------------------------------------------------------ llama.cpp

@@ -98,4 +98,27 @@ def estimate_dict(e: Estimate) -> dict[str, Any]:
         "sources": {k: {"kind": v.kind, "detail": v.detail} for k, v in e.sources.items()},
         "notes": list(e.notes),
         "suggestions": [{"kind": x.kind, "value": x.value, "detail": x.detail} for x in e.suggestions],
+        "draft": None if e.draft is None else draft_dict(e),
+    }
+
+
+def draft_dict(e: Estimate) -> dict[str, Any]:
+    """The draft model of an estimate: its memory (already in `memory` and `devices`), the speculative step."""
+    d, cfg = e.draft, e.config.draft
+    assert d is not None and cfg is not None
+    return {
+        "model": d.model_name,
+        "ref": d.model_ref,
+        "quant": d.quant,
+        "gpu_layers": d.gpu_layers,
+        "n_max": cfg.n_max,
+        "n_min": cfg.n_min,
+        "acceptance": cfg.acceptance_rate,
+        "acceptance_source": d.acceptance_source.detail,
+        "tokens_per_step": round(d.single.tokens_per_step, 4),
+        "speedup": round(d.single.speedup, 4),
+        "speedup_per_slot": round(d.speed.speedup, 4),
+        "decode_tok_s_without": round(d.plain_speed.decode_tok_s, 2),
+        "memory": memory_dict(d.total),
+        "memory_by_device": [memory_dict(m) for m in d.memory],
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from planner.estimate.speculative import DraftConfig, SpeculativeSpeed
 from planner.model.arch import ModelArch, ModelWeights, Source
 
 DeviceKind = Literal["gpu", "cpu"]
@@ -84,6 +85,7 @@ class RunConfig:
     depth_tokens: int = 0  # context already in the KV cache when decode speed is quoted (tg128 ~ 0)
     prompt_tokens: int = 512  # prompt length prefill speed is quoted for (llama-bench pp512)
     split_mode: SplitMode = "layer"  # llama.cpp -sm over several GPUs: layer (default) or tensor (EXPERIMENTAL)
+    draft: DraftConfig | None = None  # speculative decoding with a draft model (llama.cpp -md)
 
     def batch_sizes(self) -> tuple[int, int]:
         """(n_batch, n_ubatch) as set, llama.cpp's defaults where not."""
@@ -192,6 +194,34 @@ class Suggestion:
 
 
 @dataclass(frozen=True)
+class DraftEstimate:
+    """The draft model of an estimate: what it adds on each device (part of the estimate's devices, same order: its
+    own context's weights, KV, compute and output buffer, and on the host the target's output buffer grown for
+    verification), the speed with it (`speed`, at the estimate's slots; `single` at one slot) and the target's
+    without it."""
+
+    model_ref: str
+    model_name: str
+    quant: str | None
+    n_layers: int
+    gpu_layers: int  # llama.cpp -ngld
+    memory: tuple[MemoryParts, ...]
+    speed: SpeculativeSpeed
+    single: SpeculativeSpeed
+    plain_speed: Speed
+    acceptance_source: Source
+    verify_output_bytes: int = 0  # the target's output buffer grown for k + 1 rows per slot (host, in `memory[-1]`)
+
+    @property
+    def total(self) -> MemoryParts:
+        """Everything the draft adds: its own context's buffers and the target's larger output buffer."""
+        total = MemoryParts()
+        for m in self.memory:
+            total = total + m
+        return total
+
+
+@dataclass(frozen=True)
 class Estimate:
     """The answer for one model, quantization, run configuration and set of devices."""
 
@@ -207,6 +237,7 @@ class Estimate:
     notes: tuple[str, ...] = ()
     suggestions: tuple[Suggestion, ...] = field(default=())
     cpu_moe_layers: int = 0  # MoE: layers whose routed experts stay on the CPU (llama.cpp --n-cpu-moe)
+    draft: DraftEstimate | None = None  # speculative decoding: the draft's part (already in `devices`, `speed`)
 
     @property
     def memory(self) -> MemoryParts:

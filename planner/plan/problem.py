@@ -32,6 +32,7 @@ from planner.catalog import Catalog
 from planner.errors import EstimateError, PlannerError
 from planner.estimate.context import context_limit
 from planner.estimate.estimate import QUANT_LADDER, estimate, resolve_weights
+from planner.estimate.speculative import DraftConfig, check_draft_vocabulary, vocabulary
 from planner.estimate.speed import GB, RpcLink, decode_eta_table
 from planner.estimate.types import Device, Estimate, MemoryParts, RunConfig
 from planner.model.arch import ModelSpec, ModelWeights
@@ -265,6 +266,31 @@ def role_models(cat: Catalog, role: RoleSpec) -> list[str]:
     return [m.id for m in tagged]
 
 
+def role_draft(cat: Catalog, cache: EstimateCache, role: RoleSpec, target: ModelSpec) -> DraftConfig | None:
+    """The role's draft model for candidate `target`, None without one. A model the role lists by name whose
+    vocabulary the draft does not share is an error; a model its task picked is skipped (None)."""
+    if role.draft is None:
+        return None
+    spec = cache.spec(role.draft.model)
+    try:
+        check_draft_vocabulary(vocabulary(target, cat), vocabulary(spec, cat))
+    except EstimateError as e:
+        if not role.models:
+            return None
+        raise PlannerError(f"role '{role.name}': {e}") from None
+    return DraftConfig(
+        spec,
+        quant=role.draft.quant,
+        n_max=role.draft.n_max,
+        n_min=role.draft.n_min,
+        acceptance=role.draft.acceptance,
+        task=role.task,
+        gpu_layers=role.draft.gpu_layers,
+        kv_type_k=role.kv_type,
+        kv_type_v=role.kv_type,
+    )
+
+
 def role_quants(cat: Catalog, role: RoleSpec, floor_kld: float) -> list[str]:
     if role.quants:
         return [cat.quant(q).id for q in role.quants]
@@ -471,6 +497,9 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
     combos: list[Combo] = []
     for pref, ref in enumerate(role_models(cat, role)):
         spec = cache.spec(ref)
+        draft = role_draft(cat, cache, role, spec)
+        if role.draft is not None and draft is None:
+            continue  # a catalog model of the role's task whose vocabulary the draft does not share
         if not context_limit(cat, spec.catalog_id or "", spec.arch.context_trained).allows(
             it.ctx, extension_ok=role.allow_context_extension
         ):
@@ -478,6 +507,8 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
         fixed_file = spec.weights is not None and spec.weights.exact
         quants: list[str | None] = [None] if fixed_file else list(role_quants(cat, role, stack.quality_floor_kld))
         engines = list(role.engines or ["llama.cpp", "vllm"])
+        if draft is not None:
+            engines = ["llama.cpp"]  # drafts are planned on llama.cpp only (planner.estimate.estimate)
         for quant in quants:
             q_up = (quant or (spec.weights.file_type if spec.weights else "") or "").upper()
             is_vllm_q = q_up in VLLM_QUANTS
@@ -496,13 +527,15 @@ def item_combos(ii: int, it: Item, cat: Catalog, cache: EstimateCache, stack: St
                     kv_type_k=role.kv_type,
                     kv_type_v=role.kv_type,
                     flash_attn=True,
+                    draft=draft,
                 )
                 try:
                     w = cache.weights(ref, quant, cfg.engine)
                 except (EstimateError, PlannerError):
                     continue
                 sizes = cache.sizes(w)
-                dense_llama = cfg.engine == "llama.cpp" and not spec.arch.is_moe
+                # a draft makes a step yield more than one token: no bound from the bytes one token reads
+                dense_llama = cfg.engine == "llama.cpp" and not spec.arch.is_moe and draft is None
                 read_bytes = sizes[0] - sizes[2] if dense_llama else 0
                 combos.append(Combo(ref, quant, q_up, engine, cfg, quality, sizes, pref, tier, read_bytes))
     cache.combos[key] = combos

@@ -21,7 +21,7 @@ from planner import __version__
 from planner.catalog import Catalog
 from planner.errors import PlannerError
 from planner.estimate.context import context_limit
-from planner.estimate.types import MemoryParts
+from planner.estimate.types import Estimate, MemoryParts
 from planner.plan import SEARCH_THREAD_PREFIX
 from planner.plan.contention import DEFAULT_LINK, link_label, parse_link, rpc_prefill_tok_s
 from planner.plan.objective import QUANT_TIERS, TASK_FLOORS, Points, below_floor
@@ -36,13 +36,14 @@ from planner.plan.schema import (
     Placement,
     Plan,
     PlanDevice,
+    PlanDraft,
     PlanOption,
     PlanServer,
     PlanService,
 )
 from planner.plan.servers import BASE_PLATFORM_NOTE, Server, new_server_candidates
 from planner.plan.solver import DEFAULT_NODE_LIMIT, MILP_TIME_LIMIT_S, Solution, solve
-from planner.plan.stack import Stack
+from planner.plan.stack import DraftSpec, Stack
 from planner.report.i18n import why_text
 
 MODEL_ASSUMPTIONS: tuple[str, ...] = (
@@ -542,6 +543,26 @@ def _prefill_tok_s(c: Candidate) -> float:
     return rpc_prefill_tok_s(pp, c.est.arch.hidden_size, c.est.config.batch_sizes()[1], c.rpc_link)
 
 
+def _plan_draft(est: Estimate, spec: DraftSpec | None) -> PlanDraft | None:
+    """The placement's draft model as the plan records it (deploy passes it on)."""
+    d, cfg = est.draft, est.config.draft
+    if d is None or cfg is None or spec is None:
+        return None
+    return PlanDraft(
+        model=spec.model,
+        model_name=d.model_name,
+        quant=d.quant or spec.quant or "",
+        n_max=cfg.n_max,
+        n_min=cfg.n_min,
+        acceptance=cfg.acceptance_rate,
+        acceptance_given=cfg.acceptance is not None,
+        gpu_layers=d.gpu_layers,
+        n_layers=d.n_layers,
+        memory_bytes=d.total.total_bytes,
+        speedup=round(d.speed.speedup, 3),
+    )
+
+
 def _placements(sol: Solution, ii: int, c: Candidate, cat: Catalog) -> list[Placement]:
     assert c.est is not None
     p = sol.problem
@@ -600,6 +621,7 @@ def _placements(sol: Solution, ii: int, c: Candidate, cat: Catalog) -> list[Plac
         n_ubatch=est.config.n_ubatch if c.engine == "llama.cpp" else None,
         note="; ".join(m.text for m in rr.failures),
         context_extension=(lim.extension or "") if it.ctx > lim.trained_tokens else "",
+        draft=_plan_draft(est, it.role.draft),
     )
     out = [base]
     for m in it.members:

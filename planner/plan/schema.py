@@ -7,7 +7,8 @@ JSON shape (stable keys, issue #3):
      options[] {kind, servers[] {name, new, cost_usd, hardware, cpu, ram_bytes, devices[] {id, index, kind,
                 used_bytes, capacity_bytes, memory{...}},
                 placements[] {role, model, quant, ctx, parallel, engine, devices, gpu_indices, memory_bytes,
-                              memory{...}, decode_tok_s, ...}, services[]},
+                              memory{...}, decode_tok_s, draft{model, quant, n_max, n_min, acceptance,
+                              gpu_layers, memory_bytes, speedup} | null, ...}, services[]},
                 total_cost_usd, meets_targets, quality_score, why, failing_roles[]},
      recommended, assumptions[]}
 """
@@ -20,10 +21,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from planner.estimate.speculative import DraftConfig
 from planner.estimate.types import RunConfig, SplitMode
 from planner.io import load_versioned
 from planner.io import read_versioned_json as read_versioned_json  # re-exported: callers import it from here
 from planner.io import write_json_atomic as write_json_atomic  # re-exported
+from planner.sources.resolve import resolve_model
 
 PLAN_SCHEMA_VERSION = 1
 PLAN_KIND = "agiplan-plan"
@@ -81,6 +84,23 @@ class PlanDevice(_Closed):
     memory: MemoryBreakdown  # summed over the placements resident at the same time
 
 
+class PlanDraft(_Closed):
+    """The draft model a placement runs for speculative decoding (llama.cpp -md): what deploy passes on and
+    what the placement's memory and speed already include."""
+
+    model: Text  # catalog id, .gguf path or hf:owner/name, as the stack named it
+    model_name: Text
+    quant: Ident
+    n_max: int = Field(ge=1, le=64)  # --spec-draft-n-max
+    n_min: int = Field(ge=0, le=64)  # --spec-draft-n-min
+    acceptance: float = Field(ge=0, le=1)  # the rate the speed assumes
+    acceptance_given: bool = False  # True: the stack's; False: the default for the role's task
+    gpu_layers: int = Field(ge=0)  # -ngld
+    n_layers: int = Field(gt=0)
+    memory_bytes: int = Field(ge=0)  # the draft's part of the placement's memory
+    speedup: float = Field(ge=0)  # decode per slot with the draft ÷ without, at the planned slots
+
+
 class Placement(_Closed):
     """One role served by one model on one server. `devices` lists the catalog ids of the GPUs it uses
     (one entry per card) plus "cpu" when layers are offloaded; `gpu_indices` the same GPUs by index.
@@ -132,6 +152,7 @@ class Placement(_Closed):
     note: Text = ""
     # llama.cpp -sm over several GPUs: recommend plans `layer`; `tensor` (EXPERIMENTAL in b11434) only by hand
     split_mode: SplitMode = "layer"
+    draft: PlanDraft | None = None  # speculative decoding
 
     def run_config(self) -> RunConfig:
         """The estimator's inputs as planned: what `agiplan estimate` re-runs (report headroom, property tests)."""
@@ -146,6 +167,23 @@ class Placement(_Closed):
             cpu_moe_layers=self.n_cpu_moe,
             gpu_memory_utilization=self.gpu_memory_utilization or 0.9,
             split_mode=self.split_mode,
+            draft=self.draft_config(),
+        )
+
+    def draft_config(self) -> DraftConfig | None:
+        """The draft as the estimator takes it (its model resolved: a catalog id, or a .gguf's header)."""
+        d = self.draft
+        if d is None:
+            return None
+        return DraftConfig(
+            resolve_model(d.model),
+            quant=None if d.model.endswith(".gguf") else d.quant,
+            n_max=d.n_max,
+            n_min=d.n_min,
+            acceptance=d.acceptance,
+            gpu_layers=d.gpu_layers,
+            kv_type_k=self.kv_type,
+            kv_type_v=self.kv_type,
         )
 
     def estimate_quant(self) -> str | None:

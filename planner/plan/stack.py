@@ -14,6 +14,7 @@ YAML shape (see README "## recommend"):
         parallel: 1                            # conversations at once (slots)
         min_tok_s: 8                           # decode target per slot, under the planned load
         residency: always                      # or on-demand (+ max_swap_in_s)
+        draft: llama-3.2-3b                    # optional: speculative decoding (or {model, quant, n_max, ...})
       - name: helper
         share_with: reasoner                   # extra slots on the reasoner's loaded model
     services:
@@ -28,9 +29,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from planner.errors import PlannerError, UnknownIdError
+from planner.estimate.speculative import LLAMA_CPP_DRAFT_N_MAX, LLAMA_CPP_DRAFT_N_MIN
 from planner.io import read_text_bounded
 from planner.plan.contention import DEFAULT_LINK, parse_link
 from planner.yaml_strict import load_yaml_text
@@ -55,6 +57,42 @@ Task = Literal["reasoner", "coder", "chat", "summarizer", "embedding", "vision"]
 class _Closed(BaseModel):
     # strict: a number a person types is a number ("8192" and `true` are refused, not coerced)
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+_QUANT_SUFFIX = re.compile(r"^(?P<model>.+):(?P<quant>[A-Za-z0-9][A-Za-z0-9_]*)$")
+
+
+def split_model_quant(text: str) -> tuple[str, str | None]:
+    """`MODEL[:QUANT]` (llama-3.2-3b:Q8_0) as (model, quant); `hf:owner/name` alone keeps its prefix."""
+    m = _QUANT_SUFFIX.match(text)
+    if m is None or m.group("model") == "hf":
+        return text, None
+    return m.group("model"), m.group("quant")
+
+
+class DraftSpec(_Closed):
+    """The draft model of a role (speculative decoding, llama.cpp -md): a catalog id, .gguf or hf:owner/name,
+    `MODEL:QUANT` or with `quant`; the tokens drafted a step (--spec-draft-n-max, default 3 as in llama.cpp
+    b11434) and the fewest worth verifying (--spec-draft-n-min); the acceptance rate if known (default: by the
+    role's task, planner.estimate.speculative); its layers on the GPUs (-ngld; default all)."""
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    quant: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    n_max: int = Field(default=LLAMA_CPP_DRAFT_N_MAX, ge=1, le=64)
+    n_min: int = Field(default=LLAMA_CPP_DRAFT_N_MIN, ge=0, le=64)
+    acceptance: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    gpu_layers: int | None = Field(default=None, ge=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _quant_once(self) -> Self:
+        model, quant = split_model_quant(self.model)
+        if quant is not None:
+            if self.quant is not None:
+                raise ValueError(f"draft '{self.model}' names its quant twice; drop ':{quant}' or quant:")
+            self.model, self.quant = model, quant
+        if self.n_min > self.n_max:
+            raise ValueError(f"draft n_min ({self.n_min}) must not exceed n_max ({self.n_max})")
+        return self
 
 
 class RoleSpec(_Closed):
@@ -82,13 +120,21 @@ class RoleSpec(_Closed):
     kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     # ctx past a model's trained context only with its documented extension (catalog context_extension: YaRN)
     allow_context_extension: bool = False
+    draft: DraftSpec | None = None  # speculative decoding: planned on llama.cpp only
+
+    @field_validator("draft", mode="before")
+    @classmethod
+    def _draft_shorthand(cls, value: object) -> object:
+        return {"model": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _has_models(self) -> Self:
         if self.share_with is not None:
-            if self.models or self.task or self.quants:
-                raise ValueError("a role with share_with uses the other role's model; drop models/task/quants")
+            if self.models or self.task or self.quants or self.draft:
+                raise ValueError("a role with share_with uses the other role's model; drop models/task/quants/draft")
             return self
+        if self.draft is not None and self.engines is not None and "llama.cpp" not in self.engines:
+            raise ValueError("a draft model is planned on llama.cpp only; add llama.cpp to engines or drop draft")
         if not self.models and self.task is None:
             raise ValueError("give models: [candidate ids, preferred first] or task: reasoner|coder|chat|...")
         if self.max_swap_in_s is not None and self.residency != "on-demand":

@@ -201,10 +201,19 @@ def _role_rows(lang: str, roles: Sequence[RoleView]) -> list[list[object]]:
             res = t(lang, "residency.always")
         if rv.shares_base_with:
             res += "; " + t(lang, "shares", base=md(rv.shares_base_with))
+        model = md(rv.model_name)
+        if rv.draft_model_name is not None:
+            model += " " + t(
+                lang,
+                "draft",
+                model=md(rv.draft_model_name),
+                quant=md(rv.draft_quant or ""),
+                speedup=f"{rv.draft_speedup or 0:.2f}",
+            )
         rows.append(
             [
                 f"**{md(rv.role)}**",
-                md(rv.model_name),
+                model,
                 md(rv.quant),
                 rv.ctx,
                 rv.parallel,

@@ -141,6 +141,9 @@ class RoleView(_Closed):
     shares_base_with: str | None
     split_hosts: list[str]
     note: str
+    draft_model_name: str | None = None  # speculative decoding: the draft model, its quant and decode speed-up
+    draft_quant: str | None = None
+    draft_speedup: float | None = None
 
 
 class PartView(_Closed):
@@ -309,6 +312,9 @@ def _role_view(p: Placement) -> RoleView:
         shares_base_with=p.shares_base_with,
         split_hosts=list(p.split_hosts),
         note=p.note,
+        draft_model_name=p.draft.model_name if p.draft else None,
+        draft_quant=p.draft.quant if p.draft else None,
+        draft_speedup=p.draft.speedup if p.draft else None,
     )
 
 
