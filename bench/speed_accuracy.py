@@ -8,8 +8,9 @@ fit's residuals, not an independent validation — except the rows marked `held_
 
 Then the split-half evaluation of issue #13 (`split_half`): the published runs in CASES, by metric
 (one-stream decode, prefill, aggregate decode at >= 4 sequences) and group (consumer GPU, datacenter GPU,
-multi-GPU, llama.cpp -sm tensor, vLLM TP, CPU, AMD), alternate between a fit half and a test half; the factors added for batched decode,
-layer split, prompt length, datacenter parts and vLLM were set on the fit half, and the table reports the
+multi-GPU, llama.cpp -sm tensor, vLLM TP, CPU, AMD), alternate between a fit half and a test half; the
+factors added for batched decode, layer split, prompt length, datacenter parts and vLLM were set on the fit
+half, and the table reports the
 test half (median |error|), with and without the one-number correction the fit half would still suggest.
 """
 
