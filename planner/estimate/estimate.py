@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from planner.errors import EstimateError
 from planner.estimate.compute import LLAMA_CPP_BUILD, vllm_activation_bytes
@@ -22,7 +22,16 @@ from planner.estimate.kv import (
     llama_cpp_layout,
     vllm_page_bytes,
 )
-from planner.estimate.placement import LayerTable, Placement, device_usages, layer_table, place_layers
+from planner.estimate.placement import (
+    LayerTable,
+    Placement,
+    SlotParts,
+    gpu_parts,
+    host_part,
+    layer_table,
+    place_layers,
+    usages_on,
+)
 from planner.estimate.speed import DeviceLoad, attention_flops_per_position, estimate_speed, weight_family
 from planner.estimate.types import Device, DeviceCalibration, DeviceUsage, Estimate, MemoryParts, RunConfig, Suggestion
 from planner.model.arch import ModelArch, ModelSpec, ModelWeights, Source
@@ -107,27 +116,120 @@ def _split_weights(gpus: Sequence[Device], rules: EngineRules) -> list[float]:
     return [max(0.0, float(g.available_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes)) for g in gpus]
 
 
+# A placement as llama.cpp's layer assignment: each layer's device, the output's, the first N layers' experts on
+# the CPU, and -ngl. Two placements with the same signature put the same bytes on their i-th device.
+PlacementSig = tuple[tuple[int, ...], int, int, int]
+# Per model and config, placements remembered at most (the 12-role bench tries a few hundred of one model).
+PLACEMENT_MEMO_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class _LlamaCppModel:
+    """What a llama.cpp estimate of one (model, weights, run config) owes nothing to the devices: the KV layout,
+    the layer table, each layer's KV bytes, and memos of the placements tried. The solver estimates one model on
+    hundreds of GPU sets, most of them with the same layer assignment (same split weights, or the same count of
+    layers that fit), so each placement's parts and loads are computed once (`placed`, `loads`)."""
+
+    arch: ModelArch
+    cfg: RunConfig
+    layout: KvLayout
+    table: LayerTable
+    kv_by_layer: tuple[int, ...]
+    rules: EngineRules
+    _placements: dict[tuple[int, tuple[float, ...], int], tuple[Placement, PlacementSig]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _gpu_parts: dict[tuple[PlacementSig, int], tuple[SlotParts, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _host_parts: dict[PlacementSig, SlotParts] = field(default_factory=dict, compare=False, repr=False)
+    _loads: dict[tuple[PlacementSig, int], list[_SlotLoad]] = field(default_factory=dict, compare=False, repr=False)
+
+    def placement(self, ngl: int, split: Sequence[float], cpu_moe: int) -> tuple[Placement, PlacementSig]:
+        """llama.cpp's placement of -ngl `ngl` over GPUs with these split weights, and its signature."""
+        key = (ngl, tuple(split), cpu_moe)
+        hit = self._placements.get(key)
+        if hit is None:
+            if len(self._placements) >= PLACEMENT_MEMO_SIZE:
+                self._placements.clear()
+            p = place_layers(self.arch.n_layers, ngl, split, cpu_moe_layers=cpu_moe)
+            hit = (p, (tuple(p.layer_device.values()), p.output_device, p.cpu_moe_layers, p.n_gpu_layers))
+            self._placements[key] = hit
+        return hit
+
+    def gpu_parts(self, placement: Placement, sig: PlacementSig, n_gpus: int) -> tuple[SlotParts, ...]:
+        """What the placement puts on each GPU (placement.gpu_parts), memoized."""
+        key = (sig, n_gpus)
+        parts = self._gpu_parts.get(key)
+        if parts is None:
+            if len(self._gpu_parts) >= PLACEMENT_MEMO_SIZE:
+                self._gpu_parts.clear()
+            parts = gpu_parts(
+                self.arch, self.cfg, self.layout, self.table, placement, n_gpus, self.rules, self.kv_by_layer
+            )
+            self._gpu_parts[key] = parts
+        return parts
+
+    def host_part(self, placement: Placement, sig: PlacementSig) -> SlotParts:
+        """What the placement puts on the host (placement.host_part), memoized."""
+        part = self._host_parts.get(sig)
+        if part is None:
+            if len(self._host_parts) >= PLACEMENT_MEMO_SIZE:
+                self._host_parts.clear()
+            part = host_part(self.arch, self.cfg, self.layout, self.table, placement, self.rules, self.kv_by_layer)
+            self._host_parts[sig] = part
+        return part
+
+    def loads(self, placement: Placement, gpus: Sequence[Device], host: Device) -> list[DeviceLoad]:
+        """What each GPU and the host read and compute per token for this placement (`_slot_loads`)."""
+        sig = (tuple(placement.layer_device.values()), placement.output_device, placement.cpu_moe_layers)
+        key = ((*sig, placement.n_gpu_layers), len(gpus))
+        slots = self._loads.get(key)
+        if slots is None:
+            if len(self._loads) >= PLACEMENT_MEMO_SIZE:
+                self._loads.clear()
+            slots = _slot_loads(self.arch, self.cfg, self.table, placement, len(gpus))
+            self._loads[key] = slots
+        devices = [*gpus, host]
+        return [
+            DeviceLoad(devices[i], dict(s.fam), dict(s.exp), s.kv_tok, s.params, s.active, s.attn)
+            for i, s in enumerate(slots)
+        ]
+
+
+# one per (model, quant, config): a recommendation over the whole catalog touches a few hundred
+@functools.lru_cache(maxsize=1024)
+def _llama_cpp_model(arch: ModelArch, weights: ModelWeights, cfg: RunConfig) -> _LlamaCppModel:
+    layout = llama_cpp_layout(arch, cfg)
+    table = _layer_table_cached(arch, weights)
+    kv_by_layer = tuple(layer_kv_bytes(arch, cfg, layout, i) for i in range(arch.n_layers))
+    return _LlamaCppModel(arch, cfg, layout, table, kv_by_layer, rules_for(cfg.engine))
+
+
 def _llama_cpp_place(
-    arch: ModelArch,
-    cfg: RunConfig,
-    layout: KvLayout,
-    table: LayerTable,
-    gpus: Sequence[Device],
-    host: Device,
-    rules: EngineRules,
+    model: _LlamaCppModel, gpus: Sequence[Device], host: Device
 ) -> tuple[Placement, tuple[DeviceUsage, ...], list[str]]:
     """Choose n_gpu_layers (and expert offload for MoE) the way `--fit` would: the most on the GPUs
     that fits within every GPU's margin. An explicit cfg.gpu_layers (with cfg.cpu_moe_layers: a plan's
     placement replayed) is used as given."""
+    arch, cfg, rules = model.arch, model.cfg, model.rules
     split = _split_weights(gpus, rules)
     notes: list[str] = []
     n_total = arch.n_layers + 1
 
-    kv_by_layer = [layer_kv_bytes(arch, cfg, layout, i) for i in range(arch.n_layers)]
-
     def usage(ngl: int, cpu_moe: int = 0) -> tuple[Placement, tuple[DeviceUsage, ...]]:
-        p = place_layers(arch.n_layers, ngl, split, cpu_moe_layers=cpu_moe)
-        return p, device_usages(arch, cfg, layout, table, p, gpus, host, rules, kv_by_layer)
+        p, sig = model.placement(ngl, split, cpu_moe)
+        return p, usages_on((*model.gpu_parts(p, sig, len(gpus)), model.host_part(p, sig)), gpus, host, rules)
+
+    def gpus_fit_at(ngl: int, cpu_moe: int = 0) -> bool:
+        """Whether every GPU keeps its margin with this placement (the host is not looked at: no need to
+        work out its part)."""
+        p, sig = model.placement(ngl, split, cpu_moe)
+        parts = model.gpu_parts(p, sig, len(gpus))
+        return all(
+            DeviceUsage(g, sp.memory, rules.gpu_margin_bytes, sp.layers, sp.holds_output, False).fits
+            for g, sp in zip(gpus, parts, strict=True)
+        )
 
     if not gpus:
         p, u = usage(0)
@@ -137,21 +239,17 @@ def _llama_cpp_place(
         p, u = usage(min(cfg.gpu_layers, n_total), cpu_moe)
         return p, u, notes
 
-    def gpus_fit(u: tuple[DeviceUsage, ...]) -> bool:
-        return all(d.fits for d in u if d.device.is_gpu)
-
-    p, u = usage(n_total)
-    if gpus_fit(u):
+    if gpus_fit_at(n_total):
+        p, u = usage(n_total)
         return p, u, notes
     if arch.is_moe:
         # llama.cpp --fit's first move: routed experts of the first N layers to the CPU (--n-cpu-moe N), the
         # fewest N that lets every layer's attention and shared weights stay on the GPUs (monotone in N)
-        _, u_all = usage(n_total, arch.n_layers)
-        if gpus_fit(u_all):
+        if gpus_fit_at(n_total, arch.n_layers):
             lo, hi = 1, arch.n_layers
             while lo < hi:
                 mid = (lo + hi) // 2
-                if gpus_fit(usage(n_total, mid)[1]):
+                if gpus_fit_at(n_total, mid):
                     hi = mid
                 else:
                     lo = mid + 1
@@ -162,8 +260,8 @@ def _llama_cpp_place(
             )
             return p, u, notes
         for ngl in range(n_total, -1, -1):
-            p, u = usage(ngl, arch.n_layers)
-            if gpus_fit(u):
+            if gpus_fit_at(ngl, arch.n_layers):
+                p, u = usage(ngl, arch.n_layers)
                 notes.append(
                     f"MoE: all routed experts on the CPU (--cpu-moe), {p.n_gpu_layers} of {n_total} layers' attention "
                     "and shared weights on the GPUs"
@@ -174,8 +272,7 @@ def _llama_cpp_place(
     best = 0
     while lo <= hi:
         mid = (lo + hi) // 2
-        _, um = usage(mid)
-        if gpus_fit(um):
+        if gpus_fit_at(mid):
             best = mid
             lo = mid + 1
         else:
@@ -200,13 +297,13 @@ def _estimate_llama_cpp(
             f"{cfg.engine} runs GGUF files; {weights.file_type} checkpoints need vLLM (--engine vllm) "
             "or pick a GGUF quant such as Q4_K_M."
         )
-    layout = llama_cpp_layout(arch, cfg)
-    table = _layer_table_cached(arch, weights)
-    placement, usages, notes = _llama_cpp_place(arch, cfg, layout, table, gpus, host, rules)
+    model = _llama_cpp_model(arch, weights, cfg)
+    layout, table = model.layout, model.table
+    placement, usages, notes = _llama_cpp_place(model, gpus, host)
 
     kv_tokens = layout.n_ctx
     speed = estimate_speed(
-        _llama_cpp_loads(arch, cfg, table, placement, gpus, host),
+        model.loads(placement, gpus, host),
         depth_tokens=cfg.depth_tokens,
         parallel=cfg.parallel,
         expert_fraction_one=(arch.experts.active / arch.experts.count) if arch.experts else 1.0,
@@ -259,15 +356,21 @@ def _estimate_llama_cpp(
     )
 
 
-def _llama_cpp_loads(
-    arch: ModelArch,
-    cfg: RunConfig,
-    table: LayerTable,
-    placement: Placement,
-    gpus: Sequence[Device],
-    host: Device,
-) -> list[DeviceLoad]:
-    n = len(gpus)
+@dataclass(frozen=True)
+class _SlotLoad:
+    """A DeviceLoad without its device: what one placement has a GPU (or the host) read and compute per token."""
+
+    fam: dict[str, int]
+    exp: dict[str, int]
+    kv_tok: int
+    params: int
+    active: int
+    attn: int
+
+
+def _slot_loads(arch: ModelArch, cfg: RunConfig, table: LayerTable, placement: Placement, n: int) -> list[_SlotLoad]:
+    """Per GPU of `n`, then the host: weight bytes by family (routed experts apart), KV bytes per token of depth,
+    parameters multiplied and attention FLOPs per position, for this placement."""
     fam: list[dict[str, int]] = [defaultdict(int) for _ in range(n + 1)]
     exp: list[dict[str, int]] = [defaultdict(int) for _ in range(n + 1)]
     params = [0] * (n + 1)
@@ -303,11 +406,7 @@ def _llama_cpp_loads(
         fam[out_slot][f] += b
     params[out_slot] += table.output_params
     active[out_slot] += table.output_params
-    devices = [*gpus, host]
-    return [
-        DeviceLoad(devices[i], dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i], attn[i])
-        for i in range(n + 1)
-    ]
+    return [_SlotLoad(dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i], attn[i]) for i in range(n + 1)]
 
 
 # ------------------------------------------------------------------------------------------ vLLM
