@@ -143,6 +143,7 @@ class _LlamaCppModel:
         default_factory=dict, compare=False, repr=False
     )
     _host_parts: dict[PlacementSig, SlotParts] = field(default_factory=dict, compare=False, repr=False)
+    _host_repack: dict[PlacementSig, int] = field(default_factory=dict, compare=False, repr=False)
     _loads: dict[tuple[PlacementSig, int], list[_SlotLoad]] = field(default_factory=dict, compare=False, repr=False)
 
     def placement(self, ngl: int, split: Sequence[float], cpu_moe: int) -> tuple[Placement, PlacementSig]:
@@ -180,10 +181,23 @@ class _LlamaCppModel:
             self._host_parts[sig] = part
         return part
 
-    def loads(self, placement: Placement, gpus: Sequence[Device], host: Device) -> list[DeviceLoad]:
+    def host_repack_bytes(self, placement: Placement, sig: PlacementSig) -> int:
+        """Repacked copies the CPU backend keeps of the layers left on the host, memoized."""
+        got = self._host_repack.get(sig)
+        if got is None:
+            if len(self._host_repack) >= PLACEMENT_MEMO_SIZE:
+                self._host_repack.clear()
+            got = sum(
+                self.table.layer_repack_bytes.get(i, 0)
+                for i in range(self.arch.n_layers)
+                if placement.layer_device.get(i, -1) < 0
+            )
+            self._host_repack[sig] = got
+        return got
+
+    def loads(self, placement: Placement, sig: PlacementSig, gpus: Sequence[Device], host: Device) -> list[DeviceLoad]:
         """What each GPU and the host read and compute per token for this placement (`_slot_loads`)."""
-        sig = (tuple(placement.layer_device.values()), placement.output_device, placement.cpu_moe_layers)
-        key = ((*sig, placement.n_gpu_layers), len(gpus))
+        key = (sig, len(gpus))
         slots = self._loads.get(key)
         if slots is None:
             if len(self._loads) >= PLACEMENT_MEMO_SIZE:
@@ -206,9 +220,18 @@ def _llama_cpp_model(arch: ModelArch, weights: ModelWeights, cfg: RunConfig) -> 
     return _LlamaCppModel(arch, cfg, layout, table, kv_by_layer, rules_for(cfg.engine))
 
 
-def _llama_cpp_place(
-    model: _LlamaCppModel, gpus: Sequence[Device], host: Device
-) -> tuple[Placement, tuple[DeviceUsage, ...], list[str]]:
+@dataclass(frozen=True)
+class _Placed:
+    """llama.cpp's placement of a model on some devices: the layer assignment, its signature, each device's
+    memory and what the choice of it noted."""
+
+    placement: Placement
+    sig: PlacementSig
+    usages: tuple[DeviceUsage, ...]
+    notes: list[str]
+
+
+def _llama_cpp_place(model: _LlamaCppModel, gpus: Sequence[Device], host: Device) -> _Placed:
     """Choose n_gpu_layers (and expert offload for MoE) the way `--fit` would: the most on the GPUs
     that fits within every GPU's margin. An explicit cfg.gpu_layers (with cfg.cpu_moe_layers: a plan's
     placement replayed) is used as given."""
@@ -217,9 +240,10 @@ def _llama_cpp_place(
     notes: list[str] = []
     n_total = arch.n_layers + 1
 
-    def usage(ngl: int, cpu_moe: int = 0) -> tuple[Placement, tuple[DeviceUsage, ...]]:
+    def usage(ngl: int, cpu_moe: int = 0) -> _Placed:
         p, sig = model.placement(ngl, split, cpu_moe)
-        return p, usages_on((*model.gpu_parts(p, sig, len(gpus)), model.host_part(p, sig)), gpus, host, rules)
+        parts = (*model.gpu_parts(p, sig, len(gpus)), model.host_part(p, sig))
+        return _Placed(p, sig, usages_on(parts, gpus, host, rules), notes)
 
     def gpus_fit_at(ngl: int, cpu_moe: int = 0) -> bool:
         """Whether every GPU keeps its margin with this placement (the host is not looked at: no need to
@@ -232,16 +256,13 @@ def _llama_cpp_place(
         )
 
     if not gpus:
-        p, u = usage(0)
-        return p, u, notes
+        return usage(0)
     if cfg.gpu_layers is not None:
         cpu_moe = min(cfg.cpu_moe_layers, arch.n_layers) if arch.is_moe else 0
-        p, u = usage(min(cfg.gpu_layers, n_total), cpu_moe)
-        return p, u, notes
+        return usage(min(cfg.gpu_layers, n_total), cpu_moe)
 
     if gpus_fit_at(n_total):
-        p, u = usage(n_total)
-        return p, u, notes
+        return usage(n_total)
     if arch.is_moe:
         # llama.cpp --fit's first move: routed experts of the first N layers to the CPU (--n-cpu-moe N), the
         # fewest N that lets every layer's attention and shared weights stay on the GPUs (monotone in N)
@@ -253,20 +274,19 @@ def _llama_cpp_place(
                     hi = mid
                 else:
                     lo = mid + 1
-            p, u = usage(n_total, lo)
             notes.append(
                 f"MoE: routed experts of {lo} of {arch.n_layers} layers on the CPU (llama.cpp --n-cpu-moe {lo}), "
                 "attention, shared weights and the other experts on the GPUs"
             )
-            return p, u, notes
+            return usage(n_total, lo)
         for ngl in range(n_total, -1, -1):
             if gpus_fit_at(ngl, arch.n_layers):
-                p, u = usage(ngl, arch.n_layers)
+                placed = usage(ngl, arch.n_layers)
                 notes.append(
-                    f"MoE: all routed experts on the CPU (--cpu-moe), {p.n_gpu_layers} of {n_total} layers' attention "
-                    "and shared weights on the GPUs"
+                    f"MoE: all routed experts on the CPU (--cpu-moe), {placed.placement.n_gpu_layers} of {n_total} "
+                    "layers' attention and shared weights on the GPUs"
                 )
-                return p, u, notes
+                return placed
     # partial offload: the largest n_gpu_layers that fits (monotone: fewer layers never use more VRAM)
     lo, hi = 0, n_total - 1
     best = 0
@@ -277,9 +297,8 @@ def _llama_cpp_place(
             lo = mid + 1
         else:
             hi = mid - 1
-    p, u = usage(best)
     notes.append(f"partial offload: {best} of {n_total} layers (incl. output) on the GPUs, the rest on the CPU")
-    return p, u, notes
+    return usage(best)
 
 
 def _estimate_llama_cpp(
@@ -298,12 +317,13 @@ def _estimate_llama_cpp(
             "or pick a GGUF quant such as Q4_K_M."
         )
     model = _llama_cpp_model(arch, weights, cfg)
-    layout, table = model.layout, model.table
-    placement, usages, notes = _llama_cpp_place(model, gpus, host)
+    layout = model.layout
+    placed = _llama_cpp_place(model, gpus, host)
+    placement, usages, notes = placed.placement, placed.usages, placed.notes
 
     kv_tokens = layout.n_ctx
     speed = estimate_speed(
-        model.loads(placement, gpus, host),
+        model.loads(placement, placed.sig, gpus, host),
         depth_tokens=cfg.depth_tokens,
         parallel=cfg.parallel,
         expert_fraction_one=(arch.experts.active / arch.experts.count) if arch.experts else 1.0,
@@ -324,9 +344,7 @@ def _estimate_llama_cpp(
             f"sliding-window layers keep {layout.cells_swa} cells per slot (window {arch.sliding_window}); "
             "llama.cpp's swa_full would keep the full context"
         )
-    host_repack = sum(
-        table.layer_repack_bytes.get(i, 0) for i in range(arch.n_layers) if placement.layer_device.get(i, -1) < 0
-    )
+    host_repack = model.host_repack_bytes(placement, placed.sig)
     if host_repack:
         notes.append(
             f"the CPU backend keeps repacked copies of Q4_0/Q4_K/IQ4_NL weights (+{host_repack / 2**30:.2f} GiB, "

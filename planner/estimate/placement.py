@@ -91,8 +91,12 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
     has_output = False
     tok_tensor = None
     ordered: list[FileTensor] = []
+    # each tensor's properties read once (a derived 70B has 723 tensors, and the solver builds a table for every
+    # model and quant of a recommendation)
     for t in weights.tensors:
         i = t.layer
+        n_bytes = t.n_bytes
+        is_expert = t.is_expert
         kind = (
             "layer"
             if i is not None
@@ -103,27 +107,29 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
             else "other"
         )
         rp = 0 if kind == "token_embd" else cpu_repack_bytes(t)
-        ordered.append(FileTensor(kind, i, t.n_bytes, rp, t.is_expert))
+        ordered.append(FileTensor(kind, i, n_bytes, rp, is_expert))
         if i is not None:
-            layer_bytes[i] += t.n_bytes
-            fam[i][weight_family(t.ggml_type)] += t.n_bytes
-            params[i] += t.n_elements
-            repack[i] += cpu_repack_bytes(t)
-            if t.is_expert:
-                layer_expert[i] += t.n_bytes
-                fam_exp[i][weight_family(t.ggml_type)] += t.n_bytes
-                params_exp[i] += t.n_elements
-        elif t.is_token_embedding:
-            tok += t.n_bytes
+            family = weight_family(t.ggml_type)
+            n_elements = t.n_elements
+            layer_bytes[i] += n_bytes
+            fam[i][family] += n_bytes
+            params[i] += n_elements
+            repack[i] += rp
+            if is_expert:
+                layer_expert[i] += n_bytes
+                fam_exp[i][family] += n_bytes
+                params_exp[i] += n_elements
+        elif kind == "token_embd":
+            tok += n_bytes
             tok_tensor = t
-        elif t.name.startswith("output"):
-            out += t.n_bytes
-            out_fam[weight_family(t.ggml_type)] += t.n_bytes
+        elif kind == "output":
+            out += n_bytes
+            out_fam[weight_family(t.ggml_type)] += n_bytes
             out_params += t.n_elements
-            out_repack += cpu_repack_bytes(t)
+            out_repack += rp
             has_output = has_output or t.name == "output.weight"
         else:
-            other += t.n_bytes
+            other += n_bytes
     if not has_output and tok_tensor is not None and not arch.is_embedding:
         # tied embeddings: llama.cpp creates `output` as a duplicate of token_embd on the output device
         out += tok_tensor.n_bytes
