@@ -23,6 +23,7 @@ relative shortfall when it misses its floor even alone. Unplaced role: 0 points.
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -730,6 +731,29 @@ def prune_dominated(cands: Sequence[Candidate]) -> list[Candidate]:
     return keep
 
 
+def _dominance_vectors(group: Sequence[Candidate]) -> list[tuple[float, ...]]:
+    """Candidates on the same devices as vectors, where `dominates(b, a)` is `b`'s vector entry by entry no
+    larger than `a`'s: −quality, step time, file size, then memory, margins and decode times per DevSlot over
+    the slots any of them uses (0 where one does not: memory, margins and times are never negative)."""
+    mem_slots = sorted({si for c in group for si, _ in c.mem})
+    margin_slots = sorted({si for c in group for si, _ in c.margin})
+    tau_slots = sorted({si for c in group for si, _ in c.tau})
+    out: list[tuple[float, ...]] = []
+    for c in group:
+        mem, margin, tau = dict(c.mem), dict(c.margin), dict(c.tau)
+        out.append(
+            (
+                -c.quality,
+                c.step_s,
+                c.file_bytes,
+                *(mem.get(si, 0) for si in mem_slots),
+                *(margin.get(si, 0) for si in margin_slots),
+                *(tau.get(si, 0.0) for si in tau_slots),
+            )
+        )
+    return out
+
+
 def _candidate_order(c: Candidate) -> tuple[int, int, int, float]:
     """The order of an item's candidates: best quality first, then fewer GPUs, less memory, faster."""
     return (-c.quality, len(c.gpu_slots), c.total_bytes, c.step_s)
@@ -760,10 +784,12 @@ def undominated(
             groups.setdefault(_placement_key(c), []).append(i)
         out: set[int] = set()
         for idx in groups.values():
-            for i in idx:
-                a = cands[i]
-                if any(j != i and dominates(cands[j], a) and (not dominates(a, cands[j]) or j < i) for j in idx):
-                    out.add(id(a))
+            vecs = _dominance_vectors([cands[i] for i in idx])
+            for k, i in enumerate(idx):
+                v = vecs[k]
+                # dominated by another (`dominates`: every entry no larger); of equals, the first stays
+                if any(m != k and all(map(operator.le, w, v)) and (w != v or m < k) for m, w in enumerate(vecs)):
+                    out.add(id(cands[i]))
         dominated = frozenset(out)
         if cache is not None and key is not None:
             cache.dominated[key] = dominated
