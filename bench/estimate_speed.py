@@ -22,6 +22,7 @@ import yaml
 
 import planner.plan.problem as problem
 from planner.catalog import load_catalog
+from planner.estimate import compute, kv, placement, speed
 from planner.estimate import estimate as estimate_module
 from planner.plan.problem import EstimateCache
 from planner.plan.recommend import recommend
@@ -78,10 +79,11 @@ def replay(calls: list[Call]) -> tuple[float, int]:
 
 
 def clear_memos() -> None:
-    for name in ("_llama_cpp_model", "_layer_table_cached"):
-        memo = getattr(estimate_module, name, None)
-        if memo is not None:
-            memo.cache_clear()
+    """Empty every functools memo of the estimator's modules (what a fresh process starts with)."""
+    for module in (estimate_module, compute, kv, placement, speed):
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)):
+                value.cache_clear()
 
 
 def main() -> None:

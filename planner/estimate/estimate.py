@@ -398,6 +398,7 @@ def _slot_loads(arch: ModelArch, cfg: RunConfig, table: LayerTable, placement: P
     repacked = [0] * (n + 1)
     frac = (arch.experts.active / arch.experts.count) if arch.experts else 1.0
     per_layer_kv = kv_bytes_per_token(arch, cfg.kv_type_k, cfg.kv_type_v) // max(1, arch.n_layers)
+    attn_per_layer = attention_flops_per_position(arch)
     for i in range(arch.n_layers):
         d = placement.layer_device.get(i, -1)
         slot = n if d < 0 else d
@@ -416,7 +417,7 @@ def _slot_loads(arch: ModelArch, cfg: RunConfig, table: LayerTable, placement: P
         active[slot] += lp - ep
         active[exp_slot] += int(ep * frac)
         kv_tok[slot] += per_layer_kv
-        attn[slot] += attention_flops_per_position(arch)
+        attn[slot] += attn_per_layer
         if slot == n:
             repacked[n] += table.layer_repack_bytes.get(i, 0)
     out_slot = n if placement.output_device < 0 else placement.output_device
