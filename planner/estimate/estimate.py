@@ -128,7 +128,7 @@ class _LlamaCppModel:
     """What a llama.cpp estimate of one (model, weights, run config) owes nothing to the devices: the KV layout,
     the layer table, each layer's KV bytes, and memos of the placements tried. The solver estimates one model on
     hundreds of GPU sets, most of them with the same layer assignment (same split weights, or the same count of
-    layers that fit), so each placement's parts and loads are computed once (`placed`, `loads`)."""
+    layers that fit), so each placement's parts and loads are computed once (`gpu_parts`, `host_part`, `loads`)."""
 
     arch: ModelArch
     cfg: RunConfig
@@ -136,7 +136,9 @@ class _LlamaCppModel:
     table: LayerTable
     kv_by_layer: tuple[int, ...]
     rules: EngineRules
-    _placements: dict[tuple[int, tuple[float, ...], int], tuple[Placement, PlacementSig]] = field(
+    # by (-ngl, split weights, layers with experts on the CPU): the signature only, a tuple of ints (a Placement
+    # is made again from it where a part is worked out: `_placement_of`)
+    _sigs: dict[tuple[int, tuple[float, ...], int], PlacementSig] = field(
         default_factory=dict, compare=False, repr=False
     )
     _gpu_parts: dict[tuple[PlacementSig, int], tuple[SlotParts, ...]] = field(
@@ -146,69 +148,77 @@ class _LlamaCppModel:
     _host_repack: dict[PlacementSig, int] = field(default_factory=dict, compare=False, repr=False)
     _loads: dict[tuple[PlacementSig, int], list[_SlotLoad]] = field(default_factory=dict, compare=False, repr=False)
 
-    def placement(self, ngl: int, split: Sequence[float], cpu_moe: int) -> tuple[Placement, PlacementSig]:
-        """llama.cpp's placement of -ngl `ngl` over GPUs with these split weights, and its signature."""
+    def signature(self, ngl: int, split: Sequence[float], cpu_moe: int) -> PlacementSig:
+        """The signature of llama.cpp's placement of -ngl `ngl` over GPUs with these split weights."""
         key = (ngl, tuple(split), cpu_moe)
-        hit = self._placements.get(key)
-        if hit is None:
-            if len(self._placements) >= PLACEMENT_MEMO_SIZE:
-                self._placements.clear()
+        sig = self._sigs.get(key)
+        if sig is None:
+            if len(self._sigs) >= PLACEMENT_MEMO_SIZE:
+                self._sigs.clear()
             p = place_layers(self.arch.n_layers, ngl, split, cpu_moe_layers=cpu_moe)
-            hit = (p, (tuple(p.layer_device.values()), p.output_device, p.cpu_moe_layers, p.n_gpu_layers))
-            self._placements[key] = hit
-        return hit
+            sig = (tuple(p.layer_device.values()), p.output_device, p.cpu_moe_layers, p.n_gpu_layers)
+            self._sigs[key] = sig
+        return sig
 
-    def gpu_parts(self, placement: Placement, sig: PlacementSig, n_gpus: int) -> tuple[SlotParts, ...]:
+    def gpu_parts(self, sig: PlacementSig, n_gpus: int) -> tuple[SlotParts, ...]:
         """What the placement puts on each GPU (placement.gpu_parts), memoized."""
         key = (sig, n_gpus)
         parts = self._gpu_parts.get(key)
         if parts is None:
             if len(self._gpu_parts) >= PLACEMENT_MEMO_SIZE:
                 self._gpu_parts.clear()
-            parts = gpu_parts(
-                self.arch, self.cfg, self.layout, self.table, placement, n_gpus, self.rules, self.kv_by_layer
-            )
+            p = _placement_of(sig)
+            parts = gpu_parts(self.arch, self.cfg, self.layout, self.table, p, n_gpus, self.rules, self.kv_by_layer)
             self._gpu_parts[key] = parts
         return parts
 
-    def host_part(self, placement: Placement, sig: PlacementSig) -> SlotParts:
+    def host_part(self, sig: PlacementSig) -> SlotParts:
         """What the placement puts on the host (placement.host_part), memoized."""
         part = self._host_parts.get(sig)
         if part is None:
             if len(self._host_parts) >= PLACEMENT_MEMO_SIZE:
                 self._host_parts.clear()
-            part = host_part(self.arch, self.cfg, self.layout, self.table, placement, self.rules, self.kv_by_layer)
+            p = _placement_of(sig)
+            part = host_part(self.arch, self.cfg, self.layout, self.table, p, self.rules, self.kv_by_layer)
             self._host_parts[sig] = part
         return part
 
-    def host_repack_bytes(self, placement: Placement, sig: PlacementSig) -> int:
+    def host_repack_bytes(self, sig: PlacementSig) -> int:
         """Repacked copies the CPU backend keeps of the layers left on the host, memoized."""
         got = self._host_repack.get(sig)
         if got is None:
             if len(self._host_repack) >= PLACEMENT_MEMO_SIZE:
                 self._host_repack.clear()
+            layer_device = _placement_of(sig).layer_device
             got = sum(
                 self.table.layer_repack_bytes.get(i, 0)
                 for i in range(self.arch.n_layers)
-                if placement.layer_device.get(i, -1) < 0
+                if layer_device.get(i, -1) < 0
             )
             self._host_repack[sig] = got
         return got
 
-    def loads(self, placement: Placement, sig: PlacementSig, gpus: Sequence[Device], host: Device) -> list[DeviceLoad]:
+    def loads(self, sig: PlacementSig, gpus: Sequence[Device], host: Device) -> list[DeviceLoad]:
         """What each GPU and the host read and compute per token for this placement (`_slot_loads`)."""
         key = (sig, len(gpus))
         slots = self._loads.get(key)
         if slots is None:
             if len(self._loads) >= PLACEMENT_MEMO_SIZE:
                 self._loads.clear()
-            slots = _slot_loads(self.arch, self.cfg, self.table, placement, len(gpus))
+            slots = _slot_loads(self.arch, self.cfg, self.table, _placement_of(sig), len(gpus))
             self._loads[key] = slots
         devices = [*gpus, host]
         return [
             DeviceLoad(devices[i], dict(s.fam), dict(s.exp), s.kv_tok, s.params, s.active, s.attn)
             for i, s in enumerate(slots)
         ]
+
+
+def _placement_of(sig: PlacementSig) -> Placement:
+    """The Placement `place_layers` returned for this signature (layers 0 … n − 1 in order, the output's device,
+    the layers with experts on the CPU, -ngl)."""
+    layer_devices, output_device, cpu_moe_layers, n_gpu_layers = sig
+    return Placement(dict(enumerate(layer_devices)), output_device, cpu_moe_layers, n_gpu_layers)
 
 
 # one per (model, quant, config): a recommendation over the whole catalog touches a few hundred
@@ -241,15 +251,14 @@ def _llama_cpp_place(model: _LlamaCppModel, gpus: Sequence[Device], host: Device
     n_total = arch.n_layers + 1
 
     def usage(ngl: int, cpu_moe: int = 0) -> _Placed:
-        p, sig = model.placement(ngl, split, cpu_moe)
-        parts = (*model.gpu_parts(p, sig, len(gpus)), model.host_part(p, sig))
-        return _Placed(p, sig, usages_on(parts, gpus, host, rules), notes)
+        sig = model.signature(ngl, split, cpu_moe)
+        parts = (*model.gpu_parts(sig, len(gpus)), model.host_part(sig))
+        return _Placed(_placement_of(sig), sig, usages_on(parts, gpus, host, rules), notes)
 
     def gpus_fit_at(ngl: int, cpu_moe: int = 0) -> bool:
         """Whether every GPU keeps its margin with this placement (the host is not looked at: no need to
         work out its part)."""
-        p, sig = model.placement(ngl, split, cpu_moe)
-        parts = model.gpu_parts(p, sig, len(gpus))
+        parts = model.gpu_parts(model.signature(ngl, split, cpu_moe), len(gpus))
         return all(
             DeviceUsage(g, sp.memory, rules.gpu_margin_bytes, sp.layers, sp.holds_output, False).fits
             for g, sp in zip(gpus, parts, strict=True)
@@ -323,7 +332,7 @@ def _estimate_llama_cpp(
 
     kv_tokens = layout.n_ctx
     speed = estimate_speed(
-        model.loads(placement, placed.sig, gpus, host),
+        model.loads(placed.sig, gpus, host),
         depth_tokens=cfg.depth_tokens,
         parallel=cfg.parallel,
         expert_fraction_one=(arch.experts.active / arch.experts.count) if arch.experts else 1.0,
@@ -344,7 +353,7 @@ def _estimate_llama_cpp(
             f"sliding-window layers keep {layout.cells_swa} cells per slot (window {arch.sliding_window}); "
             "llama.cpp's swa_full would keep the full context"
         )
-    host_repack = model.host_repack_bytes(placement, placed.sig)
+    host_repack = model.host_repack_bytes(placed.sig)
     if host_repack:
         notes.append(
             f"the CPU backend keeps repacked copies of Q4_0/Q4_K/IQ4_NL weights (+{host_repack / 2**30:.2f} GiB, "
