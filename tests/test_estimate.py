@@ -234,6 +234,40 @@ def test_70b_fits_two_4090s_at_8k_and_offloads_at_32k(cat) -> None:  # type: ign
     assert e32.speed.decode_tok_s < e8.speed.decode_tok_s / 2  # CPU layers dominate decode
 
 
+# GPU sets whose placements the memo shares: equal cards (2x 4090 and 2x 3090 split the layers alike), unequal
+# pairs both ways round (24 and 16 GiB: other splits), one card, another vendor and no GPU at all
+MEMO_GPU_SETS = [
+    ["rtx-4090", "rtx-4090"],
+    ["rtx-3090", "rtx-3090"],
+    ["rtx-4090", "rtx-4060-ti-16gb"],
+    ["rtx-4060-ti-16gb", "rtx-4090"],
+    ["rtx-4090"],
+    ["rx-7900-xtx"],
+    [],
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "quant", "ctx"), [("llama-3-70b", "Q4_K_M", 16384), ("mixtral-8x7b", "Q5_K_M", 8192)]
+)
+def test_memoized_placements_answer_as_a_fresh_estimate(cat, model: str, quant: str, ctx: int) -> None:  # type: ignore[no-untyped-def]
+    """estimate() remembers, per model and config, what each llama.cpp placement puts on each device (the solver
+    tries one model on hundreds of GPU sets). Each answer after the other sets were tried equals the answer with
+    nothing remembered: no numbers of one device set carry over to another (the 70B at 16k partly offloads
+    on 2x RTX 3090; Mixtral moves experts to the CPU)."""
+    from planner.estimate.estimate import _llama_cpp_model
+
+    spec = _spec(model)
+    host = host_device(cat, None, 128)
+    cfg = RunConfig(ctx=ctx)
+    warm = [estimate(spec, cfg, gpu_devices(cat, ids), host, quant=quant) for ids in MEMO_GPU_SETS]
+    for ids, answer in zip(MEMO_GPU_SETS, warm, strict=True):
+        _llama_cpp_model.cache_clear()
+        assert estimate(spec, cfg, gpu_devices(cat, ids), host, quant=quant) == answer, ids
+    assert [d.device.id for d in warm[1].devices] == ["rtx-3090", "rtx-3090", host.id]
+    assert warm[0].speed.decode_tok_s != warm[1].speed.decode_tok_s
+
+
 @given(extra_gib=st.integers(0, 64), ctx_k=st.sampled_from([2, 8, 32]))
 @settings(max_examples=25, deadline=None)
 def test_more_vram_never_hurts(extra_gib: int, ctx_k: int) -> None:

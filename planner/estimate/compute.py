@@ -271,8 +271,15 @@ def llama_cpp_compute_bytes(
     and without flash attention)."""
     peak = max(map(_layer_peaks(arch, cfg, layout, runs_inputs).__getitem__, layers), default=0)
     if holds_output:
-        peak = max(peak, output_peak_bytes(arch, cfg, layout, graph_shape(arch, layout, cfg), runs_inputs))
+        peak = max(peak, _output_peak(arch, cfg, layout, runs_inputs))
     return peak
+
+
+@functools.lru_cache(maxsize=512)
+def _output_peak(arch: ModelArch, cfg: RunConfig, layout: KvLayout, runs_inputs: bool) -> int:
+    """`output_peak_bytes` of the graph llama-server reserves: the same for every placement of one model and config
+    whose output sits on such a backend (its masks walk every layer)."""
+    return output_peak_bytes(arch, cfg, layout, graph_shape(arch, layout, cfg), runs_inputs)
 
 
 @functools.lru_cache(maxsize=512)

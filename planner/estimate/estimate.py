@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from planner.errors import EstimateError
 from planner.estimate.compute import LLAMA_CPP_BUILD, vllm_activation_bytes
@@ -22,7 +22,16 @@ from planner.estimate.kv import (
     llama_cpp_layout,
     vllm_page_bytes,
 )
-from planner.estimate.placement import LayerTable, Placement, device_usages, layer_table, place_layers
+from planner.estimate.placement import (
+    LayerTable,
+    Placement,
+    SlotParts,
+    gpu_parts,
+    host_part,
+    layer_table,
+    place_layers,
+    usages_on,
+)
 from planner.estimate.speculative import (
     SPECULATIVE_SOURCE,
     SpeculativeSpeed,
@@ -281,82 +290,198 @@ def _split_weights(gpus: Sequence[Device], rules: EngineRules) -> list[float]:
     return [max(0.0, float(g.available_bytes - rules.gpu_margin_bytes - rules.gpu_runtime_bytes)) for g in gpus]
 
 
-def _llama_cpp_place(
-    arch: ModelArch,
-    cfg: RunConfig,
-    layout: KvLayout,
-    table: LayerTable,
-    gpus: Sequence[Device],
-    host: Device,
-    rules: EngineRules,
-) -> tuple[Placement, tuple[DeviceUsage, ...], list[str]]:
+# A placement as llama.cpp's layer assignment: each layer's device, the output's, the first N layers' experts on
+# the CPU, and -ngl. Two placements with the same signature put the same bytes on their i-th device.
+PlacementSig = tuple[tuple[int, ...], int, int, int]
+# Per model and config, placements remembered at most (the 12-role bench tries a few hundred of one model).
+PLACEMENT_MEMO_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class _LlamaCppModel:
+    """What a llama.cpp estimate of one (model, weights, run config) owes nothing to the devices: the KV layout,
+    the layer table, each layer's KV bytes, and memos of the placements tried. The solver estimates one model on
+    hundreds of GPU sets, most of them with the same layer assignment (same split weights, or the same count of
+    layers that fit), so each placement's parts and loads are computed once (`gpu_parts`, `host_part`, `loads`)."""
+
+    arch: ModelArch
+    cfg: RunConfig
+    layout: KvLayout
+    table: LayerTable
+    kv_by_layer: tuple[int, ...]
+    rules: EngineRules
+    # by (-ngl, split weights, layers with experts on the CPU): the signature only, a tuple of ints (a Placement
+    # is made again from it where a part is worked out: `_placement_of`)
+    _sigs: dict[tuple[int, tuple[float, ...], int], PlacementSig] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _gpu_parts: dict[tuple[PlacementSig, int], tuple[SlotParts, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _host_parts: dict[PlacementSig, SlotParts] = field(default_factory=dict, compare=False, repr=False)
+    _host_repack: dict[PlacementSig, int] = field(default_factory=dict, compare=False, repr=False)
+    _loads: dict[tuple[PlacementSig, int], list[_SlotLoad]] = field(default_factory=dict, compare=False, repr=False)
+
+    def signature(self, ngl: int, split: Sequence[float], cpu_moe: int) -> PlacementSig:
+        """The signature of llama.cpp's placement of -ngl `ngl` over GPUs with these split weights."""
+        key = (ngl, tuple(split), cpu_moe)
+        sig = self._sigs.get(key)
+        if sig is None:
+            if len(self._sigs) >= PLACEMENT_MEMO_SIZE:
+                self._sigs.clear()
+            p = place_layers(self.arch.n_layers, ngl, split, cpu_moe_layers=cpu_moe)
+            sig = (tuple(p.layer_device.values()), p.output_device, p.cpu_moe_layers, p.n_gpu_layers)
+            self._sigs[key] = sig
+        return sig
+
+    def gpu_parts(self, sig: PlacementSig, n_gpus: int) -> tuple[SlotParts, ...]:
+        """What the placement puts on each GPU (placement.gpu_parts), memoized."""
+        key = (sig, n_gpus)
+        parts = self._gpu_parts.get(key)
+        if parts is None:
+            if len(self._gpu_parts) >= PLACEMENT_MEMO_SIZE:
+                self._gpu_parts.clear()
+            p = _placement_of(sig)
+            parts = gpu_parts(self.arch, self.cfg, self.layout, self.table, p, n_gpus, self.rules, self.kv_by_layer)
+            self._gpu_parts[key] = parts
+        return parts
+
+    def host_part(self, sig: PlacementSig) -> SlotParts:
+        """What the placement puts on the host (placement.host_part), memoized."""
+        part = self._host_parts.get(sig)
+        if part is None:
+            if len(self._host_parts) >= PLACEMENT_MEMO_SIZE:
+                self._host_parts.clear()
+            p = _placement_of(sig)
+            part = host_part(self.arch, self.cfg, self.layout, self.table, p, self.rules, self.kv_by_layer)
+            self._host_parts[sig] = part
+        return part
+
+    def host_repack_bytes(self, sig: PlacementSig) -> int:
+        """Repacked copies the CPU backend keeps of the layers left on the host, memoized."""
+        got = self._host_repack.get(sig)
+        if got is None:
+            if len(self._host_repack) >= PLACEMENT_MEMO_SIZE:
+                self._host_repack.clear()
+            layer_device = _placement_of(sig).layer_device
+            got = sum(
+                self.table.layer_repack_bytes.get(i, 0)
+                for i in range(self.arch.n_layers)
+                if layer_device.get(i, -1) < 0
+            )
+            self._host_repack[sig] = got
+        return got
+
+    def loads(self, sig: PlacementSig, gpus: Sequence[Device], host: Device) -> list[DeviceLoad]:
+        """What each GPU and the host read and compute per token for this placement (`_slot_loads`)."""
+        key = (sig, len(gpus))
+        slots = self._loads.get(key)
+        if slots is None:
+            if len(self._loads) >= PLACEMENT_MEMO_SIZE:
+                self._loads.clear()
+            slots = _slot_loads(self.arch, self.cfg, self.table, _placement_of(sig), len(gpus))
+            self._loads[key] = slots
+        devices = [*gpus, host]
+        return [
+            DeviceLoad(devices[i], dict(s.fam), dict(s.exp), s.kv_tok, s.params, s.active, s.attn)
+            for i, s in enumerate(slots)
+        ]
+
+
+def _placement_of(sig: PlacementSig) -> Placement:
+    """The Placement `place_layers` returned for this signature (layers 0 … n − 1 in order, the output's device,
+    the layers with experts on the CPU, -ngl)."""
+    layer_devices, output_device, cpu_moe_layers, n_gpu_layers = sig
+    return Placement(dict(enumerate(layer_devices)), output_device, cpu_moe_layers, n_gpu_layers)
+
+
+# one per (model, quant, config): a recommendation over the whole catalog touches a few hundred
+@functools.lru_cache(maxsize=1024)
+def _llama_cpp_model(arch: ModelArch, weights: ModelWeights, cfg: RunConfig) -> _LlamaCppModel:
+    layout = llama_cpp_layout(arch, cfg)
+    table = _layer_table_cached(arch, weights)
+    kv_by_layer = tuple(layer_kv_bytes(arch, cfg, layout, i) for i in range(arch.n_layers))
+    return _LlamaCppModel(arch, cfg, layout, table, kv_by_layer, rules_for(cfg.engine))
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """llama.cpp's placement of a model on some devices: the layer assignment, its signature, each device's
+    memory and what the choice of it noted."""
+
+    placement: Placement
+    sig: PlacementSig
+    usages: tuple[DeviceUsage, ...]
+    notes: list[str]
+
+
+def _llama_cpp_place(model: _LlamaCppModel, gpus: Sequence[Device], host: Device) -> _Placed:
     """Choose n_gpu_layers (and expert offload for MoE) the way `--fit` would: the most on the GPUs
     that fits within every GPU's margin. An explicit cfg.gpu_layers (with cfg.cpu_moe_layers: a plan's
     placement replayed) is used as given."""
+    arch, cfg, rules = model.arch, model.cfg, model.rules
     split = _split_weights(gpus, rules)
     notes: list[str] = []
     n_total = arch.n_layers + 1
 
-    kv_by_layer = [layer_kv_bytes(arch, cfg, layout, i) for i in range(arch.n_layers)]
+    def usage(ngl: int, cpu_moe: int = 0) -> _Placed:
+        sig = model.signature(ngl, split, cpu_moe)
+        parts = (*model.gpu_parts(sig, len(gpus)), model.host_part(sig))
+        return _Placed(_placement_of(sig), sig, usages_on(parts, gpus, host, rules), notes)
 
-    def usage(ngl: int, cpu_moe: int = 0) -> tuple[Placement, tuple[DeviceUsage, ...]]:
-        p = place_layers(arch.n_layers, ngl, split, cpu_moe_layers=cpu_moe)
-        return p, device_usages(arch, cfg, layout, table, p, gpus, host, rules, kv_by_layer)
+    def gpus_fit_at(ngl: int, cpu_moe: int = 0) -> bool:
+        """Whether every GPU keeps its margin with this placement (the host is not looked at: no need to
+        work out its part)."""
+        parts = model.gpu_parts(model.signature(ngl, split, cpu_moe), len(gpus))
+        return all(
+            DeviceUsage(g, sp.memory, rules.gpu_margin_bytes, sp.layers, sp.holds_output, False).fits
+            for g, sp in zip(gpus, parts, strict=True)
+        )
 
     if not gpus:
-        p, u = usage(0)
-        return p, u, notes
+        return usage(0)
     if cfg.gpu_layers is not None:
         cpu_moe = min(cfg.cpu_moe_layers, arch.n_layers) if arch.is_moe else 0
-        p, u = usage(min(cfg.gpu_layers, n_total), cpu_moe)
-        return p, u, notes
+        return usage(min(cfg.gpu_layers, n_total), cpu_moe)
 
-    def gpus_fit(u: tuple[DeviceUsage, ...]) -> bool:
-        return all(d.fits for d in u if d.device.is_gpu)
-
-    p, u = usage(n_total)
-    if gpus_fit(u):
-        return p, u, notes
+    if gpus_fit_at(n_total):
+        return usage(n_total)
     if arch.is_moe:
         # llama.cpp --fit's first move: routed experts of the first N layers to the CPU (--n-cpu-moe N), the
         # fewest N that lets every layer's attention and shared weights stay on the GPUs (monotone in N)
-        _, u_all = usage(n_total, arch.n_layers)
-        if gpus_fit(u_all):
+        if gpus_fit_at(n_total, arch.n_layers):
             lo, hi = 1, arch.n_layers
             while lo < hi:
                 mid = (lo + hi) // 2
-                if gpus_fit(usage(n_total, mid)[1]):
+                if gpus_fit_at(n_total, mid):
                     hi = mid
                 else:
                     lo = mid + 1
-            p, u = usage(n_total, lo)
             notes.append(
                 f"MoE: routed experts of {lo} of {arch.n_layers} layers on the CPU (llama.cpp --n-cpu-moe {lo}), "
                 "attention, shared weights and the other experts on the GPUs"
             )
-            return p, u, notes
+            return usage(n_total, lo)
         for ngl in range(n_total, -1, -1):
-            p, u = usage(ngl, arch.n_layers)
-            if gpus_fit(u):
+            if gpus_fit_at(ngl, arch.n_layers):
+                placed = usage(ngl, arch.n_layers)
                 notes.append(
-                    f"MoE: all routed experts on the CPU (--cpu-moe), {p.n_gpu_layers} of {n_total} layers' attention "
-                    "and shared weights on the GPUs"
+                    f"MoE: all routed experts on the CPU (--cpu-moe), {placed.placement.n_gpu_layers} of {n_total} "
+                    "layers' attention and shared weights on the GPUs"
                 )
-                return p, u, notes
+                return placed
     # partial offload: the largest n_gpu_layers that fits (monotone: fewer layers never use more VRAM)
     lo, hi = 0, n_total - 1
     best = 0
     while lo <= hi:
         mid = (lo + hi) // 2
-        _, um = usage(mid)
-        if gpus_fit(um):
+        if gpus_fit_at(mid):
             best = mid
             lo = mid + 1
         else:
             hi = mid - 1
-    p, u = usage(best)
     notes.append(f"partial offload: {best} of {n_total} layers (incl. output) on the GPUs, the rest on the CPU")
-    return p, u, notes
+    return usage(best)
 
 
 def _estimate_llama_cpp(
@@ -375,9 +500,10 @@ def _estimate_llama_cpp(
             "or pick a GGUF quant such as Q4_K_M."
         )
     _check_split_mode(cfg, gpus)
-    layout = llama_cpp_layout(arch, cfg)
-    table = _layer_table_cached(arch, weights)
-    placement, usages, notes = _llama_cpp_place(arch, cfg, layout, table, gpus, host, rules)
+    model = _llama_cpp_model(arch, weights, cfg)
+    layout = model.layout
+    placed = _llama_cpp_place(model, gpus, host)
+    placement, usages, notes = placed.placement, placed.usages, placed.notes
     if cfg.split_mode == "tensor":
         notes.append(
             "-sm tensor (EXPERIMENTAL in llama.cpp): speed as the cards share every layer; memory per card is shown "
@@ -386,7 +512,7 @@ def _estimate_llama_cpp(
 
     kv_tokens = layout.n_ctx
     speed = estimate_speed(
-        _llama_cpp_loads(arch, cfg, table, placement, gpus, host),
+        model.loads(placed.sig, gpus, host),
         depth_tokens=cfg.depth_tokens,
         parallel=cfg.parallel,
         expert_fraction_one=(arch.experts.active / arch.experts.count) if arch.experts else 1.0,
@@ -410,9 +536,7 @@ def _estimate_llama_cpp(
             f"sliding-window layers keep {layout.cells_swa} cells per slot (window {arch.sliding_window}); "
             "llama.cpp's swa_full would keep the full context"
         )
-    host_repack = sum(
-        table.layer_repack_bytes.get(i, 0) for i in range(arch.n_layers) if placement.layer_device.get(i, -1) < 0
-    )
+    host_repack = model.host_repack_bytes(placed.sig)
     if host_repack:
         notes.append(
             f"the CPU backend keeps repacked copies of Q4_0/Q4_K/IQ4_NL weights (+{host_repack / 2**30:.2f} GiB, "
@@ -442,15 +566,21 @@ def _estimate_llama_cpp(
     )
 
 
-def _llama_cpp_loads(
-    arch: ModelArch,
-    cfg: RunConfig,
-    table: LayerTable,
-    placement: Placement,
-    gpus: Sequence[Device],
-    host: Device,
-) -> list[DeviceLoad]:
-    n = len(gpus)
+@dataclass(frozen=True)
+class _SlotLoad:
+    """A DeviceLoad without its device: what one placement has a GPU (or the host) read and compute per token."""
+
+    fam: dict[str, int]
+    exp: dict[str, int]
+    kv_tok: int
+    params: int
+    active: int
+    attn: int
+
+
+def _slot_loads(arch: ModelArch, cfg: RunConfig, table: LayerTable, placement: Placement, n: int) -> list[_SlotLoad]:
+    """Per GPU of `n`, then the host: weight bytes by family (routed experts apart), KV bytes per token of depth,
+    parameters multiplied and attention FLOPs per position, for this placement."""
     fam: list[dict[str, int]] = [defaultdict(int) for _ in range(n + 1)]
     exp: list[dict[str, int]] = [defaultdict(int) for _ in range(n + 1)]
     params = [0] * (n + 1)
@@ -460,6 +590,7 @@ def _llama_cpp_loads(
     repacked = [0] * (n + 1)
     frac = (arch.experts.active / arch.experts.count) if arch.experts else 1.0
     per_layer_kv = kv_bytes_per_token(arch, cfg.kv_type_k, cfg.kv_type_v) // max(1, arch.n_layers)
+    attn_per_layer = attention_flops_per_position(arch)
     for i in range(arch.n_layers):
         d = placement.layer_device.get(i, -1)
         slot = n if d < 0 else d
@@ -478,7 +609,7 @@ def _llama_cpp_loads(
         active[slot] += lp - ep
         active[exp_slot] += int(ep * frac)
         kv_tok[slot] += per_layer_kv
-        attn[slot] += attention_flops_per_position(arch)
+        attn[slot] += attn_per_layer
         if slot == n:
             repacked[n] += table.layer_repack_bytes.get(i, 0)
     out_slot = n if placement.output_device < 0 else placement.output_device
@@ -486,11 +617,7 @@ def _llama_cpp_loads(
         fam[out_slot][f] += b
     params[out_slot] += table.output_params
     active[out_slot] += table.output_params
-    devices = [*gpus, host]
-    return [
-        DeviceLoad(devices[i], dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i], attn[i])
-        for i in range(n + 1)
-    ]
+    return [_SlotLoad(dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i], attn[i]) for i in range(n + 1)]
 
 
 def _check_split_mode(cfg: RunConfig, gpus: Sequence[Device]) -> None:

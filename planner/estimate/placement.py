@@ -91,8 +91,12 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
     has_output = False
     tok_tensor = None
     ordered: list[FileTensor] = []
+    # each tensor's properties read once (a derived 70B has 723 tensors, and the solver builds a table for every
+    # model and quant of a recommendation)
     for t in weights.tensors:
         i = t.layer
+        n_bytes = t.n_bytes
+        is_expert = t.is_expert
         kind = (
             "layer"
             if i is not None
@@ -103,27 +107,29 @@ def layer_table(arch: ModelArch, weights: ModelWeights) -> LayerTable:
             else "other"
         )
         rp = 0 if kind == "token_embd" else cpu_repack_bytes(t)
-        ordered.append(FileTensor(kind, i, t.n_bytes, rp, t.is_expert))
+        ordered.append(FileTensor(kind, i, n_bytes, rp, is_expert))
         if i is not None:
-            layer_bytes[i] += t.n_bytes
-            fam[i][weight_family(t.ggml_type)] += t.n_bytes
-            params[i] += t.n_elements
-            repack[i] += cpu_repack_bytes(t)
-            if t.is_expert:
-                layer_expert[i] += t.n_bytes
-                fam_exp[i][weight_family(t.ggml_type)] += t.n_bytes
-                params_exp[i] += t.n_elements
-        elif t.is_token_embedding:
-            tok += t.n_bytes
+            family = weight_family(t.ggml_type)
+            n_elements = t.n_elements
+            layer_bytes[i] += n_bytes
+            fam[i][family] += n_bytes
+            params[i] += n_elements
+            repack[i] += rp
+            if is_expert:
+                layer_expert[i] += n_bytes
+                fam_exp[i][family] += n_bytes
+                params_exp[i] += n_elements
+        elif kind == "token_embd":
+            tok += n_bytes
             tok_tensor = t
-        elif t.name.startswith("output"):
-            out += t.n_bytes
-            out_fam[weight_family(t.ggml_type)] += t.n_bytes
+        elif kind == "output":
+            out += n_bytes
+            out_fam[weight_family(t.ggml_type)] += n_bytes
             out_params += t.n_elements
-            out_repack += cpu_repack_bytes(t)
+            out_repack += rp
             has_output = has_output or t.name == "output.weight"
         else:
-            other += t.n_bytes
+            other += n_bytes
     if not has_output and tok_tensor is not None and not arch.is_embedding:
         # tied embeddings: llama.cpp creates `output` as a duplicate of token_embd on the output device
         out += tok_tensor.n_bytes
@@ -242,6 +248,17 @@ def host_weight_bytes(table: LayerTable, placement: Placement, output_on_host: b
     return span + repacked, reclaimable
 
 
+@dataclass(frozen=True)
+class SlotParts:
+    """What one placement puts on one device of its list (the GPUs in order, then the host), whichever card or
+    CPU that is: a DeviceUsage without its device and margin."""
+
+    memory: MemoryParts
+    layers: tuple[int, ...]  # repeating layers held here
+    holds_output: bool
+    reclaimable_bytes: int = 0
+
+
 def device_usages(
     arch: ModelArch,
     cfg: RunConfig,
@@ -256,48 +273,111 @@ def device_usages(
     """Memory on every GPU and on the host for one placement (llama.cpp / Ollama).
 
     `kv_by_layer` (KV bytes of each layer) may be passed in when many placements of one model are tried."""
+    parts = placement_parts(arch, cfg, layout, table, placement, len(gpus), rules, kv_by_layer)
+    return usages_on(parts, gpus, host, rules)
+
+
+def usages_on(
+    parts: Sequence[SlotParts], gpus: Sequence[Device], host: Device, rules: EngineRules
+) -> tuple[DeviceUsage, ...]:
+    """The DeviceUsage of each GPU and of the host for the parts of one placement (`placement_parts`)."""
+    usages = [
+        DeviceUsage(dev, sp.memory, rules.gpu_margin_bytes, sp.layers, sp.holds_output, False)
+        for dev, sp in zip(gpus, parts, strict=False)
+    ]
+    h = parts[-1]
+    usages.append(
+        DeviceUsage(host, h.memory, rules.host_margin_bytes, h.layers, h.holds_output, True, h.reclaimable_bytes)
+    )
+    return tuple(usages)
+
+
+def placement_parts(
+    arch: ModelArch,
+    cfg: RunConfig,
+    layout: KvLayout,
+    table: LayerTable,
+    placement: Placement,
+    n_gpus: int,
+    rules: EngineRules,
+    kv_by_layer: Sequence[int] | None = None,
+) -> tuple[SlotParts, ...]:
+    """What one placement puts on each of `n_gpus` GPUs and on the host (the last entry): weights, KV, compute
+    buffer and runtime overhead. It depends on the devices only through the placement, so the estimator
+    memoizes it per placement of a model."""
     if kv_by_layer is None:
         kv_by_layer = [layer_kv_bytes(arch, cfg, layout, i) for i in range(arch.n_layers)]
-    n = len(gpus)
-    weights = [0] * (n + 1)  # index n = host
-    kv = [0] * (n + 1)
-    layers: list[list[int]] = [[] for _ in range(n + 1)]
+    gpu = gpu_parts(arch, cfg, layout, table, placement, n_gpus, rules, kv_by_layer)
+    return (*gpu, host_part(arch, cfg, layout, table, placement, rules, kv_by_layer))
+
+
+def gpu_parts(
+    arch: ModelArch,
+    cfg: RunConfig,
+    layout: KvLayout,
+    table: LayerTable,
+    placement: Placement,
+    n_gpus: int,
+    rules: EngineRules,
+    kv_by_layer: Sequence[int],
+) -> tuple[SlotParts, ...]:
+    """`placement_parts` of the GPUs alone: all llama.cpp's fit looks at when it tries a placement."""
+    n = n_gpus
+    weights = [0] * n
+    kv = [0] * n
+    layers: list[list[int]] = [[] for _ in range(n)]
     for i in range(arch.n_layers):
         d = placement.layer_device.get(i, -1)
-        slot = n if d < 0 else d
-        lb = table.layer_bytes.get(i, 0)
+        if d < 0:
+            continue
         eb = table.layer_expert_bytes.get(i, 0) if i < placement.cpu_moe_layers else 0
-        if slot != n:
-            weights[slot] += lb - eb
-        kv[slot] += kv_by_layer[i]
-        layers[slot].append(i)
-    out_slot = n if placement.output_device < 0 else placement.output_device
-    if out_slot != n:
+        weights[d] += table.layer_bytes.get(i, 0) - eb
+        kv[d] += kv_by_layer[i]
+        layers[d].append(i)
+    out_slot = placement.output_device
+    if out_slot >= 0:
         weights[out_slot] += table.output_bytes
-    weights[n], reclaimable = host_weight_bytes(table, placement, out_slot == n)
 
-    usages: list[DeviceUsage] = []
+    parts: list[SlotParts] = []
     # llama.cpp enables pipeline parallelism with several GPUs when every layer and the output are offloaded
-    pipeline = len(gpus) > 1 and placement.n_gpu_layers > arch.n_layers
-    for d, dev in enumerate(gpus):
+    pipeline = n > 1 and placement.n_gpu_layers > arch.n_layers
+    for d in range(n):
         holds_output = out_slot == d
         if not layers[d] and not holds_output:
-            usages.append(DeviceUsage(dev, MemoryParts(), rules.gpu_margin_bytes, (), False, False))
+            parts.append(SlotParts(MemoryParts(), (), False))
             continue
         compute = llama_cpp_compute_bytes(arch, cfg, layout, tuple(layers[d]), holds_output)
         if pipeline:
             compute += pipeline_parallel_extra_bytes(arch, layout)
         mem = MemoryParts(weights[d], kv[d], compute, rules.gpu_runtime_bytes)
-        usages.append(DeviceUsage(dev, mem, rules.gpu_margin_bytes, tuple(layers[d]), holds_output, False))
+        parts.append(SlotParts(mem, tuple(layers[d]), holds_output))
+    return tuple(parts)
 
-    host_holds_output = out_slot == n
-    if layers[n] or host_holds_output:
-        host_compute = llama_cpp_compute_bytes(arch, cfg, layout, tuple(layers[n]), host_holds_output, runs_inputs=True)
+
+def host_part(
+    arch: ModelArch,
+    cfg: RunConfig,
+    layout: KvLayout,
+    table: LayerTable,
+    placement: Placement,
+    rules: EngineRules,
+    kv_by_layer: Sequence[int],
+) -> SlotParts:
+    """`placement_parts` of the host: the layers left on the CPU (with the experts of the first
+    `cpu_moe_layers`), the mapped and repacked weights (`host_weight_bytes`), the input branch and the output
+    buffer."""
+    kv = 0
+    layers: list[int] = []
+    for i in range(arch.n_layers):
+        if placement.layer_device.get(i, -1) < 0:
+            kv += kv_by_layer[i]
+            layers.append(i)
+    host_holds_output = placement.output_device < 0
+    weights, reclaimable = host_weight_bytes(table, placement, host_holds_output)
+    if layers or host_holds_output:
+        host_compute = llama_cpp_compute_bytes(arch, cfg, layout, tuple(layers), host_holds_output, runs_inputs=True)
     else:
         host_compute = llama_cpp_host_compute_bytes(arch, cfg, layout)
     host_overhead = rules.host_runtime_bytes + output_buffer_bytes(arch, cfg)
-    host_mem = MemoryParts(weights[n], kv[n], host_compute, host_overhead)
-    usages.append(
-        DeviceUsage(host, host_mem, rules.host_margin_bytes, tuple(layers[n]), host_holds_output, True, reclaimable)
-    )
-    return tuple(usages)
+    host_mem = MemoryParts(weights, kv, host_compute, host_overhead)
+    return SlotParts(host_mem, tuple(layers), host_holds_output, reclaimable)

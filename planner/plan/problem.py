@@ -23,6 +23,7 @@ relative shortfall when it misses its floor even alone. Unplaced role: 0 points.
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -182,6 +183,10 @@ class EstimateCache:
         # second servers that differ only in CPU or RAM share the estimates with every layer on the GPUs
         self.cands_by_est: dict[tuple[object, ...], Candidate] = {}
         self.combos: dict[tuple[object, ...], list[Combo]] = {}
+        # the dominated candidates of one server's candidates of an item (`undominated`), by the candidates' ids:
+        # the main server's are pruned once, not once per second server tried
+        self.dominated: dict[tuple[int, ...], frozenset[int]] = {}
+        self._residency: dict[tuple[int, bool], tuple[Candidate, Candidate]] = {}  # (id, resident) -> (c, copy)
         # option kinds search side by side in threads (planner.plan.recommend): one memo fill at a time, so a
         # ModelWeights is made once per key and its `_sizes` entry (by id) stays its own
         self._lock = threading.RLock()
@@ -206,6 +211,16 @@ class EstimateCache:
     def sizes(self, w: ModelWeights) -> tuple[int, int, int]:
         """(total, file, token_embd) bytes of weights returned by `weights`."""
         return self._sizes[id(w)]
+
+    def with_residency(self, c: Candidate, resident: bool) -> Candidate:
+        """`c` with `resident` set, memoized: every server set of an option kind repeats the main server's."""
+        key = (id(c), resident)
+        with self._lock:
+            hit = self._residency.get(key)
+            if hit is None:  # the entry holds `c`, so its id stays its own
+                hit = (c, replace(c, resident=resident))
+                self._residency[key] = hit
+            return hit[1]
 
     def estimate(
         self, ref: str, quant: str | None, cfg: RunConfig, gpus: Sequence[Device], host: Device
@@ -598,6 +613,9 @@ def build_candidates(
         floor_q = min_quality[ii] if min_quality is not None else None
         if floor_q is not None:
             combos = [cb for cb in combos if cb.quality >= floor_q]
+        # the candidates by server (the split ones first): dominance is only ever between candidates on the same
+        # devices, so each part is pruned apart (`undominated`), in the same order as all of them together
+        kept: list[Candidate] = []
         if split_item == ii:
             assert split_pair is not None
             a, b = split_pair
@@ -631,6 +649,7 @@ def build_candidates(
                 )
                 if _alone_fits(c, slots, host_margin):
                     cands.append(c)
+            kept += undominated(cands)
         for si in range(len(servers) if split_item != ii else 0):
             # the first server's candidates are memoized whole: with a quality floor, filter them instead of
             # re-building them from the floor-filtered combos
@@ -654,8 +673,10 @@ def build_candidates(
                 item_combos(ii, it, cat, cache, stack) if filter_here else here,
                 stack.quality_floor_kld,
             )
-            cands += [c for c in built if floor_q is None or c.quality >= floor_q] if filter_here else built
-        out.append(prune_dominated(cands))
+            # memoized (the server's candidates are the cache's): the main server's are pruned once per item
+            kept += undominated(built, cache, min_quality=floor_q if filter_here else None)
+        kept.sort(key=_candidate_order)
+        out.append(kept)
     return slots, host_slot, out
 
 
@@ -743,18 +764,81 @@ def dominates(b: Candidate, a: Candidate) -> bool:
 
 def prune_dominated(cands: Sequence[Candidate]) -> list[Candidate]:
     """Drop candidates another one of the same item and devices dominates (keep the first of equals)."""
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for i, c in enumerate(cands):
-        groups.setdefault((c.server, c.gpu_slots, c.uses_cpu, c.split_servers), []).append(i)
-    keep: list[Candidate] = []
-    for idx in groups.values():
-        for i in idx:
-            a = cands[i]
-            if any(j != i and dominates(cands[j], a) and (not dominates(a, cands[j]) or j < i) for j in idx):
-                continue
-            keep.append(a)
-    keep.sort(key=lambda c: (-c.quality, len(c.gpu_slots), c.total_bytes, c.step_s))
+    keep = undominated(cands)
+    keep.sort(key=_candidate_order)
     return keep
+
+
+def _dominance_vectors(group: Sequence[Candidate]) -> list[tuple[float, ...]]:
+    """Candidates on the same devices as vectors, where `dominates(b, a)` is `b`'s vector entry by entry no
+    larger than `a`'s: −quality, step time, file size, then memory, margins and decode times per DevSlot over
+    the slots any of them uses (0 where one does not: memory, margins and times are never negative)."""
+    mem_slots = sorted({si for c in group for si, _ in c.mem})
+    margin_slots = sorted({si for c in group for si, _ in c.margin})
+    tau_slots = sorted({si for c in group for si, _ in c.tau})
+    out: list[tuple[float, ...]] = []
+    for c in group:
+        mem, margin, tau = dict(c.mem), dict(c.margin), dict(c.tau)
+        out.append(
+            (
+                -c.quality,
+                c.step_s,
+                c.file_bytes,
+                *(mem.get(si, 0) for si in mem_slots),
+                *(margin.get(si, 0) for si in margin_slots),
+                *(tau.get(si, 0.0) for si in tau_slots),
+            )
+        )
+    return out
+
+
+def _candidate_order(c: Candidate) -> tuple[int, int, int, float]:
+    """The order of an item's candidates: best quality first, then fewer GPUs, less memory, faster."""
+    return (-c.quality, len(c.gpu_slots), c.total_bytes, c.step_s)
+
+
+def _placement_key(c: Candidate) -> tuple[object, ...]:
+    return (c.server, c.gpu_slots, c.uses_cpu, c.split_servers)
+
+
+def undominated(
+    cands: Sequence[Candidate], cache: EstimateCache | None = None, *, min_quality: int | None = None
+) -> list[Candidate]:
+    """The candidates of `cands` scoring at least `min_quality` that no other one of the same devices
+    dominates (the first of equals stays), by devices in order of first appearance, each in `cands`' order.
+
+    With `cache`, the dominated ones are memoized by the candidates' ids (only for candidates the cache holds,
+    so an id stays theirs), and found among all of `cands` before the quality filter: a candidate that dominates
+    another scores at least as much, so it passes any filter the other passes, and filtering first would drop
+    the same ones."""
+    dominated: frozenset[int]
+    key = tuple(id(c) for c in cands) if cache is not None else None
+    hit = cache.dominated.get(key) if cache is not None and key is not None else None
+    if hit is not None:
+        dominated = hit
+    else:
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for i, c in enumerate(cands):
+            groups.setdefault(_placement_key(c), []).append(i)
+        out: set[int] = set()
+        for idx in groups.values():
+            vecs = _dominance_vectors([cands[i] for i in idx])
+            for k, i in enumerate(idx):
+                v = vecs[k]
+                # dominated by another (`dominates`: every entry no larger); of equals, the first stays
+                if any(m != k and all(map(operator.le, w, v)) and (w != v or m < k) for m, w in enumerate(vecs)):
+                    out.add(id(cands[i]))
+        dominated = frozenset(out)
+        if cache is not None and key is not None:
+            cache.dominated[key] = dominated
+    # devices in order of first appearance among the candidates that pass the filter, dominated or not
+    by_devices: dict[tuple[object, ...], list[Candidate]] = {}
+    for c in cands:
+        if min_quality is None or c.quality >= min_quality:
+            group = by_devices.setdefault(_placement_key(c), [])
+            if id(c) not in dominated:
+                group.append(c)
+    return [c for group in by_devices.values() for c in group]
 
 
 def make_problem(
@@ -794,7 +878,7 @@ def make_problem(
         resident = it.service is not None or (
             it.role is not None and (it.role.residency == "always" if mode == "concurrent" else n_models == 1)
         )
-        fixed.append([replace(c, resident=resident) for c in cs])
+        fixed.append([c if c.resident == resident else cache.with_residency(c, resident) for c in cs])
     disk_gbs = cat.disk(stack.disk).read_gbs
     return Problem(
         items=items,
