@@ -238,7 +238,8 @@ class EstimateCache:
         if gpus and gpu_key in self._est:
             self.hits += 1
             return self._est[gpu_key]
-        key: tuple[object, ...] = (ref, quant, cfg, tuple(gpus), host.id, host.bandwidth_gbs)
+        # the whole host, not its CPU alone: two servers with one CPU and different RAM differ in what fits
+        key: tuple[object, ...] = (ref, quant, cfg, tuple(gpus), host)
         if key in self._est:
             self.hits += 1
             return self._est[key]
