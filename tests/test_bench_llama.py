@@ -32,14 +32,17 @@ def test_config_errors(cfg: LlamaBenchConfig, message: str) -> None:
 
 
 def test_server_is_started_as_deploy_writes_it() -> None:
-    """ctx per slot × slots cells over -np slots, the KV types and GPU layers."""
-    cfg = LlamaBenchConfig(ctx=1024, parallel=3, kv_type_k="q8_0", kv_type_v="q8_0", gpu_layers=7)
+    """ctx per slot × slots cells over -np slots, the KV types, GPU layers and a plan's --n-cpu-moe."""
+    cfg = LlamaBenchConfig(ctx=1024, parallel=3, kv_type_k="q8_0", kv_type_v="q8_0", gpu_layers=7, n_cpu_moe=5)
     args = server_args(Path("m.gguf"), server_load(cfg), 8080)
 
     def arg(flag: str) -> str:
         return args[args.index(flag) + 1]
 
-    assert (arg("-c"), arg("-np"), arg("-ctk"), arg("-ctv"), arg("-ngl")) == ("3072", "3", "q8_0", "q8_0", "7")
+    assert (arg("-c"), arg("-np"), arg("-ctk"), arg("-ctv"), arg("-ngl"), arg("--n-cpu-moe")) == (
+        "3072", "3", "q8_0", "q8_0", "7", "5",
+    )  # fmt: skip
+    assert "--n-cpu-moe" not in server_args(Path("m.gguf"), server_load(LlamaBenchConfig()), 8080)
 
 
 def _servers_of(path: Path) -> list[psutil.Process]:

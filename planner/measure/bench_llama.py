@@ -65,6 +65,7 @@ class LlamaBenchConfig:
     warmup: bool = True
     n_threads: int | None = None
     seed: int = 1234
+    n_cpu_moe: int = 0  # llama-server --n-cpu-moe (a plan's MoE placement)
 
     def check(self) -> None:
         if self.ctx <= 0 or self.parallel <= 0:
@@ -97,6 +98,7 @@ def server_load(cfg: LlamaBenchConfig) -> ServerLoad:
         swa_full=cfg.swa_full,
         n_gpu_layers=cfg.gpu_layers,
         n_threads=cfg.n_threads or default_threads(),
+        n_cpu_moe=cfg.n_cpu_moe,
     )
 
 

@@ -46,6 +46,7 @@ class ServerLoad:
     embeddings: bool = False  # --embeddings (encoders: -b = -ub = the input length)
     n_gpu_layers: int = 0
     n_threads: int = 2
+    n_cpu_moe: int = 0  # --n-cpu-moe: routed experts of the first N layers kept on the CPU
 
 
 def server_args(model: Path, load: ServerLoad, port: int) -> list[str]:
@@ -63,6 +64,8 @@ def server_args(model: Path, load: ServerLoad, port: int) -> list[str]:
         args.append("--swa-full")
     if load.embeddings:
         args.append("--embeddings")
+    if load.n_cpu_moe:
+        args += ["--n-cpu-moe", str(load.n_cpu_moe)]
     return args
 
 
