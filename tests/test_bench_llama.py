@@ -4,6 +4,9 @@ report failures, and no server outlives its bench. No timing assertions (speed: 
 
 from __future__ import annotations
 
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -12,6 +15,10 @@ import pytest
 from planner.errors import PlannerError
 from planner.measure.bench_llama import LlamaBenchConfig, server_load
 from planner.measure.server_memory import server_args
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_fixtures import free_port
 
 SMALL = {"ctx": 512, "n_prompt": 16, "n_gen": 4, "repetitions": 2, "warmup": False}
 ROUNDING = int(0.005 * 2**20) + 1  # llama.cpp prints MiB with 2 decimals
@@ -23,6 +30,7 @@ ROUNDING = int(0.005 * 2**20) + 1  # llama.cpp prints MiB with 2 decimals
         (LlamaBenchConfig(ctx=64, n_prompt=60, n_gen=8), "do not fit in a context of 64"),
         (LlamaBenchConfig(ctx=512, depth_tokens=400, n_prompt=100, n_gen=32), "raise --ctx"),
         (LlamaBenchConfig(n_prompt=1), "at least 2 tokens"),
+        (LlamaBenchConfig(n_gen=1), "2 generated tokens"),  # the first is sampled from the prompt: no decode step
         (LlamaBenchConfig(ctx=0), "must be positive"),
     ],
 )
@@ -43,6 +51,48 @@ def test_server_is_started_as_deploy_writes_it() -> None:
         "3072", "3", "q8_0", "q8_0", "7", "5",
     )  # fmt: skip
     assert "--n-cpu-moe" not in server_args(Path("m.gguf"), server_load(LlamaBenchConfig()), 8080)
+
+
+class _Broken(BaseHTTPRequestHandler):
+    """A server on loopback that answers like no llama-server: /completion fails, /v1/models is not JSON."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply(500, b"boom\n\x1b[31m")
+
+    def do_GET(self) -> None:
+        self._reply(200, b"<html>not json</html>")
+
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_answers_wrong_is_one_line() -> None:
+    from planner.measure.bench_llama import completion, n_vocab
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Broken)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(PlannerError) as refused:
+            completion(url, [1, 2], 2, cache_prompt=False, timeout_s=10)
+        with pytest.raises(PlannerError) as not_json:
+            n_vocab(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(refused.value) == "llama-server refused /completion (HTTP 500): boom\\n\\x1b[31m"
+    assert str(not_json.value) == "llama-server's reply to /v1/models is not JSON: <html>not json</html>"
+    port = free_port()  # nothing listens there
+    with pytest.raises(PlannerError, match=r"did not answer /completion: \[Errno 111\] Connection refused"):
+        completion(f"http://127.0.0.1:{port}", [1, 2], 2, cache_prompt=False, timeout_s=10)
 
 
 def _servers_of(path: Path) -> list[psutil.Process]:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -70,8 +71,9 @@ class LlamaBenchConfig:
     def check(self) -> None:
         if self.ctx <= 0 or self.parallel <= 0:
             raise PlannerError("--ctx and --parallel must be positive.")
-        if self.n_prompt < 2 or self.n_gen < 1 or self.repetitions < 1:
-            raise PlannerError("a bench needs a prompt of at least 2 tokens, 1 generated token and 1 repetition.")
+        if self.n_prompt < 2 or self.n_gen < 2 or self.repetitions < 1:
+            # llama-server samples the first token from the prompt's logits: decode speed needs a second one
+            raise PlannerError("a bench needs a prompt of at least 2 tokens, 2 generated tokens and 1 repetition.")
         need = self.depth_tokens + self.n_prompt + self.n_gen
         if need > self.ctx:
             raise PlannerError(
@@ -191,6 +193,31 @@ class Timings:
         )
 
 
+def _server_json(url: str, path: str, timeout_s: float, body: dict[str, Any] | None = None) -> Any:
+    """GET (or POST `body` to) `path` of the llama-server at `url` and parse its JSON reply; any failure (no
+    answer, an HTTP error, a reply that is not JSON) is a PlannerError naming the path."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
+    try:
+        if body is None:
+            conn.request("GET", path)
+        else:
+            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+    except (OSError, http.client.HTTPException) as e:
+        raise PlannerError(f"llama-server at {url} did not answer {path}: {e}") from None
+    finally:
+        conn.close()
+    text = raw.decode(errors="replace")
+    if resp.status != 200:
+        raise PlannerError(f"llama-server refused {path} (HTTP {resp.status}): {shown(text)}")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise PlannerError(f"llama-server's reply to {path} is not JSON: {shown(text)}") from None
+
+
 def completion(url: str, tokens: list[int], n_predict: int, *, cache_prompt: bool, timeout_s: float) -> Timings:
     """POST /completion: `tokens` (ids, so no tokenizer is involved) then `n_predict` greedy tokens, end of
     sequence ignored; llama-server's `timings` of it. A refusal or a dropped connection is a PlannerError."""
@@ -198,39 +225,24 @@ def completion(url: str, tokens: list[int], n_predict: int, *, cache_prompt: boo
         "prompt": tokens, "n_predict": n_predict, "ignore_eos": True, "cache_prompt": cache_prompt,
         "samplers": ["top_k"], "top_k": 1, "stream": False,
     }  # fmt: skip
-    host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
-    conn = http.client.HTTPConnection(host or "127.0.0.1", port, timeout=timeout_s)
+    reply = _server_json(url, "/completion", timeout_s, body)
     try:
-        conn.request("POST", "/completion", body=json.dumps(body), headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        raw = resp.read()
-    except (OSError, http.client.HTTPException) as e:
-        raise PlannerError(f"llama-server at {url} did not answer /completion: {e}") from None
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise PlannerError(
-            f"llama-server refused /completion (HTTP {resp.status}): {shown(raw.decode(errors='replace'))}"
-        )
-    t = json.loads(raw)["timings"]
-    return Timings(
-        int(t.get("cache_n", 0)), int(t["prompt_n"]), float(t["prompt_ms"]), int(t["predicted_n"]),
-        float(t["predicted_ms"]),
-    )  # fmt: skip
+        t = reply["timings"]
+        return Timings(
+            int(t.get("cache_n", 0)), int(t["prompt_n"]), float(t["prompt_ms"]), int(t["predicted_n"]),
+            float(t["predicted_ms"]),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PlannerError(f"llama-server's /completion reply has no timings: {shown(str(reply))}") from None
 
 
 def n_vocab(url: str, timeout_s: float = 10.0) -> int:
     """The vocabulary size llama-server reports (`GET /v1/models`: data[0].meta.n_vocab)."""
-    host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
-    conn = http.client.HTTPConnection(host or "127.0.0.1", port, timeout=timeout_s)
+    reply = _server_json(url, "/v1/models", timeout_s)
     try:
-        conn.request("GET", "/v1/models")
-        data = json.loads(conn.getresponse().read())
-        return int(data["data"][0]["meta"]["n_vocab"])
-    except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError, TypeError) as e:
-        raise PlannerError(f"llama-server at {url} did not say its vocabulary size: {e}") from None
-    finally:
-        conn.close()
+        return int(reply["data"][0]["meta"]["n_vocab"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise PlannerError(f"llama-server's /v1/models reply has no n_vocab: {shown(str(reply))}") from None
 
 
 def _one_pass(
