@@ -100,6 +100,7 @@ def test_real_server_streams_tokens(server_url: str) -> None:
 
 
 @pytest.mark.engines
+@pytest.mark.slow  # 5.7 s here (load 11), after the server's 6.5 s start
 def test_real_server_concurrency_levels(server_url: str) -> None:
     cfg = EndpointConfig(url=server_url + "/v1", model_name="gemma", concurrency=(1, 2), max_tokens=6)
     levels = bench_endpoint(cfg)
@@ -112,6 +113,7 @@ def test_real_server_concurrency_levels(server_url: str) -> None:
 
 
 @pytest.mark.engines
+@pytest.mark.slow  # 8.8 s here (load 11): its own server start
 def test_server_gone_mid_way_keeps_the_levels_measured(gemma_gguf_path: Path, tmp_path: Path) -> None:
     with llama_server(gemma_gguf_path, tmp_path / "llama-server.log") as url:
         first = bench_endpoint(EndpointConfig(url=url, model_name="gemma", concurrency=(1,), max_tokens=4))

@@ -143,6 +143,7 @@ def test_gemma_run_matches_estimate(gemma_gguf_path: Path, parallel: int, kv: st
 
 
 @pytest.mark.engines
+@pytest.mark.slow  # 16.6 s on this shared 2-core machine (load 11): a server start and three requests
 def test_timings_count_the_tokens_sent(gemma_gguf_path: Path, tmp_path: Path) -> None:
     """llama-server's `timings` of a /completion request: the 16 prompt ids evaluated, 3 tokens generated; with
     the prompt cache, a longer prompt sharing them evaluates only (about) the new ones."""

@@ -222,6 +222,7 @@ def test_cli_bad_input_exit_2(tmp_path: Path, args: list[str], message: str) -> 
 
 
 @pytest.mark.engines
+@pytest.mark.slow  # 7.0 s here (load 11): a llama-server start and one request
 def test_gemma_command_starts_llama_server_with_the_plans_settings(gemma_gguf_path: Path, tmp_path: Path) -> None:
     """Run the generated llama-server command itself (only the port changed, and -lv 4 for llama.cpp's log) on
     the real Gemma GGUF: it loads with the plan's ctx per slot, slots, KV type and flash attention, and decodes."""
