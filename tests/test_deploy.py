@@ -1,5 +1,5 @@
 """agiplan deploy: the values in the generated commands, files written atomically, bad input, and the
-llama.cpp settings for a Gemma plan loading and running in llama-cpp-python with the same values."""
+llama-server command for a Gemma plan started as generated and answering."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from bench_fixtures import free_port, running_llama_server
 from test_report_fixtures import GIB, agents_plan, gemma_plan
 from typer.testing import CliRunner
 
@@ -16,6 +17,7 @@ from planner.cli import app
 from planner.deploy import Process, build_deployment
 from planner.deploy.write import write_deployment
 from planner.errors import PlannerError, UnknownIdError
+from planner.measure.bench_llama import completion
 from planner.plan.schema import save_plan
 
 
@@ -219,34 +221,24 @@ def test_cli_bad_input_exit_2(tmp_path: Path, args: list[str], message: str) -> 
     assert res.stdout == ""
 
 
-@pytest.mark.llama
-def test_gemma_settings_load_and_run_in_llama_cpp(gemma_gguf_path: Path) -> None:
-    """Parse the generated llama-server command back and load the real Gemma GGUF with the same ctx, slots,
-    KV type and flash attention; decode a few tokens."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    from planner.measure.llama_runner import LlamaParams, loaded_context
-
+@pytest.mark.engines
+@pytest.mark.slow  # 7.0 s here (load 11): a llama-server start and one request
+def test_gemma_command_starts_llama_server_with_the_plans_settings(gemma_gguf_path: Path, tmp_path: Path) -> None:
+    """Run the generated llama-server command itself (only the port changed, and -lv 4 for llama.cpp's log) on
+    the real Gemma GGUF: it loads with the plan's ctx per slot, slots, KV type and flash attention, and decodes."""
     dep = build_deployment(gemma_plan(gemma_gguf_path, kv="q8_0", ctx=512, parallel=2), "box")
     p = proc_named(dep.processes, "llama-server-chat")
     assert arg(p, "-dev") == "none"
-    params = LlamaParams(
-        n_ctx=int(arg(p, "-c")),
-        n_seq_max=int(arg(p, "-np")),
-        type_k=arg(p, "-ctk"),
-        type_v=arg(p, "-ctv"),
-        flash_attn=arg(p, "-fa") == "on",
-        n_gpu_layers=int(arg(p, "-ngl")),
-    )
     assert arg(p, "-m") == str(gemma_gguf_path)
-    assert (params.n_ctx, params.n_seq_max, params.type_k, params.flash_attn) == (1024, 2, "q8_0", True)
-    with loaded_context(arg(p, "-m"), params) as (_model, ctx, log):
-        assert llama_cpp.llama_n_ctx(ctx) == 1024
-        assert llama_cpp.llama_n_seq_max(ctx) == 2
-        tokens = (llama_cpp.llama_token * 3)(2, 1000, 2000)
-        assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, 3)) == 0
-        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
-        assert logits[0] == logits[0]  # a real number, not NaN
-        text = "".join(log)
+    assert (arg(p, "-c"), arg(p, "-np"), arg(p, "-ctk"), arg(p, "-fa")) == ("1024", "2", "q8_0", "on")
+    argv = list(p.argv[1:])
+    port = free_port()
+    argv[argv.index("--port") + 1] = str(port)
+    log = tmp_path / "llama-server.log"
+    with running_llama_server([*argv, "-lv", "4"], port, log) as url:
+        timings = completion(url, [2, 1000, 2000], 2, cache_prompt=False, timeout_s=120)
+        text = log.read_text()
+    assert (timings.prompt_n, timings.predicted_n) == (3, 2)
     # llama.cpp's own log: each slot gets the plan's 512 tokens, q8_0 K and V, flash attention on
     assert "n_ctx_seq             = 512" in text
     assert "K (q8_0)" in text and "V (q8_0)" in text

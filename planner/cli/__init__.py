@@ -3,7 +3,7 @@
 Each command group is a module here with `register(app)` that adds its commands. The root group loads a
 command's module only when that command runs (or its own --help is asked for): `agiplan --help` lists the
 commands from the static table below without building every command's options, so it starts about as fast as
-the CLI framework itself. Heavy modules (gguf, numpy, huggingface_hub, llama_cpp) are imported inside the
+the CLI framework itself. Heavy modules (gguf, numpy, huggingface_hub) are imported inside the
 commands, never at start-up.
 """
 

@@ -1,6 +1,6 @@
 """`agiplan bench`: measure on this machine and compare with the estimate; calibrate later estimates.
 
-Modes (exactly one): `--model PATH` (a GGUF in llama.cpp, in process), `--synthetic ID --quant Q` (a
+Modes (exactly one): `--model PATH` (a GGUF on the real llama-server), `--synthetic ID --quant Q` (a
 random-weight GGUF of a catalog model, written to the cache, then benched), `--endpoint URL --model-name
 NAME` (a running OpenAI-compatible server), `--plan plan.json --server NAME` (every role of that server
 alone, then all together as planned), `--plan plan.json --deployment DIR` (each role of a running `agiplan
@@ -59,7 +59,7 @@ def _progress() -> Iterator[Progress]:
 
 
 def bench_command(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Path to a .gguf to run in llama.cpp.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Path to a .gguf to run on llama-server.")] = None,
     synthetic: Annotated[
         str | None, typer.Option("--synthetic", help="Catalog model id: bench a random-weight GGUF of it.")
     ] = None,
@@ -188,10 +188,10 @@ def bench_command(
     # checked before anything is spent (written, loaded, started); refusals save no --out
     to_write: SyntheticFile | None = None
     if model is not None or synthetic is not None:
-        from planner.measure.llama_runner import require_llama_cpp
+        from planner.measure.llama_tools import find_tools
         from planner.measure.synthetic import check_room_for, synthetic_file
 
-        require_llama_cpp()
+        find_tools()  # llama-server runs the bench: no synthetic file is written without it
         if synthetic is not None:
             to_write = synthetic_file(synthetic, quant or "Q4_K_M")
             check_room_for([to_write])
@@ -410,11 +410,11 @@ class _PlanBench:
 def _prepare_plan(
     result: BenchResult, plan_path: Path, server: str, option: int | None, lcfg: LlamaBenchConfig, on_this_host: bool
 ) -> _PlanBench:
-    """Check before anything is spent, in this order: the engine (llama-cpp-python), this host's GPUs against
+    """Check before anything is spent, in this order: the engine (the llama.cpp tools), this host's GPUs against
     the plan's, each role's settings, then disk room and cache cap for every synthetic file at once.
-    Placements the in-process bench cannot run go into `result` as error records."""
+    Placements the bench cannot run go into `result` as error records."""
     from planner.measure.host import plan_gpu_gap
-    from planner.measure.llama_runner import require_llama_cpp
+    from planner.measure.llama_tools import find_tools
     from planner.measure.records import plan_job, plan_server, unbenchable_plan_run
     from planner.measure.synthetic import check_room_for, synthetic_file
     from planner.plan.schema import load_plan
@@ -428,7 +428,7 @@ def _prepare_plan(
         else:
             benched.append(pl)
     if benched:
-        require_llama_cpp()
+        find_tools()
     gap = plan_gpu_gap(srv, benched, _HOST_CACHE["info"])
     if gap is not None and not on_this_host:
         raise PlannerError(

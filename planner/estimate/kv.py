@@ -1,8 +1,8 @@
 """KV cache size: layers × cells × KV heads × (head_dim_k + head_dim_v) × bytes per element.
 
 llama.cpp (src/llama-context.cpp, src/llama-kv-cache.cpp, src/llama-kv-cache-iswa.cpp of build b11434, the
-[engines] extra; the same rules as the llama.cpp vendored in llama-cpp-python 0.3.36, and equal to both builds'
-'KV buffer size' lines in tests/test_estimate_vs_llama_tools.py and tests/test_estimate_vs_llama.py):
+[engines] extra; the same rules as the llama.cpp vendored in llama-cpp-python 0.3.36, and equal to the pinned
+llama-server's 'KV buffer size' lines in tests/test_estimate_vs_llama_tools.py):
 - n_ctx is padded to 256; without a unified cache each of the n_seq_max slots is a stream of
   n_ctx_seq = pad(n_ctx / n_seq_max, 256) cells (so the total is n_ctx_seq × n_seq_max);
 - K and V of one layer are ggml tensors [n_embd_k_gqa, kv_size, n_stream] of the cache type, so a

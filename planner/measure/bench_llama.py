@@ -1,41 +1,47 @@
-"""Bench a GGUF in llama.cpp in process (llama-cpp-python): memory it allocates, prefill and decode speed.
+"""Bench a GGUF on the real llama-server (the pinned llama.cpp tools): memory it allocates, prefill and decode speed.
 
-One run loads the model with the run's context (llama.cpp total = ctx × parallel, n_seq_max = parallel),
-KV types, flash attention and GPU layers, reads llama.cpp's own buffer lines (model / KV / compute /
-output per device), samples the process's RSS and asks NVML for GPU memory. Then, after a short warm-up,
-each repetition:
+One run starts llama-server (planner.measure.server_memory) with the run's context (total = ctx × parallel over
+`parallel` slots), KV types, flash attention and GPU layers, as `agiplan deploy` writes it, reads llama.cpp's
+own buffer lines from its log (model / KV / compute / output per device), samples the server process's RSS
+(psutil) and asks NVML for its GPU memory. Then, after a short warm-up, each repetition sends one
+`/completion` request of random token ids (like llama-bench, speed does not depend on them; no tokenizer is
+involved), greedy, end of sequence ignored:
 
-1. clears the KV cache and fills `depth_tokens` of context (not timed);
-2. times `n_prompt` tokens in one llama_decode (prefill tok/s, and time to first token including the
-   greedy pick of the first token);
-3. times `n_gen` single-token llama_decode calls, each followed by a greedy argmax over the logits
-   (decode tok/s; no sampler beyond the argmax).
+1. with `depth_tokens`, a first request fills the slot's cache with them (not timed);
+2. the timed request evaluates `n_prompt` more tokens and generates `n_gen`.
 
-llama.cpp's own perf counters (`llama_perf_context`: t_p_eval_ms / n_p_eval, t_eval_ms / n_eval) are read
-for the same repetition, so agiplan's wall-clock figures can be compared with llama.cpp's (bench/
-bench_vs_llama_timings.py). Like llama-bench, tokens are random ids: speed does not depend on them.
-
-Also a worker entry point (`python -m planner.measure.bench_llama`) that `agiplan bench --plan` starts
-once per role, so that several models run at the same time in separate processes.
+Prefill and decode tok/s are llama-server's own `timings` of that request (prompt_per_second,
+predicted_per_second); the time to first token is its wall time here less llama-server's generation time.
+Several models at once (`run_workers`, for `agiplan bench --plan`): one llama-server each, all loaded before
+any starts decoding.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import random
 import statistics
-import sys
 import time
+import urllib.parse
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planner.errors import PlannerError
-from planner.measure.llama_log import BufferSizes, parse_buffer_sizes
+import psutil
+
+from planner.errors import PlannerError, shown
+from planner.measure.host import RssSampler, gpu_process_memory_bytes
+from planner.measure.llama_log import BufferSizes
+from planner.measure.llama_tools import find_tools
 from planner.measure.results import Measured
+from planner.measure.server_memory import RunningServer, ServerLoad, started_server
+
+_REQUEST_TIMEOUT_S = 600.0  # one request: a long prompt on a slow CPU takes minutes
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -60,12 +66,14 @@ class LlamaBenchConfig:
     warmup: bool = True
     n_threads: int | None = None
     seed: int = 1234
+    n_cpu_moe: int = 0  # llama-server --n-cpu-moe (a plan's MoE placement)
 
     def check(self) -> None:
         if self.ctx <= 0 or self.parallel <= 0:
             raise PlannerError("--ctx and --parallel must be positive.")
-        if self.n_prompt < 2 or self.n_gen < 1 or self.repetitions < 1:
-            raise PlannerError("a bench needs a prompt of at least 2 tokens, 1 generated token and 1 repetition.")
+        if self.n_prompt < 2 or self.n_gen < 2 or self.repetitions < 1:
+            # llama-server samples the first token from the prompt's logits: decode speed needs a second one
+            raise PlannerError("a bench needs a prompt of at least 2 tokens, 2 generated tokens and 1 repetition.")
         need = self.depth_tokens + self.n_prompt + self.n_gen
         if need > self.ctx:
             raise PlannerError(
@@ -75,27 +83,24 @@ class LlamaBenchConfig:
 
 
 def default_threads() -> int:
-    import psutil
-
     return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
 
 
-def llama_params(cfg: LlamaBenchConfig) -> object:
-    from planner.measure.llama_runner import LlamaParams
-
-    return LlamaParams(
+def server_load(cfg: LlamaBenchConfig) -> ServerLoad:
+    """The llama-server start for `cfg`: ctx × parallel cells over `parallel` slots, as `agiplan deploy` writes
+    it (llama-server reserves one output row per slot itself)."""
+    return ServerLoad(
         n_ctx=cfg.ctx * cfg.parallel,
-        n_seq_max=cfg.parallel,
+        n_parallel=cfg.parallel,
         type_k=cfg.kv_type_k,
         type_v=cfg.kv_type_v,
         flash_attn=cfg.flash_attn,
-        n_gpu_layers=cfg.gpu_layers,
         n_ubatch=cfg.n_ubatch,
         n_batch=cfg.n_batch,
         swa_full=cfg.swa_full,
+        n_gpu_layers=cfg.gpu_layers,
         n_threads=cfg.n_threads or default_threads(),
-        no_perf=False,
-        n_outputs_max=cfg.parallel,  # as llama-server reserves (server_output_limits): one output per slot
+        n_cpu_moe=cfg.n_cpu_moe,
     )
 
 
@@ -164,40 +169,169 @@ class LlamaBenchResult:
         )
 
 
-def _one_pass(
-    ctx: object,
-    vocab_size: int,
-    rng: random.Random,
-    cfg: LlamaBenchConfig,
-    n_prompt: int,
-    n_gen: int,
-    progress: Callable[[], None] | None = None,
-) -> tuple[float, float, float, float | None, float | None]:
-    """One repetition: (prefill tok/s, decode tok/s, ttft s, llama.cpp prefill tok/s, llama.cpp decode tok/s)."""
-    from planner.measure import llama_runner as lr
+@dataclass(frozen=True)
+class Timings:
+    """llama-server's own timing of one /completion request (its `timings` object): `prompt_n` tokens
+    evaluated after `cache_n` reused from the slot's cache, `predicted_n` tokens generated (the first one is
+    sampled from the prompt's logits, so `predicted_ms` covers predicted_n - 1 decode steps and sampling)."""
 
-    lr.clear_memory(ctx)
-    if cfg.depth_tokens:
-        lr.decode_tokens(ctx, [rng.randrange(vocab_size) for _ in range(cfg.depth_tokens)], cfg.n_batch)
-        lr.argmax_last_logits(ctx, vocab_size)  # synchronize before the timed part
-    prompt = [rng.randrange(vocab_size) for _ in range(n_prompt)]
-    lr.reset_perf(ctx)
+    cache_n: int
+    prompt_n: int
+    prompt_ms: float
+    predicted_n: int
+    predicted_ms: float
+
+    @property
+    def prefill_tok_s(self) -> float | None:
+        return self.prompt_n / (self.prompt_ms / 1000.0) if self.prompt_n > 0 and self.prompt_ms > 0 else None
+
+    @property
+    def decode_tok_s(self) -> float | None:
+        """llama-server's predicted_per_second; None below 2 tokens (a single token has no decode step)."""
+        return (
+            self.predicted_n / (self.predicted_ms / 1000.0) if self.predicted_n > 1 and self.predicted_ms > 0 else None
+        )
+
+
+def _server_json(url: str, path: str, timeout_s: float, body: dict[str, Any] | None = None) -> Any:
+    """GET (or POST `body` to) `path` of the llama-server at `url` and parse its JSON reply; any failure (no
+    answer, an HTTP error, a reply that is not JSON) is a PlannerError naming the path."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
+    try:
+        if body is None:
+            conn.request("GET", path)
+        else:
+            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+    except (OSError, http.client.HTTPException) as e:
+        raise PlannerError(f"llama-server at {url} did not answer {path}: {e}") from None
+    finally:
+        conn.close()
+    text = raw.decode(errors="replace")
+    if resp.status != 200:
+        raise PlannerError(f"llama-server refused {path} (HTTP {resp.status}): {shown(text)}")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise PlannerError(f"llama-server's reply to {path} is not JSON: {shown(text)}") from None
+
+
+def completion(url: str, tokens: list[int], n_predict: int, *, cache_prompt: bool, timeout_s: float) -> Timings:
+    """POST /completion: `tokens` (ids, so no tokenizer is involved) then `n_predict` greedy tokens, end of
+    sequence ignored; llama-server's `timings` of it. A refusal or a dropped connection is a PlannerError."""
+    body = {
+        "prompt": tokens, "n_predict": n_predict, "ignore_eos": True, "cache_prompt": cache_prompt,
+        "samplers": ["top_k"], "top_k": 1, "stream": False,
+    }  # fmt: skip
+    reply = _server_json(url, "/completion", timeout_s, body)
+    try:
+        t = reply["timings"]
+        return Timings(
+            int(t.get("cache_n", 0)), int(t["prompt_n"]), float(t["prompt_ms"]), int(t["predicted_n"]),
+            float(t["predicted_ms"]),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PlannerError(f"llama-server's /completion reply has no timings: {shown(str(reply))}") from None
+
+
+def n_vocab(url: str, timeout_s: float = 10.0) -> int:
+    """The vocabulary size llama-server reports (`GET /v1/models`: data[0].meta.n_vocab)."""
+    reply = _server_json(url, "/v1/models", timeout_s)
+    try:
+        return int(reply["data"][0]["meta"]["n_vocab"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise PlannerError(f"llama-server's /v1/models reply has no n_vocab: {shown(str(reply))}") from None
+
+
+def _one_pass(
+    url: str, vocab_size: int, rng: random.Random, cfg: LlamaBenchConfig, n_prompt: int, n_gen: int
+) -> tuple[Timings, float]:
+    """One repetition: llama-server's timings of `n_prompt` random tokens (after `depth_tokens` already cached)
+    and `n_gen` generated ones, and the time to the first token (the request's wall time less llama-server's
+    generation time: HTTP, prompt evaluation and the first pick)."""
+    timeout_s = _REQUEST_TIMEOUT_S
+    depth = [rng.randrange(vocab_size) for _ in range(cfg.depth_tokens)]
+    if depth:  # fill the slot's cache: the timed request reuses it (cache_prompt) and evaluates the rest
+        completion(url, depth, 1, cache_prompt=True, timeout_s=timeout_s)
+    prompt = depth + [rng.randrange(vocab_size) for _ in range(n_prompt)]
     t0 = time.perf_counter()
-    lr.decode_tokens(ctx, prompt, cfg.n_batch)
-    t1 = time.perf_counter()
-    tok = lr.argmax_last_logits(ctx, vocab_size)
-    t_first = time.perf_counter()
-    prefill = n_prompt / (t1 - t0)
-    # decode: one token per llama_decode, greedy pick from the logits each step
-    t2 = time.perf_counter()
-    for _ in range(n_gen):
-        lr.decode_tokens(ctx, [tok], 1)
-        tok = lr.argmax_last_logits(ctx, vocab_size)
-        if progress is not None:
-            progress()
-    t3 = time.perf_counter()
-    perf = lr.perf_counters(ctx)
-    return prefill, n_gen / (t3 - t2), t_first - t0, perf.prefill_tok_s, perf.decode_tok_s
+    t = completion(url, prompt, n_gen, cache_prompt=bool(depth), timeout_s=timeout_s)
+    wall_s = time.perf_counter() - t0
+    return t, max(0.0, wall_s - t.predicted_ms / 1000.0)
+
+
+@dataclass
+class _Loaded:
+    """A llama-server that loaded the model, the RSS sampler of its process, and the result it fills."""
+
+    server: RunningServer
+    sampler: RssSampler
+    result: LlamaBenchResult
+    vocab_size: int
+
+
+def _load(stack: contextlib.ExitStack, path: str | Path, cfg: LlamaBenchConfig, env: dict[str, str]) -> _Loaded:
+    """Start llama-server for `cfg` (stopped when `stack` closes) and read what it allocated."""
+    cfg.check()
+    model = Path(path)
+    if not model.is_file():
+        raise PlannerError(f"{path}: no such GGUF file.")
+    samplers: list[RssSampler] = []
+
+    def watch(pid: int) -> None:  # from before the model loads: the baseline is the bare process
+        samplers.append(RssSampler(pid=pid).start())
+        stack.callback(samplers[0].stop)  # its thread ends however the start ends
+
+    server = stack.enter_context(started_server(find_tools(), model, server_load(cfg), env=env, on_start=watch))
+    (sampler,) = samplers
+    stack.callback(sampler.stop)  # the last samples, before the server stops (closing runs last in, first out)
+    result = LlamaBenchResult(
+        buffers=server.buffers,
+        peak_rss_bytes=0,
+        baseline_rss_bytes=sampler.baseline_bytes,
+        gpu_memory_bytes=gpu_process_memory_bytes(server.proc.pid),
+        load_s=server.load_s,
+        n_prompt=cfg.n_prompt,
+        n_gen=cfg.n_gen,
+        depth_tokens=cfg.depth_tokens,
+    )
+    return _Loaded(server, sampler, result, n_vocab(server.url))
+
+
+def _measure(loaded: _Loaded, cfg: LlamaBenchConfig, progress: ProgressFn | None = None) -> LlamaBenchResult:
+    """The warm-up and the timed repetitions on a loaded server; Ctrl-C keeps what was measured
+    (`interrupted`). Peak RSS and GPU memory are read at the end."""
+    rng = random.Random(cfg.seed)
+    res, url = loaded.result, loaded.server.url
+    total = cfg.n_gen * (cfg.repetitions + (1 if cfg.warmup else 0))
+    done = 0
+    try:
+        if cfg.warmup:
+            if progress is not None:
+                progress("warm-up", done, total)
+            _one_pass(url, loaded.vocab_size, rng, cfg, min(cfg.n_prompt, 32), cfg.n_gen)
+            done += cfg.n_gen
+        for _ in range(cfg.repetitions):
+            if progress is not None:
+                progress("decode", done, total)
+            t, ttft_s = _one_pass(url, loaded.vocab_size, rng, cfg, cfg.n_prompt, cfg.n_gen)
+            done += cfg.n_gen
+            if t.prefill_tok_s is not None:
+                res.prefill_tok_s.append(t.prefill_tok_s)
+                res.llama_prefill_tok_s.append(t.prefill_tok_s)
+            if t.decode_tok_s is not None:
+                res.decode_tok_s.append(t.decode_tok_s)
+                res.llama_decode_tok_s.append(t.decode_tok_s)
+            res.ttft_s.append(ttft_s)
+    except KeyboardInterrupt:
+        res.interrupted = True
+    gpu = gpu_process_memory_bytes(loaded.server.proc.pid)
+    if gpu is not None:
+        res.gpu_memory_bytes = max(gpu, res.gpu_memory_bytes or 0)
+    res.peak_rss_bytes = loaded.sampler.stop()
+    return res
 
 
 def run_llama_bench(
@@ -206,108 +340,25 @@ def run_llama_bench(
     *,
     progress: ProgressFn | None = None,
     ready: Callable[[], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> LlamaBenchResult:
-    """Load `path` with `cfg`, measure memory and speed. Ctrl-C (KeyboardInterrupt) stops between tokens and
-    returns what was measured so far with `interrupted=True` (the model and context are freed)."""
-    from planner.measure import llama_runner as lr
-    from planner.measure.host import RssSampler, gpu_process_memory_bytes
-
-    cfg.check()
-    rng = random.Random(cfg.seed)
-    sampler = RssSampler().start()
-    t_load = time.perf_counter()
-    result: LlamaBenchResult | None = None
-    try:
-        with lr.loaded_context(path, llama_params(cfg)) as (model, ctx, log):  # type: ignore[arg-type]
-            load_s = time.perf_counter() - t_load
-            result = LlamaBenchResult(
-                buffers=parse_buffer_sizes("".join(log)),
-                peak_rss_bytes=0,
-                baseline_rss_bytes=sampler.baseline_bytes,
-                gpu_memory_bytes=gpu_process_memory_bytes(),
-                load_s=load_s,
-                n_prompt=cfg.n_prompt,
-                n_gen=cfg.n_gen,
-                depth_tokens=cfg.depth_tokens,
-            )
-            vocab_size = lr.n_vocab(model)
-            if ready is not None:
-                ready()
-            total = cfg.n_gen * (cfg.repetitions + (1 if cfg.warmup else 0))
-            done = 0
-
-            def tick() -> None:
-                nonlocal done
-                done += 1
-                if progress is not None:
-                    progress("decode", done, total)
-
-            try:
-                if cfg.warmup:
-                    if progress is not None:
-                        progress("warm-up", done, total)
-                    _one_pass(ctx, vocab_size, rng, cfg, min(cfg.n_prompt, 32), cfg.n_gen, tick)
-                for _ in range(cfg.repetitions):
-                    pf, dec, ttft, lpf, ldec = _one_pass(ctx, vocab_size, rng, cfg, cfg.n_prompt, cfg.n_gen, tick)
-                    result.prefill_tok_s.append(pf)
-                    result.decode_tok_s.append(dec)
-                    result.ttft_s.append(ttft)
-                    if lpf is not None:
-                        result.llama_prefill_tok_s.append(lpf)
-                    if ldec is not None:
-                        result.llama_decode_tok_s.append(ldec)
-            except KeyboardInterrupt:
-                result.interrupted = True
-            gpu = gpu_process_memory_bytes()
-            if gpu is not None:
-                result.gpu_memory_bytes = max(gpu, result.gpu_memory_bytes or 0)
-    finally:
-        peak = sampler.stop()
-    if result is None:  # pragma: no cover - loaded_context raises instead
-        raise PlannerError(f"llama.cpp did not load {path}.")
-    result.peak_rss_bytes = peak
-    return result
+    """Start llama-server on `path` with `cfg`, measure memory and speed, stop it. Ctrl-C (KeyboardInterrupt)
+    stops between requests and returns what was measured so far with `interrupted=True`; the server's
+    process group is stopped however this ends."""
+    with contextlib.ExitStack() as stack:
+        loaded = _load(stack, path, cfg, env or {})
+        if ready is not None:
+            ready()
+        return _measure(loaded, cfg, progress)
 
 
-# ------------------------------------------------------------------------------------ worker process
-
-
-def worker_main(argv: list[str] | None = None) -> int:
-    """`python -m planner.measure.bench_llama PATH CONFIG_JSON`: load, print `ready`, wait for a line on
-    stdin (the go signal, so that several workers decode at the same time), bench, print one JSON line."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        sys.stderr.write("usage: python -m planner.measure.bench_llama MODEL.gguf CONFIG_JSON\n")
-        return 2
-    path, raw = args
-    cfg = LlamaBenchConfig(**json.loads(raw))
-
-    def ready() -> None:
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
-        sys.stdin.readline()
-
-    try:
-        res = run_llama_bench(path, cfg, ready=ready)
-    except PlannerError as e:
-        sys.stdout.write(json.dumps({"error": str(e)}) + "\n")
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    payload = {"measured": res.to_measured().model_dump(mode="json"), "interrupted": res.interrupted}
-    sys.stdout.write(json.dumps(payload) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-def config_json(cfg: LlamaBenchConfig) -> str:
-    return json.dumps(asdict(cfg))
+# ------------------------------------------------------------------------------------ several at once
 
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """One model to bench in its own process (`key` names it in the outcome; `env` adds variables such as
-    CUDA_VISIBLE_DEVICES for the GPUs a plan placed it on)."""
+    """One model to bench on its own llama-server (`key` names it in the outcome; `env` adds variables such
+    as CUDA_VISIBLE_DEVICES for the GPUs a plan placed it on)."""
 
     key: str
     path: Path
@@ -324,98 +375,43 @@ class WorkerOutcome:
 
 
 def run_workers(jobs: list[WorkerJob], *, on_event: Callable[[str, str], None] | None = None) -> list[WorkerOutcome]:
-    """Bench `jobs` at the same time, one process each: all load, then all start decoding together.
+    """Bench `jobs` at the same time, one llama-server each: all load, then all start decoding together.
 
-    Each worker runs in its own session, so a Ctrl-C reaches only this process, which then terminates every
-    worker (and waits for it) before re-raising: no child process is left behind.
-    """
-    import subprocess
-    import tempfile
-
+    Each server runs in its own process group; whatever ends this (a failure, Ctrl-C), every group is stopped
+    before it returns or re-raises: no child process is left behind."""
     outcomes = {j.key: WorkerOutcome(j.key) for j in jobs}
-    procs: list[tuple[WorkerJob, subprocess.Popen[str], Any]] = []
 
     def note(key: str, what: str) -> None:
         if on_event is not None:
             on_event(key, what)
 
-    try:
+    with contextlib.ExitStack() as stack:
+        loaded: list[tuple[WorkerJob, _Loaded]] = []
         for job in jobs:
-            err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
-            env = {**os.environ, **job.env}
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "planner.measure.bench_llama", str(job.path), config_json(job.cfg)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-                env=env,
-                start_new_session=True,
-            )
-            procs.append((job, proc, err))
             note(job.key, "loading")
-        ready: list[tuple[WorkerJob, subprocess.Popen[str], Any]] = []
-        for job, proc, err in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().strip()
-            if line == "ready":
-                ready.append((job, proc, err))
-                note(job.key, "loaded")
-            else:
-                outcomes[job.key].error = _worker_error(line, proc, err)
-                note(job.key, "failed")
-        for job, proc, _err in ready:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            note(job.key, "running")
-        for job, proc, err in ready:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().strip()
             try:
-                payload = json.loads(line)
-            except json.JSONDecodeError:
-                outcomes[job.key].error = _worker_error(line, proc, err)
+                loaded.append((job, _load(stack, job.path, job.cfg, job.env)))
+                note(job.key, "loaded")
+            except PlannerError as e:
+                outcomes[job.key].error = str(e)
                 note(job.key, "failed")
-                continue
-            if "error" in payload:
-                outcomes[job.key].error = str(payload["error"])
-            else:
-                outcomes[job.key].measured = Measured.model_validate(payload["measured"])
-                outcomes[job.key].interrupted = bool(payload.get("interrupted"))
-            proc.wait(timeout=60)
-            note(job.key, "done")
-    finally:
-        for _job, proc, err in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
-            err.close()
-    return [outcomes[j.key] for j in jobs]
-
-
-def _worker_error(line: str, proc: Any, err: Any) -> str:
-    if line.startswith("{"):
+        pool = ThreadPoolExecutor(max_workers=max(1, len(loaded)), thread_name_prefix="agiplan-bench")
         try:
-            return str(json.loads(line).get("error", line))
-        except json.JSONDecodeError:
-            pass
-    try:
-        proc.wait(timeout=5)
-    except Exception:
-        proc.kill()
-    err.seek(0)
-    tail = err.read()[-300:].strip()
-    return f"worker exited with code {proc.returncode}: {tail or line or 'no output'}"
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through agiplan bench --plan
-    raise SystemExit(worker_main())
+            futures = []
+            for job, ld in loaded:
+                futures.append((job, pool.submit(_measure, ld, job.cfg)))
+                note(job.key, "running")
+            for job, fut in futures:
+                try:
+                    res = fut.result()
+                except PlannerError as e:
+                    outcomes[job.key].error = str(e)
+                    note(job.key, "failed")
+                    continue
+                outcomes[job.key].measured = res.to_measured()
+                outcomes[job.key].interrupted = res.interrupted
+                note(job.key, "done")
+        finally:
+            # on Ctrl-C the servers stop first (the stack closes after this), which ends the threads' requests
+            pool.shutdown(wait=False, cancel_futures=True)
+    return [outcomes[j.key] for j in jobs]

@@ -97,7 +97,8 @@ def plan_gpu_gap(server: PlanServer, placements: list[Placement], info: HostInfo
 
 @dataclass
 class RssSampler:
-    """Samples this process's resident set size every `interval_s` in a thread; `peak_bytes` after stop()."""
+    """Samples the resident set size of this process (or of `pid`) every `interval_s` in a thread; `peak_bytes`
+    after stop()."""
 
     interval_s: float = 0.02
     pid: int = field(default_factory=os.getpid)
@@ -112,7 +113,13 @@ class RssSampler:
         return int(psutil.Process(self.pid).memory_info().rss)
 
     def sample(self) -> int:
-        rss = self._rss()
+        """The RSS now (the peak so far is kept); a process that has ended adds nothing (0)."""
+        import psutil
+
+        try:
+            rss = self._rss()
+        except psutil.NoSuchProcess:  # a child sampled by pid (llama-server) that has stopped
+            return 0
         self.peak_bytes = max(self.peak_bytes, rss)
         return rss
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 PlanRunKind = Literal["plan-alone", "plan-together"]
 
-# ------------------------------------------------------------------------------------ a GGUF, in process
+# ---------------------------------------------------------------------------------- a GGUF, on llama-server
 
 
 def run_config(lcfg: LlamaBenchConfig, gpu_layers: int | None, has_gpus: bool) -> RunConfig:
@@ -161,24 +161,16 @@ def plan_server(plan: Plan, plan_path: Path, server: str, option: int | None) ->
 
 
 def unbenchable_plan_run(pl: Placement) -> BenchRun | None:
-    """An error record for a placement the in-process bench (llama-cpp-python) cannot run as planned, else
-    None: vLLM placements, and llama.cpp ones keeping routed experts on the CPU (--n-cpu-moe N has no
-    llama-cpp-python equivalent: run as given, every expert would go to the GPUs instead). Both are benched
-    through their server's endpoint."""
+    """An error record for a placement the llama-server bench cannot run as planned, else None: vLLM
+    placements (benched through their endpoint) and embedding models (the bench measures decoding)."""
     from planner.deploy import serves_embeddings
 
     if pl.engine == "vllm":
         why = "vLLM placements are benched through their endpoint: agiplan bench --endpoint URL"
     elif serves_embeddings(pl):
         why = (
-            f"{pl.model_name} is an embedding model: the in-process bench measures decoding, which is not its job; "
+            f"{pl.model_name} is an embedding model: the bench measures decoding, which is not its job; "
             "start llama-server as `agiplan deploy` writes it (--embeddings) and measure it there"
-        )
-    elif pl.n_cpu_moe:
-        why = (
-            f"the plan keeps the routed experts of {pl.n_cpu_moe} layers on the CPU (llama-server --n-cpu-moe "
-            f"{pl.n_cpu_moe}), which llama-cpp-python cannot do: start llama-server as `agiplan deploy` writes it "
-            "and bench it with agiplan bench --endpoint URL"
         )
     else:
         return None
@@ -189,8 +181,8 @@ def unbenchable_plan_run(pl: Placement) -> BenchRun | None:
 
 
 def plan_job(pl: Placement, path: Path, lcfg: LlamaBenchConfig, server: PlanServer) -> WorkerJob:
-    """The worker that benches placement `pl` of `server` as planned (its context, slots, KV type, layers
-    and GPUs, pinned with the vendor's visible-devices variable)."""
+    """The worker that benches placement `pl` of `server` as planned (its context, slots, KV type, layers,
+    experts kept on the CPU, and GPUs, pinned with the vendor's visible-devices variable)."""
     from planner.deploy import placement_vendor, visible_devices_env
     from planner.measure.bench_llama import WorkerJob
 
@@ -202,6 +194,7 @@ def plan_job(pl: Placement, path: Path, lcfg: LlamaBenchConfig, server: PlanServ
         kv_type_v=pl.kv_type,
         flash_attn=pl.flash_attn,
         gpu_layers=pl.gpu_layers,
+        n_cpu_moe=pl.n_cpu_moe,
     )
     try:
         cfg.check()

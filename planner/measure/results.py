@@ -80,7 +80,8 @@ class Predicted(_Closed):
 
 class Measured(_Closed):
     """What was measured. Memory from llama.cpp's own buffer lines; speeds are medians over repetitions,
-    with the spread [min, max]; `llama_*_tok_s` are llama.cpp's own perf counters for the same runs."""
+    with the spread [min, max]; `llama_*_tok_s` are the engine's own timings of the same runs (llama-server's
+    `timings`, which are also the speeds of the runs bench starts on llama-server; Ollama's eval counts)."""
 
     weights_bytes: int | None = None
     kv_cache_bytes: int | None = None
@@ -108,7 +109,7 @@ class Measured(_Closed):
 
 class BenchRun(_Closed):
     model: str
-    engine: str  # llama.cpp (in process), openai (an endpoint), ollama
+    engine: str  # llama.cpp (llama-server started by the bench), openai (an endpoint), ollama
     kind: RunKind
     role: str | None = None
     server: str | None = None  # the plan's server the role runs on (deployed runs)

@@ -3,16 +3,20 @@
 llama-server prints llama.cpp's own allocation lines while it loads ("CPU compute buffer size = 54.27 MiB",
 planner.measure.llama_log) at verbosity 4 (-lv 4; b11434's default prints none of them), before it listens.
 This module starts it on a free loopback port with the settings agiplan deploys it with, reads its log until the
-server listens (or exits), stops it (the whole process group) and parses the lines. Nothing is sent to the
-server: loading is the measurement.
+server listens (or exits), and stops it (the whole process group): `measure_server_buffers` parses the lines
+(loading is the measurement); `started_server` keeps it running for the block that benches it
+(planner.measure.bench_llama).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +46,7 @@ class ServerLoad:
     embeddings: bool = False  # --embeddings (encoders: -b = -ub = the input length)
     n_gpu_layers: int = 0
     n_threads: int = 2
+    n_cpu_moe: int = 0  # --n-cpu-moe: routed experts of the first N layers kept on the CPU
 
 
 def server_args(model: Path, load: ServerLoad, port: int) -> list[str]:
@@ -59,6 +64,8 @@ def server_args(model: Path, load: ServerLoad, port: int) -> list[str]:
         args.append("--swa-full")
     if load.embeddings:
         args.append("--embeddings")
+    if load.n_cpu_moe:
+        args += ["--n-cpu-moe", str(load.n_cpu_moe)]
     return args
 
 
@@ -68,20 +75,47 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def measure_server_buffers(
-    tools: LlamaTools, model: Path, load: ServerLoad, timeout_s: float = 120.0
-) -> tuple[BufferSizes, str]:
-    """Start llama-server with `load`, wait until it listens, stop it; (buffer sizes, its log).
+@dataclass(frozen=True)
+class RunningServer:
+    """A llama-server that has loaded its model and listens: its process, base URL, seconds until it listened,
+    and its log up to then (the allocation lines)."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    load_s: float
+    log: str
+
+    @property
+    def buffers(self) -> BufferSizes:
+        return parse_buffer_sizes(self.log)
+
+
+@contextlib.contextmanager
+def started_server(
+    tools: LlamaTools,
+    model: Path,
+    load: ServerLoad,
+    *,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+    on_start: Callable[[int], object] | None = None,
+) -> Iterator[RunningServer]:
+    """Start llama-server with `load` on a free loopback port (its own process group, `env` added to the
+    environment), wait until it listens and yield it; stop its whole group on exit, however the block ends.
+    `on_start(pid)` is called as soon as the process exists (before it loads: an RSS sampler's baseline).
 
     Raises PlannerError with the log's last lines when it exits first or does not listen in `timeout_s`."""
-    cmd = [str(tools.path("llama-server")), *server_args(model, load, _free_port())]
+    port = _free_port()
+    cmd = [str(tools.path("llama-server")), *server_args(model, load, port)]
     with tempfile.TemporaryFile() as log_file:
+        t0 = time.monotonic()
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=tools.env(),
-            start_new_session=True,
+            cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            env=tools.env({**os.environ, **(env or {})}), start_new_session=True,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + timeout_s
+            if on_start is not None:
+                on_start(proc.pid)
             while True:
                 log_file.seek(0)
                 text = log_file.read().decode("utf-8", errors="replace")
@@ -89,9 +123,19 @@ def measure_server_buffers(
                     break
                 if proc.poll() is not None:
                     raise PlannerError(f"llama-server exited with code {proc.returncode}: {text[-600:].strip()}")
-                if time.monotonic() > deadline:
+                if time.monotonic() - t0 > timeout_s:
                     raise PlannerError(f"llama-server did not listen within {timeout_s:.0f} s: {text[-600:].strip()}")
                 time.sleep(_POLL_S)
+            yield RunningServer(proc, f"http://127.0.0.1:{port}", time.monotonic() - t0, text)
         finally:
             stop_group(proc, _STOP_TIMEOUT_S)
-    return parse_buffer_sizes(text), text
+
+
+def measure_server_buffers(
+    tools: LlamaTools, model: Path, load: ServerLoad, timeout_s: float = 120.0
+) -> tuple[BufferSizes, str]:
+    """Start llama-server with `load`, wait until it listens, stop it; (buffer sizes, its log).
+
+    Raises PlannerError with the log's last lines when it exits first or does not listen in `timeout_s`."""
+    with started_server(tools, model, load, timeout_s=timeout_s) as server:
+        return server.buffers, server.log
