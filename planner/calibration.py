@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,8 @@ class CalibrationEntry(BaseModel):
     prefill_ratio: float = Field(gt=0, lt=100)
     # measured ÷ predicted on the compute each extra busy slot adds to a decode step (from a slot curve)
     batch_ratio: float = Field(default=1.0, gt=0, lt=100)
+    # CPU: measured ÷ predicted on the many-column kernels' pass over the weights (from a slot curve)
+    pass_ratio: float = Field(default=1.0, gt=0, lt=100)
     samples: int = Field(ge=1)
     model: str
     measured_at: str
@@ -132,6 +134,7 @@ def update_profile(
             decode_ratio=(old.decode_ratio * n + decode_ratio) / (n + 1),
             prefill_ratio=(old.prefill_ratio * n + prefill_ratio) / (n + 1),
             batch_ratio=old.batch_ratio,
+            pass_ratio=old.pass_ratio,
             samples=n + 1,
             model=model,
             measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -151,7 +154,7 @@ def calibration_for_devices(devices: Iterable[Device], path: Path | None = None)
     for d in devices:
         e = prof.entries.get(d.id)
         if e is not None:
-            out[d.id] = DeviceCalibration(e.decode_ratio, e.prefill_ratio, e.batch_ratio)
+            out[d.id] = DeviceCalibration(e.decode_ratio, e.prefill_ratio, e.batch_ratio, e.pass_ratio)
     return out
 
 
@@ -217,47 +220,48 @@ class SlotCurveFit:
     decode_ratio: float
     prefill_ratio: float
     batch_ratio: float
-    points: tuple[SlotCurvePoint, ...]  # predicted = after calibration
+    pass_ratio: float
+    points: tuple[SlotCurvePoint, ...]  # predicted = after calibration, on the points it was fitted to
     predicted_before_tok_s: tuple[float, ...]
     profile_path: str
 
 
-def _step_parts(
-    spec: ModelSpec, cfg: RunConfig, gpus: list[Device], host: Device, dev_id: str
-) -> tuple[float, float, float]:
-    """A decode step's seconds split as the estimator sees them: (memory part the decode ratio divides,
-    per-slot compute the batch ratio divides, fixed part), from three estimates with probe ratios."""
-    from planner.estimate.estimate import estimate
+@dataclass(frozen=True)
+class StepParts:
+    """A decode step's seconds as the estimator splits them for a fit: `a_s` is divided by one ratio, `b_s` by
+    another, `fixed_s` by neither."""
 
-    def step(decode: float, batch: float) -> float:
-        cal = {dev_id: DeviceCalibration(decode, 1.0, batch)}
-        est = estimate(spec, cfg, gpus, host, calibration=cal, suggest=False)
-        return 1.0 / est.speed.decode_tok_s_per_slot
+    a_s: float
+    b_s: float
+    fixed_s: float
 
+
+def _probe_parts(step: Callable[[float, float], float]) -> StepParts:
+    """Split a step into the parts two ratios divide, from three evaluations: step(a, b) = a_s / a + b_s / b +
+    fixed_s, so halving the time of a part by doubling its ratio reveals it."""
     x = step(1.0, 1.0)
-    memory = 2.0 * (x - step(2.0, 1.0))
-    compute = 2.0 * (x - step(1.0, 2.0))
-    return memory, compute, x - memory - compute
+    a = 2.0 * (x - step(2.0, 1.0))
+    b = 2.0 * (x - step(1.0, 2.0))
+    return StepParts(a, b, x - a - b)
 
 
-def fit_slot_curve(parts: list[tuple[float, float, float]], measured_step_s: list[float]) -> tuple[float, float]:
-    """(decode_ratio, batch_ratio) minimising the squared relative error of
-    t(B) = memory / decode_ratio + compute / batch_ratio + fixed against the measured step times.
-    With only one batch size (or no per-slot compute) the batch ratio stays 1."""
-    # unknowns u = 1 / decode_ratio, v = 1 / batch_ratio; rows weighted by 1 / measured
-    rows = [(m / t, c / t, (t - f) / t) for (m, c, f), t in zip(parts, measured_step_s, strict=True)]
-    smm = sum(a * a for a, _, _ in rows)
-    scc = sum(b * b for _, b, _ in rows)
-    smc = sum(a * b for a, b, _ in rows)
-    smy = sum(a * y for a, _, y in rows)
-    scy = sum(b * y for _, b, y in rows)
-    det = smm * scc - smc * smc
-    if scc <= 0 or abs(det) < 1e-12 * max(smm * scc, 1e-30):
-        u = smy / smm if smm > 0 else 1.0
-        return _ratio(u), 1.0
-    u = (smy * scc - scy * smc) / det
-    v = (smm * scy - smc * smy) / det
-    return _ratio(u), _ratio(v)
+def fit_slot_curve(parts: Sequence[StepParts], measured_step_s: Sequence[float]) -> tuple[float, float]:
+    """The two ratios (for `a_s`, for `b_s`) minimising the squared relative error of
+    t = a_s / ratio_a + b_s / ratio_b + fixed_s against the measured step times. A part that is zero at every
+    point (the GPU has no many-column pass) keeps its ratio at 1 and the other is fitted alone."""
+    # unknowns u = 1 / ratio_a, v = 1 / ratio_b; rows weighted by 1 / measured
+    rows = [(p.a_s / t, p.b_s / t, (t - p.fixed_s) / t) for p, t in zip(parts, measured_step_s, strict=True)]
+    saa = sum(a * a for a, _, _ in rows)
+    sbb = sum(b * b for _, b, _ in rows)
+    sab = sum(a * b for a, b, _ in rows)
+    say = sum(a * y for a, _, y in rows)
+    sby = sum(b * y for _, b, y in rows)
+    det = saa * sbb - sab * sab
+    if saa > 0 and sbb > 0 and abs(det) > 1e-9 * saa * sbb:
+        return _ratio((say * sbb - sby * sab) / det), _ratio((saa * sby - sab * say) / det)
+    if sbb > 0 and sbb >= saa:
+        return 1.0, _ratio(sby / sbb)
+    return (_ratio(say / saa) if saa > 0 else 1.0), 1.0
 
 
 def _ratio(inverse: float) -> float:
@@ -276,16 +280,27 @@ def calibrate_from_slot_curve(
     path: Path | None = None,
     save: bool = True,
 ) -> SlotCurveFit:
-    """Fit this host's decode and batch ratios to a llama-batched-bench slot curve (prefill from its
-    one-sequence prompt speed) and save them, with the curve, in the profile. The model must sit on one
-    device (the CPU with `gpu_layers` 0, or one GPU); a curve replaces the device's ratios. `save` False
-    fits and reports without touching the profile."""
+    """Fit this host's ratios to a llama-batched-bench slot curve and save them, with the curve, in the profile.
+
+    The one-sequence point sets the prefill ratio (its prompt speed) and the decode ratio (its step: the
+    one-column kernels' pass over the weights); the points of two or more sequences set, with those fixed,
+    the pass ratio of the CPU's many-column kernels and the batch ratio of the per-sequence compute (least
+    squares on relative error; on a GPU only the batch ratio). With three points (1, 6, 12: the default of
+    `bench --batched`) every ratio is fitted on its own point(s) and the curve at 2, 4, 8, 16 is a prediction
+    (bench/batched_accuracy.py measures it). The model must sit on one device (the CPU with `gpu_layers` 0,
+    or one GPU); a curve replaces the device's ratios. `save` False fits and reports without touching the
+    profile."""
     from planner.estimate.estimate import estimate
     from planner.estimate.types import RunConfig
 
     if not curve:
         raise PlannerError("no slot curve to calibrate from.")
     points = sorted(curve, key=lambda p: p.slots)
+    one = next((p for p in points if p.slots == 1), None)
+    if one is None:
+        raise PlannerError(
+            "a slot curve calibrates from one sequence up: include 1 in the sequence counts (e.g. --batched 1,6,12)."
+        )
 
     def config(p: SlotPoint) -> RunConfig:
         return RunConfig(
@@ -297,25 +312,41 @@ def calibrate_from_slot_curve(
             prompt_tokens=p.prompt_tokens,
         )
 
-    first = estimate(spec, config(points[0]), gpus, host, suggest=False)
+    first = estimate(spec, config(one), gpus, host, suggest=False)
     used = [d for d in first.devices if d.layers or d.holds_output]
     if len(used) != 1:
         raise PlannerError("a slot curve calibrates one device: run the model on the CPU (-ngl 0) or on one GPU.")
     dev = used[0].device
-    parts = [_step_parts(spec, config(p), gpus, host, dev.id) for p in points]
-    decode_ratio, batch_ratio = fit_slot_curve(parts, [p.step_s for p in points])
-    one = next((p for p in points if p.slots == 1), points[0])
-    pf_pred = estimate(spec, config(one), gpus, host, suggest=False).speed.prefill_tok_s
-    prefill_ratio = min(99.0, max(0.01, one.prefill_tok_s / one.slots / pf_pred))
+
+    def step_s(p: SlotPoint, cal: DeviceCalibration | None) -> float:
+        calibration = {dev.id: cal} if cal else None
+        return (
+            1.0
+            / estimate(spec, config(p), gpus, host, calibration=calibration, suggest=False).speed.decode_tok_s_per_slot
+        )
+
+    prefill_ratio = min(99.0, max(0.01, one.prefill_tok_s / one.slots / first.speed.prefill_tok_s))
+    # one sequence: the decode ratio divides its memory part (a_s); nothing else depends on it at B = 1
+    single = _probe_parts(lambda d, _b: step_s(one, DeviceCalibration(d, prefill_ratio)))
+    decode_ratio = _ratio((one.step_s - single.fixed_s) / single.a_s) if single.a_s > 0 else 1.0
+    many = [p for p in points if p.slots >= 2]
+
+    def many_parts(p: SlotPoint) -> StepParts:
+        # a_s: the many-column pass (pass ratio), b_s: the per-sequence compute (batch ratio)
+        return _probe_parts(lambda a, b: step_s(p, DeviceCalibration(decode_ratio, prefill_ratio, b, a)))
+
+    parts = [many_parts(p) for p in many]
+    pass_ratio, batch_ratio = fit_slot_curve(parts, [p.step_s for p in many]) if many else (1.0, 1.0)
+    after = DeviceCalibration(decode_ratio, prefill_ratio, batch_ratio, pass_ratio)
     fitted = [
         SlotCurvePoint(
             slots=p.slots,
             measured_aggregate_tok_s=p.aggregate_decode_tok_s,
-            predicted_aggregate_tok_s=p.slots / (m / decode_ratio + c / batch_ratio + f),
+            predicted_aggregate_tok_s=p.slots / step_s(p, after),
         )
-        for p, (m, c, f) in zip(points, parts, strict=True)
+        for p in points
     ]
-    before = tuple(p.slots / (m + c + f) for p, (m, c, f) in zip(points, parts, strict=True))
+    before = tuple(p.slots / step_s(p, None) for p in points)
     prof = load_profile(path) or CalibrationProfile(
         schema_version=SCHEMA_VERSION, hostname=socket.gethostname() or "localhost"
     )
@@ -325,6 +356,7 @@ def calibrate_from_slot_curve(
         decode_ratio=decode_ratio,
         prefill_ratio=prefill_ratio,
         batch_ratio=batch_ratio,
+        pass_ratio=pass_ratio,
         samples=(old.samples + 1) if old else 1,
         model=model,
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -339,6 +371,7 @@ def calibrate_from_slot_curve(
         decode_ratio=decode_ratio,
         prefill_ratio=prefill_ratio,
         batch_ratio=batch_ratio,
+        pass_ratio=pass_ratio,
         points=tuple(fitted),
         predicted_before_tok_s=before,
         profile_path=saved,

@@ -2,7 +2,8 @@
 (planner/calibration.py: fit_slot_curve, calibrate_from_slot_curve).
 
 The `engines` test runs the real llama-batched-bench of the pinned llama.cpp build on the real Gemma 3 270M
-Q4_K_M GGUF and checks that agiplan, calibrated on that curve, predicts every point within 20 %.
+Q4_K_M GGUF at the calibration's sequence counts and fits the profile to it; how close the calibrated model
+comes at 1–16 sequences is measured by bench/batched_accuracy.py, not asserted (a timed test flakes).
 """
 
 from __future__ import annotations
@@ -12,13 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from planner.calibration import calibrate_from_slot_curve, calibration_for_devices, fit_slot_curve, load_profile
+from planner.calibration import (
+    StepParts,
+    calibrate_from_slot_curve,
+    calibration_for_devices,
+    fit_slot_curve,
+    load_profile,
+)
 from planner.catalog import load_catalog
 from planner.errors import PlannerError
 from planner.estimate.devices import host_device
 from planner.estimate.estimate import estimate
 from planner.estimate.types import DeviceCalibration, RunConfig
-from planner.measure.batched_bench import SlotPoint, parse_batched_bench, run_batched_bench
+from planner.measure.batched_bench import CALIBRATION_SLOTS, SlotPoint, parse_batched_bench, run_batched_bench
 from planner.measure.llama_tools import find_tools
 from planner.sources.gguf_file import read_gguf
 
@@ -52,43 +59,69 @@ def test_parse_rejects_a_broken_line() -> None:
 
 
 def test_fit_recovers_known_ratios() -> None:
-    # step = memory / 0.5 + compute / 0.8 + fixed: the fit returns 0.5 and 0.8 exactly
-    parts = [(0.010, 0.0, 0.001), (0.010, 0.004, 0.001), (0.011, 0.012, 0.001), (0.012, 0.028, 0.001)]
-    steps = [m / 0.5 + c / 0.8 + f for m, c, f in parts]
-    decode, batch = fit_slot_curve(parts, steps)
-    assert decode == pytest.approx(0.5, rel=1e-9)
-    assert batch == pytest.approx(0.8, rel=1e-9)
-    # one batch size: only the decode ratio can be fitted
-    decode1, batch1 = fit_slot_curve(parts[:1], steps[:1])
-    assert (decode1, batch1) == (pytest.approx(0.5, rel=1e-9), 1.0)
+    # step = a / 0.5 + b / 0.8 + fixed: the fit returns 0.5 and 0.8 exactly
+    parts = [StepParts(0.010, 0.004, 0.001), StepParts(0.015, 0.012, 0.001), StepParts(0.010, 0.028, 0.001)]
+    steps = [p.a_s / 0.5 + p.b_s / 0.8 + p.fixed_s for p in parts]
+    assert fit_slot_curve(parts, steps) == (pytest.approx(0.5, rel=1e-9), pytest.approx(0.8, rel=1e-9))
+    # no a part at any point (a GPU has no many-column pass): only the b ratio is fitted
+    gpu = [StepParts(0.0, p.b_s, p.fixed_s + p.a_s / 0.5) for p in parts]
+    assert fit_slot_curve(gpu, steps) == (1.0, pytest.approx(0.8, rel=1e-9))
+
+
+CHECK_SLOTS = (1, 2, 4, 8, 16)  # the curve issue 13 checks; 2, 4, 8, 16 are not calibrated on
+
+
+def _curve(spec: object, host: object, truth: dict[str, DeviceCalibration], slots: tuple[int, ...]) -> list[SlotPoint]:
+    curve = []
+    for b in slots:
+        cfg = RunConfig(ctx=160, parallel=b, flash_attn=False, gpu_layers=0, depth_tokens=144, prompt_tokens=128)
+        sp = estimate(spec, cfg, [], host, calibration=truth, suggest=False).speed  # type: ignore[arg-type]
+        curve.append(SlotPoint(b, 128, 32, sp.prefill_tok_s * b, sp.aggregate_tok_s))
+    return curve
 
 
 def test_calibration_from_a_curve_round_trips(gemma_gguf_path: Path, tmp_path: Path) -> None:
-    # a curve made by the estimator itself with decode × 0.6 and per-slot compute × 0.4: the fit finds those
-    # ratios, saves them with the curve, and the calibrated estimate reproduces every point
+    # a curve at 1, 6, 12 sequences made by the estimator itself with decode × 0.6, prefill × 0.9, per-slot
+    # compute × 0.4 and the many-column pass × 0.7: the fit finds those ratios, saves them with the curve,
+    # and the calibrated estimate then gives the points it was not fitted on (2, 4, 8, 16)
     cat = load_catalog()
     spec = read_gguf(gemma_gguf_path)
     host = host_device(cat, None, 16)
-    truth = {host.id: DeviceCalibration(0.6, 1.0, 0.4)}
-    curve = []
-    for b in (1, 2, 4, 8, 16):
-        cfg = RunConfig(ctx=160, parallel=b, flash_attn=False, gpu_layers=0, depth_tokens=144, prompt_tokens=128)
-        sp = estimate(spec, cfg, [], host, calibration=truth, suggest=False).speed
-        curve.append(SlotPoint(b, 128, 32, sp.prefill_tok_s * b, sp.aggregate_tok_s))
+    truth = {host.id: DeviceCalibration(0.6, 0.9, 0.4, 0.7)}
     profile = tmp_path / "calibration.json"
     fit = calibrate_from_slot_curve(
-        spec, curve, gpus=[], host=host, gpu_layers=0, flash_attn=False, model="gemma", path=profile
+        spec,
+        _curve(spec, host, truth, CALIBRATION_SLOTS),
+        gpus=[],
+        host=host,
+        gpu_layers=0,
+        flash_attn=False,
+        model="gemma",
+        path=profile,
     )
-    assert fit.decode_ratio == pytest.approx(0.6, rel=1e-6)
-    assert fit.batch_ratio == pytest.approx(0.4, rel=1e-6)
-    assert fit.prefill_ratio == pytest.approx(1.0, rel=1e-6)
-    for p, c in zip(fit.points, curve, strict=True):
-        assert p.predicted_aggregate_tok_s == pytest.approx(c.aggregate_decode_tok_s, rel=1e-6)
+    assert (fit.decode_ratio, fit.prefill_ratio) == (pytest.approx(0.6, rel=1e-6), pytest.approx(0.9, rel=1e-6))
+    assert (fit.batch_ratio, fit.pass_ratio) == (pytest.approx(0.4, rel=1e-6), pytest.approx(0.7, rel=1e-6))
     saved = load_profile(profile)
     assert saved is not None
-    assert [p.slots for p in saved.entries[host.id].slot_curve] == [1, 2, 4, 8, 16]
-    assert calibration_for_devices([host], profile)[host.id].batch_ratio == pytest.approx(0.4, rel=1e-6)
-    assert json.loads(profile.read_text())["entries"][host.id]["batch_ratio"] == pytest.approx(0.4, rel=1e-6)
+    assert [p.slots for p in saved.entries[host.id].slot_curve] == list(CALIBRATION_SLOTS)
+    cal = calibration_for_devices([host], profile)
+    assert cal[host.id] == DeviceCalibration(*(pytest.approx(r, rel=1e-6) for r in (0.6, 0.9, 0.4, 0.7)))
+    assert json.loads(profile.read_text())["entries"][host.id]["pass_ratio"] == pytest.approx(0.7, rel=1e-6)
+    for want, got in zip(_curve(spec, host, truth, CHECK_SLOTS), _curve(spec, host, cal, CHECK_SLOTS), strict=True):
+        assert got.aggregate_decode_tok_s == pytest.approx(want.aggregate_decode_tok_s, rel=1e-6), want.slots
+
+
+def test_calibration_needs_the_one_sequence_point(gemma_gguf_path: Path, tmp_path: Path) -> None:
+    # the decode and prefill ratios come from one sequence: a curve without it is refused, nothing is saved
+    cat = load_catalog()
+    spec = read_gguf(gemma_gguf_path)
+    host = host_device(cat, None, 16)
+    curve = _curve(spec, host, {}, (2, 4))
+    with pytest.raises(PlannerError, match="include 1"):
+        calibrate_from_slot_curve(
+            spec, curve, gpus=[], host=host, gpu_layers=0, flash_attn=False, model="g", path=tmp_path / "c.json"
+        )
+    assert not (tmp_path / "c.json").exists()
 
 
 def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
@@ -108,8 +141,8 @@ def test_real_batched_bench_curve_calibrates(gemma_gguf_path: Path, tmp_path: Pa
         find_tools()
     except PlannerError as e:
         pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
-    res = run_batched_bench(gemma_gguf_path, slots=(1, 2, 4, 8, 16), threads=2, timeout_s=600, repetitions=1)
-    assert [p.slots for p in res.points] == [1, 2, 4, 8, 16]
+    res = run_batched_bench(gemma_gguf_path, slots=CALIBRATION_SLOTS, threads=2, timeout_s=600, repetitions=1)
+    assert [p.slots for p in res.points] == list(CALIBRATION_SLOTS)
     assert all(p.aggregate_decode_tok_s > 0 for p in res.points)
     cat = load_catalog()
     fit = calibrate_from_slot_curve(
@@ -122,7 +155,7 @@ def test_real_batched_bench_curve_calibrates(gemma_gguf_path: Path, tmp_path: Pa
         model="gemma-3-270m",
         path=tmp_path / "calibration.json",
     )
-    assert [p.slots for p in fit.points] == [1, 2, 4, 8, 16]
+    assert [p.slots for p in fit.points] == list(CALIBRATION_SLOTS)
     assert all(p.predicted_aggregate_tok_s > 0 for p in fit.points)
     assert (tmp_path / "calibration.json").is_file()  # the curve is kept in the profile
 

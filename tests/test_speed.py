@@ -313,13 +313,48 @@ def test_rpc_cost_by_link_speed() -> None:
     assert rpc_prefill_s_per_token(8192, 512, ten) == pytest.approx(per_token / 10, rel=0.02)
 
 
+CPU = Device(**{**GPU.__dict__, "id": "cpu", "kind": "cpu", "backend": "cpu", "vendor": "cpu", "arch": ""})
+CPU_MEM_S = 1e9 / (1000e9 * 0.70)  # 1 GB of q4 weights / (1000 GB/s × CPU η q4)
+CPU_TOKEN_S = 2 * 2e9 / (100e12 * 0.56)  # a token of 2 B parameters at the CPU prefill rate (η q4 0.56)
+
+
+def test_cpu_one_sequence_and_several_take_different_kernels() -> None:
+    # ggml-cpu (pinned b11434): one column runs the vec_dot / gemv kernels, a pass over the weights at
+    # memory_s; from two columns tinyBLAS / tiled / repack gemm pass over them at CPU_GEMM_PASS_FACTOR (1.5) ×
+    # memory_s and pay a token at the prefill rate per sequence: t(B) = 1.5 × t_mem + B × t_token.
+    # Half the bytes are q8 (tinyBLAS tiles 4 columns): B = 6 adds a second pass over that half.
+    load = DeviceLoad(CPU, {"q4": 500_000_000, "q8": 500_000_000}, {}, 0, 2_000_000_000, 2_000_000_000, 0)
+    mem_s = 0.5e9 / (1000e9 * 0.70) + 0.5e9 / (1000e9 * 0.76)  # CPU η q4 0.70, q8 0.76
+    token_s = 2 * 2e9 / (100e12 / (0.5 / 0.56 + 0.5 / 0.65))  # prefill η: bytes-weighted harmonic mean
+    for slots, passes in ((1, 0.0), (2, 1.0), (3, 1.0), (4, 1.0), (5, 1.5), (6, 1.5), (8, 1.0), (12, 1.0), (16, 1.0)):
+        s = estimate_speed([load], depth_tokens=0, parallel=slots, expert_fraction_one=1.0)
+        want = mem_s if slots == 1 else passes * 1.5 * mem_s + slots * token_s
+        assert 1 / s.decode_tok_s_per_slot == pytest.approx(want, rel=1e-9), slots
+    # two sequences cost more than one (the measured Gemma 3 270M case: 2.3 × at 1 thread), four less than 4 ×
+    t = {
+        b: 1 / estimate_speed([load], depth_tokens=0, parallel=b, expert_fraction_one=1.0).decode_tok_s_per_slot
+        for b in (1, 2, 4)
+    }
+    assert t[2] > 1.5 * t[1] and t[4] < 4 * t[1]
+
+
+def test_cpu_calibration_ratios_divide_their_own_parts() -> None:
+    # pass ÷ (decode × pass ratio), columns ÷ (prefill × batch ratio), KV ÷ decode ratio; one sequence only
+    # sees the decode ratio
+    load = DeviceLoad(CPU, {"q4": 1_000_000_000}, {}, 1000, 2_000_000_000, 2_000_000_000, 0)
+    kv_s = 4 * 100 * 1000 / (1000e9 * 0.70)
+    cal = {"cpu": DeviceCalibration(decode_ratio=0.5, prefill_ratio=0.8, batch_ratio=0.5, pass_ratio=2.0)}
+    s4 = estimate_speed([load], depth_tokens=100, parallel=4, expert_fraction_one=1.0, calibration=cal)
+    want = kv_s / 0.5 + 1.5 * CPU_MEM_S / (0.5 * 2.0) + 4 * CPU_TOKEN_S / (0.8 * 0.5)
+    assert 1 / s4.decode_tok_s_per_slot == pytest.approx(want, rel=1e-9)
+    assert 1 / s4.decode_tok_s == pytest.approx((CPU_MEM_S + 100 * 1000 / (1000e9 * 0.70)) / 0.5, rel=1e-9)
+
+
 def test_cpu_repacked_weights_are_reread_below_four_rows() -> None:
     # ggml-cpu/repack.cpp (pinned b11434): rows of a batch go through gemm in groups of 4 and one at a time
-    # (gemv) for the B mod 4 left over, each gemv reading the repacked weights again
-    cpu = Device(**{**GPU.__dict__, "id": "cpu", "kind": "cpu", "backend": "cpu", "vendor": "cpu", "arch": ""})
-    load = DeviceLoad(cpu, {"q4": 1_000_000_000}, {}, 0, 2_000_000_000, 2_000_000_000, 0, 1_000_000_000)
-    mem_s = 1e9 / (1000e9 * 0.70)  # CPU η q4
-    token_s = 2 * 2e9 / (100e12 * 0.56)  # CPU: each extra sequence at the prefill rate (factor 1)
-    for slots, passes in ((1, 1), (2, 2), (3, 3), (4, 1), (5, 2), (8, 1), (16, 1)):
+    # (gemv) for the B mod 4 left over, each gemv reading the repacked weights again (at the one-column rate)
+    load = DeviceLoad(CPU, {"q4": 1_000_000_000}, {}, 0, 2_000_000_000, 2_000_000_000, 0, 1_000_000_000)
+    for slots, passes in ((2, 2), (3, 3), (4, 1), (5, 2), (8, 1), (16, 1)):
         s = estimate_speed([load], depth_tokens=0, parallel=slots, expert_fraction_one=1.0)
-        assert 1 / s.decode_tok_s_per_slot == pytest.approx(passes * mem_s + (slots - 1) * token_s, rel=1e-9), slots
+        want = 1.5 * CPU_MEM_S + (passes - 1) * CPU_MEM_S + slots * CPU_TOKEN_S
+        assert 1 / s.decode_tok_s_per_slot == pytest.approx(want, rel=1e-9), slots

@@ -116,8 +116,9 @@ def bench_command(
         str | None,
         typer.Option(
             "--batched",
-            help="With --model/--synthetic: run llama-batched-bench at these sequence counts (1,2,4,8,16), "
-            "save the slot curve in the calibration profile.",
+            help="With --model/--synthetic: run llama-batched-bench at these sequence counts (1,6,12 calibrates: "
+            "1 for one stream, 6 and 12 for the CPU's batched kernels), save the slot curve in the calibration "
+            "profile.",
         ),
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", "-t", help="--batched: CPU threads.")] = None,
@@ -552,6 +553,7 @@ def _bench_batched(
                 "device": fit.device_id,
                 "decode_ratio": fit.decode_ratio,
                 "batch_ratio": fit.batch_ratio,
+                "pass_ratio": fit.pass_ratio,
                 "prefill_ratio": fit.prefill_ratio,
                 "calibrated": calibrate,
                 "points": rows,
@@ -573,7 +575,8 @@ def _bench_batched(
     con.print(t)
     saved = f" · saved in {fit.profile_path}" if calibrate else " (not saved: --no-calibrate)"
     con.print(
-        f"{fit.device_id}: decode × {fit.decode_ratio:.3f}, per-slot compute × {fit.batch_ratio:.3f}, "
+        f"{fit.device_id}: decode × {fit.decode_ratio:.3f}, batched pass × {fit.pass_ratio:.3f}, "
+        f"per-slot compute × {fit.batch_ratio:.3f}, "
         f"prefill × {fit.prefill_ratio:.3f}{saved}"
     )
 

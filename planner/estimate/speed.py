@@ -9,6 +9,8 @@ so their times add, and passing the step from card to card slows it by a fractio
                 (+ t_sync when the CPU takes part; vLLM: + its scheduler's step time, no split factor)
     compute_d(B) = (B − 1) × t_token_d, at the matrix-vector rate up to 8 sequences on CUDA / ROCm and
                    at the prefill (GEMM) rate beyond
+    CPU, B ≥ 2: bytes_d / (bandwidth_d × η_d) is replaced by passes(B) × the many-column kernels' own pass
+                over the weights, and compute_d(B) = B × t_token at the prefill rate (see CPU_GEMM_PASS_FACTOR)
     decode tok/s per slot = 1 / t_step(B),   aggregate = B / t_step(B)
 
 Prefill is compute-bound: per token Σ_d [ (2 × params_d + attention FLOPs at the mean position) /
@@ -158,6 +160,36 @@ BATCH_TOKEN_FACTOR: dict[str, dict[str, float]] = {
     "metal": {"f16": 2.0, "q8": 3.0, "q4": 3.0, "low": 4.0},
     "cpu": {"f16": 1.0, "q8": 1.0, "q4": 1.0, "low": 1.0},
 }
+# CPU (ggml-cpu of the pinned b11434): one sequence and several take different kernels. With one column every matmul
+# runs the one-column kernels (ggml_vec_dot_* rows, the repacked gemv), a memory-bound pass over the weights:
+# memory_s, calibrated by the one-stream decode ratio. From two columns ggml_compute_forward_mul_mat hands F32 / F16 /
+# BF16 / Q8_0 / Q4_0 / Q5_0 / IQ4_NL weights to llamafile's tinyBLAS (llamafile/sgemm.cpp: "only enable sgemm for
+# prompt processing … if (n < 2) return false"), K-quants to the tiled kernels from 8 columns (tiled/tiled.cpp
+# ggml_tiled_min_batch) and to vec_dot below that; repacked weights to repack.cpp's gemm. Those kernels pass over the
+# weights at their own, slower rate and then pay per column. Measured on this project's 2-core Zen 4 host with perf
+# (Gemma 3 270M Q4_K_M, llama-batched-bench, 1 thread, CPU ms per step): the 170 MiB Q8_0 output matrix takes 11.1 in
+# ggml_vec_dot_q8_0_q8_0 at one sequence and 30.2 + 3.6 × B in tinyBLAS gemm4xN at B = 2 … 16; the whole step 19.3 at
+# one sequence, then ≈ 27 + 8.1 × B (B = 2, 4, 8, 12, 16 within 3 %; B = 3, tinyBLAS's 4 × 3 tile, costs 63.4, 23 %
+# over that line, not modelled): two sequences cost 2.3 times one. So a CPU step of B ≥ 2 sequences is
+#   passes(B) × CPU_GEMM_PASS_FACTOR × memory_s + B × (a token at the prefill rate) + the slots' KV,
+# the factor from the same runs (27 / 19.3 = 1.4 at 1 thread; 21.1 / 13.5 = 1.6 at 2 threads: the line through 4 and
+# 16 sequences of the wall-clock curve in issue 13's closing note) rounded to 1.5; `agiplan bench --batched`
+# calibrates both terms on this host. passes(B): tinyBLAS's mnpack tiles the columns 4 at a time and takes the B mod 4
+# left over in a second pass over the weights (B = 6 cost 100.3 ms at 1 thread, 2 passes + 6 columns predict 103; B =
+# 8 cost 92.1) — counted for the f16 and q8 families' bytes, all of which tinyBLAS multiplies; the q4 family mixes
+# Q4_0 / Q5_0 (tinyBLAS) with K-quants (one pass) and is counted as one pass.
+CPU_GEMM_PASS_FACTOR = 1.5
+CPU_TILE_COLUMNS = 4
+CPU_TILED_FAMILIES = ("f16", "q8")
+
+
+def cpu_weight_passes(slots: int, tiled_fraction: float) -> float:
+    """Passes the CPU's many-column kernels make over the weights for `slots` ≥ 2 columns: one, plus a second
+    over the share `tiled_fraction` of the bytes tinyBLAS multiplies when B > 4 is not a multiple of 4."""
+    remainder = slots > CPU_TILE_COLUMNS and slots % CPU_TILE_COLUMNS != 0
+    return 1.0 + (tiled_fraction if remainder else 0.0)
+
+
 # vLLM decodes a batch with CUDA graphs and cuBLAS / Marlin GEMMs: a sequence costs its prefill compute;
 # its scheduler adds a fixed time per step, fitted on A100 Qwen3-30B-A3B BF16 at concurrency 1,
 # ISL 4096 (96.91 t/s, tt-inference-server GPU reference run): +1.9 ms.
@@ -325,6 +357,17 @@ class StepTimes:
     gemm_token_s: float
     vector_columns: int  # sequences the matrix-vector kernels take before the GEMM ones (0: no such switch)
     repacked_memory_s: float = 0.0  # reading the repacked weights once (part of memory_s)
+    # CPU llama.cpp: the many-column kernels' pass over the weights (0: the device has no such path) and the
+    # share of the bytes that tinyBLAS tiles (see cpu_weight_passes)
+    many_column_pass_s: float = 0.0
+    tiled_fraction: float = 0.0
+
+    def many_column_s(self, slots: int, pass_ratio: float = 1.0, column_ratio: float = 1.0) -> float:
+        """A CPU step of `slots` ≥ 2 sequences without its KV: the kernels' passes over the weights, divided by
+        `pass_ratio`, and one token per sequence at the prefill rate, divided by `column_ratio`."""
+        passes = cpu_weight_passes(slots, self.tiled_fraction)
+        pass_s = passes * self.many_column_pass_s + self.memory_passes_s(slots)
+        return pass_s / pass_ratio + slots * self.gemm_token_s / column_ratio
 
     def memory_passes_s(self, slots: int) -> float:
         """Extra weight reads of a step on the CPU's repacked weights: ggml-cpu/repack.cpp multiplies rows of
@@ -361,7 +404,12 @@ def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, engine: str) ->
     vector_s = factor * flops / base_flops if base_flops > 0 and ld.active_params else 0.0
     columns = MMVQ_MAX_BATCH if key in ("cuda", "rocm") else 0
     repacked_s = ld.repacked_bytes / bw if ld.device.kind == "cpu" else 0.0
-    return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, vector_s, gemm_s, columns, repacked_s)
+    pass_s = tiled = 0.0
+    if ld.device.kind == "cpu":
+        pass_s = CPU_GEMM_PASS_FACTOR * moved / bw
+        total = sum(ld.weight_bytes_by_family.values())
+        tiled = sum(ld.weight_bytes_by_family.get(f, 0) for f in CPU_TILED_FAMILIES) / total if total else 0.0
+    return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, vector_s, gemm_s, columns, repacked_s, pass_s, tiled)
 
 
 def estimate_speed(
@@ -405,10 +453,17 @@ def estimate_speed(
         t0 = 0.0
         for ld in used:
             st = _step_times(ld, touched=touched, hybrid=hybrid, engine=engine)
-            cal = calibration.get(ld.device.id)
-            mem = st.memory_s + st.memory_passes_s(slots) + slots * depth * st.kv_s_per_depth_token
-            mem /= cal.decode_ratio if cal else 1.0
-            t_dev = mem + st.compute_s(slots) / (cal.batch_ratio if cal else 1.0)
+            cal = calibration.get(ld.device.id) or DeviceCalibration()
+            kv = slots * depth * st.kv_s_per_depth_token
+            if slots >= 2 and st.many_column_pass_s > 0:
+                # CPU, several sequences: the many-column kernels (see CPU_GEMM_PASS_FACTOR); their pass reads the
+                # same memory as the one-stream pass, their columns run at the prefill rate
+                t_dev = kv / cal.decode_ratio + st.many_column_s(
+                    slots, cal.decode_ratio * cal.pass_ratio, cal.prefill_ratio * cal.batch_ratio
+                )
+            else:
+                mem = (st.memory_s + st.memory_passes_s(slots) + kv) / cal.decode_ratio
+                t_dev = mem + st.compute_s(slots) / cal.batch_ratio
             if tensor and ld.device.kind == "gpu":
                 t_gpus += t_dev
             else:

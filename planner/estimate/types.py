@@ -182,6 +182,7 @@ class DeviceCalibration:
     decode_ratio: float = 1.0
     prefill_ratio: float = 1.0
     batch_ratio: float = 1.0  # on the compute each extra busy slot adds to a decode step (llama-batched-bench)
+    pass_ratio: float = 1.0  # CPU: on the many-column kernels' pass over the weights (llama-batched-bench)
 
 
 @dataclass(frozen=True)

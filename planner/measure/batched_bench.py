@@ -22,6 +22,10 @@ from planner.measure.llama_tools import find_tools
 from planner.measure.processes import stop_group
 
 DEFAULT_SLOTS = (1, 2, 4, 8, 16)
+# what calibration needs (planner/calibration.calibrate_from_slot_curve): one sequence (the one-column kernels
+# and the prompt speed), a count that is not a multiple of 4 and one that is (the CPU's many-column kernels
+# pass over the weights twice at 6, once at 12: that separates the pass from the per-sequence cost)
+CALIBRATION_SLOTS = (1, 6, 12)
 DEFAULT_PROMPT_TOKENS = 128
 DEFAULT_GEN_TOKENS = 32
 
