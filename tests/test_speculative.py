@@ -156,13 +156,15 @@ def test_draft_goes_on_the_gpus_and_the_target_fits_around_it() -> None:
 
 
 def test_speed_up_falls_with_busy_slots() -> None:
-    """On the CPU every token of the verification pass costs its compute: at 8 slots the pass carries 8 × 4 tokens
-    and the speed-up with a 270M draft for a 27B target falls well below its one-slot value."""
+    """On the CPU every token of the verification pass costs its compute, and from two columns on the matmuls take
+    the many-column kernels (speed.py's CPU batched rule: the 4-token pass of a 27B costs about 2.2 plain steps):
+    a 270M draft for a 27B target still pays at one slot (×1.14 at the default acceptance 0.7, k = 3), and at 8
+    slots, where the pass carries 8 × 4 tokens, the speed-up falls below its one-slot value."""
     target, draft = resolve_model("gemma-3-27b"), resolve_model("gemma-3-270m")
     one = estimate(target, RunConfig(ctx=4096, draft=DraftConfig(draft)), [], _host(), suggest=False)
     eight = estimate(target, RunConfig(ctx=4096, parallel=8, draft=DraftConfig(draft)), [], _host(), suggest=False)
     assert one.draft is not None and eight.draft is not None
-    assert one.draft.single.speedup > 1.2
+    assert one.draft.single.speedup > 1.05
     assert eight.draft.speed.speedup < one.draft.single.speedup
     assert one.speed.decode_tok_s == pytest.approx(one.draft.single.decode_tok_s_per_slot)
     assert eight.speed.aggregate_tok_s == pytest.approx(8 * eight.draft.speed.decode_tok_s_per_slot)
