@@ -777,6 +777,52 @@ def test_two_server_pruning_equals_trying_every_set() -> None:
     assert res.considered < len(options)  # the bound saved work
 
 
+@pytest.mark.parametrize("tol", [10, 200, 3000])
+def test_the_pass_within_tolerance_is_within_it_and_its_bound_holds(tol: int) -> None:
+    """The server-set search first settles each set to the recommender's tolerance, then exactly. Its first
+    pass alone (the exact pass skipped, as when the time runs out there: the one double here, on our own
+    code) must give a plan within `tol` points of the exact optimum, flagged unproven with a quality bound
+    no lower than the optimum's whenever it dismissed a set within the tolerance; both passes must give the
+    exact optimum itself. Tolerances: 10 points per role (the recommender's), 200 and 3000 (every set but
+    the first dismissed)."""
+    from planner.plan import options
+    from planner.plan.servers import new_server_candidates
+
+    stack = _stack(
+        [
+            {"name": "big", "models": ["qwen2.5-14b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 15},
+            {"name": "small", "models": ["mistral-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 20},
+        ]
+    )
+    main = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
+    offers = new_server_candidates(CAT, allow=["ryzen-9-7950x", "rtx-4060-ti-16gb", "rtx-4090"])
+    exact = options.solve_two_server(stack, [main], offers, CAT, CACHE)
+    assert exact.solution is not None and exact.solution.exact
+    best_quality = exact.solution.evaluation.quality
+    real_run = options._SetSearch.run
+    passes: list[int] = []
+
+    def first_pass_only(self: Any, ordered: Any, pass_tol: int) -> Any:
+        passes.append(pass_tol)
+        return real_run(self, ordered, pass_tol) if pass_tol else ordered
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(options, "tolerance_points", lambda n_roles: tol)
+        both = options.solve_two_server(stack, [main], offers, CAT, CACHE)
+        mp.setattr(options._SetSearch, "run", first_pass_only)
+        first = options.solve_two_server(stack, [main], offers, CAT, CACHE)
+    assert both.solution is not None and both.solution.evaluation.key == exact.solution.evaluation.key
+    assert both.solution.exact
+    assert first.solution is not None
+    assert first.solution.evaluation.key.floors_missed == 0
+    assert first.solution.evaluation.quality >= best_quality - tol
+    if passes == [tol, 0]:  # the first pass dismissed sets within the tolerance
+        assert not first.solution.exact
+        assert first.solution.quality_bound is not None and first.solution.quality_bound >= best_quality
+    if tol == 3000:
+        assert passes == [tol, 0]  # a tolerance this large dismisses every set after the first
+
+
 # one MILP; two MILPs in threads (option kinds side by side) whose guards overlap and end in the other order
 _NOISE_ONE = """
 with silenced_stdout_fd():
