@@ -517,6 +517,29 @@ def test_zero_failure_search_equals_brute_force_synthetic(data: st.DataObject) -
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), tol=st.sampled_from([10, 100, 1000]))
+def test_search_within_a_tolerance_is_within_it_and_honest(data: st.DataObject, tol: int) -> None:
+    """`solve(tolerance_points=...)` (the first pass over server sets): with the branch and bound stopped at
+    once, the MILP over plans that miss no target may stop within `tol` points of the optimum. The plan must
+    be within `tol` of brute force's optimum, flagged exact only when it is that optimum, and its bound, when
+    not exact, at least the optimum's quality."""
+    p = _synthetic_problem(data)
+    key, _ = brute_force(p)
+    sol = solve(p, node_limit=1, tolerance_points=tol)
+    assert sol is not None
+    assert sol.evaluation.key == evaluate(p, sol.assign).key
+    assert sol.evaluation.key >= key
+    if key[0] == 0:
+        assert sol.evaluation.key[0] == 0
+        assert sol.evaluation.quality >= -key[1] - tol
+    if sol.exact:
+        assert sol.evaluation.key == key
+    elif key[0] == 0:
+        assert sol.quality_bound is not None and sol.quality_bound >= -key[1]
+    _assert_no_overflow(p, sol.assign)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), time_limit_s=st.sampled_from([0.0, 0.001, 60.0]))
 def test_time_limited_search_is_never_better_than_brute_force_and_its_bound_holds(
     data: st.DataObject, time_limit_s: float

@@ -160,9 +160,9 @@ class _SetSearch:
                 self.timed_out = True
                 break
             self.tried += 1
-            if not self._search_set(servers, incumbent, bar):
-                assert bar is not None
-                deferred.append((bnd, servers, -bar[1]))
+            defer, cap = self._search_set(servers, incumbent, bar, tol)
+            if defer:
+                deferred.append((bnd, servers, cap))
             if self.progress:
                 self.progress(self.tried)
         return deferred
@@ -172,9 +172,12 @@ class _SetSearch:
         servers: list[Server],
         incumbent: tuple[int, int, int, int] | None,
         bar: tuple[int, int, int, int] | None,
-    ) -> bool:
-        """Search one set for a plan beating `bar` (the incumbent, or raised by a tolerance); False when the set
-        was dismissed only within that tolerance (no plan there beats `bar`; one may beat the incumbent)."""
+        tol: int,
+    ) -> tuple[bool, int | None]:
+        """Search one set for a plan beating `bar` (the incumbent, or raised by the pass's tolerance `tol`), the
+        MILP stopping once within `tol` of the set's optimum. Returns whether the set is settled only within
+        `tol` (nothing there beats `bar`, or its plan is within `tol` of the set's optimum; a plan there may
+        still beat the incumbent), then the quality bound of its plans."""
         exact = bar == incumbent
         p = make_problem(
             self.stack,
@@ -193,33 +196,38 @@ class _SetSearch:
         if searchable and exact:
             taken = next((t for t in (_take_over(o, p) for o in self.optima) if t is not None), None)
         if exact and any(_covers(done, p) for done in self.settled):
-            return True  # e.g. the same GPUs and RAM with a dearer CPU of no more bandwidth or cores
+            return False, None  # e.g. the same GPUs and RAM with a dearer CPU of no more bandwidth or cores
         if taken is not None:
             # e.g. the same GPUs with less RAM that the optimal plan of the roomier set did not need
             self.settled.append(p)
             self.optima.append(taken)
             if _better(taken, self.best):
                 self.best = taken
-            return True
+            return False, None
         if not searchable:
-            return True
+            return False, None
         try:
-            sol = self.clock.solve(p, bar, self.node_limit)
+            sol = self.clock.solve(p, bar, self.node_limit, tol)
         except SearchLimitError as exc:
             # its bound is over the plans beating `bar`; the others score at most the bar's quality
             self.open_bounds.append(_at_least(exc.quality_bound, bar))
             self.why_limit = "search_limit"
-            return True
+            return False, None
+        if _better(sol, self.best):
+            self.best = sol
         if sol is not None and not sol.exact:
+            if tol and not self.clock.exhausted():
+                return True, _at_least(sol.quality_bound, bar)  # within tol of the set's optimum
             self.open_bounds.append(_at_least(sol.quality_bound, bar))
         elif sol is not None or exact:
             # the set's optimum (a plan beating a raised bar is the set's best too), or nothing beats the bar
             self.settled.append(p)
             if sol is not None:
                 self.optima.append(sol)
-        if _better(sol, self.best):
-            self.best = sol
-        return sol is not None or exact
+        else:
+            assert bar is not None
+            return True, -bar[1]
+        return False, None
 
 
 def _tighter(a: int | None, b: int | None) -> int | None:
@@ -325,9 +333,15 @@ class _Clock:
     def exhausted(self) -> bool:
         return time.monotonic() >= self.deadline
 
-    def solve(self, p: Problem, incumbent: tuple[int, int, int, int] | None, node_limit: int) -> Solution | None:
+    def solve(
+        self, p: Problem, incumbent: tuple[int, int, int, int] | None, node_limit: int, tol: int
+    ) -> Solution | None:
         return solve(
-            p, incumbent=incumbent, node_limit=node_limit, time_limit_s=max(0.0, self.deadline - time.monotonic())
+            p,
+            incumbent=incumbent,
+            node_limit=node_limit,
+            time_limit_s=max(0.0, self.deadline - time.monotonic()),
+            tolerance_points=tol,
         )
 
 

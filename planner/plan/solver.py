@@ -218,8 +218,11 @@ def solve(
     incumbent: tuple[int, int, int, int] | None = None,
     node_limit: int = DEFAULT_NODE_LIMIT,
     time_limit_s: float = MILP_TIME_LIMIT_S,
+    tolerance_points: int = 0,
 ) -> Solution | None:
     """The best assignment strictly better than `incumbent` (or None), proven optimal whenever possible.
+    With `tolerance_points`, the MILP over plans that miss no target stops once its plan is within that many
+    quality points of the optimum (HiGHS's absolute gap): such a plan comes back unproven, with its bound.
 
     The branch and bound (`branch_and_bound`) proves small and medium problems (every preset) in well under a
     second. Given a bar that meets every target, a problem of LP_SCREEN_CANDIDATES or more goes straight to the
@@ -236,7 +239,7 @@ def solve(
     if incumbent is not None and incumbent[0] == 0 and sum(map(len, p.cands)) >= LP_SCREEN_CANDIDATES:
         # a plan beating a bar that meets every target meets them all too: the zero-failure search decides (its
         # LP relaxation dismisses most purchasable sets that cannot beat the best one so far in ~0.02 s)
-        zero = _solve_zero_failures(p, incumbent, deadline)
+        zero = _solve_zero_failures(p, incumbent, deadline, tolerance_points)
         if zero.settled:  # the plan found (a dive's, maybe) is optimal, or nothing beats the bar
             return None if zero.solution is None else replace(zero.solution, exact=True, quality_bound=None)
         if zero.solution is not None:
@@ -264,11 +267,14 @@ def solve(
 
     bar = sol.evaluation.key if sol is not None else incumbent
     nodes = sol.nodes if sol is not None else node_limit
-    zero = _solve_zero_failures(p, bar, deadline)
+    zero = _solve_zero_failures(p, bar, deadline, tolerance_points)
     if zero.solution is not None and (sol is None or zero.solution.evaluation.key < sol.evaluation.key):
         sol = replace(zero.solution, nodes=nodes + zero.solution.nodes, quality_bound=zero.quality_bound)
         bar = sol.evaluation.key
     nodes += zero.nodes
+    if tolerance_points and not zero.settled and sol is not None and sol.evaluation.key.floors_missed == 0:
+        # within the tolerance of the best plan missing no target (better than any plan that misses one)
+        return replace(sol, nodes=nodes, exact=False, quality_bound=zero.quality_bound)
     if zero.settled:
         # no plan without failures beats the bar, and any plan with one is worse: the bar is optimal
         return None if sol is None else replace(sol, nodes=nodes, exact=True, quality_bound=None)
@@ -331,7 +337,9 @@ class _ZeroFailures:
     quality_bound: int | None  # no plan meeting every target scores more (LP relaxation), when known
 
 
-def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None, deadline: float) -> _ZeroFailures:
+def _solve_zero_failures(
+    p: Problem, bar: tuple[int, int, int, int] | None, deadline: float, tolerance_points: int = 0
+) -> _ZeroFailures:
     """Plans that miss no target, on the candidates that meet their item's targets alone (no other candidate
     is in such a plan; the rest are left out, about a third on the 12-role bench): with a bar that meets every
     target, first the LP relaxation with the bar's quality row (infeasible: nothing beats the bar, settled);
@@ -372,7 +380,13 @@ def _solve_zero_failures(p: Problem, bar: tuple[int, int, int, int] | None, dead
             zbar = found.evaluation.key
             if dive.exact:
                 return _ZeroFailures(found, True, nodes, q_bound)
-    ans = solve_milp(zp, incumbent=zbar, time_limit_s=max(0.0, deadline - time.monotonic()), max_failures=0)
+    ans = solve_milp(
+        zp,
+        incumbent=zbar,
+        time_limit_s=max(0.0, deadline - time.monotonic()),
+        max_failures=0,
+        gap_points=tolerance_points,
+    )
     nodes += ans.nodes
     if ans.status == "infeasible":
         # nothing meeting every target beats zbar: settled if zbar (found, or the bar) misses no target
