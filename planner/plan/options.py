@@ -149,8 +149,10 @@ class _SetSearch:
             incumbent = self.best.evaluation.key if self.best else None
             bar = _raised(incumbent, tol)
             if bar is not None and bnd >= bar:
-                if bar != incumbent:
-                    deferred += [(b, srv, -bar[1]) for b, srv, _ in ordered[k:]]
+                if bar != incumbent:  # each at most its own bound, no more than the bar's quality
+                    deferred += [
+                        (b, srv, _tighter(-b[1] if len(srv) == 2 else None, -bar[1])) for b, srv, _ in ordered[k:]
+                    ]
                 break
             if self.tried and self.clock.exhausted():
                 # the time is spent: the sets not searched may hold a better plan (each at most its bound)
