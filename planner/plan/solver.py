@@ -226,7 +226,7 @@ def solve(
 ) -> Solution | None:
     """The best assignment strictly better than `incumbent` (or None), proven optimal whenever possible.
     With `tolerance_points`, the MILP over plans that miss no target stops once its plan is within that many
-    quality points of the optimum (HiGHS's absolute gap): such a plan comes back unproven, with its bound.
+    quality points of the optimum (milp.solve_milp: HiGHS's gap): such a plan comes back unproven, with its bound.
 
     The branch and bound (`branch_and_bound`) proves small and medium problems (every preset) in well under a
     second. Given a bar that meets every target, a problem of LP_SCREEN_CANDIDATES or more goes straight to the
