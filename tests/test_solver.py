@@ -517,6 +517,29 @@ def test_zero_failure_search_equals_brute_force_synthetic(data: st.DataObject) -
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), tol=st.sampled_from([10, 100, 1000]))
+def test_search_within_a_tolerance_is_within_it_and_honest(data: st.DataObject, tol: int) -> None:
+    """`solve(tolerance_points=...)` (the first pass over server sets): with the branch and bound stopped at
+    once, the MILP over plans that miss no target may stop within `tol` points of the optimum. The plan must
+    be within `tol` of brute force's optimum, flagged exact only when it is that optimum, and its bound, when
+    not exact, at least the optimum's quality."""
+    p = _synthetic_problem(data)
+    key, _ = brute_force(p)
+    sol = solve(p, node_limit=1, tolerance_points=tol)
+    assert sol is not None
+    assert sol.evaluation.key == evaluate(p, sol.assign).key
+    assert sol.evaluation.key >= key
+    if key[0] == 0:
+        assert sol.evaluation.key[0] == 0
+        assert sol.evaluation.quality >= -key[1] - tol
+    if sol.exact:
+        assert sol.evaluation.key == key
+    elif key[0] == 0:
+        assert sol.quality_bound is not None and sol.quality_bound >= -key[1]
+    _assert_no_overflow(p, sol.assign)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), time_limit_s=st.sampled_from([0.0, 0.001, 60.0]))
 def test_time_limited_search_is_never_better_than_brute_force_and_its_bound_holds(
     data: st.DataObject, time_limit_s: float
@@ -775,6 +798,52 @@ def test_two_server_pruning_equals_trying_every_set() -> None:
     assert res.solution is not None
     assert res.solution.evaluation.key == min(every)
     assert res.considered < len(options)  # the bound saved work
+
+
+@pytest.mark.parametrize("tol", [10, 200, 3000])
+def test_the_pass_within_tolerance_is_within_it_and_its_bound_holds(tol: int) -> None:
+    """The server-set search first settles each set to the recommender's tolerance, then exactly. Its first
+    pass alone (the exact pass skipped, as when the time runs out there: the one double here, on our own
+    code) must give a plan within `tol` points of the exact optimum, flagged unproven with a quality bound
+    no lower than the optimum's whenever it dismissed a set within the tolerance; both passes must give the
+    exact optimum itself. Tolerances: 10 points per role (the recommender's), 200 and 3000 (every set but
+    the first dismissed)."""
+    from planner.plan import options
+    from planner.plan.servers import new_server_candidates
+
+    stack = _stack(
+        [
+            {"name": "big", "models": ["qwen2.5-14b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 15},
+            {"name": "small", "models": ["mistral-7b"], "quants": ["Q8_0", "Q4_K_M"], "ctx": 8192, "min_tok_s": 20},
+        ]
+    )
+    main = _srv("main: rtx-4060-ti-16gb, ryzen-9-7950x, 32GiB")
+    offers = new_server_candidates(CAT, allow=["ryzen-9-7950x", "rtx-4060-ti-16gb", "rtx-4090"])
+    exact = options.solve_two_server(stack, [main], offers, CAT, CACHE)
+    assert exact.solution is not None and exact.solution.exact
+    best_quality = exact.solution.evaluation.quality
+    real_run = options._SetSearch.run
+    passes: list[int] = []
+
+    def first_pass_only(self: Any, ordered: Any, pass_tol: int) -> Any:
+        passes.append(pass_tol)
+        return real_run(self, ordered, pass_tol) if pass_tol else ordered
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(options, "tolerance_points", lambda n_roles: tol)
+        both = options.solve_two_server(stack, [main], offers, CAT, CACHE)
+        mp.setattr(options._SetSearch, "run", first_pass_only)
+        first = options.solve_two_server(stack, [main], offers, CAT, CACHE)
+    assert both.solution is not None and both.solution.evaluation.key == exact.solution.evaluation.key
+    assert both.solution.exact
+    assert first.solution is not None
+    assert first.solution.evaluation.key.floors_missed == 0
+    assert first.solution.evaluation.quality >= best_quality - tol
+    if passes == [tol, 0]:  # the first pass dismissed sets within the tolerance
+        assert not first.solution.exact
+        assert first.solution.quality_bound is not None and first.solution.quality_bound >= best_quality
+    if tol == 3000:
+        assert passes == [tol, 0]  # a tolerance this large dismisses every set after the first
 
 
 # one MILP; two MILPs in threads (option kinds side by side) whose guards overlap and end in the other order

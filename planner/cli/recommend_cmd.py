@@ -55,8 +55,9 @@ def recommend_command(
         float,
         typer.Option(
             "--time-limit",
-            help="Seconds of search per option kind (default 60); past it the best plan found is shown, flagged "
-            "not proven optimal, with a bound. Only placements too large for the exact branch and bound get near it.",
+            help="Seconds for the whole search, building candidates included (default 60); past it the best plan "
+            "found is shown, flagged not proven optimal, with a bound. Only placements too large for the exact branch "
+            "and bound get near it.",
         ),
     ] = 60.0,
 ) -> None:

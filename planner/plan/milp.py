@@ -138,12 +138,15 @@ def solve_milp(
     time_limit_s: float = 30.0,
     max_failures: int | None = None,
     relax: bool = False,
+    gap_points: int = 0,
 ) -> MilpAnswer:
     """Optimal assignment of the relaxation (see the module docstring), restricted to plans that could beat
     `incumbent` (no more failures; with none, at least its quality) and to at most `max_failures` missed
     targets: an optimum above `beating_value(incumbent)` proves that nothing here beats it. `status`
     "infeasible": no such plan. With `relax`, the linear relaxation only (every variable continuous, ~0.05 s
-    on the 12-role bench): its objective bounds the MILP's and `values` guide a search."""
+    on the 12-role bench): its objective bounds the MILP's and `values` guide a search. With `gap_points`, HiGHS
+    stops once its plan is within that many quality points of its bound (an absolute gap of W_q per point):
+    the answer is "optimal" only when the bound meets the plan's value, else "feasible" with that bound."""
     import numpy as np
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_array
@@ -359,13 +362,23 @@ def solve_milp(
             integrality=np.zeros(len(integ)) if relax else np.array(integ),
             bounds=Bounds(np.array(lo), np.array(hi)),
             constraints=LinearConstraint(a, np.array(rows.lb), np.array(rows.ub)),
-            options={"mip_rel_gap": 0.0, "time_limit": time_limit_s, "presolve": True, "disp": _DISP},
+            options={
+                "mip_rel_gap": _rel_gap(p, gap_points),
+                "time_limit": time_limit_s,
+                "presolve": True,
+                "disp": _DISP,
+            },
         )
     nodes = int(getattr(res, "mip_node_count", 0) or 0)
     if res.status == 2:
         return MilpAnswer("infeasible", None, None, weights, nodes)
     dual = getattr(res, "mip_dual_bound", None)
-    bound = float(res.fun) if res.status == 0 and res.x is not None else (float(dual) if dual is not None else None)
+    gapped = gap_points > 0 and not relax and dual is not None and res.fun is not None and res.fun - dual >= 0.5
+    bound = (
+        float(res.fun)
+        if res.status == 0 and res.x is not None and not gapped
+        else (float(dual) if dual is not None else None)
+    )
     if res.x is None or res.status not in (0, 1):
         return MilpAnswer("unknown", None, None, weights, nodes, bound=bound)
     values = [[float(res.x[col]) for col in x[ii]] for ii in range(n_items)]
@@ -376,8 +389,16 @@ def solve_milp(
         best = max(range(len(vals)), key=lambda k: vals[k], default=-1)
         assign.append(best if best >= 0 and vals[best] > 0.5 else UNPLACED)
     # status 1: the time limit stopped HiGHS with a plan in hand (not proven; `bound` is its dual bound)
-    status: Status = "optimal" if res.status == 0 else "feasible"
+    status: Status = "optimal" if res.status == 0 and not gapped else "feasible"
     return MilpAnswer(status, assign, float(res.fun), weights, nodes, bound=bound)
+
+
+def _rel_gap(p: Problem, gap_points: int) -> float:
+    """HiGHS's relative gap that stops it within `gap_points` quality points of its bound (scipy passes no
+    absolute gap): it stops when plan − bound ≤ gap × |plan|, and |plan| = W_q·quality − devices is at most
+    W_q × the largest quality any plan of `p` can score, so gap = points / that quality is never looser."""
+    top = sum(max([0, *(c.quality for c in cs)]) for cs in p.cands)
+    return 0.0 if gap_points <= 0 or top <= 0 else (gap_points - 0.01) / top
 
 
 class _SilencedFd:

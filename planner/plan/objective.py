@@ -42,6 +42,21 @@ class Key(NamedTuple):
 REL_TOL = 1e-9
 
 
+# The recommender's tolerance on quality: a plan meeting every floor whose points are within this many per role
+# of the best plan's is "a plan within tolerance". 10 points is the smallest difference two such plans can have
+# (the points are 3000 − 100 per model place − 30 per tier: multiples of 10), a third of a quant tier, and the
+# recommender's own tolerance before the objective was restated (10 points per role, then 0.01 mean KLD). The
+# server-set search settles each purchasable set to this tolerance first, then exactly while --time-limit
+# allows (planner.plan.options.solve_two_server): a set that cannot beat the best plan by more than this is
+# dismissed by the relaxation in ~0.01 s, where proving that it cannot beat it at all takes 2–5 s.
+QUALITY_TOLERANCE_PER_ROLE = 10
+
+
+def tolerance_points(n_roles: int) -> int:
+    """The recommender's tolerance for a plan of `n_roles` model roles, in quality points."""
+    return QUALITY_TOLERANCE_PER_ROLE * max(1, n_roles)
+
+
 def floor_step_s(floor_tok_s: float) -> float:
     """The longest decode step (s) that still meets `floor_tok_s`: the tolerance written once."""
     return 1.0 / (floor_tok_s * (1 - REL_TOL))

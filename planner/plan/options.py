@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from planner.catalog import Catalog
-from planner.plan.objective import QUALITY_POINTS, Points, below_floor
+from planner.plan.objective import QUALITY_POINTS, Points, below_floor, tolerance_points
 from planner.plan.problem import (
     Candidate,
     EstimateCache,
@@ -56,20 +56,23 @@ def solve_two_server(
     progress: Callable[[int], None] | None = None,
     time_limit_s: float = MILP_TIME_LIMIT_S,
     node_limit: int = DEFAULT_NODE_LIMIT,
+    deadline: float | None = None,
 ) -> OptionResult:
     """Best plan over server sets: all existing servers when there are two or more, else the main
     server plus each purchasable new server (the roomiest first, then best-first by a weight-size bound,
     pruned by the incumbent, by covering sets searched to the end, and settled by taking over their optimal
-    plans), sharing `time_limit_s`; sets the limits leave unsettled leave the answer unproven, with a quality
-    bound over them. With `split`, one role's layers must span two servers
+    plans). Two passes: the first asks each set only for a plan better than the best so far by more than the
+    recommender's tolerance (`objective.tolerance_points`), which the relaxation answers in ~0.01 s for most
+    sets, so a plan within tolerance comes early; the second searches the sets the first dismissed only
+    within that tolerance, exactly. Both share the time up to `deadline` (time.monotonic(); default
+    `time_limit_s` from now, candidate building included): sets the limits leave unsettled leave the answer
+    unproven, with a quality bound over them. With `split`, one role's layers must span two servers
     (llama.cpp RPC)."""
     kind: OptionKind = "split" if split else "two-server"
+    clock = _Clock(time.monotonic() + time_limit_s if deadline is None else deadline)
     sets: list[list[Server]] = [list(existing[:3])] if len(existing) >= 2 else [[existing[0], s] for s in new_options]
     if not sets:
         return OptionResult(kind, None, "no_second_server")
-    best: Solution | None = None
-    tried = 0
-    clock = _Clock(time_limit_s)
     split_ii = _split_item(stack) if split else None
     if split and split_ii is None:
         return OptionResult(kind, None, "no_split_role")
@@ -85,80 +88,169 @@ def solve_two_server(
         # (12-role stack with models named, $4,000: 10,573 unproven at the 60 s limit -> 11,291)
         first = max(range(len(ordered)), key=lambda k: (_raw_capacity(ordered[k][1][1], cat), -k))
         ordered.insert(0, ordered.pop(first))
-    # bounds of the sets the limits left unsettled (a better plan may hide there): the answer is not proven
-    open_bounds: list[int | None] = []
-    why_limit = ""  # a Reason detail code (no_plan) when the limits stopped the search
-    sets_left = 0
-
-    # sets searched to the end: a later set each of whose plans has an at-least-as-good twin in one of them
-    # (`_covers`) cannot beat the best plan, and is not searched; and their optimal plans, which a cheaper set
-    # they cover may take over as its own optimum (`_take_over`)
-    settled: list[Problem] = []
-    optima: list[Solution] = []
-
-    def attempt(p: Problem, incumbent: tuple[int, int, int, int] | None) -> Solution | None:
-        nonlocal why_limit, sets_left
-        try:
-            sol = clock.solve(p, incumbent, node_limit)
-        except SearchLimitError as exc:
-            open_bounds.append(exc.quality_bound)
-            why_limit = "search_limit"
-            return None
-        if sol is not None and not sol.exact:
-            open_bounds.append(sol.quality_bound)
-        else:
-            settled.append(p)
-            if sol is not None:
-                optima.append(sol)
-        return sol
-
-    for k, (bnd, servers) in enumerate(ordered):
-        incumbent = best.evaluation.key if best else None
-        if incumbent is not None and bnd >= incumbent:
-            break
-        if clock.exhausted():
-            # the time is spent: the sets not searched may hold a better plan (each at most its bound)
-            open_bounds += [-b[1] if len(srv) == 2 else None for b, srv in ordered[k:]]
-            why_limit = "time_out_sets"
-            sets_left = len(ordered) - k
-            break
-        tried += 1
-        p = make_problem(
-            stack,
-            servers,
-            cat,
-            cache,
-            mode="concurrent",
-            split_item=split_ii,
-            split_pair=(0, 1) if split_ii is not None else None,
-            require_server=1,
-            min_quality=set_bound.min_quality(servers[1], incumbent) if len(servers) == 2 else None,
-            meet_floors=incumbent is not None and incumbent[0] == 0,
-        )
-        searchable = split_ii is None or bool(p.cands[split_ii])  # a split needs a split candidate
-        taken = next((t for t in (_take_over(o, p) for o in optima) if t is not None), None) if searchable else None
-        if any(_covers(done, p) for done in settled):
-            pass  # e.g. the same GPUs and RAM with a dearer CPU of no more bandwidth or cores
-        elif taken is not None:
-            # e.g. the same GPUs with less RAM that the optimal plan of the roomier set did not need
-            settled.append(p)
-            optima.append(taken)
-            if _better(taken, best):
-                best = taken
-        elif searchable:
-            sol = attempt(p, incumbent)
-            if _better(sol, best):
-                best = sol
-        if progress:
-            progress(tried)
+    search = _SetSearch(stack, cat, cache, set_bound, split_ii, clock, node_limit, progress)
+    tol = tolerance_points(sum(1 for it in set_bound.items if it.is_model))
+    deferred = search.run([(bnd, servers, None) for bnd, servers in ordered], tol)
+    if deferred and not search.timed_out:
+        deferred = search.run(deferred, 0)
+    # sets dismissed within the tolerance that no exact pass settled: at most the raised bar's quality
+    best, open_bounds = search.best, [*search.open_bounds, *(cap for _, _, cap in deferred)]
     if best is not None and best.evaluation.key.floors_missed == 0:
         # a set whose plans meeting every target score less than the best plan's cannot beat it
         open_bounds = [b for b in open_bounds if b is None or b >= best.evaluation.quality]
+    tried = search.tried
     if best is not None:
         return OptionResult(kind, _unsettled(best, open_bounds) if open_bounds else best, "", tried)
-    if why_limit:
-        return OptionResult(kind, None, why_limit, tried, sets_left, time_limit_s)
+    if search.why_limit:
+        return OptionResult(kind, None, search.why_limit, tried, search.sets_left, time_limit_s)
     return OptionResult(kind, None, "no_split_gpu" if split else "nothing_fits", tried)
+
+
+# (set bound, servers, quality bound from a pass with tolerance or None), in search order
+_Ordered = list[tuple[tuple[int, int, int, int], list[Server], int | None]]
+
+
+class _SetSearch:
+    """The state of one option kind's search over server sets, across its passes: the best plan, the sets
+    searched to the end (a later set each of whose plans has an at-least-as-good twin in one of them,
+    `_covers`, cannot beat the best plan, and is not searched), their optimal plans (which a cheaper set they
+    cover may take over as its own optimum, `_take_over`), and the quality bounds of the sets the limits left
+    unsettled (a better plan may hide there: the answer is not proven)."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        cat: Catalog,
+        cache: EstimateCache,
+        set_bound: _SetBound,
+        split_ii: int | None,
+        clock: _Clock,
+        node_limit: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.stack, self.cat, self.cache, self.set_bound = stack, cat, cache, set_bound
+        self.split_ii, self.clock, self.node_limit, self.progress = split_ii, clock, node_limit, progress
+        self.best: Solution | None = None
+        self.tried = 0
+        self.settled: list[Problem] = []
+        self.optima: list[Solution] = []
+        self.open_bounds: list[int | None] = []
+        self.why_limit = ""  # a Reason detail code (no_plan) when the limits stopped the search
+        self.sets_left = 0
+        self.timed_out = False
+
+    def run(self, ordered: _Ordered, tol: int) -> _Ordered:
+        """Search `ordered` for plans better than the best so far by more than `tol` quality points (0: any
+        better plan). Returns the sets dismissed only within `tol` (searched, or not reached by the best-first
+        order, against a bar `tol` points above the quality of the best plan, which meets every target), each
+        with that bar's quality as its bound, until a pass with `tol` 0 settles them."""
+        deferred: _Ordered = []
+        for k, (bnd, servers, _cap) in enumerate(ordered):
+            incumbent = self.best.evaluation.key if self.best else None
+            bar = _raised(incumbent, tol)
+            if bar is not None and bnd >= bar:
+                if bar != incumbent:  # each at most its own bound, no more than the bar's quality
+                    deferred += [
+                        (b, srv, _tighter(-b[1] if len(srv) == 2 else None, -bar[1])) for b, srv, _ in ordered[k:]
+                    ]
+                break
+            if self.tried and self.clock.exhausted():
+                # the time is spent: the sets not searched may hold a better plan (each at most its bound)
+                self.open_bounds += [_tighter(-b[1] if len(srv) == 2 else None, c) for b, srv, c in ordered[k:]]
+                self.why_limit = "time_out_sets"
+                self.sets_left += len(ordered) - k
+                self.timed_out = True
+                break
+            self.tried += 1
+            defer, cap = self._search_set(servers, incumbent, bar, tol)
+            if defer:
+                deferred.append((bnd, servers, cap))
+            if self.progress:
+                self.progress(self.tried)
+        return deferred
+
+    def _search_set(
+        self,
+        servers: list[Server],
+        incumbent: tuple[int, int, int, int] | None,
+        bar: tuple[int, int, int, int] | None,
+        tol: int,
+    ) -> tuple[bool, int | None]:
+        """Search one set for a plan beating `bar` (the incumbent, or raised by the pass's tolerance `tol`), the
+        MILP stopping once within `tol` of the set's optimum. Returns whether the set is settled only within
+        `tol` (nothing there beats `bar`, or its plan is within `tol` of the set's optimum; a plan there may
+        still beat the incumbent), then the quality bound of its plans."""
+        exact = bar == incumbent
+        p = make_problem(
+            self.stack,
+            servers,
+            self.cat,
+            self.cache,
+            mode="concurrent",
+            split_item=self.split_ii,
+            split_pair=(0, 1) if self.split_ii is not None else None,
+            require_server=1,
+            min_quality=self.set_bound.min_quality(servers[1], bar) if len(servers) == 2 else None,
+            meet_floors=bar is not None and bar[0] == 0,
+        )
+        searchable = self.split_ii is None or bool(p.cands[self.split_ii])  # a split needs a split candidate
+        taken = None
+        if searchable and exact:
+            taken = next((t for t in (_take_over(o, p) for o in self.optima) if t is not None), None)
+        if exact and any(_covers(done, p) for done in self.settled):
+            return False, None  # e.g. the same GPUs and RAM with a dearer CPU of no more bandwidth or cores
+        if taken is not None:
+            # e.g. the same GPUs with less RAM that the optimal plan of the roomier set did not need
+            self.settled.append(p)
+            self.optima.append(taken)
+            if _better(taken, self.best):
+                self.best = taken
+            return False, None
+        if not searchable:
+            return False, None
+        try:
+            sol = self.clock.solve(p, bar, self.node_limit, tol)
+        except SearchLimitError as exc:
+            # its bound is over the plans beating `bar`; the others score at most the bar's quality
+            self.open_bounds.append(_at_least(exc.quality_bound, bar))
+            self.why_limit = "search_limit"
+            return False, None
+        if _better(sol, self.best):
+            self.best = sol
+        if sol is not None and not sol.exact:
+            if tol and not self.clock.exhausted():
+                return True, _at_least(sol.quality_bound, bar)  # within tol of the set's optimum
+            self.open_bounds.append(_at_least(sol.quality_bound, bar))
+        elif sol is not None or exact:
+            # the set's optimum (a plan beating a raised bar is the set's best too), or nothing beats the bar
+            self.settled.append(p)
+            if sol is not None:
+                self.optima.append(sol)
+        else:
+            assert bar is not None
+            return True, -bar[1]
+        return False, None
+
+
+def _tighter(a: int | None, b: int | None) -> int | None:
+    """The smaller of two upper bounds on quality (None: unknown)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _at_least(bound: int | None, bar: tuple[int, int, int, int] | None) -> int | None:
+    """An upper bound on the quality of every plan of a set from `bound`, which holds for the plans beating
+    `bar`: the others, when `bar` meets every target, score at most its quality."""
+    if bound is None or bar is None or bar[0] != 0:
+        return bound
+    return max(bound, -bar[1])
+
+
+def _raised(incumbent: tuple[int, int, int, int] | None, tol: int) -> tuple[int, int, int, int] | None:
+    """The bar a set must beat to count in a pass with tolerance `tol`: the incumbent's quality + `tol` when it
+    meets every target (a plan with failures is beaten by any plan with fewer, whatever their quality)."""
+    if incumbent is None or tol == 0 or incumbent[0] != 0:
+        return incumbent
+    return (0, incumbent[1] - tol, incumbent[2], incumbent[3])
 
 
 def _covers(a: Problem, b: Problem, *, cost: bool = True) -> bool:
@@ -234,24 +326,25 @@ def _unsettled(best: Solution | None, bounds: Sequence[int | None]) -> Solution 
 
 
 class _Clock:
-    """`time_limit_s` shared by the searches of one option kind: only time inside `solve` counts (building the
-    candidates of the next server set does not use it up)."""
+    """The deadline (time.monotonic()) shared by the searches of one option kind: everything up to it counts,
+    building the candidates of each server set included, so `--time-limit` bounds the whole search."""
 
-    def __init__(self, time_limit_s: float) -> None:
-        self.limit_s = time_limit_s
-        self.used_s = 0.0
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
 
     def exhausted(self) -> bool:
-        return self.used_s >= self.limit_s
+        return time.monotonic() >= self.deadline
 
-    def solve(self, p: Problem, incumbent: tuple[int, int, int, int] | None, node_limit: int) -> Solution | None:
-        t0 = time.monotonic()
-        try:
-            return solve(
-                p, incumbent=incumbent, node_limit=node_limit, time_limit_s=max(0.0, self.limit_s - self.used_s)
-            )
-        finally:
-            self.used_s += time.monotonic() - t0
+    def solve(
+        self, p: Problem, incumbent: tuple[int, int, int, int] | None, node_limit: int, tol: int
+    ) -> Solution | None:
+        return solve(
+            p,
+            incumbent=incumbent,
+            node_limit=node_limit,
+            time_limit_s=max(0.0, self.deadline - time.monotonic()),
+            tolerance_points=tol,
+        )
 
 
 def unproven_note(kind: str, sol: Solution, time_limit_s: float) -> str:

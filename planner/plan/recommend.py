@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,9 +129,11 @@ def recommend(
     progress: Callable[[str], None] | None = None,
     side_by_side: bool | None = None,
 ) -> Recommendation:
-    """The best plan of each option kind, side by side, and the recommended one. Each kind's searches that
-    outgrow the branch and bound's node limit share `time_limit_s` of search (see `solver.solve`); past it, the
-    option is the best plan found, flagged not proven optimal in the notes, with its bound. The kinds are
+    """The best plan of each option kind, side by side, and the recommended one. `time_limit_s` bounds the
+    whole call: every kind stops searching `time_limit_s` after the call began (building candidates counts;
+    each kind still searches its first server set, and HiGHS may overrun by a fraction of a second), so
+    searches that outgrow the branch and bound's node limit (see `solver.solve`) share what is left; past it,
+    the option is the best plan found, flagged not proven optimal in the notes, with its bound. The kinds are
     searched `side_by_side` in threads, by default when the stack has SIDE_BY_SIDE_MIN_ROLES roles or more:
     each kind has its own search and clock, only the memoized estimates are shared, so the answers are those
     found one after another whenever each kind settles within its limit. Where a limit binds, a kind gets
@@ -140,6 +143,7 @@ def recommend(
         raise PlannerError(f"--budget must be >= 0 USD, got {budget_usd:g}.")
     if not 0 < time_limit_s < float("inf"):
         raise PlannerError(f"--time-limit must be a positive number of seconds, got {time_limit_s:g}.")
+    deadline = time.monotonic() + time_limit_s
     cache = cache or EstimateCache(cat)
     main = existing[0]
     new_options = (
@@ -159,11 +163,8 @@ def recommend(
     def search_kind(kind: OptionKind) -> OptionResult:
         if kind in ("one-server-serial", "one-server-concurrent"):
             mode: Mode = "serial" if kind == "one-server-serial" else "concurrent"
-            sol = solve(
-                make_problem(stack, [main], cat, cache, mode=mode),
-                time_limit_s=time_limit_s,
-                node_limit=node_limit,
-            )
+            p = make_problem(stack, [main], cat, cache, mode=mode)
+            sol = solve(p, time_limit_s=max(0.0, deadline - time.monotonic()), node_limit=node_limit)
             result = OptionResult(kind, sol, "" if sol else "nothing_fits", 1)
         else:
             result = solve_two_server(
@@ -175,6 +176,7 @@ def recommend(
                 split=kind == "split",
                 time_limit_s=time_limit_s,
                 node_limit=node_limit,
+                deadline=deadline,
                 progress=lambda tried: board.report(kind, f"{tried} server set(s) solved"),
             )
         return result
