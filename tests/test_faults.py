@@ -167,9 +167,11 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGIPLAN_CACHE_DIR", str(tmp_path / "cache"))
 
 
-# mode -> the error the saved run names (each from planner/measure/endpoint.py's handling of that failure)
+# mode -> the error the saved run names (each from planner/measure/endpoint.py's handling of that failure);
+# a stall meets two 1.5 s bounds at about the same moment, the socket timeout on the first read and the whole
+# reply's deadline, and on a loaded machine either may fire first: both name the failure
 ENDPOINT_FAULTS = [
-    ("stall", "timed out"),  # the socket timeout (--timeout) on the first read
+    ("stall", "timed out|no complete response within 1.5 s"),
     ("trickle", "no complete response within 1.5 s"),  # the per-request deadline
     ("die", "the stream ended after 3 token(s) without finishing"),
     ("garbage", "the server streamed no tokens"),
@@ -193,7 +195,7 @@ def test_endpoint_fault_keeps_earlier_levels_and_exits_1(tmp_path: Path, mode: s
     assert [(r["concurrency"], r["verdict"]) for r in runs] == [(1, "measured"), (2, "error")]  # stops at 2
     assert runs[0]["measured"]["requests_ok"] == 1 and runs[0]["measured"]["decode_tok_s"] > 0
     assert runs[1]["measured"]["requests_failed"] == 2 and runs[1]["measured"]["requests_ok"] == 0
-    assert message in runs[1]["error"]
+    assert any(m in runs[1]["error"] for m in message.split("|")), runs[1]["error"]
     assert "\n" not in runs[1]["error"] and "\x1b" not in runs[1]["error"]
     assert elapsed < 30  # hang detector: every fault ends at the 1.5 s timeout, not at the server's whim
     assert list(tmp_path.glob(".*.tmp")) == []
