@@ -681,7 +681,8 @@ def branch_and_bound(
                 i += 1
             dst_a[jj] = i
             m = max(i, src_m[jj])
-            while m < end and not (fits(row[m]) and meets(row[m], jj)):
+            # row[i] fits (the scan above stopped there): only the candidates past it need the test
+            while m < end and not ((m == i or fits(row[m])) and meets(row[m], jj)):
                 m += 1
             dst_m[jj] = m
             qa: int | None = row[i].quality if i < end else None
