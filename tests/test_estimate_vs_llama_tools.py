@@ -21,7 +21,7 @@ from planner.estimate.devices import host_device
 from planner.estimate.estimate import estimate
 from planner.estimate.types import MemoryParts, RunConfig
 from planner.measure.llama_log import BufferSizes
-from planner.measure.llama_tools import PINNED_PACKAGE, PINNED_VERSION, LlamaTools, find_tools
+from planner.measure.llama_tools import PINNED_PACKAGE, PINNED_VERSION, LlamaTools
 from planner.measure.server_memory import ServerLoad, measure_server_buffers
 from planner.model.arch import ModelArch, ModelSpec
 from planner.sources.gguf_file import read_gguf
@@ -32,14 +32,6 @@ pytestmark = pytest.mark.engines
 MIB = 2**20
 ROUNDING = int(0.005 * MIB) + 1  # one printed line
 COMPUTE_TOLERANCE = 0.02
-
-
-@pytest.fixture(scope="module")
-def tools() -> LlamaTools:
-    try:
-        return find_tools()
-    except PlannerError as e:
-        pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
 
 
 def _predicted(spec: ModelSpec, cfg: RunConfig) -> MemoryParts:

@@ -22,11 +22,10 @@ from test_report_fixtures import gemma_plan
 
 from planner.catalog import load_catalog
 from planner.deploy import build_deployment
-from planner.errors import PlannerError
 from planner.estimate.devices import host_device
 from planner.estimate.estimate import estimate
 from planner.measure.llama_log import parse_buffer_sizes
-from planner.measure.llama_tools import LlamaTools, find_tools
+from planner.measure.llama_tools import LlamaTools
 from planner.measure.processes import stop_group
 from planner.plan.schema import Plan, PlanDraft
 from planner.sources.resolve import resolve_model
@@ -36,14 +35,6 @@ pytestmark = [pytest.mark.engines, pytest.mark.slow]
 MIB = 2**20
 ROUNDING = int(0.005 * MIB) + 1  # one printed line (two decimals of MiB)
 DRAFT_MARK = "loading draft model"  # common_speculative_init_result (common/speculative.cpp, b11434)
-
-
-@pytest.fixture(scope="module")
-def tools() -> LlamaTools:
-    try:
-        return find_tools()
-    except PlannerError as e:
-        pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
 
 
 def _plan_with_draft(gguf: Path, *, ctx: int, parallel: int, n_max: int) -> Plan:
