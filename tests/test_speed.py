@@ -358,3 +358,49 @@ def test_cpu_repacked_weights_are_reread_below_four_rows() -> None:
         s = estimate_speed([load], depth_tokens=0, parallel=slots, expert_fraction_one=1.0)
         want = 1.5 * CPU_MEM_S + (passes - 1) * CPU_MEM_S + slots * CPU_TOKEN_S
         assert 1 / s.decode_tok_s_per_slot == pytest.approx(want, rel=1e-9), slots
+
+
+def _step_s(ref: str, gpu_id: str, depth: int, *, swa_full: bool) -> tuple[float, float]:
+    """Seconds of one decode step and of one prompt token (pp512) at `depth`, llama.cpp on one card."""
+    cat = load_catalog()
+    cfg = RunConfig(ctx=20480, depth_tokens=depth, swa_full=swa_full)
+    gpus = gpu_devices(cat, [gpu_id])
+    est = estimate(resolve_model(ref), cfg, gpus, host_device(cat, None, 64), quant="Q4_K_M", suggest=False)
+    return 1 / est.speed.decode_tok_s, 1 / est.speed.prefill_tok_s
+
+
+# Gemma 3 27B (catalog): 62 layers, every 6th full (10), 52 with a 1024-token window; 16 KV heads of 128, f16:
+# 8192 B of KV per token per layer. llama.cpp's SWA cache: pad(1024 + n_ubatch 512, 256) = 1536 cells per slot
+# (kv.llama_cpp_layout). A decode step at depth d reads 8192 × (10 × d + 52 × min(d, 1536)) B of KV instead of
+# 8192 × 62 × d (swa_full, or before issue #13 item 3); prefill (pp512) attends at the mean position m = d + 256
+# in the same way. The share is the depth cost with the window over the depth cost without it, t(d) − t(0) over
+# t_swa_full(d) − t(0): the bandwidth and FLOP rates cancel. Llama 3.1 8B has no window: 1 at every depth.
+# On an RTX 5090 (32 GB): Q4_K_M with swa_full's 62 × 8192 × 20480 B = 10.4 GB of KV still fits, so both runs
+# keep every layer on the card.
+@pytest.mark.parametrize(
+    ("ref", "gpu_id", "depth", "decode_share", "prefill_share"),
+    [
+        # d = 16384: (10 × 16384 + 52 × 1536) / (62 × 16384) = 243712 / 1015808; prefill m = 16640, m0 = 256:
+        # (10 × 16640 + 52 × 1536 − 62 × 256) / (62 × (16640 − 256)) = 230400 / 1015808
+        ("gemma-3-27b", "rtx-5090", 16384, 243712 / 1015808, 230400 / 1015808),
+        # d = 1024 < 1536 cells: the window has not filled, nothing saved
+        ("gemma-3-27b", "rtx-5090", 1024, 1.0, 1.0),
+        ("llama-3.1-8b", "rtx-4090", 16384, 1.0, 1.0),
+        ("llama-3.1-8b", "rtx-4090", 4096, 1.0, 1.0),
+    ],
+)
+def test_sliding_window_layers_read_only_their_cache(
+    ref: str, gpu_id: str, depth: int, decode_share: float, prefill_share: float
+) -> None:
+    zero = _step_s(ref, gpu_id, 0, swa_full=False)
+    assert _step_s(ref, gpu_id, 0, swa_full=True) == pytest.approx(zero, rel=1e-12)  # depth 0: no KV read
+    windowed = _step_s(ref, gpu_id, depth, swa_full=False)
+    full = _step_s(ref, gpu_id, depth, swa_full=True)
+    assert (windowed[0] - zero[0]) / (full[0] - zero[0]) == pytest.approx(decode_share, rel=1e-9)
+    assert (windowed[1] - zero[1]) / (full[1] - zero[1]) == pytest.approx(prefill_share, rel=1e-9)
+
+
+def test_swa_full_reads_every_layer_at_every_depth() -> None:
+    # swa_full keeps the old rule, KV read linear in depth over all 62 layers: t(16384) − t(0) = 2 × (t(8192) − t(0))
+    zero, mid, deep = (_step_s("gemma-3-27b", "rtx-5090", d, swa_full=True)[0] for d in (0, 8192, 16384))
+    assert deep - zero == pytest.approx(2 * (mid - zero), rel=1e-9)

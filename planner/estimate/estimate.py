@@ -379,11 +379,22 @@ class _LlamaCppModel:
         if slots is None:
             if len(self._loads) >= PLACEMENT_MEMO_SIZE:
                 self._loads.clear()
-            slots = _slot_loads(self.arch, self.cfg, self.table, _placement_of(sig), len(gpus))
+            slots = _slot_loads(self.arch, self.cfg, self.layout, self.table, _placement_of(sig), len(gpus))
             self._loads[key] = slots
         devices = [*gpus, host]
         return [
-            DeviceLoad(devices[i], dict(s.fam), dict(s.exp), s.kv_tok, s.params, s.active, s.attn)
+            DeviceLoad(
+                devices[i],
+                dict(s.fam),
+                dict(s.exp),
+                s.kv_tok,
+                s.params,
+                s.active,
+                s.attn,
+                swa_kv_bytes_per_depth_token=s.swa_kv_tok,
+                swa_attn_flops_per_depth_token=s.swa_attn,
+                swa_cells=s.swa_cells,
+            )
             for i, s in enumerate(slots)
         ]
 
@@ -572,15 +583,22 @@ class _SlotLoad:
 
     fam: dict[str, int]
     exp: dict[str, int]
-    kv_tok: int
+    kv_tok: int  # full-attention layers
     params: int
     active: int
-    attn: int
+    attn: int  # full-attention layers
+    swa_kv_tok: int = 0  # sliding-window layers, read up to swa_cells of depth
+    swa_attn: int = 0
+    swa_cells: int = 0
 
 
-def _slot_loads(arch: ModelArch, cfg: RunConfig, table: LayerTable, placement: Placement, n: int) -> list[_SlotLoad]:
+def _slot_loads(
+    arch: ModelArch, cfg: RunConfig, layout: KvLayout, table: LayerTable, placement: Placement, n: int
+) -> list[_SlotLoad]:
     """Per GPU of `n`, then the host: weight bytes by family (routed experts apart), KV bytes per token of depth,
-    parameters multiplied and attention FLOPs per position, for this placement."""
+    parameters multiplied and attention FLOPs per position, for this placement. Sliding-window layers with a
+    cache of their own (the window applies and swa_full is off) are counted apart: a slot's step reads at most
+    that cache's cells (layout.cells_swa per stream, shared by the slots of a unified cache)."""
     fam: list[dict[str, int]] = [defaultdict(int) for _ in range(n + 1)]
     exp: list[dict[str, int]] = [defaultdict(int) for _ in range(n + 1)]
     params = [0] * (n + 1)
@@ -591,6 +609,10 @@ def _slot_loads(arch: ModelArch, cfg: RunConfig, table: LayerTable, placement: P
     frac = (arch.experts.active / arch.experts.count) if arch.experts else 1.0
     per_layer_kv = kv_bytes_per_token(arch, cfg.kv_type_k, cfg.kv_type_v) // max(1, arch.n_layers)
     attn_per_layer = attention_flops_per_position(arch)
+    windowed = layout.swa_applies and not cfg.swa_full
+    swa_kv_tok = [0] * (n + 1)
+    swa_attn = [0] * (n + 1)
+    swa_cells = layout.cells_swa * layout.n_stream // max(1, cfg.parallel) if windowed else 0
     for i in range(arch.n_layers):
         d = placement.layer_device.get(i, -1)
         slot = n if d < 0 else d
@@ -608,8 +630,12 @@ def _slot_loads(arch: ModelArch, cfg: RunConfig, table: LayerTable, placement: P
         params[exp_slot] += ep
         active[slot] += lp - ep
         active[exp_slot] += int(ep * frac)
-        kv_tok[slot] += per_layer_kv
-        attn[slot] += attn_per_layer
+        if windowed and arch.is_swa(i):
+            swa_kv_tok[slot] += per_layer_kv
+            swa_attn[slot] += attn_per_layer
+        else:
+            kv_tok[slot] += per_layer_kv
+            attn[slot] += attn_per_layer
         if slot == n:
             repacked[n] += table.layer_repack_bytes.get(i, 0)
     out_slot = n if placement.output_device < 0 else placement.output_device
@@ -617,7 +643,12 @@ def _slot_loads(arch: ModelArch, cfg: RunConfig, table: LayerTable, placement: P
         fam[out_slot][f] += b
     params[out_slot] += table.output_params
     active[out_slot] += table.output_params
-    return [_SlotLoad(dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i], attn[i]) for i in range(n + 1)]
+    return [
+        _SlotLoad(
+            dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i], attn[i], swa_kv_tok[i], swa_attn[i], swa_cells
+        )
+        for i in range(n + 1)
+    ]
 
 
 def _check_split_mode(cfg: RunConfig, gpus: Sequence[Device]) -> None:

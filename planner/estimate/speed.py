@@ -2,8 +2,9 @@
 
 Decode is memory-bound at one stream. One decode step of B slots at depth d reads, on every device
 holding part of the model, its weights once (MoE: only the experts the batch touches) plus the KV cache
-of its layers for each slot, and multiplies B tokens. Devices of a layer split run one after the other,
-so their times add, and passing the step from card to card slows it by a fraction:
+of its layers for each slot (d cells; a sliding-window layer min(d, its cache's cells)), and multiplies
+B tokens. Devices of a layer split run one after the other, so their times add, and passing the step from
+card to card slows it by a fraction:
 
     t_step(B) = (Σ_devices [ bytes_d / (bandwidth_d × η_d) + compute_d(B) ] + t0) × (1 + f_split(n_gpus))
                 (+ t_sync when the CPU takes part; vLLM: + its scheduler's step time, no split factor)
@@ -317,7 +318,11 @@ def split_slowdown(n_gpus: int) -> float:
 class DeviceLoad:
     """What one device reads and computes per token: bytes by weight family, KV bytes per token of
     depth per slot, the parameters it multiplies (for FLOPs), and the attention FLOPs per token per
-    position of context of its layers (2 × Σ n_heads × (head_dim_k + head_dim_v))."""
+    position of context of its layers (2 × Σ n_heads × (head_dim_k + head_dim_v)).
+
+    Sliding-window layers whose window the engine applies are counted apart (`swa_*`): llama.cpp keeps them a
+    cache of `swa_cells` cells per slot (kv.llama_cpp_layout's cells_swa) and a step attends over the used
+    cells of that cache only, so their KV read and attention stop growing at min(depth, swa_cells)."""
 
     device: Device
     weight_bytes_by_family: dict[str, int]
@@ -327,6 +332,13 @@ class DeviceLoad:
     active_params: int
     attn_flops_per_depth_token: int = 0
     repacked_bytes: int = 0  # CPU only: weights in the CPU backend's repacked layout (Q4_0 / Q4_K / IQ4_NL)
+    swa_kv_bytes_per_depth_token: int = 0  # sliding-window layers' KV, read up to swa_cells of depth
+    swa_attn_flops_per_depth_token: int = 0  # sliding-window layers' attention, up to swa_cells positions
+    swa_cells: int = 0  # cells per slot of the sliding-window cache
+
+    def kv_depth_tokens(self, depth: float) -> tuple[float, float]:
+        """Tokens of context the full and the sliding-window layers attend over at `depth`."""
+        return depth, min(depth, float(self.swa_cells))
 
 
 def _eta_weighted(table: dict[str, float], by_family: dict[str, int]) -> float:
@@ -352,7 +364,7 @@ class StepTimes:
     kernels (up to `vector_columns` sequences) and one more token to the GEMM kernels beyond."""
 
     memory_s: float
-    kv_s_per_depth_token: float
+    kv_s_per_depth_token: float  # full-attention layers
     vector_token_s: float
     gemm_token_s: float
     vector_columns: int  # sequences the matrix-vector kernels take before the GEMM ones (0: no such switch)
@@ -361,6 +373,7 @@ class StepTimes:
     # share of the bytes that tinyBLAS tiles (see cpu_weight_passes)
     many_column_pass_s: float = 0.0
     tiled_fraction: float = 0.0
+    swa_kv_s_per_depth_token: float = 0.0  # sliding-window layers, up to DeviceLoad.swa_cells of depth
 
     def many_column_s(self, slots: int, pass_ratio: float = 1.0, column_ratio: float = 1.0) -> float:
         """A CPU step of `slots` ≥ 2 sequences without its KV: the kernels' passes over the weights, divided by
@@ -398,7 +411,14 @@ def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, engine: str) ->
     flops = 2.0 * ld.active_params
     gemm_s = flops / _prefill_flops(ld) if ld.active_params else 0.0
     if engine == "vllm":
-        return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, VLLM_BATCH_TOKEN_FACTOR * gemm_s, gemm_s, 0)
+        return StepTimes(
+            moved / bw,
+            ld.kv_bytes_per_depth_token / bw,
+            VLLM_BATCH_TOKEN_FACTOR * gemm_s,
+            gemm_s,
+            0,
+            swa_kv_s_per_depth_token=ld.swa_kv_bytes_per_depth_token / bw,
+        )
     base_flops = ld.device.compute_tflops * 1e12 * _eta_weighted(PREFILL_ETA[key], ld.weight_bytes_by_family)
     factor = _eta_weighted(BATCH_TOKEN_FACTOR[key], ld.weight_bytes_by_family)
     vector_s = factor * flops / base_flops if base_flops > 0 and ld.active_params else 0.0
@@ -409,7 +429,17 @@ def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, engine: str) ->
         pass_s = CPU_GEMM_PASS_FACTOR * moved / bw
         total = sum(ld.weight_bytes_by_family.values())
         tiled = sum(ld.weight_bytes_by_family.get(f, 0) for f in CPU_TILED_FAMILIES) / total if total else 0.0
-    return StepTimes(moved / bw, ld.kv_bytes_per_depth_token / bw, vector_s, gemm_s, columns, repacked_s, pass_s, tiled)
+    return StepTimes(
+        moved / bw,
+        ld.kv_bytes_per_depth_token / bw,
+        vector_s,
+        gemm_s,
+        columns,
+        repacked_s,
+        pass_s,
+        tiled,
+        ld.swa_kv_bytes_per_depth_token / bw,
+    )
 
 
 def estimate_speed(
@@ -440,7 +470,7 @@ def estimate_speed(
     """
     calibration = calibration or {}
     b = max(1, parallel)
-    used = [ld for ld in loads if ld.params or ld.kv_bytes_per_depth_token]
+    used = [ld for ld in loads if ld.params or ld.kv_bytes_per_depth_token or ld.swa_kv_bytes_per_depth_token]
     uses_cpu = any(ld.device.kind == "cpu" and sum(ld.weight_bytes_by_family.values()) > 0 for ld in loads)
     n_gpus = sum(1 for ld in loads if ld.device.kind == "gpu" and sum(ld.weight_bytes_by_family.values()) > 0)
     hybrid = uses_cpu and n_gpus > 0
@@ -454,7 +484,8 @@ def estimate_speed(
         for ld in used:
             st = _step_times(ld, touched=touched, hybrid=hybrid, engine=engine)
             cal = calibration.get(ld.device.id) or DeviceCalibration()
-            kv = slots * depth * st.kv_s_per_depth_token
+            full_depth, swa_depth = ld.kv_depth_tokens(depth)
+            kv = slots * (full_depth * st.kv_s_per_depth_token + swa_depth * st.swa_kv_s_per_depth_token)
             if slots >= 2 and st.many_column_pass_s > 0:
                 # CPU, several sequences: the many-column kernels (see CPU_GEMM_PASS_FACTOR); their pass reads the
                 # same memory as the one-stream pass, their columns run at the prefill rate
@@ -592,7 +623,9 @@ def _prefill_tok_s(
             continue
         cal = calibration.get(ld.device.id)
         flops = _prefill_flops(ld) * (cal.prefill_ratio if cal else 1.0)
-        attn = ld.attn_flops_per_depth_token * mean_position / ATTN_ETA_FRACTION[flash_attn]
+        full_position, swa_position = ld.kv_depth_tokens(mean_position)
+        attn_flops = ld.attn_flops_per_depth_token * full_position + ld.swa_attn_flops_per_depth_token * swa_position
+        attn = attn_flops / ATTN_ETA_FRACTION[flash_attn]
         t_own = (2.0 * ld.active_params + attn) / flops if flops > 0 else float("inf")
         if ld.device.kind == "cpu" and best_gpu is not None:
             g_flops = _prefill_flops(replace(best_gpu, weight_bytes_by_family=ld.weight_bytes_by_family))
@@ -617,8 +650,7 @@ def _prefill_tok_s(
 
 def attention_flops_per_position(arch: ModelArch) -> int:
     """FLOPs of one layer's attention for one token per position of context: QKᵀ (2 × heads × head_dim_k)
-    and AV (2 × heads × head_dim_v). A layer average (sliding-window layers are not capped: prompts of a
-    few thousand tokens stay inside the window)."""
+    and AV (2 × heads × head_dim_v). Sliding-window layers attend over at most their cache (DeviceLoad.swa_cells)."""
     return 2 * arch.n_heads * (arch.head_dim_k + arch.head_dim_v)
 
 
