@@ -179,12 +179,14 @@ def _tail(logs: Path) -> str:
 
 
 def _group_cmdlines(pgid: int) -> list[list[str]]:
-    """argv of every process in the process group (from /proc)."""
+    """argv of every live process in the process group (from /proc). A zombie (state Z, argv empty) has already
+    exited and waits only for its new parent, init, to reap it: on a loaded machine the check after SIGKILL can
+    see one, and it is not a process left running."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
                 argv = (stat.parent / "cmdline").read_bytes().split(b"\0")[:-1]
                 out.append([a.decode() for a in argv])
     return out
