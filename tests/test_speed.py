@@ -350,14 +350,44 @@ def test_cpu_calibration_ratios_divide_their_own_parts() -> None:
     assert 1 / s4.decode_tok_s == pytest.approx((CPU_MEM_S + 100 * 1000 / (1000e9 * 0.70)) / 0.5, rel=1e-9)
 
 
-def test_cpu_repacked_weights_are_reread_below_four_rows() -> None:
+def test_cpu_repacked_weights_take_gemv_below_four_rows() -> None:
     # ggml-cpu/repack.cpp (pinned b11434): rows of a batch go through gemm in groups of 4 and one at a time
-    # (gemv) for the B mod 4 left over, each gemv reading the repacked weights again (at the one-column rate)
-    load = DeviceLoad(CPU, {"q4": 1_000_000_000}, {}, 0, 2_000_000_000, 2_000_000_000, 0, 1_000_000_000)
-    for slots, passes in ((2, 2), (3, 3), (4, 1), (5, 2), (8, 1), (16, 1)):
+    # (gemv) for the B mod 4 left over, each gemv a one-sequence pass over the repacked weights. Here 60 % of the
+    # bytes are repacked: that share takes the gemm pass and columns for 4⌊B/4⌋ rows and a one-column pass
+    # (0.6 × memory_s) per gemv row; the other 40 % keep the many-column rule (pass + B columns).
+    load = DeviceLoad(CPU, {"q4": 1_000_000_000}, {}, 0, 2_000_000_000, 2_000_000_000, 0, 600_000_000)
+    share = 0.6
+    for slots in (2, 3, 4, 5, 7, 8, 16):
+        gemm_rows, gemv_rows = slots - slots % 4, slots % 4
         s = estimate_speed([load], depth_tokens=0, parallel=slots, expert_fraction_one=1.0)
-        want = 1.5 * CPU_MEM_S + (passes - 1) * CPU_MEM_S + slots * CPU_TOKEN_S
+        passes = (1 - share) + (share if gemm_rows else 0.0)
+        columns = slots * (1 - share) + gemm_rows * share
+        want = passes * 1.5 * CPU_MEM_S + columns * CPU_TOKEN_S + gemv_rows * share * CPU_MEM_S
         assert 1 / s.decode_tok_s_per_slot == pytest.approx(want, rel=1e-9), slots
+
+
+def test_cpu_repacked_model_steps_slower_at_three_sequences_than_four() -> None:
+    """Measured on this project's 2-core Zen 4 host (AVX-512; repack.cpp picks q4_0_8x8_q8_0), llama-batched-bench
+    b11434 on a synthetic Llama 2 7B of 8 layers and an 8000-token vocabulary at Q4_0 (868 MiB of repacked layer
+    weights, 26 MiB of Q6_K output; planner.measure.synthetic), -npp 16: CPU ms a step at 1 thread (CPU time of
+    -ntg 40 minus -ntg 8, over 32 steps, load ≈ 2.7) 57.1 / 106.8 / 164.2 / 156.4 / 210.5 at B = 1 / 2 / 3 / 4 /
+    5, and wall ms at -t 2 37.5 / 71.8 / 102.2 / 138.8 at B = 1 / 2 / 4 / 5: each row left over from the 4-row
+    gemm costs one one-sequence step (B = 2 ≈ 1.9 ×, B = 3 > B = 4, B = 5 − B = 4 ≈ B = 1). So with the repacked
+    bytes on the host load a Q4_0 model's 3-sequence step outlasts its 4-sequence one, while at Q8_0 (tinyBLAS, no
+    repack) the step grows with B."""
+    cat = load_catalog()
+    host = host_device(cat, None, 64)
+    spec = resolve_model("llama-2-7b")
+
+    def step_s(quant: str, slots: int) -> float:
+        cfg = RunConfig(ctx=4096, parallel=slots, gpu_layers=0, depth_tokens=0, flash_attn=False)
+        return 1 / estimate(spec, cfg, [], host, quant=quant, suggest=False).speed.decode_tok_s_per_slot
+
+    q4 = {b: step_s("Q4_0", b) for b in (1, 2, 3, 4)}
+    assert q4[3] > q4[4]
+    assert q4[2] / q4[1] == pytest.approx(2.0, abs=0.15)  # two gemv passes, measured 1.87 (1 thread)
+    q8 = {b: step_s("Q8_0", b) for b in (3, 4)}
+    assert q8[3] < q8[4]
 
 
 def _step_s(ref: str, gpu_id: str, depth: int, *, swa_full: bool) -> tuple[float, float]:

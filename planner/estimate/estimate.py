@@ -394,6 +394,7 @@ class _LlamaCppModel:
                 swa_kv_bytes_per_depth_token=s.swa_kv_tok,
                 swa_attn_flops_per_depth_token=s.swa_attn,
                 swa_cells=s.swa_cells,
+                repacked_bytes=s.repacked,
             )
             for i, s in enumerate(slots)
         ]
@@ -590,6 +591,7 @@ class _SlotLoad:
     swa_kv_tok: int = 0  # sliding-window layers, read up to swa_cells of depth
     swa_attn: int = 0
     swa_cells: int = 0
+    repacked: int = 0  # the host only: weights the CPU backend repacks (Q4_0 / Q4_K / IQ4_NL)
 
 
 def _slot_loads(
@@ -645,7 +647,16 @@ def _slot_loads(
     active[out_slot] += table.output_params
     return [
         _SlotLoad(
-            dict(fam[i]), dict(exp[i]), kv_tok[i], params[i], active[i], attn[i], swa_kv_tok[i], swa_attn[i], swa_cells
+            dict(fam[i]),
+            dict(exp[i]),
+            kv_tok[i],
+            params[i],
+            active[i],
+            attn[i],
+            swa_kv_tok[i],
+            swa_attn[i],
+            swa_cells,
+            repacked[i],
         )
         for i in range(n + 1)
     ]

@@ -182,6 +182,9 @@ BATCH_TOKEN_FACTOR: dict[str, dict[str, float]] = {
 CPU_GEMM_PASS_FACTOR = 1.5
 CPU_TILE_COLUMNS = 4
 CPU_TILED_FAMILIES = ("f16", "q8")
+# ggml-cpu/repack.cpp forward_mul_mat_one_chunk (b11434): "If there are more than three rows in src1, use gemm;
+# otherwise, use gemv": gemm on the rows in groups of 4, gemv one row at a time on the B mod 4 left over.
+REPACK_GEMM_ROWS = 4
 
 
 def cpu_weight_passes(slots: int, tiled_fraction: float) -> float:
@@ -377,17 +380,19 @@ class StepTimes:
 
     def many_column_s(self, slots: int, pass_ratio: float = 1.0, column_ratio: float = 1.0) -> float:
         """A CPU step of `slots` ≥ 2 sequences without its KV: the kernels' passes over the weights, divided by
-        `pass_ratio`, and one token per sequence at the prefill rate, divided by `column_ratio`."""
-        passes = cpu_weight_passes(slots, self.tiled_fraction)
-        pass_s = passes * self.many_column_pass_s + self.memory_passes_s(slots)
-        return pass_s / pass_ratio + slots * self.gemm_token_s / column_ratio
+        `pass_ratio`, and one token per sequence at the prefill rate, divided by `column_ratio`. The repacked
+        share of the weights takes only the 4-row groups through these kernels (see repacked_gemv_s)."""
+        share = min(1.0, self.repacked_memory_s / self.memory_s) if self.memory_s > 0 else 0.0
+        gemm_rows = slots - slots % REPACK_GEMM_ROWS
+        passes = cpu_weight_passes(slots, self.tiled_fraction) * (1.0 - share) + (share if gemm_rows else 0.0)
+        columns = slots * (1.0 - share) + gemm_rows * share
+        return passes * self.many_column_pass_s / pass_ratio + columns * self.gemm_token_s / column_ratio
 
-    def memory_passes_s(self, slots: int) -> float:
-        """Extra weight reads of a step on the CPU's repacked weights: ggml-cpu/repack.cpp multiplies rows of
-        the batch in groups of 4 (gemm) and the remaining B mod 4 one at a time (gemv), each gemv a pass
-        over the weights: 2 sequences read them twice, 4 once, 5 twice."""
-        passes = (1 if slots >= 4 else 0) + slots % 4
-        return max(0, passes - 1) * self.repacked_memory_s
+    def repacked_gemv_s(self, slots: int) -> float:
+        """The rows of a CPU step of `slots` ≥ 2 that ggml-cpu/repack.cpp multiplies one at a time: it takes the
+        batch in groups of 4 (gemm) and the B mod 4 left over through gemv, each a one-column pass over the
+        repacked weights at the one-sequence rate (measured: a 3-sequence step costs more than a 4-sequence one)."""
+        return (slots % REPACK_GEMM_ROWS) * self.repacked_memory_s if slots >= 2 else 0.0
 
     def compute_s(self, slots: int) -> float:
         """Compute the slots past the first add to a step."""
@@ -489,11 +494,11 @@ def estimate_speed(
             if slots >= 2 and st.many_column_pass_s > 0:
                 # CPU, several sequences: the many-column kernels (see CPU_GEMM_PASS_FACTOR); their pass reads the
                 # same memory as the one-stream pass, their columns run at the prefill rate
-                t_dev = kv / cal.decode_ratio + st.many_column_s(
+                t_dev = (kv + st.repacked_gemv_s(slots)) / cal.decode_ratio + st.many_column_s(
                     slots, cal.decode_ratio * cal.pass_ratio, cal.prefill_ratio * cal.batch_ratio
                 )
             else:
-                mem = (st.memory_s + st.memory_passes_s(slots) + kv) / cal.decode_ratio
+                mem = (st.memory_s + kv) / cal.decode_ratio
                 t_dev = mem + st.compute_s(slots) / cal.batch_ratio
             if tensor and ld.device.kind == "gpu":
                 t_gpus += t_dev
