@@ -243,6 +243,14 @@ class EstimateCache:
         if key in self._est:
             self.hits += 1
             return self._est[key]
+        # The host's RAM size decides only whether the estimate fits, never the placement or the speed
+        # (estimate() reads no host capacity): a server that differs in RAM alone takes the estimate with its
+        # own host device, kept under its own key (candidates are memoized by the estimate's id).
+        ram_key: tuple[object, ...] = (ref, quant, cfg, tuple(gpus), replace(host, capacity_bytes=0, name=""))
+        if ram_key in self._est:
+            self.hits += 1
+            self._est[key] = on_host(self._est[ram_key], host)
+            return self._est[key]
         self.calls += 1
         try:
             w = self.weights(ref, quant, cfg.engine)
@@ -251,9 +259,17 @@ class EstimateCache:
         except EstimateError:
             est = None
         if gpus and est is not None and not est.devices[-1].layers and not est.devices[-1].holds_output:
-            key = gpu_key
-        self._est[key] = est
+            self._est[gpu_key] = est
+            return est
+        self._est[key] = self._est[ram_key] = est
         return est
+
+
+def on_host(est: Estimate | None, host: Device) -> Estimate | None:
+    """`est` with `host` as its host device (the last entry): what fits there is measured against this host."""
+    if est is None or est.devices[-1].device == host:
+        return est
+    return replace(est, devices=(*est.devices[:-1], replace(est.devices[-1], device=host)))
 
 
 def quant_kld(cat: Catalog, quant: str) -> float:
