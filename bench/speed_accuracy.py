@@ -362,9 +362,6 @@ class Case:
     host_cpu: str | None = None
     gpu_layers: int | None = None
     split_mode: str = "layer"
-    # -sm tensor rows: the same test's -sm layer figure; predicted = it × agiplan's tensor / layer ratio, which
-    # checks the split-mode model apart from the model's own single-card error
-    layer_tok_s: float | None = None
     vllm_version: str = ""  # vLLM rows: the version that ran (empty: agiplan's default)
 
 
@@ -811,11 +808,28 @@ GPT_OSS_120B = ModelArch(
     experts=ExpertSpec(count=128, active=4, ffn_size=2880),
     params_total=116_829_156_672,
 )
+GPT_OSS_120B_SPEC = ModelSpec(ref="gpt-oss-120b", arch=GPT_OSS_120B)
+# gpt-oss 20B (openai/gpt-oss-20b config.json): the 120B's layer shape with 24 layers and 32 experts, 20.91 B params.
+GPT_OSS_20B_SPEC = ModelSpec(
+    ref="gpt-oss-20b",
+    arch=replace(
+        GPT_OSS_120B,
+        name="gpt-oss 20B",
+        n_layers=24,
+        swa_layers=tuple(i % 2 == 0 for i in range(24)),
+        experts=ExpertSpec(count=32, active=4, ffn_size=2880),
+        params_total=20_914_757_184,
+        source=Source("formula", "openai/gpt-oss-20b config.json"),
+    ),
+)
 TP_PR = f"{CSV} rows 222-233 (PR #19378, 4 x RTX 4090)"
+# Predicted as they are, each from agiplan's whole estimate. (Until the MoE prompt fix they were predicted as the
+# published -sm layer figure × agiplan's tensor / layer ratio, to keep agiplan's 3.9 × too fast MoE prompt rate out;
+# that ratio now carries the -sm layer pipelining error of the MoE rows, see MOE_PROMPT_CASES.)
 CASES += [
     Case(
         f"4 × 4090 · gpt-oss 120B -sm tensor {test}",
-        ModelSpec(ref="gpt-oss-120b", arch=GPT_OSS_120B),
+        GPT_OSS_120B_SPEC,
         "Q4_0",
         ("rtx-4090",) * 4,
         metric,
@@ -824,18 +838,64 @@ CASES += [
         prompt_tokens=prompt,
         depth_tokens=depth,
         split_mode="tensor",
-        layer_tok_s=layer,
     )
     # fit / test alternate within each metric: decode d0 (fit), d65536 (test); prefill pp512 d0 (fit), pp8192 d0
     # (test), pp512 @ d65536 (fit), pp8192 @ d65536 (test)
-    for test, metric, prompt, depth, layer, tensor in (
-        ("tg128", "decode", 512, 0, 180.36, 179.79),
-        ("tg128 @ d65536", "decode", 512, 65536, 118.65, 147.89),
-        ("pp512", "prefill", 512, 0, 3822.24, 5446.21),
-        ("pp8192", "prefill", 8192, 0, 4675.65, 5211.46),
-        ("pp512 @ d65536", "prefill", 512, 65536, 2308.57, 3538.01),
-        ("pp8192 @ d65536", "prefill", 8192, 65536, 3034.32, 3762.05),
+    for test, metric, prompt, depth, tensor in (
+        ("tg128", "decode", 512, 0, 179.79),
+        ("tg128 @ d65536", "decode", 512, 65536, 147.89),
+        ("pp512", "prefill", 512, 0, 5446.21),
+        ("pp8192", "prefill", 8192, 0, 5211.46),
+        ("pp512 @ d65536", "prefill", 512, 65536, 3538.01),
+        ("pp8192 @ d65536", "prefill", 8192, 65536, 3762.05),
     )
+]
+
+# Mixture-of-experts prompt processing (llama.cpp llama-bench / llama-batched-bench prompt rates), reported apart
+# from the split halves: no factor was fitted on them; they check the experts' read per micro-batch (speed.py, the
+# MoE note at PREFILL_PROMPT_TOKENS). gpt-oss runs MXFP4, stood in for by Q4_0 (see GPT_OSS_120B).
+SPARK_MOE = f"{CSV} rows 88-116 (DGX Spark, llama-bench pp2048)"
+MOE_PROMPT_CASES: list[Case] = [
+    *(
+        Case(
+            f"DGX Spark · {label} pp2048{at}",
+            spec,
+            quant,
+            ("dgx-spark",),
+            "prefill",
+            value,
+            f"{SPARK_MOE} row {row}",
+            prompt_tokens=2048,
+            depth_tokens=depth,
+        )
+        for label, spec, quant, rows in (
+            ("Qwen3-30B-A3B Q8_0", "qwen3-30b-a3b", "Q8_0", ((0, 3175.6, 108), (16384, 1900.9, 114))),
+            ("gpt-oss 120B", GPT_OSS_120B_SPEC, "Q4_0", ((0, 1937.5, 98), (16384, 1411.4, 104))),
+            ("gpt-oss 20B", GPT_OSS_20B_SPEC, "Q4_0", ((0, 3782.8, 88), (16384, 2470.3, 94))),
+        )
+        for depth, value, row in rows
+        for at in ((f" @ d{depth}" if depth else ""),)
+    ),
+    Case("RTX 3090 · gpt-oss 20B pp512", GPT_OSS_20B_SPEC, "Q4_0", ("rtx-3090",), "prefill", 4702.8, f"{CSV} row 245"),
+    *(
+        Case(
+            f"4 × 4090 · gpt-oss 120B -sm layer {test}",
+            GPT_OSS_120B_SPEC,
+            "Q4_0",
+            ("rtx-4090",) * 4,
+            "prefill",
+            value,
+            f"{TP_PR} row {row}",
+            prompt_tokens=prompt,
+            depth_tokens=depth,
+        )
+        for test, prompt, depth, value, row in (
+            ("pp512", 512, 0, 3822.24, 222),
+            ("pp8192", 8192, 0, 4675.65, 224),
+            ("pp512 @ d65536", 512, 65536, 2308.57, 228),
+            ("pp8192 @ d65536", 8192, 65536, 3034.32, 230),
+        )
+    ),
 ]
 
 
@@ -910,8 +970,6 @@ def case_group(c: Case, cat: object) -> str:
 
 
 def predict_case(c: Case) -> float:
-    if c.layer_tok_s is not None:
-        return c.layer_tok_s * _predict(c) / _predict(replace(c, split_mode="layer"))
     return _predict(c)
 
 
@@ -969,6 +1027,16 @@ def split_half() -> None:
             )
 
 
+def moe_prompt() -> None:
+    print("\nMoE prompt processing (no factor fitted on these rows): published, predicted, error")
+    errors = []
+    for c in MOE_PROMPT_CASES:
+        p = predict_case(c)
+        errors.append(abs(p / c.published_tok_s - 1) * 100)
+        print(f"  {c.label[:58]:58} {c.published_tok_s:9.1f} {p:9.1f} {(p / c.published_tok_s - 1) * 100:+6.1f}%")
+    print(f"  median |error| {statistics.median(errors):.1f} % over {len(errors)} rows")
+
+
 def main() -> None:
     print(
         f"{'row':44} {'size GiB':>8} {'tg pub':>7} {'tg ours':>7} {'err':>7}  {'pp pub':>7} {'pp ours':>7} {'err':>7}"
@@ -1010,3 +1078,4 @@ def main() -> None:
 if __name__ == "__main__":
     main()
     split_half()
+    moe_prompt()

@@ -136,6 +136,23 @@ def test_prefill_falls_with_prompt_length() -> None:
     assert no_fa.prefill_tok_s == pytest.approx(flops / (2 * 8e9 + attn * 4096 / 0.21), rel=1e-9)
 
 
+def test_moe_prompt_reads_the_experts_each_micro_batch_touches() -> None:
+    # 4 GB of the 5 GB are routed experts, 1 of 32 active (f = 1/32); 2 B active parameters. A micro-batch of 512
+    # tokens touches 1 − (31/32)^512 ≈ 1 of the experts: 4e9 / (1000 GB/s × η_q4 0.78) = 5.13 ms a micro-batch,
+    # 10.0 µs a token, on top of 2 × 2e9 / (100 TFLOPS × 0.66) = 60.6 µs of compute. A 16-token prompt touches
+    # 1 − (31/32)^16 = 39.9 % of them, read for 16 tokens: 16.0 µs a token.
+    moe = DeviceLoad(GPU, {"q4": 5_000_000_000}, {"q4": 4_000_000_000}, 0, 8_000_000_000, 2_000_000_000)
+    compute_s = 2 * 2e9 / (100e12 * 0.66)
+    read_s = 4e9 / (1000e9 * 0.78)
+    for prompt, touched in ((512, 1 - (31 / 32) ** 512), (16, 1 - (31 / 32) ** 16)):
+        s = estimate_speed([moe], depth_tokens=0, parallel=1, expert_fraction_one=1 / 32, prompt_tokens=prompt)
+        assert 1 / s.prefill_tok_s == pytest.approx(compute_s + read_s * touched / prompt, rel=1e-9)
+    # a dense model of the same size pays no read: its 512-column GEMMs are compute-bound
+    dense = replace(moe, expert_bytes_by_family={})
+    s = estimate_speed([dense], depth_tokens=0, parallel=1, expert_fraction_one=1.0, prompt_tokens=512)
+    assert 1 / s.prefill_tok_s == pytest.approx(compute_s, rel=1e-9)
+
+
 def test_layer_split_prefill_is_pipelined() -> None:
     # two equal stages, 2048 / 512 = 4 micro-batches per llama_decode call: (2 + 3) / 4 = 1.25 stage times per
     # token instead of 2, i.e. 1.6 × a sequential split (issue #13: multi-GPU pp4096 was under by 39 %)

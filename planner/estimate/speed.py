@@ -219,6 +219,14 @@ SPLIT_DOUBLING_FRACTION = 0.03
 # attention on the DGX Spark Qwen2.5 7B Q8_0 pp2048 2276 → pp2048 @ d32768 1283 t/s (benches/dgx-spark.md) → 0.35.
 ATTN_ETA_FRACTION = {True: 0.35, False: 0.21}  # by flash attention
 PREFILL_PROMPT_TOKENS = 512  # pp512: the figure quoted when no prompt length is given
+# Mixture-of-experts prompts: a micro-batch of U tokens sends about U × active / count tokens to each expert
+# (gpt-oss 120B at U = 512: 16 of 512 tokens to each of 128 experts), so the experts' matmuls work on a few columns
+# and run at the speed their weights are read, not at the GEMM rate: every micro-batch reads the experts it touches,
+# 1 − (1 − active / count)^U of their bytes, at the decode bandwidth, on top of the compute (no overlap assumed;
+# dense GEMMs of 512 columns are compute-bound and keep their read hidden). No factor is fitted: checked on the MoE
+# prompt rows of shared/data/concurrency_speed.csv (bench/speed_accuracy.py, "MoE prompt processing"): 4 × RTX 4090
+# gpt-oss 120B pp512 3822 t/s (row 222): agiplan 14,727 before, 4,385 with it; RTX 3090 gpt-oss 20B pp512
+# 4,703 (row 245): 6,226 → 5,289; DGX Spark Qwen3-30B-A3B Q8_0 pp2048 3,176 (row 108): 4,624 → 2,034.
 
 # ---- datacenter GPUs (A100 / H100 / H200 / B200) ----
 # HBM parts reach a smaller share of their nominal bandwidth and tensor rate on llama.cpp's kernels, which
@@ -247,8 +255,9 @@ def _datacenter(device: Device) -> bool:
 #   transfers (agiplan's -sm layer estimate of that row is 10 % low; the latency makes its tensor / layer ratio
 #   the published 0.997);
 # - pp512 5446.21 vs 3822.24 (rows 222-223): the reduction bandwidth, 11 GB/s, from the published -sm layer time
-#   per token (262 µs, not pipelined at one micro-batch) — PCIe 4.0 through the host, 4090s have no P2P. agiplan's
-#   own MoE prefill of that row is 3.9 × too fast (14,727 t/s), so a fit in its terms would ask for more than PCIe.
+#   per token (262 µs, not pipelined at one micro-batch) — PCIe 4.0 through the host, 4090s have no P2P.
+# With the experts' read per micro-batch (the MoE note at PREFILL_PROMPT_TOKENS) agiplan's own estimate of the
+# test-half rows is within 5 % (pp8192 +4.6 %, pp8192 @ d65536 −1.9 %, tg128 @ d65536 −2.4 %).
 # The latency per transfer is assumed the same for other card counts (no published row for 2 or 8 cards).
 TENSOR_ALLREDUCE_S = 53e-6
 TENSOR_REDUCE_GBS = 11.0
@@ -403,13 +412,33 @@ class StepTimes:
         return small * self.vector_token_s + (extra - small) * self.gemm_token_s
 
 
-def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, engine: str) -> StepTimes:
+def _read_bytes_per_s(ld: DeviceLoad, *, hybrid: bool) -> float:
+    """Bytes a second this device reads its weights and KV at while decoding (nominal × η_decode, scaled on
+    datacenter parts and for a CPU sharing a model with GPUs)."""
     eta = _eta_weighted(decode_eta_table(ld.device), ld.weight_bytes_by_family)
     if _datacenter(ld.device):
         eta *= DATACENTER_DECODE_SCALE
     bw = ld.device.bandwidth_gbs * GB * eta
     if ld.device.kind == "cpu" and hybrid:
         bw *= HYBRID_CPU_FACTOR
+    return bw
+
+
+def expert_read_s_per_prompt_token(
+    ld: DeviceLoad, *, expert_fraction_one: float, ubatch_tokens: int, hybrid: bool
+) -> float:
+    """Seconds per prompt token this device spends reading the routed experts a micro-batch of `ubatch_tokens`
+    touches (0 for a dense model): see the MoE note at PREFILL_PROMPT_TOKENS."""
+    expert_bytes = sum(ld.expert_bytes_by_family.values())
+    if expert_bytes == 0:
+        return 0.0
+    u = max(1, ubatch_tokens)
+    touched = 1.0 - (1.0 - expert_fraction_one) ** u
+    return expert_bytes * touched / _read_bytes_per_s(ld, hybrid=hybrid) / u
+
+
+def _step_times(ld: DeviceLoad, *, touched: float, hybrid: bool, engine: str) -> StepTimes:
+    bw = _read_bytes_per_s(ld, hybrid=hybrid)
     dense = sum(ld.weight_bytes_by_family.values()) - sum(ld.expert_bytes_by_family.values())
     moved = dense + touched * sum(ld.expert_bytes_by_family.values())
     key = backend_key(ld.device)
@@ -529,6 +558,9 @@ def estimate_speed(
         pipelined=engine != "vllm" and n_gpus >= 2 and not uses_cpu and not tensor,
         micro_batches=max(1, min(n_batch, max(1, prompt_tokens)) // max(1, n_ubatch)),
         tensor_gpus=n_gpus if tensor else 0,
+        expert_fraction_one=expert_fraction_one,
+        ubatch_tokens=min(n_batch if engine == "vllm" else n_ubatch, max(1, prompt_tokens)),
+        hybrid=hybrid,
         reduce_s_per_token=_reduce_s_per_prompt_token(
             engine,
             tensor,
@@ -611,6 +643,9 @@ def _prefill_tok_s(
     micro_batches: int,
     tensor_gpus: int = 0,
     reduce_s_per_token: float = 0.0,
+    expert_fraction_one: float = 1.0,
+    ubatch_tokens: int = PREFILL_UBATCH,
+    hybrid: bool = False,
 ) -> float:
     """Prompt tokens per second: each device's dense FLOPs plus attention over the mean position
     (depth + prompt / 2); CPU-resident layers stream their weights to the best GPU when one is there;
@@ -632,6 +667,9 @@ def _prefill_tok_s(
         attn_flops = ld.attn_flops_per_depth_token * full_position + ld.swa_attn_flops_per_depth_token * swa_position
         attn = attn_flops / ATTN_ETA_FRACTION[flash_attn]
         t_own = (2.0 * ld.active_params + attn) / flops if flops > 0 else float("inf")
+        t_own += expert_read_s_per_prompt_token(
+            ld, expert_fraction_one=expert_fraction_one, ubatch_tokens=ubatch_tokens, hybrid=hybrid
+        )
         if ld.device.kind == "cpu" and best_gpu is not None:
             g_flops = _prefill_flops(replace(best_gpu, weight_bytes_by_family=ld.weight_bytes_by_family))
             streamed = sum(ld.weight_bytes_by_family.values()) / (PCIE_GBS * GB * PREFILL_UBATCH)
