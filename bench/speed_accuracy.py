@@ -1037,6 +1037,39 @@ def moe_prompt() -> None:
     print(f"  median |error| {statistics.median(errors):.1f} % over {len(errors)} rows")
 
 
+def vllm_host_cost() -> None:
+    """What the vLLM 0.5.4 burst rows say about the host's time per running sequence per step: agiplan's step
+    without it (the same estimate at a vLLM version that overlaps it, 0.6.4) against the published step, 256 /
+    published tok/s at the 256 sequences the rows are modelled at. Then the test half predicted with one figure per
+    node (GPU kind), the median of its fit-half rows: what a host-calibrated estimate would give."""
+    rows = [c for c in CASES if c.vllm_version]
+    fit_ids = {id(c) for c in rows[0::2]}
+    implied: dict[int, tuple[float, float]] = {}
+    print("\nvLLM 0.5.4 bursts: step without host time (ms), published step (ms), implied host ms per sequence")
+    for c in rows:
+        gpu_step_s = c.slots / _predict(replace(c, vllm_version="0.6.4"))
+        step_s = c.slots / c.published_tok_s
+        implied[id(c)] = (gpu_step_s, (step_s - gpu_step_s) / c.slots)
+        half = "F" if id(c) in fit_ids else "T"
+        print(f"  {half} {c.label[:58]:58} {gpu_step_s * 1e3:7.1f} {step_s * 1e3:7.1f} {implied[id(c)][1] * 1e3:7.3f}")
+    per_node = {
+        gpu: statistics.median(implied[id(c)][1] for c in rows if id(c) in fit_ids and c.gpus[0] == gpu)
+        for gpu in sorted({c.gpus[0] for c in rows})
+    }
+    errors = []
+    for c in rows:
+        if id(c) in fit_ids:
+            continue
+        gpu_step_s, _ = implied[id(c)]
+        predicted = c.slots / (gpu_step_s + c.slots * per_node[c.gpus[0]])
+        errors.append(abs(predicted / c.published_tok_s - 1) * 100)
+    nodes = ", ".join(f"{gpu} {v * 1e3:.3f} ms" for gpu, v in per_node.items())
+    print(
+        f"  per node (fit-half median): {nodes}; test half with them: median |error| "
+        f"{statistics.median(errors):.1f} %, max {max(errors):.1f} % over {len(errors)} rows"
+    )
+
+
 def main() -> None:
     print(
         f"{'row':44} {'size GiB':>8} {'tg pub':>7} {'tg ours':>7} {'err':>7}  {'pp pub':>7} {'pp ours':>7} {'err':>7}"
@@ -1079,3 +1112,4 @@ if __name__ == "__main__":
     main()
     split_half()
     moe_prompt()
+    vllm_host_cost()
