@@ -140,7 +140,7 @@ def test_moe_prompt_reads_the_experts_each_micro_batch_touches() -> None:
     # 4 GB of the 5 GB are routed experts, 1 of 32 active (f = 1/32); 2 B active parameters. A micro-batch of 512
     # tokens touches 1 − (31/32)^512 ≈ 1 of the experts: 4e9 / (1000 GB/s × η_q4 0.78) = 5.13 ms a micro-batch,
     # 10.0 µs a token, on top of 2 × 2e9 / (100 TFLOPS × 0.66) = 60.6 µs of compute. A 16-token prompt touches
-    # 1 − (31/32)^16 = 39.9 % of them, read for 16 tokens: 16.0 µs a token.
+    # 1 − (31/32)^16 = 39.9 % of them, 2.05 ms read for 16 tokens: 128 µs a token.
     moe = DeviceLoad(GPU, {"q4": 5_000_000_000}, {"q4": 4_000_000_000}, 0, 8_000_000_000, 2_000_000_000)
     compute_s = 2 * 2e9 / (100e12 * 0.66)
     read_s = 4e9 / (1000e9 * 0.78)

@@ -424,7 +424,7 @@ def _read_bytes_per_s(ld: DeviceLoad, *, hybrid: bool) -> float:
     return bw
 
 
-def expert_read_s_per_prompt_token(
+def _expert_read_s_per_prompt_token(
     ld: DeviceLoad, *, expert_fraction_one: float, ubatch_tokens: int, hybrid: bool
 ) -> float:
     """Seconds per prompt token this device spends reading the routed experts a micro-batch of `ubatch_tokens`
@@ -667,7 +667,7 @@ def _prefill_tok_s(
         attn_flops = ld.attn_flops_per_depth_token * full_position + ld.swa_attn_flops_per_depth_token * swa_position
         attn = attn_flops / ATTN_ETA_FRACTION[flash_attn]
         t_own = (2.0 * ld.active_params + attn) / flops if flops > 0 else float("inf")
-        t_own += expert_read_s_per_prompt_token(
+        t_own += _expert_read_s_per_prompt_token(
             ld, expert_fraction_one=expert_fraction_one, ubatch_tokens=ubatch_tokens, hybrid=hybrid
         )
         if ld.device.kind == "cpu" and best_gpu is not None:
