@@ -1038,10 +1038,12 @@ def moe_prompt() -> None:
 
 
 def vllm_host_cost() -> None:
-    """What the vLLM 0.5.4 burst rows say about the host's time per running sequence per step: agiplan's step
-    without it (the same estimate at a vLLM version that overlaps it, 0.6.4) against the published step, 256 /
-    published tok/s at the 256 sequences the rows are modelled at. Then the test half predicted with one figure per
-    node (GPU kind), the median of its fit-half rows: what a host-calibrated estimate would give."""
+    """What the vLLM 0.5.4 burst rows leave per running sequence per step once agiplan's steady step is taken out:
+    agiplan's step without host time (the same estimate at a vLLM version that overlaps it, 0.6.4) against the
+    published step, 256 / published tok/s at the 256 sequences the rows are modelled at. The residual holds the
+    host's work per sequence (what agiplan charges vLLM < 0.6 for) and whatever else the steady 256-sequence step
+    leaves out of a burst: its prompts' prefill and its tail, as requests finish. Then the test half predicted with
+    one figure per node (GPU kind), the median of its fit-half rows: what a per-host calibration would give."""
     rows = [c for c in CASES if c.vllm_version]
     fit_ids = {id(c) for c in rows[0::2]}
     implied: dict[int, tuple[float, float]] = {}
