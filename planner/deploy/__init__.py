@@ -39,6 +39,12 @@ DEFAULT_MODELS_DIR = "/models"
 API_KEY_FILE = "api-key"  # the key of servers other hosts reach; written by planner.deploy.write (0600)
 LOOPBACK = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
+# start.sh stops its engines with SIGTERM when it exits (Ctrl-C, SIGTERM, an engine failing) and SIGKILLs those still
+# running after this grace. The pinned llama-server (b11434) exits 0.11 s after SIGTERM when alone (15 of 15 runs),
+# but in tests/test_deploy_loopback.py's deployment about 1 server in 10 hung in "cleaning up before exit..." for
+# over 20 s, through a second signal too ("terminating immediately" then no exit): without the SIGKILL it outlived
+# start.sh, holding its port and memory.
+STOP_GRACE_S = 10
 
 ProcessKind = Literal["server", "router", "rpc-worker", "ray-head", "ray-worker"]
 
@@ -545,11 +551,23 @@ def start_script(dep: Deployment, header: str) -> str:
     lines = [
         "#!/usr/bin/env bash",
         *comment(header),
-        "# Starts every process of this server that runs at boot; logs go to logs/<name>.log. Stop with Ctrl-C.",
+        "# Starts every process of this server that runs at boot; logs go to logs/<name>.log. Stop with Ctrl-C:",
+        f"# the engines get SIGTERM, and SIGKILL after {STOP_GRACE_S} s if they have not exited.",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         "mkdir -p logs",
-        "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
+        "stop_engines() {  # SIGTERM, then SIGKILL what still runs after the grace",
+        "    local pids",
+        "    pids=$(jobs -p)",
+        '    [ -n "$pids" ] || return 0',
+        "    kill $pids 2>/dev/null || true",
+        f"    for _ in $(seq {STOP_GRACE_S * 5}); do",
+        "        kill -0 $pids 2>/dev/null || return 0",
+        "        sleep 0.2",
+        "    done",
+        "    kill -KILL $pids 2>/dev/null || true",
+        "}",
+        "trap stop_engines EXIT",
     ]
     for proc in dep.processes:
         if proc.boot:
