@@ -202,10 +202,14 @@ def _started(out: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]
         deadline = time.monotonic() + 20
         while _group_cmdlines(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        for _ in _group_cmdlines(proc.pid):
+        left = _group_cmdlines(proc.pid)  # what start.sh's own stop (SIGTERM, SIGKILL after the grace) left
+        if left:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        assert not _group_cmdlines(proc.pid), "processes left behind"
+            deadline = time.monotonic() + 5  # SIGKILL is delivered, not waited for
+            while _group_cmdlines(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert not left, f"processes left behind: {left}"
 
 
 def _expected_argv(dep: Deployment, name: str, ports: dict[int, int], loopback: bool) -> list[str]:
