@@ -66,12 +66,16 @@ def _wait_http(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
     raise RuntimeError(f"llama-server did not answer in time: {log.read_text()[-600:]}")
 
 
-def require_tools() -> LlamaTools:
-    """The pinned llama.cpp tools, or skip the test that needs them (a checkout without the [engines] extra)."""
+def require_tools(*needed: str) -> LlamaTools:
+    """The pinned llama.cpp tools with each of `needed` among them, or skip the test that needs them (a checkout
+    without the [engines] extra)."""
     try:
-        return find_tools()
+        tools = find_tools()
+        for tool in needed:
+            tools.path(tool)
     except PlannerError as e:
         pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
+    return tools
 
 
 @contextlib.contextmanager

