@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,31 @@ def llama_server(model: Path, log: Path, *, n_ctx: int = 1024, parallel: int = 2
     ]  # fmt: skip
     with running_llama_server(args, port, log) as url:
         yield url
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """A process as /proc/<pid>/stat shows it: its state letter and process group."""
+
+    state: str
+    group: int
+
+    @property
+    def live(self) -> bool:
+        """Not a zombie (Z) or dead (X): those have exited and wait only to be reaped, holding no port or memory."""
+        return self.state not in ("Z", "X")
+
+
+def process_state(pid: int) -> ProcessState | None:
+    """`pid` from /proc, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return ProcessState(fields[0], int(fields[2]))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (not gone, not a zombie)."""
+    state = process_state(pid)
+    return state is not None and state.live

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bench_fixtures import free_port, running_llama_server
+from bench_fixtures import free_port, running, running_llama_server
 from test_report_fixtures import GIB, agents_plan, gemma_plan
 from typer.testing import CliRunner
 
@@ -374,14 +374,6 @@ while :; do sleep 0.1; done
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("ignores_term", [False, True])
 def test_start_sh_leaves_no_engine_running(tmp_path: Path, ignores_term: bool) -> None:
@@ -407,7 +399,7 @@ def test_start_sh_leaves_no_engine_running(tmp_path: Path, ignores_term: bool) -
         os.kill(proc.pid, signal.SIGINT)
         proc.wait(timeout=STOP_GRACE_S + 20)
         took_s = time.monotonic() - t0
-        assert not [p for p in engines if _alive(p)]
+        assert not [p for p in engines if running(p)]
         if ignores_term:
             assert took_s >= STOP_GRACE_S - 0.5  # they were given the grace, then killed
         else:

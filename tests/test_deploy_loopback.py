@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench_fixtures import free_port, require_tools, tiny_llama_arch
+from bench_fixtures import free_port, process_state, require_tools, tiny_llama_arch
 from test_report_fixtures import GIB, device, mem, placement
 
 from planner.deploy import Deployment, build_deployment
@@ -174,12 +174,11 @@ def _group_cmdlines(pgid: int) -> list[list[str]]:
     exited and waits only for its new parent, init, to reap it: on a loaded machine the check after SIGKILL can
     see one, and it is not a process left running."""
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                argv = (stat.parent / "cmdline").read_bytes().split(b"\0")[:-1]
-                out.append([a.decode() for a in argv])
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        state = process_state(int(pid_dir.name))
+        if state is not None and state.group == pgid and state.live:
+            with contextlib.suppress(OSError):
+                out.append([a.decode() for a in (pid_dir / "cmdline").read_bytes().split(b"\0")[:-1]])
     return out
 
 
