@@ -823,42 +823,61 @@ GPT_OSS_20B_SPEC = ModelSpec(
     ),
 )
 TP_PR = f"{CSV} rows 222-233 (PR #19378, 4 x RTX 4090)"
-# Predicted as they are, each from agiplan's whole estimate. (Until the MoE prompt fix they were predicted as the
-# published -sm layer figure × agiplan's tensor / layer ratio, to keep agiplan's 3.9 × too fast MoE prompt rate out;
-# that ratio now carries the -sm layer pipelining error of the MoE rows, see MOE_PROMPT_CASES.)
-CASES += [
-    Case(
-        f"4 × 4090 · gpt-oss 120B -sm tensor {test}",
+
+
+@dataclass(frozen=True)
+class SplitModeRun:
+    """One llama-bench test of PR #19378's 4 x RTX 4090 table, gpt-oss 120B under -sm layer and -sm tensor."""
+
+    test: str
+    metric: str
+    prompt_tokens: int
+    depth_tokens: int
+    layer_tok_s: float
+    tensor_tok_s: float
+
+
+# in the order fit / test alternate within each metric: decode d0 (fit), d65536 (test); prefill pp512 d0 (fit),
+# pp8192 d0 (test), pp512 @ d65536 (fit), pp8192 @ d65536 (test)
+SPLIT_MODE_RUNS = (
+    SplitModeRun("tg128", "decode", 512, 0, 180.36, 179.79),
+    SplitModeRun("tg128 @ d65536", "decode", 512, 65536, 118.65, 147.89),
+    SplitModeRun("pp512", "prefill", 512, 0, 3822.24, 5446.21),
+    SplitModeRun("pp8192", "prefill", 8192, 0, 4675.65, 5211.46),
+    SplitModeRun("pp512 @ d65536", "prefill", 512, 65536, 2308.57, 3538.01),
+    SplitModeRun("pp8192 @ d65536", "prefill", 8192, 65536, 3034.32, 3762.05),
+)
+
+
+def _split_mode_case(run: SplitModeRun, split_mode: str) -> Case:
+    return Case(
+        f"4 × 4090 · gpt-oss 120B -sm {split_mode} {run.test}",
         GPT_OSS_120B_SPEC,
         "Q4_0",
         ("rtx-4090",) * 4,
-        metric,
-        tensor,
+        run.metric,
+        run.tensor_tok_s if split_mode == "tensor" else run.layer_tok_s,
         TP_PR,
-        prompt_tokens=prompt,
-        depth_tokens=depth,
-        split_mode="tensor",
+        prompt_tokens=run.prompt_tokens,
+        depth_tokens=run.depth_tokens,
+        split_mode=split_mode,
     )
-    # fit / test alternate within each metric: decode d0 (fit), d65536 (test); prefill pp512 d0 (fit), pp8192 d0
-    # (test), pp512 @ d65536 (fit), pp8192 @ d65536 (test)
-    for test, metric, prompt, depth, tensor in (
-        ("tg128", "decode", 512, 0, 179.79),
-        ("tg128 @ d65536", "decode", 512, 65536, 147.89),
-        ("pp512", "prefill", 512, 0, 5446.21),
-        ("pp8192", "prefill", 8192, 0, 5211.46),
-        ("pp512 @ d65536", "prefill", 512, 65536, 3538.01),
-        ("pp8192 @ d65536", "prefill", 8192, 65536, 3762.05),
-    )
-]
 
-# Mixture-of-experts prompt processing (llama.cpp llama-bench / llama-batched-bench prompt rates), reported apart
-# from the split halves: no factor was fitted on them; they check the experts' read per micro-batch (speed.py, the
-# MoE note at PREFILL_PROMPT_TOKENS). gpt-oss runs MXFP4, stood in for by Q4_0 (see GPT_OSS_120B).
+
+# The -sm tensor rows, predicted as they are, each from agiplan's whole estimate. (Until the MoE prompt fix they were
+# predicted as the published -sm layer figure × agiplan's tensor / layer ratio, to keep agiplan's 3.9 × too fast MoE
+# prompt rate out; that ratio now carries the -sm layer pipelining error of the MoE rows, see MOE_PROMPT_CASES.)
+CASES += [_split_mode_case(run, "tensor") for run in SPLIT_MODE_RUNS]
+
+# Mixture-of-experts prompt processing (llama.cpp llama-bench prompt rates), reported apart from the split halves: no
+# factor was fitted on them; they check the experts' read per micro-batch (speed.py, the MoE note at
+# PREFILL_PROMPT_TOKENS). gpt-oss runs MXFP4, stood in for by Q4_0 (see GPT_OSS_120B). DGX Spark: llama-bench pp2048
+# at depth 0 and 16384 (rows 88-116).
 SPARK_MOE = f"{CSV} rows 88-116 (DGX Spark, llama-bench pp2048)"
 MOE_PROMPT_CASES: list[Case] = [
     *(
         Case(
-            f"DGX Spark · {label} pp2048{at}",
+            f"DGX Spark · {label} pp2048" + (f" @ d{depth}" if depth else ""),
             spec,
             quant,
             ("dgx-spark",),
@@ -874,28 +893,9 @@ MOE_PROMPT_CASES: list[Case] = [
             ("gpt-oss 20B", GPT_OSS_20B_SPEC, "Q4_0", ((0, 3782.8, 88), (16384, 2470.3, 94))),
         )
         for depth, value, row in rows
-        for at in ((f" @ d{depth}" if depth else ""),)
     ),
     Case("RTX 3090 · gpt-oss 20B pp512", GPT_OSS_20B_SPEC, "Q4_0", ("rtx-3090",), "prefill", 4702.8, f"{CSV} row 245"),
-    *(
-        Case(
-            f"4 × 4090 · gpt-oss 120B -sm layer {test}",
-            GPT_OSS_120B_SPEC,
-            "Q4_0",
-            ("rtx-4090",) * 4,
-            "prefill",
-            value,
-            f"{TP_PR} row {row}",
-            prompt_tokens=prompt,
-            depth_tokens=depth,
-        )
-        for test, prompt, depth, value, row in (
-            ("pp512", 512, 0, 3822.24, 222),
-            ("pp8192", 8192, 0, 4675.65, 224),
-            ("pp512 @ d65536", 512, 65536, 2308.57, 228),
-            ("pp8192 @ d65536", 8192, 65536, 3034.32, 230),
-        )
-    ),
+    *(_split_mode_case(run, "layer") for run in SPLIT_MODE_RUNS if run.metric == "prefill"),
 ]
 
 
@@ -970,10 +970,7 @@ def case_group(c: Case, cat: object) -> str:
 
 
 def predict_case(c: Case) -> float:
-    return _predict(c)
-
-
-def _predict(c: Case) -> float:
+    """agiplan's figure for a published run: its estimate's decode, prefill or aggregate tok/s."""
     cat = load_catalog()
     spec = resolve_model(c.model) if isinstance(c.model, str) else c.model
     host = host_device(cat, c.host_cpu, 128 if c.host_cpu is None or c.host_cpu.startswith(("epyc", "thread")) else 64)
@@ -1049,7 +1046,7 @@ def vllm_host_cost() -> None:
     implied: dict[int, tuple[float, float]] = {}
     print("\nvLLM 0.5.4 bursts: step without host time (ms), published step (ms), implied host ms per sequence")
     for c in rows:
-        gpu_step_s = c.slots / _predict(replace(c, vllm_version="0.6.4"))
+        gpu_step_s = c.slots / predict_case(replace(c, vllm_version="0.6.4"))
         step_s = c.slots / c.published_tok_s
         implied[id(c)] = (gpu_step_s, (step_s - gpu_step_s) / c.slots)
         half = "F" if id(c) in fit_ids else "T"
